@@ -1,0 +1,359 @@
+//! The two rules of the whole model, as pure functions over the registry and the network:
+//! [`authority`] (where a record may be written) and [`recipients`] (who must receive a change).
+
+use crate::ids::{RecordId, SiteId, StoreId};
+use crate::network::Network;
+use crate::registry::{Condition, DataType, Editor, Entry, Registry, Scope, Special, TableDef};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// What a change does to its record, as the node applying it sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// The record did not exist here before.
+    Create,
+    /// The record existed and is replaced.
+    Update,
+    Delete,
+    /// The record is merged into another of the same table, whose references replace its own.
+    MergeInto(RecordId),
+}
+
+/// The keys of a record that route it, read from its JSON document by [`RecordKeys::read`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordKeys {
+    /// The store the record belongs to (for a message: the sending store).
+    pub store: Option<StoreId>,
+    /// The other store of a transfer (for a message: the receiving store).
+    pub other_store: Option<StoreId>,
+    /// The name (or patient) the record belongs to.
+    pub name: Option<RecordId>,
+    /// The patient's home store, when the record itself says it (a patient or prescriber record).
+    pub home_store: Option<StoreId>,
+}
+
+impl RecordKeys {
+    /// Reads the routing keys of a record of `table` from its document.
+    pub fn read(table: &TableDef, id: &RecordId, data: &serde_json::Value) -> RecordKeys {
+        let text = |field: &str| data.get(field).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+        let field_or_id = |field: &str| if field == "id" { Some(id.as_str()) } else { text(field) };
+        let mut keys = RecordKeys::default();
+        match table.scope {
+            Scope::Global => {}
+            Scope::Store(field) => {
+                keys.store = field_or_id(field).map(StoreId::from);
+                keys.other_store = text("other_store_id").map(StoreId::from);
+                keys.name = text("name_id").or(text("prescriber_id")).map(RecordId::from);
+            }
+            Scope::Name(field) => keys.name = field_or_id(field).map(RecordId::from),
+            Scope::Patient(field) => {
+                keys.name = field_or_id(field).map(RecordId::from);
+                keys.home_store = text("home_store_id").map(StoreId::from);
+                keys.store = text("store_id").map(StoreId::from);
+            }
+            Scope::Message => {
+                keys.store = text("sending_store_id").map(StoreId::from);
+                keys.other_store = text("receiving_store_id").map(StoreId::from);
+            }
+        }
+        keys
+    }
+}
+
+/// A change as the rules see it.
+#[derive(Clone, Debug)]
+pub struct ChangeRef<'a> {
+    pub table: &'a str,
+    pub op: &'a Op,
+    pub keys: &'a RecordKeys,
+}
+
+/// The rule that governs one change: the owning entry, or a variant whose condition holds.
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    pub table: &'static TableDef,
+    pub entry: &'static Entry,
+}
+
+impl Rule {
+    pub fn data_type(&self) -> DataType {
+        self.entry.data_type
+    }
+}
+
+/// Why a change may not be written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum Refusal {
+    #[error("`{0}` is not a synced table")]
+    UnknownTable(String),
+    #[error("{what} may only be written on {writer}, not on site `{site}`")]
+    NotAuthorised { what: String, writer: String, site: SiteId },
+    #[error("a {what} record needs `{field}` to say which {needs} it belongs to")]
+    MissingKey { what: String, field: &'static str, needs: &'static str },
+    #[error("store `{0}` is not in the network")]
+    UnknownStore(StoreId),
+    #[error("messages are never edited; create a new one instead")]
+    MessageEdited,
+    #[error("patients can only be merged when both have the same home store (`{0}` and `{1}`)")]
+    MergeAcrossHomeStores(StoreId, StoreId),
+}
+
+/// Where a record may be written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Writer {
+    Site(SiteId),
+    Sites(BTreeSet<SiteId>),
+    AnySite,
+    Nobody,
+}
+
+impl fmt::Display for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Writer::Site(site) => write!(f, "site `{site}`"),
+            Writer::Sites(sites) => {
+                let names: Vec<&str> = sites.iter().map(SiteId::as_str).collect();
+                write!(f, "sites {}", names.join(", "))
+            }
+            Writer::AnySite => f.write_str("any site"),
+            Writer::Nobody => f.write_str("no site"),
+        }
+    }
+}
+
+impl Writer {
+    pub fn allows(&self, site: &SiteId) -> bool {
+        match self {
+            Writer::Site(s) => s == site,
+            Writer::Sites(sites) => sites.contains(site),
+            Writer::AnySite => true,
+            Writer::Nobody => false,
+        }
+    }
+}
+
+/// Who must receive a change. The central server, being the hub and the collector of every
+/// store, stores everything that leaves a site whatever the audience says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// Stays where it was written.
+    Nobody,
+    /// Every site (central data). Stored once in a shared bucket.
+    Everyone,
+    /// The central server and every site with an active dispensary store. A shared bucket too.
+    DispensarySites,
+    /// Every site except the central server (a message with neither store set).
+    RemoteSites,
+    /// These sites only.
+    Sites(BTreeSet<SiteId>),
+}
+
+impl Audience {
+    /// Whether `site` must receive the change.
+    pub fn includes(&self, network: &Network, site: &SiteId) -> bool {
+        match self {
+            Audience::Nobody => false,
+            Audience::Everyone => true,
+            Audience::DispensarySites => network.is_central(site) || network.dispensary_sites().contains(site),
+            Audience::RemoteSites => !network.is_central(site),
+            Audience::Sites(sites) => sites.contains(site),
+        }
+    }
+
+    /// The sites, listed.
+    pub fn sites(&self, network: &Network) -> BTreeSet<SiteId> {
+        network.sites.keys().filter(|s| self.includes(network, s)).cloned().collect()
+    }
+}
+
+impl Registry {
+    /// The rule for a change: a variant entry whose condition holds, else the owning entry.
+    pub fn rule(&self, network: &Network, change: &ChangeRef<'_>) -> Result<Rule, Refusal> {
+        let (table, owner) = self.table(change.table).ok_or_else(|| Refusal::UnknownTable(change.table.to_owned()))?;
+        let entry = self
+            .variants(change.table)
+            .find(|(_, when)| condition_holds(*when, network, change))
+            .map(|(entry, _)| entry)
+            .unwrap_or(owner);
+        Ok(Rule { table, entry })
+    }
+}
+
+fn condition_holds(when: Condition, network: &Network, change: &ChangeRef<'_>) -> bool {
+    match when {
+        Condition::Merge => matches!(change.op, Op::MergeInto(_)),
+        Condition::CentralisedProcurement => network.prefs.centralised_procurement,
+        Condition::CentralisedPayments => network.prefs.centralised_payments,
+        Condition::ExistingRecord => !matches!(change.op, Op::Create),
+        Condition::NewPatientVisibility => {
+            matches!(change.op, Op::Create)
+                && change.keys.name.as_ref().is_some_and(|name| network.home_stores.contains_key(name))
+        }
+    }
+}
+
+/// Where the record a change touches may be written.
+pub fn authority(registry: &Registry, network: &Network, change: &ChangeRef<'_>) -> Result<Writer, Refusal> {
+    let rule = registry.rule(network, change)?;
+    let active_site_of = |store: &Option<StoreId>, field: &'static str| -> Result<SiteId, Refusal> {
+        let store =
+            store.as_ref().ok_or(Refusal::MissingKey { what: change.table.to_owned(), field, needs: "store" })?;
+        network.active_site(store).cloned().ok_or_else(|| Refusal::UnknownStore(store.clone()))
+    };
+    let writer = match rule.entry.editor {
+        Editor::Primary if rule.table.has(Special::AddedAnywhere) && *change.op == Op::Create => Writer::AnySite,
+        Editor::Primary => Writer::Site(network.primary.clone()),
+        Editor::Central => Writer::Site(network.central.clone()),
+        Editor::AnySite => Writer::AnySite,
+        Editor::StoreSite => match rule.data_type() {
+            DataType::Message if *change.op == Op::Create => Writer::AnySite,
+            DataType::Message => return Err(Refusal::MessageEdited),
+            DataType::Patient if rule.table.has(Special::Prescription) => {
+                Writer::Site(active_site_of(&change.keys.store, "store_id")?)
+            }
+            DataType::Patient => {
+                let home = home_store(network, change)?;
+                if let Op::MergeInto(into) = change.op {
+                    if let Some(other) = network.home_stores.get(into).filter(|other| **other != home) {
+                        return Err(Refusal::MergeAcrossHomeStores(home, other.clone()));
+                    }
+                }
+                let home_site = active_site_of(&Some(home), "home_store_id")?;
+                if rule.table.has(Special::Repeat) && network.prefs.repeats_on_visible_sites {
+                    let name = change.keys.name.as_ref().expect("home_store found it");
+                    Writer::Sites(network.name_visible_on(name))
+                } else {
+                    Writer::Site(home_site)
+                }
+            }
+            _ => Writer::Site(active_site_of(&change.keys.store, "store_id")?),
+        },
+    };
+    Ok(writer)
+}
+
+/// The home store of the patient a change belongs to: the one the network knows (a change
+/// cannot move a patient; that is done on the central server), else the record's own.
+fn home_store(network: &Network, change: &ChangeRef<'_>) -> Result<StoreId, Refusal> {
+    let name = change.keys.name.as_ref().ok_or(Refusal::MissingKey {
+        what: change.table.to_owned(),
+        field: "patient_id",
+        needs: "patient",
+    })?;
+    network.home_stores.get(name).or(change.keys.home_store.as_ref()).cloned().ok_or(Refusal::MissingKey {
+        what: change.table.to_owned(),
+        field: "home_store_id",
+        needs: "home store",
+    })
+}
+
+/// Checks that `site` may write the change, with a reason a person can act on when it may not.
+pub fn check_write(
+    registry: &Registry,
+    network: &Network,
+    change: &ChangeRef<'_>,
+    site: &SiteId,
+) -> Result<(), Refusal> {
+    let writer = authority(registry, network, change)?;
+    if writer.allows(site) {
+        return Ok(());
+    }
+    let rule = registry.rule(network, change)?;
+    Err(Refusal::NotAuthorised {
+        what: format!("{} data (`{}`, \"{}\")", rule.data_type(), change.table, rule.entry.data),
+        writer: writer.to_string(),
+        site: site.clone(),
+    })
+}
+
+/// Which sites must receive a change.
+pub fn recipients(registry: &Registry, network: &Network, change: &ChangeRef<'_>) -> Result<Audience, Refusal> {
+    let rule = registry.rule(network, change)?;
+    let keys = change.keys;
+    let store_key = || {
+        keys.store.as_ref().ok_or(Refusal::MissingKey {
+            what: change.table.to_owned(),
+            field: "store_id",
+            needs: "store",
+        })
+    };
+    let audience = match rule.data_type() {
+        DataType::Local | DataType::Sync => Audience::Nobody,
+        DataType::Central if rule.table.has(Special::DispensaryCentral) => Audience::DispensarySites,
+        DataType::Central => Audience::Everyone,
+        DataType::CentralStore => {
+            let mut sites = network.store_visible_on(store_key()?);
+            sites.insert(network.central.clone());
+            sites.insert(network.primary.clone());
+            Audience::Sites(sites)
+        }
+        DataType::Name => {
+            let name = keys.name.as_ref().ok_or(Refusal::MissingKey {
+                what: change.table.to_owned(),
+                field: "name_id",
+                needs: "name",
+            })?;
+            let mut sites = network.name_visible_on(name);
+            sites.insert(network.primary.clone());
+            Audience::Sites(sites)
+        }
+        DataType::Store => store_audience(network, rule.table, keys, store_key()?, change.op)?,
+        DataType::Patient if rule.table.has(Special::Prescription) => {
+            let store = store_key()?;
+            let mut audience = store_audience(network, rule.table, keys, store, change.op)?;
+            if network.prefs.prescriptions_to_visible_sites {
+                if let (Audience::Sites(sites), Some(name)) = (&mut audience, &keys.name) {
+                    sites.extend(network.name_visible_on(name));
+                }
+            }
+            audience
+        }
+        DataType::Patient => {
+            let home = home_store(network, change)?;
+            let name = keys.name.as_ref().expect("home_store found it");
+            let mut sites = network.name_visible_on(name);
+            sites.extend(network.active_site(&home).cloned());
+            Audience::Sites(sites)
+        }
+        DataType::Message => match (&keys.other_store, &keys.store) {
+            (Some(receiving), _) => {
+                let site = network.active_site(receiving).ok_or_else(|| Refusal::UnknownStore(receiving.clone()))?;
+                Audience::Sites(BTreeSet::from([site.clone(), network.central.clone()]))
+            }
+            (None, Some(_sending)) => Audience::Sites(BTreeSet::from([network.central.clone()])),
+            (None, None) => Audience::RemoteSites,
+        },
+    };
+    Ok(audience)
+}
+
+/// Store data goes to every site holding a full copy of the store; a transfer half also to the
+/// other store's site; a dispensary's stock only when it includes transactions in sync; a new
+/// user only to the central server.
+fn store_audience(
+    network: &Network,
+    table: &TableDef,
+    keys: &RecordKeys,
+    store: &StoreId,
+    op: &Op,
+) -> Result<Audience, Refusal> {
+    let info = network.stores.get(store).ok_or_else(|| Refusal::UnknownStore(store.clone()))?;
+    if table.has(Special::DispensaryStock) && info.dispensary && !info.include_transactions_in_sync {
+        return Ok(Audience::Nobody);
+    }
+    if table.has(Special::NewRecordsToCentral) && *op == Op::Create {
+        return Ok(Audience::Sites(BTreeSet::from([network.central.clone()])));
+    }
+    let mut sites = network.store_holders(store);
+    if table.has(Special::Transfer) {
+        if let Some(other_site) = keys.other_store.as_ref().and_then(|o| network.active_site(o)) {
+            if network.sync_type(store, other_site) != crate::network::SyncType::None {
+                sites.insert(other_site.clone());
+            }
+        }
+    }
+    Ok(Audience::Sites(sites))
+}

@@ -8,11 +8,13 @@
 //! **Architecture invariant:** nothing in this crate touches a disk, a socket or a clock, so every
 //! rule is tested exhaustively by plain unit tests.
 
+pub mod change;
 pub mod ids;
 pub mod network;
 pub mod registry;
 pub mod rules;
 
+pub use change::{Action, Change};
 pub use ids::{RecordId, Seq, SiteId, StoreId};
 pub use network::{Network, Prefs, SiteKind, StoreInfo, SyncType};
 pub use registry::{registry, DataType, Editor, Entry, Registry, Scope, Special, TableDef};

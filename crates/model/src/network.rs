@@ -177,3 +177,114 @@ impl Network {
         self.stores.values().filter(|s| s.dispensary).map(|s| s.active_site.clone()).collect()
     }
 }
+
+/// The tables whose records shape the network. A write to one of them changes routing, so the
+/// storage layer feeds each such record to [`Network::absorb`] in the same transaction.
+pub const TOPOLOGY_TABLES: &[&str] =
+    &["site", "store", "store_sync", "name_visibility", "prescriber_visibility", "patient", "prescriber", "option"];
+
+impl Network {
+    /// Builds the network from topology records (table, id, document).
+    pub fn from_records<'a>(records: impl IntoIterator<Item = (&'a str, &'a str, serde_json::Value)>) -> Network {
+        let mut network = Network::default();
+        for (table, id, data) in records {
+            network.absorb(table, id, None, Some(&data));
+        }
+        network
+    }
+
+    /// Applies one written topology record: `old` is what the record held before (to undo),
+    /// `new` what it holds now (`None` when deleted). Other tables are ignored.
+    pub fn absorb(&mut self, table: &str, id: &str, old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) {
+        let text = |v: &serde_json::Value, f: &str| v.get(f).and_then(|x| x.as_str()).map(str::to_owned);
+        let flag = |v: &serde_json::Value, f: &str| v.get(f).and_then(|x| x.as_bool());
+        match table {
+            "site" => {
+                let site = SiteId::from(id);
+                let Some(new) = new else {
+                    self.sites.remove(&site);
+                    return;
+                };
+                let kind = if text(new, "kind").as_deref() == Some("mobile") { SiteKind::Mobile } else { SiteKind::Desktop };
+                self.sites.insert(site.clone(), kind);
+                if flag(new, "central") == Some(true) {
+                    self.central = site.clone();
+                }
+                if flag(new, "primary") == Some(true) {
+                    self.primary = site;
+                }
+            }
+            "store" => {
+                let store = StoreId::from(id);
+                let Some(new) = new else {
+                    self.stores.remove(&store);
+                    return;
+                };
+                let info = self.store_entry(&store);
+                info.dispensary = flag(new, "dispensary").unwrap_or(false);
+                info.include_transactions_in_sync = flag(new, "include_transactions_in_sync").unwrap_or(true);
+            }
+            "store_sync" => {
+                if let Some(old) = old {
+                    if let (Some(store), Some(site)) = (text(old, "store_id"), text(old, "site_id")) {
+                        self.sync_types.remove(&(StoreId(store), SiteId(site)));
+                    }
+                }
+                let Some(new) = new else { return };
+                let (Some(store), Some(site)) = (text(new, "store_id"), text(new, "site_id")) else { return };
+                let sync = text(new, "sync_type").as_deref().and_then(SyncType::parse).unwrap_or(SyncType::None);
+                let (store, site) = (StoreId(store), SiteId(site));
+                if sync == SyncType::Active {
+                    self.store_entry(&store).active_site = site.clone();
+                }
+                self.sync_types.insert((store, site), sync);
+            }
+            "name_visibility" | "prescriber_visibility" => {
+                let name_field = if table == "name_visibility" { "name_id" } else { "prescriber_id" };
+                if let Some(old) = old {
+                    if let (Some(name), Some(store)) = (text(old, name_field), text(old, "store_id")) {
+                        if let Some(stores) = self.name_visibility.get_mut(&RecordId(name)) {
+                            stores.remove(&StoreId(store));
+                        }
+                    }
+                }
+                if let Some(new) = new {
+                    if let (Some(name), Some(store)) = (text(new, name_field), text(new, "store_id")) {
+                        self.show_name(RecordId(name), StoreId(store));
+                    }
+                }
+            }
+            "patient" | "prescriber" => {
+                let name = RecordId::from(id);
+                match new.and_then(|n| text(n, "home_store_id")) {
+                    Some(home) => {
+                        self.home_stores.insert(name, StoreId(home));
+                    }
+                    None => {
+                        self.home_stores.remove(&name);
+                    }
+                }
+            }
+            "option" => {
+                let on = new.and_then(|n| n.get("value")).and_then(|v| v.as_bool()).unwrap_or(false);
+                match id {
+                    "centralised_procurement" => self.prefs.centralised_procurement = on,
+                    "centralised_payments" => self.prefs.centralised_payments = on,
+                    "prescriptions_to_visible_sites" => self.prefs.prescriptions_to_visible_sites = on,
+                    "repeats_on_visible_sites" => self.prefs.repeats_on_visible_sites = on,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn store_entry(&mut self, store: &StoreId) -> &mut StoreInfo {
+        self.stores.entry(store.clone()).or_insert_with(|| StoreInfo {
+            id: store.clone(),
+            active_site: SiteId::default(),
+            dispensary: false,
+            include_transactions_in_sync: true,
+        })
+    }
+}

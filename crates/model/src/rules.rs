@@ -223,8 +223,15 @@ pub fn authority(registry: &Registry, network: &Network, change: &ChangeRef<'_>)
                 }
                 let home_site = active_site_of(&Some(home), "home_store_id")?;
                 if rule.table.has(Special::Repeat) && network.prefs.repeats_on_visible_sites {
+                    // The preference widens where repeats are processed; the home site keeps it.
                     let name = change.keys.name.as_ref().expect("home_store found it");
-                    Writer::Sites(network.name_visible_on(name))
+                    let mut sites = network.name_visible_on(name);
+                    sites.insert(home_site);
+                    Writer::Sites(sites)
+                } else if rule.table.has(Special::NewPatientVisibility) {
+                    // A new visibility row for a patient: made on its home site, but the central
+                    // server keeps its authority over name visibility "including existing patients".
+                    Writer::Sites(BTreeSet::from([home_site, network.central.clone()]))
                 } else {
                     Writer::Site(home_site)
                 }
@@ -316,6 +323,11 @@ pub fn recipients(registry: &Registry, network: &Network, change: &ChangeRef<'_>
             let name = keys.name.as_ref().expect("home_store found it");
             let mut sites = network.name_visible_on(name);
             sites.extend(network.active_site(&home).cloned());
+            if rule.table.has(Special::NewPatientVisibility) {
+                // A visibility row also travels like central store data: where its store is visible.
+                sites.extend(network.store_visible_on(store_key()?));
+                sites.insert(network.primary.clone());
+            }
             Audience::Sites(sites)
         }
         DataType::Message => match (&keys.other_store, &keys.store) {

@@ -1,0 +1,60 @@
+//! # outpost-store
+//!
+//! Where a node keeps its synced records, its change log, and its sync state.
+//!
+//! Records of every synced table live in one `record` table as JSON documents, with the keys
+//! that route them (store, other store, name) as indexed columns. Every write goes through
+//! [`Tx::put`], which writes the record and its change-log entry in the same SQLite
+//! transaction, and keeps the node's picture of the [`Network`] up to date when the record
+//! shapes it.
+//!
+//! **Architecture invariant:** nothing writes the `record` table except [`Tx::put`], and `put`
+//! always appends to the change log in the same transaction (or, for a change pulled from the
+//! central server, records it came from elsewhere). A crash can leave neither without the other.
+//!
+//! **Architecture invariant:** [`Db::write`], the one entry point for a node's own edits, refuses
+//! a write this node has no authority for (see `model::check_write`).
+
+mod db;
+mod queries;
+
+pub use db::{Db, Put, Tx};
+pub use queries::{PullSource, Stored};
+
+use model::{Action, RecordId, Refusal};
+
+/// A write a person (or a program on their behalf) makes on this node.
+#[derive(Clone, Debug)]
+pub struct Write {
+    pub table: String,
+    pub id: RecordId,
+    pub action: Action,
+    /// The whole record; required for an upsert.
+    pub data: Option<serde_json::Value>,
+}
+
+impl Write {
+    pub fn upsert(table: &str, id: impl Into<RecordId>, data: serde_json::Value) -> Write {
+        Write { table: table.to_owned(), id: id.into(), action: Action::Upsert, data: Some(data) }
+    }
+    pub fn delete(table: &str, id: impl Into<RecordId>) -> Write {
+        Write { table: table.to_owned(), id: id.into(), action: Action::Delete, data: None }
+    }
+}
+
+/// What can go wrong in storage. Each variant says what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("writing `{table}` record `{id}` was refused: {refusal}")]
+    Refused { table: String, id: RecordId, refusal: Refusal },
+    #[error("`{table}` record `{id}` is not valid: {reason}")]
+    Invalid { table: String, id: RecordId, reason: String },
+    #[error("this database has not been initialised as a node (no local site id); run `init` first")]
+    NotInitialised,
+    #[error("the stored record `{table}`/`{id}` is not valid JSON: {source}")]
+    CorruptRecord { table: String, id: String, source: serde_json::Error },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -205,7 +205,8 @@ impl Network {
                     self.sites.remove(&site);
                     return;
                 };
-                let kind = if text(new, "kind").as_deref() == Some("mobile") { SiteKind::Mobile } else { SiteKind::Desktop };
+                let kind =
+                    if text(new, "kind").as_deref() == Some("mobile") { SiteKind::Mobile } else { SiteKind::Desktop };
                 self.sites.insert(site.clone(), kind);
                 if flag(new, "central") == Some(true) {
                     self.central = site.clone();

@@ -6,7 +6,9 @@
 //! `recipients` read nothing but this table and the network.
 
 use serde::Serialize;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 /// Who may edit a record and who receives it (the seeds' "Type" column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -162,29 +164,55 @@ pub struct Entry {
     pub in_seeds: bool,
 }
 
-/// The registry: every entry, and a way to find the rule for a table.
-#[derive(Debug, Clone, Copy)]
+/// The registry: every entry, indexed by table (every write looks its table up).
+#[derive(Debug)]
 pub struct Registry {
     pub entries: &'static [Entry],
+    by_table: HashMap<&'static str, TableRules>,
 }
 
-/// The default registry, built from the seeds.
-pub fn registry() -> Registry {
-    Registry { entries: ENTRIES }
+/// What the registry knows of one table: its definition, its owner, its variants.
+#[derive(Debug)]
+struct TableRules {
+    table: &'static TableDef,
+    owner: &'static Entry,
+    variants: Vec<(&'static Entry, Condition)>,
+}
+
+/// The registry built from the seeds (built once, shared by every caller).
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| Registry::new(ENTRIES))
 }
 
 impl Registry {
+    fn new(entries: &'static [Entry]) -> Registry {
+        let mut by_table = HashMap::new();
+        for entry in entries {
+            for table in entry.tables {
+                by_table.insert(table.name, TableRules { table, owner: entry, variants: Vec::new() });
+            }
+        }
+        for entry in entries {
+            if let Some(Variant { tables, when }) = entry.variant {
+                for name in tables {
+                    if let Some(rules) = by_table.get_mut(name) {
+                        rules.variants.push((entry, when));
+                    }
+                }
+            }
+        }
+        Registry { entries, by_table }
+    }
+
     /// The table definition and the entry that owns it.
     pub fn table(&self, name: &str) -> Option<(&'static TableDef, &'static Entry)> {
-        self.entries.iter().find_map(|entry| entry.tables.iter().find(|t| t.name == name).map(|t| (t, entry)))
+        self.by_table.get(name).map(|r| (r.table, r.owner))
     }
 
     /// The variant entries that may apply to a table.
     pub fn variants<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'static Entry, Condition)> + 'a {
-        self.entries.iter().filter_map(move |entry| match entry.variant {
-            Some(Variant { tables, when }) if tables.contains(&name) => Some((entry, when)),
-            _ => None,
-        })
+        self.by_table.get(name).into_iter().flat_map(|r| r.variants.iter().copied())
     }
 
     /// Every synced table, in registry order.

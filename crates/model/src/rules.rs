@@ -5,6 +5,7 @@ use crate::ids::{RecordId, SiteId, StoreId};
 use crate::network::Network;
 use crate::registry::{Condition, DataType, Editor, Entry, Registry, Scope, Special, TableDef};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -34,28 +35,69 @@ pub struct RecordKeys {
     pub home_store: Option<StoreId>,
 }
 
+/// The fields of a document that can route it. Parsed without building the whole document:
+/// the engine reads these keys and leaves the rest of the record alone.
+#[derive(Deserialize, Default)]
+struct KeyFields<'a> {
+    #[serde(borrow, default)]
+    store_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    other_store_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    prescriber_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    patient_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    home_store_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    sending_store_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    receiving_store_id: Option<Cow<'a, str>>,
+}
+
 impl RecordKeys {
     /// Reads the routing keys of a record of `table` from its document.
     pub fn read(table: &TableDef, id: &RecordId, data: &serde_json::Value) -> RecordKeys {
-        let text = |field: &str| data.get(field).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
-        let field_or_id = |field: &str| if field == "id" { Some(id.as_str()) } else { text(field) };
+        let fields = KeyFields::deserialize(data).unwrap_or_default();
+        Self::from_fields(table, id, fields)
+    }
+
+    /// Reads the routing keys from a document's JSON text; fails when the text is not a JSON
+    /// object or a key is not a string.
+    pub fn parse(table: &TableDef, id: &RecordId, json: &str) -> Result<RecordKeys, serde_json::Error> {
+        let fields: KeyFields<'_> = serde_json::from_str(json)?;
+        Ok(Self::from_fields(table, id, fields))
+    }
+
+    fn from_fields(table: &TableDef, id: &RecordId, f: KeyFields<'_>) -> RecordKeys {
+        let text = |v: &Option<Cow<'_, str>>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+        let by_name = |field: &str| match field {
+            "id" => Some(id.0.clone()),
+            "store_id" => text(&f.store_id),
+            "name_id" => text(&f.name_id),
+            "patient_id" => text(&f.patient_id),
+            "prescriber_id" => text(&f.prescriber_id),
+            _ => None,
+        };
         let mut keys = RecordKeys::default();
         match table.scope {
             Scope::Global => {}
             Scope::Store(field) => {
-                keys.store = field_or_id(field).map(StoreId::from);
-                keys.other_store = text("other_store_id").map(StoreId::from);
-                keys.name = text("name_id").or(text("prescriber_id")).map(RecordId::from);
+                keys.store = by_name(field).map(StoreId);
+                keys.other_store = text(&f.other_store_id).map(StoreId);
+                keys.name = text(&f.name_id).or_else(|| text(&f.prescriber_id)).map(RecordId);
             }
-            Scope::Name(field) => keys.name = field_or_id(field).map(RecordId::from),
+            Scope::Name(field) => keys.name = by_name(field).map(RecordId),
             Scope::Patient(field) => {
-                keys.name = field_or_id(field).map(RecordId::from);
-                keys.home_store = text("home_store_id").map(StoreId::from);
-                keys.store = text("store_id").map(StoreId::from);
+                keys.name = by_name(field).map(RecordId);
+                keys.home_store = text(&f.home_store_id).map(StoreId);
+                keys.store = text(&f.store_id).map(StoreId);
             }
             Scope::Message => {
-                keys.store = text("sending_store_id").map(StoreId::from);
-                keys.other_store = text("receiving_store_id").map(StoreId::from);
+                keys.store = text(&f.sending_store_id).map(StoreId);
+                keys.other_store = text(&f.receiving_store_id).map(StoreId);
             }
         }
         keys

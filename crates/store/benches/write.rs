@@ -4,15 +4,15 @@
 //! ratio. `cargo bench -p outpost-store --bench write` (set OUTPOST_BENCH_RECORDS to change N).
 
 use model::{Action, Change, RecordId, Seq, SiteId};
-use std::time::Instant;
 use outpost_store::{Db, StoreError, Write};
+use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::var("OUTPOST_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
     let writes: Vec<Write> = (0..n).map(stock_line).collect();
     let texts: Vec<(String, String)> =
-        writes.iter().map(|w| (w.id.to_string(), w.data.as_ref().map(|d| d.to_string()).unwrap_or_default())).collect();
+        writes.iter().map(|w| (w.id.to_string(), w.data.clone().unwrap_or_default())).collect();
     let avg = texts.iter().map(|(_, t)| t.len()).sum::<usize>() / n.max(1);
 
     // Baseline: the same rows, raw, one transaction.
@@ -60,7 +60,7 @@ fn stock_line(i: usize) -> Write {
     Write::upsert(
         "stock_line",
         RecordId(format!("sl-{i:08}")),
-        serde_json::json!({
+        &serde_json::json!({
             "store_id": "north-pharmacy",
             "item_id": format!("item-{:05}", i % 5000),
             "batch": format!("B{:06}", i % 100_000),
@@ -85,7 +85,11 @@ fn seed_network(db: &Db) -> Result<(), StoreError> {
         ("site", "central", r#"{"name":"Central","central":true,"primary":true}"#),
         ("site", "north", r#"{"name":"North"}"#),
         ("store", "north-pharmacy", r#"{"name":"North pharmacy"}"#),
-        ("store_sync", "north-pharmacy@north", r#"{"store_id":"north-pharmacy","site_id":"north","sync_type":"active"}"#),
+        (
+            "store_sync",
+            "north-pharmacy@north",
+            r#"{"store_id":"north-pharmacy","site_id":"north","sync_type":"active"}"#,
+        ),
     ];
     db.transaction(|tx| {
         for (table, id, data) in received {

@@ -12,7 +12,7 @@ const SCHEMA_VERSION: i64 = 1;
 #[derive(Debug)]
 pub struct Db {
     inner: Mutex<Inner>,
-    registry: Registry,
+    registry: &'static Registry,
 }
 
 #[derive(Debug)]
@@ -34,17 +34,20 @@ impl Db {
     }
 
     fn from_connection(conn: Connection) -> Result<Db> {
+        // Records are a few hundred bytes: larger pages mean fewer splits (only effective
+        // before the first table is created).
+        conn.pragma_update(None, "page_size", 16_384)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "cache_size", -64_000)?;
+        conn.pragma_update(None, "cache_size", -262_144)?;
         conn.pragma_update(None, "busy_timeout", 10_000)?;
         migrate(&conn)?;
         let network = load_network(&conn)?;
         Ok(Db { inner: Mutex::new(Inner { conn, network }), registry: registry() })
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    pub fn registry(&self) -> &'static Registry {
+        self.registry
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -59,7 +62,7 @@ impl Db {
         let inner = &mut *guard;
         let result = {
             let sql = inner.conn.transaction()?;
-            let mut tx = Tx { sql, network: &mut inner.network, registry: &self.registry };
+            let mut tx = Tx { sql, network: &mut inner.network, registry: self.registry };
             match f(&mut tx) {
                 Ok(value) => tx.sql.commit().map(|()| value).map_err(StoreError::from),
                 Err(e) => Err(e),
@@ -128,8 +131,11 @@ fn load_network(conn: &Connection) -> Result<Network> {
     let mut records = Vec::new();
     for row in rows {
         let (tbl, id, data) = row?;
-        let value: serde_json::Value = serde_json::from_str(&data)
-            .map_err(|source| StoreError::CorruptRecord { table: tbl.clone(), id: id.clone(), source })?;
+        let value: serde_json::Value = serde_json::from_str(&data).map_err(|source| StoreError::CorruptRecord {
+            table: tbl.clone(),
+            id: id.clone(),
+            source,
+        })?;
         records.push((tbl, id, value));
     }
     Ok(Network::from_records(records.iter().map(|(t, i, v)| (t.as_str(), i.as_str(), v.clone()))))
@@ -184,7 +190,9 @@ impl Tx<'_> {
     pub fn current(&self, table: &str, id: &str) -> Result<Option<Current>> {
         let mut stmt = self.sql.prepare_cached("SELECT data, log_seq FROM record WHERE tbl = ?1 AND id = ?2")?;
         Ok(stmt
-            .query_row(params![table, id], |r| Ok(Current { data: r.get(0)?, log_seq: r.get::<_, Option<i64>>(1)?.map(Seq) }))
+            .query_row(params![table, id], |r| {
+                Ok(Current { data: r.get(0)?, log_seq: r.get::<_, Option<i64>>(1)?.map(Seq) })
+            })
             .optional()?)
     }
 
@@ -201,34 +209,115 @@ impl Tx<'_> {
     /// A write made on this node, checked against `authority` first.
     pub fn write_checked(&mut self, write: &Write, me: &SiteId) -> Result<Seq> {
         let refused = |refusal| StoreError::Refused { table: write.table.clone(), id: write.id.clone(), refusal };
-        let (table, _) = self.registry.table(&write.table).ok_or_else(|| refused(model::Refusal::UnknownTable(write.table.clone())))?;
-        let data = match (&write.action, &write.data) {
-            (Action::Upsert, Some(data)) if data.is_object() => Some(data.to_string()),
-            (Action::Upsert, _) => {
-                return Err(StoreError::Invalid {
-                    table: write.table.clone(),
-                    id: write.id.clone(),
-                    reason: "an upsert needs the record as a JSON object".into(),
-                })
-            }
+        let invalid = |reason: String| StoreError::Invalid { table: write.table.clone(), id: write.id.clone(), reason };
+        let (table, _) = self
+            .registry
+            .table(&write.table)
+            .ok_or_else(|| refused(model::Refusal::UnknownTable(write.table.clone())))?;
+        let keys = match (&write.action, write.data.as_deref()) {
+            (Action::Upsert, Some(text)) => RecordKeys::parse(table, &write.id, text)
+                .map_err(|e| invalid(format!("an upsert needs the record as a JSON object: {e}")))?,
+            (Action::Upsert, None) => return Err(invalid("an upsert needs the record".into())),
+            _ => self.stored_keys(&write.table, write.id.as_str())?.unwrap_or_default(),
+        };
+        let data = match write.action {
+            Action::Upsert => write.data.as_deref(),
             _ => None,
         };
-        let keys = match &write.data {
-            Some(doc) => RecordKeys::read(table, &write.id, doc),
-            None => self.stored_keys(&write.table, write.id.as_str())?.unwrap_or_default(),
+        let put = Put {
+            table: &write.table,
+            id: &write.id,
+            action: &write.action,
+            data,
+            keys: &keys,
+            origin: me,
+            log: true,
+            bucket: None,
         };
+        // Most writes create a record: try that first, and look the record up only if it exists.
+        if write.action == Action::Upsert {
+            let create = ChangeRef { table: &write.table, op: &Op::Create, keys: &keys };
+            if check_write(self.registry, self.network, &create, me).is_ok() {
+                if let Some(seq) = self.insert_new(&put)? {
+                    return Ok(seq);
+                }
+            }
+        }
         let current = self.current(&write.table, write.id.as_str())?;
         let op = Self::op_for(&write.action, current.as_ref());
-        check_write(self.registry, self.network, &ChangeRef { table: &write.table, op: &op, keys: &keys }, me).map_err(refused)?;
-        self.put_with_current(
-            &Put { table: &write.table, id: &write.id, action: &write.action, data: data.as_deref(), keys: &keys, origin: me, log: true, bucket: None },
-            current,
-        )
+        check_write(self.registry, self.network, &ChangeRef { table: &write.table, op: &op, keys: &keys }, me)
+            .map_err(refused)?;
+        self.put_with_current(&put, current)
+    }
+
+    /// Inserts a record that does not exist yet, with its change-log entry; `None` (and nothing
+    /// written) when it exists already.
+    fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
+        let seq = self.append_log(put)?;
+        let keys = put.keys;
+        let inserted = self
+            .sql
+            .prepare_cached(
+                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (tbl, id) DO NOTHING",
+            )?
+            .execute(params![
+                put.table,
+                put.id.as_str(),
+                keys.store.as_ref().map(|s| s.as_str()),
+                keys.other_store.as_ref().map(|s| s.as_str()),
+                keys.name.as_ref().map(|s| s.as_str()),
+                put.data,
+                seq.0,
+            ])?;
+        if inserted == 0 {
+            // Nobody has seen this entry: it is the newest, and removing it leaves no gap.
+            self.sql.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([seq.0])?;
+            return Ok(None);
+        }
+        self.absorb(put, None)?;
+        Ok(Some(seq))
+    }
+
+    fn append_log(&mut self, put: &Put<'_>) -> Result<Seq> {
+        let merge_into = match put.action {
+            Action::MergeInto(into) => Some(into.as_str()),
+            _ => None,
+        };
+        self.sql
+            .prepare_cached(
+                "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![put.table, put.id.as_str(), put.action.code(), merge_into, put.origin.as_str(), put.bucket])?;
+        Ok(Seq(self.sql.last_insert_rowid()))
+    }
+
+    /// Keeps the network in step when a topology record changes.
+    fn absorb(&mut self, put: &Put<'_>, old: Option<&str>) -> Result<()> {
+        if !TOPOLOGY_TABLES.contains(&put.table) {
+            return Ok(());
+        }
+        let parse = |text: &str| {
+            serde_json::from_str::<serde_json::Value>(text).map_err(|source| StoreError::CorruptRecord {
+                table: put.table.to_owned(),
+                id: put.id.to_string(),
+                source,
+            })
+        };
+        let old = old.map(parse).transpose()?;
+        let new = match put.action {
+            Action::Upsert => put.data.map(parse).transpose()?,
+            _ => None,
+        };
+        self.network.absorb(put.table, put.id.as_str(), old.as_ref(), new.as_ref());
+        Ok(())
     }
 
     /// The routing keys stored with a record.
     pub fn stored_keys(&self, table: &str, id: &str) -> Result<Option<RecordKeys>> {
-        let mut stmt = self.sql.prepare_cached("SELECT store_id, other_store_id, name_id FROM record WHERE tbl = ?1 AND id = ?2")?;
+        let mut stmt = self
+            .sql
+            .prepare_cached("SELECT store_id, other_store_id, name_id FROM record WHERE tbl = ?1 AND id = ?2")?;
         Ok(stmt
             .query_row(params![table, id], |r| {
                 Ok(RecordKeys {
@@ -251,15 +340,7 @@ impl Tx<'_> {
     fn put_with_current(&mut self, put: &Put<'_>, current: Option<Current>) -> Result<Seq> {
         let old_seq = current.as_ref().and_then(|c| c.log_seq);
         let seq = if put.log {
-            let merge_into = match put.action {
-                Action::MergeInto(into) => Some(into.as_str()),
-                _ => None,
-            };
-            let mut stmt = self.sql.prepare_cached(
-                "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            stmt.execute(params![put.table, put.id.as_str(), put.action.code(), merge_into, put.origin.as_str(), put.bucket])?;
-            let seq = Seq(self.sql.last_insert_rowid());
+            let seq = self.append_log(put)?;
             if let Some(old) = old_seq {
                 // The record's earlier entry is superseded: a late reader needs only the latest.
                 self.sql.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([old.0])?;
@@ -272,39 +353,31 @@ impl Tx<'_> {
             Action::Upsert => put.data,
             Action::Delete | Action::MergeInto(_) => None,
         };
-        let mut stmt = self.sql.prepare_cached(
-            "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
-               name_id = excluded.name_id, data = excluded.data, log_seq = COALESCE(excluded.log_seq, record.log_seq)",
-        )?;
         let keys = put.keys;
-        stmt.execute(params![
-            put.table,
-            put.id.as_str(),
-            keys.store.as_ref().map(|s| s.as_str()),
-            keys.other_store.as_ref().map(|s| s.as_str()),
-            keys.name.as_ref().map(|s| s.as_str()),
-            data,
-            seq.map(|s| s.0),
-        ])?;
-        if TOPOLOGY_TABLES.contains(&put.table) {
-            let parse = |text: &str| {
-                serde_json::from_str::<serde_json::Value>(text).map_err(|source| StoreError::CorruptRecord {
-                    table: put.table.to_owned(),
-                    id: put.id.to_string(),
-                    source,
-                })
-            };
-            let old = current.as_ref().and_then(|c| c.data.as_deref()).map(parse).transpose()?;
-            let new = data.map(parse).transpose()?;
-            self.network.absorb(put.table, put.id.as_str(), old.as_ref(), new.as_ref());
-        }
+        self.sql
+            .prepare_cached(
+                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
+                   name_id = excluded.name_id, data = excluded.data, log_seq = COALESCE(excluded.log_seq, record.log_seq)",
+            )?
+            .execute(params![
+                put.table,
+                put.id.as_str(),
+                keys.store.as_ref().map(|s| s.as_str()),
+                keys.other_store.as_ref().map(|s| s.as_str()),
+                keys.name.as_ref().map(|s| s.as_str()),
+                data,
+                seq.map(|s| s.0),
+            ])?;
+        self.absorb(put, current.as_ref().and_then(|c| c.data.as_deref()))?;
         Ok(seq.or(old_seq).unwrap_or_default())
     }
 
     /// Sends a logged change to one site (a narrow audience on the central server).
     pub fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()> {
-        self.sql.prepare_cached("INSERT OR IGNORE INTO outbox (site_id, seq) VALUES (?1, ?2)")?.execute(params![site.as_str(), seq.0])?;
+        self.sql
+            .prepare_cached("INSERT OR IGNORE INTO outbox (site_id, seq) VALUES (?1, ?2)")?
+            .execute(params![site.as_str(), seq.0])?;
         Ok(())
     }
 
@@ -314,7 +387,9 @@ impl Tx<'_> {
 
     pub fn set_state(&mut self, key: &str, value: &str) -> Result<()> {
         self.sql
-            .prepare_cached("INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
+            .prepare_cached(
+                "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
             .execute(params![key, value])?;
         Ok(())
     }
@@ -330,14 +405,11 @@ impl Tx<'_> {
             refusal: model::Refusal::UnknownTable(change.table.clone()),
         })?;
         let keys = match &change.data {
-            Some(raw) => {
-                let doc: serde_json::Value = serde_json::from_str(raw.get()).map_err(|e| StoreError::Invalid {
-                    table: change.table.clone(),
-                    id: change.id.clone(),
-                    reason: e.to_string(),
-                })?;
-                RecordKeys::read(table, &change.id, &doc)
-            }
+            Some(raw) => RecordKeys::parse(table, &change.id, raw.get()).map_err(|e| StoreError::Invalid {
+                table: change.table.clone(),
+                id: change.id.clone(),
+                reason: e.to_string(),
+            })?,
             None => self.stored_keys(&change.table, change.id.as_str())?.unwrap_or_default(),
         };
         self.put(&Put {

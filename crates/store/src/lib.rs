@@ -29,12 +29,15 @@ pub struct Write {
     pub table: String,
     pub id: RecordId,
     pub action: Action,
-    /// The whole record; required for an upsert.
-    pub data: Option<serde_json::Value>,
+    /// The whole record as JSON text (an object); required for an upsert.
+    pub data: Option<String>,
 }
 
 impl Write {
-    pub fn upsert(table: &str, id: impl Into<RecordId>, data: serde_json::Value) -> Write {
+    pub fn upsert(table: &str, id: impl Into<RecordId>, data: &serde_json::Value) -> Write {
+        Write::upsert_text(table, id, data.to_string())
+    }
+    pub fn upsert_text(table: &str, id: impl Into<RecordId>, data: String) -> Write {
         Write { table: table.to_owned(), id: id.into(), action: Action::Upsert, data: Some(data) }
     }
     pub fn delete(table: &str, id: impl Into<RecordId>) -> Write {

@@ -128,7 +128,13 @@ impl Db {
     }
 
     /// Up to `limit` changes for `site` from one pull source after `after`, oldest first.
-    pub fn pull_from(&self, source: &PullSource, site: &SiteId, after: Seq, limit: usize) -> Result<Vec<(Change, usize)>> {
+    pub fn pull_from(
+        &self,
+        source: &PullSource,
+        site: &SiteId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Change, usize)>> {
         self.read(|conn, _| {
             let rows = match source {
                 PullSource::Bucket(bucket) => {
@@ -136,7 +142,8 @@ impl Db {
                         "SELECT {CHANGE_COLUMNS} FROM change_log l JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
                          WHERE l.bucket = ?1 AND l.seq > ?2 AND l.origin_site != ?3 ORDER BY l.seq LIMIT ?4"
                     ))?;
-                    let rows = stmt.query_map(params![bucket, after.0, site.as_str(), limit as i64], change_from_row)?;
+                    let rows =
+                        stmt.query_map(params![bucket, after.0, site.as_str(), limit as i64], change_from_row)?;
                     rows.collect::<rusqlite::Result<Vec<_>>>()?
                 }
                 PullSource::Outbox => {
@@ -203,7 +210,8 @@ impl Db {
     /// Live records per table.
     pub fn counts_by_table(&self) -> Result<Vec<(String, u64)>> {
         self.read(|conn, _| {
-            let mut stmt = conn.prepare("SELECT tbl, count(*) FROM record WHERE data IS NOT NULL GROUP BY tbl ORDER BY tbl")?;
+            let mut stmt =
+                conn.prepare("SELECT tbl, count(*) FROM record WHERE data IS NOT NULL GROUP BY tbl ORDER BY tbl")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })

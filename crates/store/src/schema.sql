@@ -10,15 +10,14 @@ CREATE TABLE IF NOT EXISTS record (
     name_id        TEXT,
     data           TEXT,              -- NULL once deleted (a tombstone, so the delete can travel)
     log_seq        INTEGER,           -- this record's latest entry in this node's change log
-    PRIMARY KEY (tbl, id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS record_store ON record (store_id) WHERE store_id IS NOT NULL;
+    UNIQUE (tbl, id)
+);
 
 -- The change log: one entry per record, at the position of its latest change (an older entry
 -- of the same record is removed in the same transaction, so the log is its own compaction).
 -- `bucket` is set on the central server for wide audiences ('all', 'dispensary', 'remote').
 CREATE TABLE IF NOT EXISTS change_log (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         INTEGER PRIMARY KEY,  -- max+1: the newest entry is never deleted (an update inserts first)
     tbl         TEXT NOT NULL,
     record_id   TEXT NOT NULL,
     action      TEXT NOT NULL,

@@ -23,7 +23,7 @@ pub enum Op {
 }
 
 /// The keys of a record that route it, read from its JSON document by [`RecordKeys::read`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RecordKeys {
     /// The store the record belongs to (for a message: the sending store).
     pub store: Option<StoreId>,

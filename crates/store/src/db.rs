@@ -52,8 +52,16 @@ impl Db {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave SQLite half-written (the transaction rolls
-        // back on drop), so a poisoned lock is still safe to use.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        // back on drop), so a poisoned lock is still safe to use once the network, which may have
+        // absorbed records that rolled back, is read again from the database.
+        self.inner.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            if let Ok(network) = load_network(&guard.conn) {
+                guard.network = network;
+                self.inner.clear_poison();
+            }
+            guard
+        })
     }
 
     /// Runs `f` in one transaction: all of it is committed, or none of it.
@@ -157,6 +165,14 @@ pub struct Current {
     pub log_seq: Option<Seq>,
 }
 
+/// What a checked write did.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub seq: Seq,
+    pub op: Op,
+    pub keys: RecordKeys,
+}
+
 /// One record write, with its change-log entry.
 #[derive(Debug)]
 pub struct Put<'a> {
@@ -208,6 +224,12 @@ impl Tx<'_> {
 
     /// A write made on this node, checked against `authority` first.
     pub fn write_checked(&mut self, write: &Write, me: &SiteId) -> Result<Seq> {
+        self.write_checked_full(write, me).map(|w| w.seq)
+    }
+
+    /// [`Tx::write_checked`], also saying what the write did and the record's keys (the central
+    /// server routes its own writes with them).
+    pub fn write_checked_full(&mut self, write: &Write, me: &SiteId) -> Result<Written> {
         let refused = |refusal| StoreError::Refused { table: write.table.clone(), id: write.id.clone(), refusal };
         let invalid = |reason: String| StoreError::Invalid { table: write.table.clone(), id: write.id.clone(), reason };
         let (table, _) = self
@@ -215,7 +237,7 @@ impl Tx<'_> {
             .table(&write.table)
             .ok_or_else(|| refused(model::Refusal::UnknownTable(write.table.clone())))?;
         let keys = match (&write.action, write.data.as_deref()) {
-            (Action::Upsert, Some(text)) => RecordKeys::parse(table, &write.id, text)
+            (Action::Upsert, Some(text)) => parse_keys(table, &write.id, text)
                 .map_err(|e| invalid(format!("an upsert needs the record as a JSON object: {e}")))?,
             (Action::Upsert, None) => return Err(invalid("an upsert needs the record".into())),
             _ => self.stored_keys(&write.table, write.id.as_str())?.unwrap_or_default(),
@@ -239,7 +261,7 @@ impl Tx<'_> {
             let create = ChangeRef { table: &write.table, op: &Op::Create, keys: &keys };
             if check_write(self.registry, self.network, &create, me).is_ok() {
                 if let Some(seq) = self.insert_new(&put)? {
-                    return Ok(seq);
+                    return Ok(Written { seq, op: Op::Create, keys: keys.clone() });
                 }
             }
         }
@@ -247,7 +269,18 @@ impl Tx<'_> {
         let op = Self::op_for(&write.action, current.as_ref());
         check_write(self.registry, self.network, &ChangeRef { table: &write.table, op: &op, keys: &keys }, me)
             .map_err(refused)?;
-        self.put_with_current(&put, current)
+        if op == Op::Update {
+            // An update that re-keys a record (moves it to another store or name) needs authority
+            // over the record where it stands too, or a site could take over another's record.
+            if let Some(stored) = self.stored_keys(&write.table, write.id.as_str())? {
+                if (&stored.store, &stored.other_store, &stored.name) != (&keys.store, &keys.other_store, &keys.name) {
+                    let as_stored = ChangeRef { table: &write.table, op: &op, keys: &stored };
+                    check_write(self.registry, self.network, &as_stored, me).map_err(refused)?;
+                }
+            }
+        }
+        let seq = self.put_with_current(&put, current)?;
+        Ok(Written { seq, op, keys: keys.clone() })
     }
 
     /// Inserts a record that does not exist yet, with its change-log entry; `None` (and nothing
@@ -373,6 +406,12 @@ impl Tx<'_> {
         Ok(seq.or(old_seq).unwrap_or_default())
     }
 
+    /// Puts a logged change in a shared bucket (a wide audience on the central server).
+    pub fn set_bucket(&mut self, seq: Seq, bucket: &str) -> Result<()> {
+        self.sql.prepare_cached("UPDATE change_log SET bucket = ?2 WHERE seq = ?1")?.execute(params![seq.0, bucket])?;
+        Ok(())
+    }
+
     /// Sends a logged change to one site (a narrow audience on the central server).
     pub fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()> {
         self.sql
@@ -405,10 +444,10 @@ impl Tx<'_> {
             refusal: model::Refusal::UnknownTable(change.table.clone()),
         })?;
         let keys = match &change.data {
-            Some(raw) => RecordKeys::parse(table, &change.id, raw.get()).map_err(|e| StoreError::Invalid {
+            Some(raw) => parse_keys(table, &change.id, raw.get()).map_err(|reason| StoreError::Invalid {
                 table: change.table.clone(),
                 id: change.id.clone(),
-                reason: e.to_string(),
+                reason,
             })?,
             None => self.stored_keys(&change.table, change.id.as_str())?.unwrap_or_default(),
         };
@@ -424,4 +463,13 @@ impl Tx<'_> {
         })?;
         Ok(())
     }
+}
+
+/// Reads a record's routing keys from its JSON text, which must be an object: the keys parser
+/// alone would also take an array (as a struct's fields in order), e.g. `["some-store"]`.
+fn parse_keys(table: &model::TableDef, id: &RecordId, text: &str) -> Result<RecordKeys, String> {
+    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+        return Err("the record is not a JSON object".into());
+    }
+    RecordKeys::parse(table, id, text).map_err(|e| e.to_string())
 }

@@ -18,7 +18,7 @@
 mod db;
 mod queries;
 
-pub use db::{Db, Put, Tx};
+pub use db::{Current, Db, Put, Tx, Written};
 pub use queries::{PullSource, Stored};
 
 use model::{Action, RecordId, Refusal};

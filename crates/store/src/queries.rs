@@ -127,6 +127,18 @@ impl Db {
         })
     }
 
+    /// How many live records come after a key (an initialisation's estimate of what remains).
+    pub fn count_records_after(&self, after: Option<(&str, &str)>) -> Result<u64> {
+        self.read(|conn, _| {
+            let (tbl, id) = after.unwrap_or(("", ""));
+            Ok(conn.query_row(
+                "SELECT count(*) FROM record WHERE (tbl, id) > (?1, ?2) AND data IS NOT NULL",
+                params![tbl, id],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
     /// Up to `limit` changes for `site` from one pull source after `after`, oldest first.
     pub fn pull_from(
         &self,

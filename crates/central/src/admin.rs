@@ -1,0 +1,216 @@
+//! Administration of the network, done on the central server: creating it, adding sites and
+//! stores, sync types and visibility. Every change here is an ordinary checked, logged and
+//! routed write, so the sites learn of it on their next pull.
+
+use crate::engine::{Engine, EngineError};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use model::{SiteId, SyncType};
+use serde_json::json;
+use std::sync::Arc;
+use store::{Db, StoreError, Write};
+
+/// What administration refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("this database is already a node (site `{0}`); refusing to initialise it again")]
+    AlreadyInitialised(SiteId),
+    #[error("there is no site `{0}`; add it first with `outpost central site add {0}`")]
+    UnknownSite(String),
+    #[error("there is no store `{0}`; add it first with `outpost central store add {0} --active-on SITE`")]
+    UnknownStore(String),
+    #[error("site `{0}` exists already")]
+    SiteExists(String),
+    #[error("could not hash the password: {0}")]
+    Hash(String),
+    #[error("a site id may hold only letters, digits, '-' and '_' (got `{0}`)")]
+    BadName(String),
+}
+
+/// Creates a central server's database. The central server is the primary unless `primary`
+/// names another site (mirrored sync), which must then be added with `add_site`.
+pub fn init(db: &Arc<Db>, central: &str, primary: Option<&str>) -> Result<Engine, AdminError> {
+    check_name(central)?;
+    if let Ok(existing) = db.local_site() {
+        return Err(AdminError::AlreadyInitialised(existing));
+    }
+    db.set_state("local_site", central)?;
+    db.set_state("role", "central")?;
+    let engine = Engine::new(db.clone());
+    let is_primary = primary.is_none_or(|p| p == central);
+    // The central site's own record is written before the network knows who is central: it
+    // is the one record that bootstraps authority, so it goes in as a received change would.
+    db.transaction(|tx| {
+        let me = SiteId::from(central);
+        let data = json!({"name": central, "kind": "desktop", "central": true, "primary": is_primary}).to_string();
+        let keys = model::RecordKeys::default();
+        let seq = tx.put(&store::Put {
+            table: "site",
+            id: &model::RecordId::from(central),
+            action: &model::Action::Upsert,
+            data: Some(&data),
+            keys: &keys,
+            origin: &me,
+            log: true,
+            bucket: Some("all"),
+        })?;
+        Ok(seq)
+    })?;
+    if let Some(primary) = primary.filter(|p| *p != central) {
+        check_name(primary)?;
+        db.set_state("pending_primary", primary)?;
+    }
+    Ok(engine)
+}
+
+fn check_name(name: &str) -> Result<(), AdminError> {
+    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::BadName(name.to_owned()))
+    }
+}
+
+/// Adds a remote site and returns its password: shown once, only its argon2 hash is kept.
+pub fn add_site(engine: &Engine, name: &str, mobile: bool) -> Result<String, AdminError> {
+    check_name(name)?;
+    let db = engine.db();
+    if db.record("site", name)?.is_some() {
+        return Err(AdminError::SiteExists(name.to_owned()));
+    }
+    let password = new_password();
+    let hash = hash_password(&password)?;
+    let primary = db.state("pending_primary")?.as_deref() == Some(name);
+    let kind = if mobile { "mobile" } else { "desktop" };
+    engine.write(&[Write::upsert("site", name, &json!({"name": name, "kind": kind, "primary": primary}))])?;
+    db.transaction(|tx| {
+        tx.connection().execute(
+            "INSERT INTO site_sync (site_id, password_hash) VALUES (?1, ?2)
+             ON CONFLICT (site_id) DO UPDATE SET password_hash = excluded.password_hash",
+            rusqlite::params![name, hash],
+        )?;
+        Ok(())
+    })?;
+    if primary {
+        // Mirrored sync: from now on the primary is this remote site.
+        let central = engine.central()?;
+        engine.write(&[Write::upsert(
+            "site",
+            central.as_str(),
+            &json!({"name": central.as_str(), "kind": "desktop", "central": true, "primary": false}),
+        )])?;
+    }
+    Ok(password)
+}
+
+/// Gives a site a new password (the old one stops working), returned once.
+pub fn reset_password(engine: &Engine, name: &str) -> Result<String, AdminError> {
+    let password = new_password();
+    let hash = hash_password(&password)?;
+    let changed = engine.db().transaction(|tx| {
+        Ok(tx
+            .connection()
+            .execute("UPDATE site_sync SET password_hash = ?2 WHERE site_id = ?1", rusqlite::params![name, hash])?)
+    })?;
+    if changed == 0 {
+        return Err(AdminError::UnknownSite(name.to_owned()));
+    }
+    Ok(password)
+}
+
+/// Adds a store, active on `site`.
+pub fn add_store(engine: &Engine, name: &str, active_on: &str, dispensary: bool) -> Result<(), AdminError> {
+    check_name(name)?;
+    if engine.db().record("site", active_on)?.is_none() {
+        return Err(AdminError::UnknownSite(active_on.to_owned()));
+    }
+    engine.write(&[
+        Write::upsert(
+            "store",
+            name,
+            &json!({"name": name, "dispensary": dispensary, "include_transactions_in_sync": true}),
+        ),
+        sync_row(name, active_on, SyncType::Active),
+    ])?;
+    Ok(())
+}
+
+/// Sets how a store exists on a site (`active` moves the store there).
+pub fn set_sync_type(engine: &Engine, store: &str, site: &str, sync: SyncType) -> Result<(), AdminError> {
+    let db = engine.db();
+    if db.record("store", store)?.is_none() {
+        return Err(AdminError::UnknownStore(store.to_owned()));
+    }
+    if db.record("site", site)?.is_none() {
+        return Err(AdminError::UnknownSite(site.to_owned()));
+    }
+    let mut writes = vec![sync_row(store, site, sync)];
+    if sync == SyncType::Active {
+        // A store is active on exactly one site: the site it leaves keeps a transfer copy.
+        let network = db.network();
+        if let Some(old) = network.active_site(&store.into()).filter(|old| old.as_str() != site) {
+            writes.insert(0, sync_row(store, old.as_str(), SyncType::Transfer));
+        }
+    }
+    engine.write(&writes)?;
+    Ok(())
+}
+
+fn sync_row(store: &str, site: &str, sync: SyncType) -> Write {
+    Write::upsert(
+        "store_sync",
+        format!("{store}@{site}"),
+        &json!({"store_id": store, "site_id": site, "sync_type": sync.as_str()}),
+    )
+}
+
+/// Makes a name (customer, supplier, patient) visible in a store.
+pub fn show_name(engine: &Engine, name: &str, store: &str) -> Result<(), AdminError> {
+    engine.write(&[Write::upsert(
+        "name_visibility",
+        format!("{name}@{store}"),
+        &json!({"name_id": name, "store_id": store}),
+    )])?;
+    Ok(())
+}
+
+/// Makes an item visible in a store (edited on the primary).
+pub fn show_item(engine: &Engine, item: &str, store: &str) -> Result<(), AdminError> {
+    engine.write(&[Write::upsert(
+        "item_visibility",
+        format!("{item}@{store}"),
+        &json!({"item_id": item, "store_id": store}),
+    )])?;
+    Ok(())
+}
+
+fn new_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 24];
+    // The OS random source failing is not recoverable for a password generator.
+    if getrandom::fill(&mut bytes).is_err() {
+        panic!("the operating system's random source is unavailable");
+    }
+    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+fn hash_password(password: &str) -> Result<String, AdminError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| AdminError::Hash(e.to_string()))?;
+    let salt = SaltString::encode_b64(&bytes).map_err(|e| AdminError::Hash(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AdminError::Hash(e.to_string()))
+}
+
+/// Checks a password against a stored argon2 hash.
+pub fn verify_password(password: &str, stored_hash: &str) -> bool {
+    PasswordHash::new(stored_hash)
+        .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+}

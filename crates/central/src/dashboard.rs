@@ -1,0 +1,164 @@
+//! What a person sees on the central server: every site, when it last synced (red after a
+//! month), what waits for it, what was rejected, and how many records each table holds.
+
+use crate::engine::{Engine, EngineError};
+use model::SiteId;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct DashboardView {
+    pub central: String,
+    pub primary: String,
+    pub generated_at: String,
+    pub sites: Vec<SiteRow>,
+    pub tables: Vec<(String, u64)>,
+    pub rejections: Vec<RejectionRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SiteRow {
+    pub site: String,
+    pub kind: String,
+    pub acked: i64,
+    pub last_push_at: Option<String>,
+    pub last_pull_at: Option<String>,
+    /// No sync for more than a month (the seeds' sync report shows these in red).
+    pub stale: bool,
+    pub rejections: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RejectionRow {
+    pub site: String,
+    pub seq: i64,
+    pub table: String,
+    pub id: String,
+    pub reason: String,
+    pub at: String,
+}
+
+pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
+    let db = engine.db();
+    let network = db.network();
+    let (sites, rejections) = db.read(|conn, _| {
+        let mut stmt = conn.prepare(
+            "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
+                    COALESCE(julianday('now') - julianday(COALESCE(s.last_pull_at, s.last_push_at)), 1e9) > 30,
+                    (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id)
+             FROM site_sync s ORDER BY s.site_id",
+        )?;
+        let sites = stmt
+            .query_map([], |r| {
+                let site: String = r.get(0)?;
+                Ok(SiteRow {
+                    kind: String::new(),
+                    acked: r.get(1)?,
+                    last_push_at: r.get(2)?,
+                    last_pull_at: r.get(3)?,
+                    stale: r.get(4)?,
+                    rejections: r.get(5)?,
+                    site,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT site_id, origin_seq, tbl, record_id, reason, at FROM rejection ORDER BY id DESC LIMIT 50",
+        )?;
+        let rejections = stmt
+            .query_map([], |r| {
+                Ok(RejectionRow {
+                    site: r.get(0)?,
+                    seq: r.get(1)?,
+                    table: r.get(2)?,
+                    id: r.get(3)?,
+                    reason: r.get(4)?,
+                    at: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok((sites, rejections))
+    })?;
+    let sites = sites
+        .into_iter()
+        .map(|mut row| {
+            let kind = network.sites.get(&SiteId::from(row.site.as_str()));
+            row.kind =
+                kind.map_or("unknown", |k| if *k == model::SiteKind::Mobile { "mobile" } else { "desktop" }).to_owned();
+            row
+        })
+        .collect();
+    Ok(DashboardView {
+        central: network.central.to_string(),
+        primary: network.primary.to_string(),
+        generated_at: now_rfc3339(),
+        sites,
+        tables: db.counts_by_table()?,
+        rejections,
+    })
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+pub fn render(view: &DashboardView) -> String {
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=utf-8><title>Outpost central server</title><style>\
+         body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}\
+         td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.stale{background:#fdd}</style></head><body>",
+    );
+    html += &format!(
+        "<h1>Outpost — central server <code>{}</code></h1><p>Primary: <code>{}</code>. Generated {}.</p>",
+        escape(&view.central),
+        escape(&view.primary),
+        escape(&view.generated_at)
+    );
+    html += "<h2>Sites</h2><table><tr><th>site</th><th>kind</th><th>last push</th><th>last pull</th><th>pushed up to</th><th>rejected</th></tr>";
+    for s in &view.sites {
+        let class = if s.stale { " class=stale" } else { "" };
+        html += &format!(
+            "<tr{class}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&s.site),
+            escape(&s.kind),
+            escape(s.last_push_at.as_deref().unwrap_or("never")),
+            escape(s.last_pull_at.as_deref().unwrap_or("never")),
+            s.acked,
+            s.rejections
+        );
+    }
+    html += "</table><h2>Rejected changes</h2><table><tr><th>site</th><th>seq</th><th>table</th><th>id</th><th>reason</th><th>at</th></tr>";
+    for r in &view.rejections {
+        html += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&r.site),
+            r.seq,
+            escape(&r.table),
+            escape(&r.id),
+            escape(&r.reason),
+            escape(&r.at)
+        );
+    }
+    html += "</table><h2>Records per table</h2><table><tr><th>table</th><th>records</th></tr>";
+    for (table, count) in &view.tables {
+        html += &format!("<tr><td>{}</td><td>{count}</td></tr>", escape(table));
+    }
+    html += "</table></body></html>";
+    html
+}
+
+/// The current UTC time as RFC 3339, without a date-time dependency.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}

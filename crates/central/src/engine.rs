@@ -1,0 +1,350 @@
+//! Push, route and pull on the central server.
+
+use model::{check_write, recipients, Action, Audience, Change, ChangeRef, Network, Op, RecordKeys, Seq, SiteId};
+use protocol::{Cursor, PullResponse, PushResponse, Rejection};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::Arc;
+use store::{Db, PullSource, Put, StoreError, Tx, Write};
+
+/// What can go wrong while syncing, beyond a single rejected change (which is not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the batch is not in order: change {seq} comes after {previous}")]
+    OutOfOrder { seq: Seq, previous: Seq },
+    #[error("the batch has {0} changes; the most a batch may carry is {max}", max = protocol::MAX_PUSH_CHANGES)]
+    TooManyChanges(usize),
+}
+
+/// The central server's sync engine, over its database.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    db: Arc<Db>,
+}
+
+impl Engine {
+    pub fn new(db: Arc<Db>) -> Engine {
+        Engine { db }
+    }
+
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// This server's own site id.
+    pub fn central(&self) -> Result<SiteId, EngineError> {
+        Ok(self.db.local_site()?)
+    }
+
+    /// Writes made on the central server itself (administration, central data when it is the
+    /// primary): checked like any write, then routed like a pushed change.
+    pub fn write(&self, writes: &[Write]) -> Result<Vec<Seq>, EngineError> {
+        let me = self.central()?;
+        Ok(self.db.transaction(|tx| {
+            let mut seqs = Vec::with_capacity(writes.len());
+            for write in writes {
+                let written = tx.write_checked_full(write, &me)?;
+                let change = ChangeRef { table: &write.table, op: &written.op, keys: &written.keys };
+                // The write passed `authority`, so its keys are complete enough to route.
+                if let Ok(audience) = recipients(tx.registry(), tx.network(), &change) {
+                    route(tx, written.seq, &audience, &me)?;
+                }
+                seqs.push(written.seq);
+            }
+            Ok(seqs)
+        })?)
+    }
+
+    /// Applies one pushed batch from `site` in one transaction. A change already applied (at or
+    /// below the site's acknowledged position) is skipped, so a resent batch changes nothing; a
+    /// change the site had no authority for is kept as a rejection and the rest goes in.
+    pub fn push(&self, site: &SiteId, changes: &[Change]) -> Result<PushResponse, EngineError> {
+        if changes.len() > protocol::MAX_PUSH_CHANGES {
+            return Err(EngineError::TooManyChanges(changes.len()));
+        }
+        for pair in changes.windows(2) {
+            if pair[1].seq <= pair[0].seq {
+                return Err(EngineError::OutOfOrder { seq: pair[1].seq, previous: pair[0].seq });
+            }
+        }
+        let outcome = self.db.transaction(|tx| {
+            let mut acked = acked(tx, site)?;
+            let mut applied = 0;
+            for change in changes {
+                if change.seq <= acked {
+                    continue;
+                }
+                match apply_pushed(tx, site, change)? {
+                    Ok(()) => applied += 1,
+                    Err(reason) => {
+                        tracing::warn!(site = %site, seq = %change.seq, table = %change.table, id = %change.id, %reason, "rejected a pushed change");
+                        keep_rejection(tx, site, change, &reason)?;
+                    }
+                }
+                acked = change.seq;
+            }
+            tx.connection().execute(
+                "UPDATE site_sync SET acked_seq = ?2, last_push_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE site_id = ?1",
+                rusqlite::params![site.as_str(), acked.0],
+            )?;
+            let rejections = match (changes.first(), changes.last()) {
+                (Some(first), Some(last)) => rejections_between(tx, site, first.seq, last.seq)?,
+                _ => Vec::new(),
+            };
+            Ok(PushResponse { acked, applied, rejections })
+        })?;
+        Ok(outcome)
+    }
+
+    /// Notes that a site pulled (for the dashboard's "last synced").
+    pub fn mark_pulled(&self, site: &SiteId) -> Result<(), EngineError> {
+        self.db.transaction(|tx| {
+            tx.connection().execute(
+                "UPDATE site_sync SET last_pull_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE site_id = ?1",
+                [site.as_str()],
+            )?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// The stored password hash of a site, if the site exists.
+    pub fn password_hash(&self, site: &str) -> Result<Option<String>, EngineError> {
+        Ok(self.db.read(|conn, _| {
+            Ok(rusqlite::OptionalExtension::optional(conn.query_row(
+                "SELECT password_hash FROM site_sync WHERE site_id = ?1",
+                [site],
+                |r| r.get(0),
+            ))?)
+        })?)
+    }
+
+    /// The acknowledged push position of a site.
+    pub fn acked(&self, site: &SiteId) -> Result<Seq, EngineError> {
+        Ok(self.db.transaction(|tx| acked(tx, site))?)
+    }
+
+    /// The next pull batch for `site` after `cursor`.
+    pub fn pull(&self, site: &SiteId, cursor: Option<Cursor>, max_bytes: usize) -> Result<PullResponse, EngineError> {
+        let cursor = match cursor {
+            Some(cursor) => cursor,
+            None => Cursor::Snapshot { after: None, log_from: self.db.last_seq()? },
+        };
+        match cursor {
+            Cursor::Snapshot { after, log_from } => self.snapshot_page(site, after, log_from, max_bytes),
+            Cursor::Log { after } => self.log_page(site, after, max_bytes),
+        }
+    }
+
+    /// Initialisation: the current state of what `site` may hold, in (table, id) order.
+    fn snapshot_page(
+        &self,
+        site: &SiteId,
+        after: Option<(String, String)>,
+        log_from: Seq,
+        max_bytes: usize,
+    ) -> Result<PullResponse, EngineError> {
+        const SCAN: usize = 5_000;
+        let network = self.db.network();
+        let central = self.central()?;
+        let mut holds = HoldCache::default();
+        let mut changes = Vec::new();
+        let mut bytes = 0;
+        let mut key = after;
+        loop {
+            let rows = self.db.snapshot_after(key.as_ref().map(|(t, i)| (t.as_str(), i.as_str())), SCAN)?;
+            let exhausted = rows.len() < SCAN;
+            for row in rows {
+                key = Some((row.table.clone(), row.id.0.clone()));
+                if !holds.may_hold(&network, site, &row.table, &row.keys) {
+                    continue;
+                }
+                bytes += row.data.len() + 64;
+                changes.push(Change {
+                    seq: Seq(0),
+                    table: row.table,
+                    id: row.id,
+                    action: Action::Upsert,
+                    data: RawValue::from_string(row.data).ok(),
+                    origin: central.clone(),
+                });
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+            if bytes >= max_bytes {
+                let remaining = self.db.count_records_after(key.as_ref().map(|(t, i)| (t.as_str(), i.as_str())))?;
+                return Ok(PullResponse { changes, next: Cursor::Snapshot { after: key, log_from }, remaining });
+            }
+            if exhausted {
+                let remaining = self.count_log(site, log_from)?;
+                return Ok(PullResponse { changes, next: Cursor::Log { after: log_from }, remaining });
+            }
+        }
+    }
+
+    fn sources(&self, network: &Network, site: &SiteId) -> Vec<PullSource> {
+        let mut sources = vec![PullSource::Bucket("all"), PullSource::Outbox];
+        if network.dispensary_sites().contains(site) {
+            sources.push(PullSource::Bucket("dispensary"));
+        }
+        if !network.is_central(site) {
+            sources.push(PullSource::Bucket("remote"));
+        }
+        sources
+    }
+
+    /// Steady state: the merge, in log order, of the site's buckets and its outbox.
+    fn log_page(&self, site: &SiteId, after: Seq, max_bytes: usize) -> Result<PullResponse, EngineError> {
+        const LIMIT: usize = 20_000;
+        let network = self.db.network();
+        let mut merged = Vec::new();
+        for source in self.sources(&network, site) {
+            merged.extend(self.db.pull_from(&source, site, after, LIMIT)?);
+        }
+        merged.sort_by_key(|(change, _)| change.seq);
+        merged.dedup_by_key(|(change, _)| change.seq);
+        // Every source returned its first LIMIT changes, so the first LIMIT of the merge are
+        // complete: nothing below the last one taken is missing.
+        let mut changes = Vec::new();
+        let mut bytes = 0;
+        for (change, size) in merged.into_iter().take(LIMIT) {
+            if !changes.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            changes.push(change);
+        }
+        let next = changes.last().map_or(after, |c| c.seq);
+        let remaining = self.count_log(site, next)?;
+        Ok(PullResponse { changes, next: Cursor::Log { after: next }, remaining })
+    }
+
+    fn count_log(&self, site: &SiteId, after: Seq) -> Result<u64, EngineError> {
+        let network = self.db.network();
+        let mut total = 0;
+        for source in self.sources(&network, site) {
+            total += self.db.count_pull(&source, site, after)?;
+        }
+        Ok(total)
+    }
+}
+
+/// Which records a site may hold, memoised by the keys that decide it.
+#[derive(Default)]
+struct HoldCache {
+    decided: HashMap<(String, RecordKeys), bool>,
+}
+
+impl HoldCache {
+    fn may_hold(&mut self, network: &Network, site: &SiteId, table: &str, keys: &RecordKeys) -> bool {
+        let key = (table.to_owned(), keys.clone());
+        if let Some(known) = self.decided.get(&key) {
+            return *known;
+        }
+        let change = ChangeRef { table, op: &Op::Update, keys };
+        let holds = recipients(model::registry(), network, &change).is_ok_and(|a| a.includes(network, site));
+        self.decided.insert(key, holds);
+        holds
+    }
+}
+
+fn acked(tx: &Tx<'_>, site: &SiteId) -> Result<Seq, StoreError> {
+    let seq: Option<i64> = rusqlite::OptionalExtension::optional(tx.connection().query_row(
+        "SELECT acked_seq FROM site_sync WHERE site_id = ?1",
+        [site.as_str()],
+        |r| r.get(0),
+    ))?;
+    Ok(Seq(seq.unwrap_or(0)))
+}
+
+/// Applies one pushed change; `Ok(Err(reason))` when it is refused (kept, not an error).
+fn apply_pushed(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<Result<(), String>, StoreError> {
+    if change.origin != *site {
+        return Ok(Err(format!(
+            "site `{site}` pushed a change made on `{}`; a site pushes only its own changes",
+            change.origin
+        )));
+    }
+    let registry = tx.registry();
+    let Some((table, _)) = registry.table(&change.table) else {
+        return Ok(Err(model::Refusal::UnknownTable(change.table.clone()).to_string()));
+    };
+    let keys = match (&change.action, &change.data) {
+        (Action::Upsert, Some(data)) => match RecordKeys::parse(table, &change.id, data.get()) {
+            Ok(keys) => keys,
+            Err(e) => return Ok(Err(format!("the record is not a valid JSON object: {e}"))),
+        },
+        (Action::Upsert, None) => return Ok(Err("an upsert arrived without its record".into())),
+        _ => tx.stored_keys(&change.table, change.id.as_str())?.unwrap_or_default(),
+    };
+    let current = tx.current(&change.table, change.id.as_str())?;
+    let op = Tx::op_for(&change.action, current.as_ref());
+    let as_rules_see_it = ChangeRef { table: &change.table, op: &op, keys: &keys };
+    if let Err(refusal) = check_write(registry, tx.network(), &as_rules_see_it, site) {
+        return Ok(Err(refusal.to_string()));
+    }
+    let audience = match recipients(registry, tx.network(), &as_rules_see_it) {
+        Ok(audience) => audience,
+        Err(refusal) => return Ok(Err(refusal.to_string())),
+    };
+    let seq = tx.put(&Put {
+        table: &change.table,
+        id: &change.id,
+        action: &change.action,
+        data: change.data.as_ref().map(|d| d.get()),
+        keys: &keys,
+        origin: site,
+        log: true,
+        bucket: None,
+    })?;
+    route(tx, seq, &audience, site)?;
+    Ok(Ok(()))
+}
+
+/// Records who must receive a logged change: a shared bucket for a wide audience, the outbox of
+/// each site for a narrow one (never the site it came from, never the central server itself).
+fn route(tx: &mut Tx<'_>, seq: Seq, audience: &Audience, origin: &SiteId) -> Result<(), StoreError> {
+    let bucket = match audience {
+        Audience::Nobody => return Ok(()),
+        Audience::Everyone => "all",
+        Audience::DispensarySites => "dispensary",
+        Audience::RemoteSites => "remote",
+        Audience::Sites(sites) => {
+            let central = tx.network().central.clone();
+            for site in sites.iter().filter(|s| *s != origin && **s != central) {
+                tx.add_outbox(site, seq)?;
+            }
+            return Ok(());
+        }
+    };
+    tx.set_bucket(seq, bucket)
+}
+
+fn keep_rejection(tx: &mut Tx<'_>, site: &SiteId, change: &Change, reason: &str) -> Result<(), StoreError> {
+    tx.connection().execute(
+        "INSERT OR IGNORE INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        rusqlite::params![
+            site.as_str(),
+            change.seq.0,
+            change.table,
+            change.id.as_str(),
+            change.action.code(),
+            change.data.as_ref().map(|d| d.get()),
+            reason
+        ],
+    )?;
+    Ok(())
+}
+
+fn rejections_between(tx: &Tx<'_>, site: &SiteId, first: Seq, last: Seq) -> Result<Vec<Rejection>, StoreError> {
+    let mut stmt = tx.connection().prepare_cached(
+        "SELECT origin_seq, tbl, record_id, reason FROM rejection WHERE site_id = ?1 AND origin_seq BETWEEN ?2 AND ?3 ORDER BY origin_seq",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![site.as_str(), first.0, last.0], |r| {
+        Ok(Rejection { seq: Seq(r.get(0)?), table: r.get(1)?, id: r.get(2)?, reason: r.get(3)? })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

@@ -1,0 +1,17 @@
+//! # outpost-central
+//!
+//! The central (sync) server. Every remote site syncs with it: it applies each pushed batch in
+//! one transaction after re-checking every change against `authority`, routes each change with
+//! `recipients` (wide audiences into shared buckets, narrow ones into per-site outboxes), serves
+//! pulls and the initialisation of new sites, and shows a dashboard.
+//!
+//! [`engine`] is the sync logic over the storage; [`admin`] the administration of sites and
+//! stores; [`server`] the HTTP API.
+
+pub mod admin;
+pub mod dashboard;
+pub mod engine;
+pub mod server;
+
+pub use engine::{Engine, EngineError};
+pub use server::{serve, ServerConfig};

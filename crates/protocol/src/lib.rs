@@ -1,0 +1,176 @@
+//! # outpost-protocol
+//!
+//! What travels between a site and the central server, and how it is encoded.
+//!
+//! Every request and response body is JSON compressed with zstd (`Content-Encoding: zstd`).
+//! Every request carries [`PROTOCOL_VERSION`] in the `Outpost-Protocol` header; a server that
+//! speaks another version answers `409` with the code `protocol_mismatch` before reading the
+//! body, so an old site is told to upgrade rather than misread.
+//!
+//! The sync itself (DESIGN.md §5): a site **pushes** its change log in batches, each applied
+//! by the central server in one transaction and acknowledged; then it **pulls** batches after
+//! its cursor, and moves the cursor only after it committed the batch. Re-sending a push batch
+//! or re-asking a pull batch changes nothing.
+
+use model::{Change, Seq, SiteId};
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+
+/// The version of the wire types below. Bump it on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The header that carries the protocol version on every request.
+pub const VERSION_HEADER: &str = "outpost-protocol";
+/// The largest compressed request body the central server accepts.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// The largest decompressed body either side accepts (a zip bomb stops here).
+pub const MAX_DECODED_BYTES: usize = 64 * 1024 * 1024;
+/// The most changes one push batch may carry.
+pub const MAX_PUSH_CHANGES: usize = 50_000;
+/// zstd level: 3 is zstd's default and gave ~12% of the JSON size on whole batches.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// A batch of a site's change log, oldest first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PushRequest {
+    pub changes: Vec<Change>,
+}
+
+/// The central server's answer to a push.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct PushResponse {
+    /// Every change of the site up to here is applied or rejected; push after this next time.
+    pub acked: Seq,
+    /// How many changes of the batch were applied now (0 when the batch was a resend).
+    pub applied: u64,
+    /// The changes of this batch that were refused, with the reason (also kept on the server).
+    pub rejections: Vec<Rejection>,
+}
+
+/// A change the central server refused, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rejection {
+    pub seq: Seq,
+    pub table: String,
+    pub id: String,
+    pub reason: String,
+}
+
+/// Where a site is in what the central server has for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cursor {
+    /// Initialisation: the current state, record by record, in (table, id) order, after this
+    /// key; then the log from `log_from` (the log position when the snapshot began).
+    Snapshot { after: Option<(String, String)>, log_from: Seq },
+    /// Steady state: the log after this position.
+    Log { after: Seq },
+}
+
+/// Ask for the next batch after `cursor` (`None`: this site has never pulled).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub cursor: Option<Cursor>,
+    /// Stop adding changes once the batch holds this many bytes of records.
+    pub max_bytes: usize,
+}
+
+/// One pull batch.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PullResponse {
+    pub changes: Vec<Change>,
+    /// Where to continue; store it only after the batch is committed.
+    pub next: Cursor,
+    /// How many changes still wait after this batch (an estimate during initialisation).
+    pub remaining: u64,
+}
+
+/// The central server's view of a site, and of itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub server_version: String,
+    pub protocol: u32,
+    pub central: SiteId,
+    pub site: SiteId,
+    /// The last change of this site the server holds.
+    pub acked: Seq,
+    /// The server's clock, RFC 3339, so a site can tell when its own clock is wrong.
+    pub clock: String,
+}
+
+/// The body of every error response: `{"error":{"code":…,"message":…}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `unauthorized`, `forbidden`, `protocol_mismatch`,
+    /// `bad_request`, `too_large`, `internal`.
+    pub code: String,
+    /// What went wrong and what a person can do about it.
+    pub message: String,
+}
+
+/// Why a body could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the body is not valid zstd (truncated or corrupt): {0}")]
+    Compression(std::io::Error),
+    #[error("the body decompresses to more than {MAX_DECODED_BYTES} bytes")]
+    TooLarge,
+    #[error("the body is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Serialises and compresses a body.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising our own types to a Vec cannot fail (no maps with non-string keys).
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    zstd::bulk::compress(&json, ZSTD_LEVEL).unwrap_or_default()
+}
+
+/// Decompresses (bounded) and parses a body.
+pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, DecodeError> {
+    let json = decompress(body)?;
+    Ok(serde_json::from_slice(&json)?)
+}
+
+/// Decompresses a body, refusing one that grows past [`MAX_DECODED_BYTES`].
+pub fn decompress(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let mut decoder = zstd::stream::read::Decoder::new(body).map_err(DecodeError::Compression)?;
+    let mut out = Vec::new();
+    let read =
+        (&mut decoder).take(MAX_DECODED_BYTES as u64 + 1).read_to_end(&mut out).map_err(DecodeError::Compression)?;
+    if read > MAX_DECODED_BYTES {
+        return Err(DecodeError::TooLarge);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_truncated_body_is_a_compression_error() {
+        let body = encode(&PullRequest { cursor: None, max_bytes: 1000 });
+        let err = decode::<PullRequest>(&body[..body.len() / 2]).err();
+        assert!(matches!(err, Some(DecodeError::Compression(_))), "{err:?}");
+    }
+
+    #[test]
+    fn a_body_round_trips() {
+        let cursor = Cursor::Snapshot { after: Some(("item".into(), "i1".into())), log_from: Seq(7) };
+        let body = encode(&PullRequest { cursor: Some(cursor.clone()), max_bytes: 10 });
+        let back: PullRequest = decode(&body).expect("decodes");
+        assert_eq!(back.cursor, Some(cursor));
+    }
+
+    #[test]
+    fn a_zip_bomb_is_refused() {
+        let huge = vec![b' '; MAX_DECODED_BYTES + 10];
+        let body = zstd::bulk::compress(&huge, 1).expect("compresses");
+        assert!(matches!(decode::<PullRequest>(&body), Err(DecodeError::TooLarge)));
+    }
+}

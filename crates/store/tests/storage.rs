@@ -1,0 +1,647 @@
+//! The storage layer's architecture invariants, tested through its public API on a real
+//! database file: every write of a node's own is logged in the same transaction, a batch is all
+//! or nothing, the log keeps one (latest) entry per record, deletes leave tombstones, received
+//! changes are not pushed back, topology records keep the in-memory network in step (also when
+//! a transaction fails), and everything survives reopening the file.
+
+use model::{Action, Change, RecordId, Refusal, Seq, SiteId, StoreId, SyncType};
+use outpost_store::{Db, StoreError, Write};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const HERE: &str = "north";
+const LOCAL_STORE: &str = "north-pharmacy";
+const REMOTE_STORE: &str = "south-clinic";
+
+fn me() -> SiteId {
+    SiteId::from(HERE)
+}
+
+fn central() -> SiteId {
+    SiteId::from("central")
+}
+
+/// A change as the central server sends it.
+fn received(table: &str, id: &str, data: Value) -> Change {
+    Change {
+        seq: Seq(0),
+        table: table.into(),
+        id: RecordId::from(id),
+        action: Action::Upsert,
+        data: serde_json::value::RawValue::from_string(data.to_string()).ok(),
+        origin: central(),
+    }
+}
+
+fn store_sync(store: &str, site: &str, sync_type: &str) -> Change {
+    received(
+        "store_sync",
+        &format!("{store}@{site}"),
+        json!({"store_id": store, "site_id": site, "sync_type": sync_type}),
+    )
+}
+
+/// The sites and stores a site learns from the central server, without any store active here.
+fn sites_and_stores() -> Vec<Change> {
+    vec![
+        received("site", "central", json!({"name": "Central", "central": true, "primary": true})),
+        received("site", HERE, json!({"name": "North"})),
+        received("site", "south", json!({"name": "South"})),
+        received("store", LOCAL_STORE, json!({"name": "North pharmacy"})),
+        received("store", REMOTE_STORE, json!({"name": "South clinic"})),
+        store_sync(REMOTE_STORE, "south", "active"),
+    ]
+}
+
+/// A database file for site `north`, knowing the network but with no store active here yet.
+fn open_bare(dir: &TempDir) -> Db {
+    let db = Db::open(&db_path(dir)).expect("open the database");
+    db.transaction(|tx| {
+        for change in sites_and_stores() {
+            tx.apply_received(&change)?;
+        }
+        tx.set_state("local_site", HERE)
+    })
+    .expect("seed the network");
+    db
+}
+
+/// A database file for site `north`, where `north-pharmacy` is active (`south-clinic` is active
+/// on `south`).
+fn open_site(dir: &TempDir) -> Db {
+    let db = open_bare(dir);
+    db.transaction(|tx| tx.apply_received(&store_sync(LOCAL_STORE, HERE, "active"))).expect("activate the store here");
+    db
+}
+
+fn db_path(dir: &TempDir) -> std::path::PathBuf {
+    dir.path().join("site.sqlite")
+}
+
+fn tempdir() -> TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+fn stock_line(id: &str, store: &str, packs: f64) -> Write {
+    Write::upsert("stock_line", id, &stock_doc(store, packs))
+}
+
+fn stock_doc(store: &str, packs: f64) -> Value {
+    json!({"store_id": store, "item_id": "item-amoxicillin", "batch": "B001", "available_packs": packs})
+}
+
+/// Every change this node made and still has to push, oldest first.
+fn log(db: &Db) -> Vec<Change> {
+    db.changes_after(Seq(0), &me(), usize::MAX, usize::MAX).expect("read the change log")
+}
+
+fn logged(db: &Db) -> u64 {
+    db.count_changes_after(Seq(0), &me()).expect("count the change log")
+}
+
+fn data_of(change: &Change) -> Option<Value> {
+    change.data.as_ref().map(|raw| serde_json::from_str(raw.get()).expect("logged data is JSON"))
+}
+
+fn active_site(db: &Db, store: &str) -> Option<SiteId> {
+    db.network().active_site(&StoreId::from(store)).cloned()
+}
+
+fn assert_nothing_written(db: &Db, table: &str, id: &str) {
+    assert_eq!(db.record(table, id).expect("read the record"), None, "no `{table}` record `{id}` was written");
+    assert_eq!(logged(db), 0, "no change-log entry was written");
+    assert_eq!(db.last_seq().expect("read the last position"), Seq(0), "the change log is empty");
+}
+
+// 1. Every write appends exactly one change-log entry, in the same transaction.
+
+#[test]
+fn each_write_appends_exactly_one_change_log_entry_and_the_record_is_readable() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    assert_eq!(logged(&db), 0, "received topology is not logged");
+
+    let seqs = db.write(&[stock_line("sl-1", LOCAL_STORE, 10.0)]).expect("accepted");
+    assert_eq!(seqs.len(), 1);
+    assert_eq!(logged(&db), 1);
+    assert_eq!(db.record("stock_line", "sl-1").expect("read the record"), Some(stock_doc(LOCAL_STORE, 10.0)));
+
+    let seqs2 =
+        db.write(&[stock_line("sl-2", LOCAL_STORE, 20.0), stock_line("sl-3", LOCAL_STORE, 30.0)]).expect("accepted");
+    assert_eq!(seqs2.len(), 2, "one position per write");
+    assert_eq!(logged(&db), 3);
+
+    let log = log(&db);
+    let entries: Vec<(Seq, &str, &str)> = log.iter().map(|c| (c.seq, c.table.as_str(), c.id.as_str())).collect();
+    assert_eq!(
+        entries,
+        vec![(seqs[0], "stock_line", "sl-1"), (seqs2[0], "stock_line", "sl-2"), (seqs2[1], "stock_line", "sl-3")]
+    );
+    for change in &log {
+        assert_eq!(change.action, Action::Upsert);
+        assert_eq!(change.origin, me());
+        assert_eq!(data_of(change), db.record("stock_line", change.id.as_str()).expect("read the record"));
+    }
+    assert_eq!(db.last_seq().expect("read the last position"), seqs2[1]);
+}
+
+#[test]
+fn writes_inside_one_transaction_are_each_logged_once() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let seqs = db
+        .transaction(|tx| {
+            (0..50)
+                .map(|i| tx.write_checked(&stock_line(&format!("sl-{i:02}"), LOCAL_STORE, i as f64), &me()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .expect("accepted");
+    assert_eq!(logged(&db), 50);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "positions increase: {seqs:?}");
+    assert_eq!(log(&db).iter().map(|c| c.seq).collect::<Vec<_>>(), seqs);
+}
+
+// 2. A batch is all or nothing; a write without authority is refused, naming the table.
+
+#[test]
+fn batch_with_a_write_without_authority_is_refused_naming_the_table_and_writes_nothing() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let ok = stock_line("sl-ok", LOCAL_STORE, 5.0);
+    // Items are central data, edited only on the primary (the central server here).
+    let refused = Write::upsert("item", "item-new", &json!({"code": "AMX", "name": "Amoxicillin"}));
+
+    let err = db.write(&[ok, refused]).expect_err("expected to fail");
+    match &err {
+        StoreError::Refused { table, id, refusal } => {
+            assert_eq!(table, "item");
+            assert_eq!(id.as_str(), "item-new");
+            assert!(matches!(refusal, Refusal::NotAuthorised { site, .. } if *site == me()), "{refusal:?}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(err.to_string().contains("`item`"), "the message names the table: {err}");
+
+    assert_nothing_written(&db, "stock_line", "sl-ok");
+    assert_eq!(db.record("item", "item-new").expect("read the record"), None);
+    assert!(db.dump().expect("dump the records").iter().all(|(table, ..)| table != "stock_line" && table != "item"));
+}
+
+#[test]
+fn refused_write_first_in_a_batch_also_writes_nothing() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let err = db
+        .write(&[stock_line("sl-theirs", REMOTE_STORE, 1.0), stock_line("sl-ours", LOCAL_STORE, 1.0)])
+        .expect_err("expected to fail");
+    assert!(matches!(&err, StoreError::Refused { table, .. } if table == "stock_line"), "{err:?}");
+    assert!(err.to_string().contains("`stock_line`"), "{err}");
+    assert_nothing_written(&db, "stock_line", "sl-ours");
+    assert_eq!(db.record("stock_line", "sl-theirs").expect("read the record"), None);
+}
+
+#[test]
+fn a_failed_batch_leaves_earlier_writes_and_later_positions_intact() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let first = db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect("accepted")[0];
+
+    db.write(&[stock_line("sl-1", LOCAL_STORE, 99.0), Write::delete("item", "item-x")]).expect_err("expected to fail");
+    assert_eq!(
+        db.record("stock_line", "sl-1").expect("read the record"),
+        Some(stock_doc(LOCAL_STORE, 1.0)),
+        "the update rolled back"
+    );
+    let log_after_failure = log(&db);
+    assert_eq!(log_after_failure.len(), 1);
+    assert_eq!(log_after_failure[0].seq, first, "the original entry survived the rolled-back supersede");
+
+    let next = db.write(&[stock_line("sl-2", LOCAL_STORE, 2.0)]).expect("accepted")[0];
+    assert!(next > first);
+}
+
+// 3. One entry per record, at the position of its latest change; positions never go backwards.
+
+#[test]
+fn updating_a_record_twice_leaves_one_entry_at_a_higher_seq_with_the_latest_data() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let created = db.write(&[stock_line("sl-a", LOCAL_STORE, 10.0)]).expect("accepted")[0];
+    let updated = db.write(&[stock_line("sl-a", LOCAL_STORE, 9.0)]).expect("accepted")[0];
+    let updated_again = db.write(&[stock_line("sl-a", LOCAL_STORE, 8.0)]).expect("accepted")[0];
+    assert!(created < updated && updated < updated_again, "{created:?} < {updated:?} < {updated_again:?}");
+
+    assert_eq!(logged(&db), 1, "superseded entries are pruned");
+    let log = log(&db);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].seq, updated_again);
+    assert_eq!(log[0].id.as_str(), "sl-a");
+    assert_eq!(log[0].action, Action::Upsert);
+    assert_eq!(data_of(&log[0]), Some(stock_doc(LOCAL_STORE, 8.0)));
+    assert_eq!(db.record("stock_line", "sl-a").expect("read the record"), Some(stock_doc(LOCAL_STORE, 8.0)));
+
+    // A reader whose cursor is past the superseded entries still gets the latest change.
+    let after_create = db.changes_after(created, &me(), 10, usize::MAX).expect("read the change log");
+    assert_eq!(after_create.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![updated_again]);
+    assert_eq!(db.count_changes_after(updated_again, &me()).expect("count the change log"), 0);
+}
+
+#[test]
+fn writing_one_record_twice_in_one_batch_leaves_one_entry_with_the_second_data() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let seqs =
+        db.write(&[stock_line("sl-a", LOCAL_STORE, 1.0), stock_line("sl-a", LOCAL_STORE, 2.0)]).expect("accepted");
+    assert!(seqs[0] < seqs[1]);
+    let log = log(&db);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].seq, seqs[1]);
+    assert_eq!(data_of(&log[0]), Some(stock_doc(LOCAL_STORE, 2.0)));
+}
+
+#[test]
+fn seqs_never_go_backwards_when_updates_prune_older_entries() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let a = db.write(&[stock_line("sl-a", LOCAL_STORE, 1.0)]).expect("accepted")[0];
+    let a_latest = db.write(&[stock_line("sl-a", LOCAL_STORE, 2.0)]).expect("accepted")[0];
+    assert!(a_latest > a);
+    let b = db.write(&[stock_line("sl-b", LOCAL_STORE, 1.0)]).expect("accepted")[0];
+    assert!(b > a_latest, "B's position {b:?} comes after A's latest {a_latest:?}");
+    let b_latest = db.write(&[stock_line("sl-b", LOCAL_STORE, 2.0)]).expect("accepted")[0];
+    let a_again = db.write(&[stock_line("sl-a", LOCAL_STORE, 3.0)]).expect("accepted")[0];
+    assert!(b_latest > b && a_again > b_latest);
+
+    let seqs: Vec<(Seq, String)> = log(&db).into_iter().map(|c| (c.seq, c.id.0)).collect();
+    assert_eq!(seqs, vec![(b_latest, "sl-b".to_owned()), (a_again, "sl-a".to_owned())]);
+    assert_eq!(db.last_seq().expect("read the last position"), a_again);
+}
+
+// 4. A delete leaves a tombstone that travels.
+
+#[test]
+fn delete_leaves_a_tombstone_logged_as_a_delete_without_data() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let created = db
+        .write(&[stock_line("sl-gone", LOCAL_STORE, 3.0), stock_line("sl-kept", LOCAL_STORE, 4.0)])
+        .expect("accepted");
+    let deleted = db.write(&[Write::delete("stock_line", "sl-gone")]).expect("accepted")[0];
+    assert!(deleted > created[1]);
+
+    assert_eq!(db.record("stock_line", "sl-gone").expect("read the record"), None);
+    assert_eq!(db.record("stock_line", "sl-kept").expect("read the record"), Some(stock_doc(LOCAL_STORE, 4.0)));
+    assert_eq!(logged(&db), 2, "the delete superseded the create: one entry per record");
+    let log = log(&db);
+    let tombstone = log.iter().find(|c| c.id.as_str() == "sl-gone").expect("the delete is logged");
+    assert_eq!(tombstone.seq, deleted);
+    assert_eq!(tombstone.action, Action::Delete);
+    assert!(tombstone.data.is_none(), "a delete carries no data");
+    assert_eq!(tombstone.origin, me());
+    assert_eq!(log.last().map(|c| c.seq), Some(deleted));
+    assert!(db.dump().expect("dump the records").iter().all(|(_, id, _)| id != "sl-gone"));
+}
+
+#[test]
+fn a_deleted_record_can_be_created_again() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    db.write(&[stock_line("sl-x", LOCAL_STORE, 1.0)]).expect("accepted");
+    db.write(&[Write::delete("stock_line", "sl-x")]).expect("accepted");
+    let again = db.write(&[stock_line("sl-x", LOCAL_STORE, 5.0)]).expect("accepted")[0];
+    assert_eq!(db.record("stock_line", "sl-x").expect("read the record"), Some(stock_doc(LOCAL_STORE, 5.0)));
+    let log = log(&db);
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].seq, &log[0].action), (again, &Action::Upsert));
+}
+
+#[test]
+fn deleting_a_record_of_a_store_active_elsewhere_is_refused() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    db.transaction(|tx| tx.apply_received(&received("stock_line", "sl-south", stock_doc(REMOTE_STORE, 7.0))))
+        .expect("accepted");
+    let err = db.write(&[Write::delete("stock_line", "sl-south")]).expect_err("expected to fail");
+    assert!(matches!(&err, StoreError::Refused { table, .. } if table == "stock_line"), "{err:?}");
+    assert_eq!(db.record("stock_line", "sl-south").expect("read the record"), Some(stock_doc(REMOTE_STORE, 7.0)));
+    assert_eq!(logged(&db), 0);
+}
+
+// 5. Received changes are written but not logged; received topology changes authority.
+
+#[test]
+fn received_change_is_written_but_not_added_to_the_change_log() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let item = json!({"code": "AMX", "name": "Amoxicillin 250mg"});
+    db.transaction(|tx| {
+        tx.apply_received(&received("item", "item-amx", item.clone()))?;
+        tx.apply_received(&received("stock_line", "sl-south", stock_doc(REMOTE_STORE, 7.0)))
+    })
+    .expect("accepted");
+
+    assert_eq!(db.record("item", "item-amx").expect("read the record"), Some(item));
+    assert_eq!(db.record("stock_line", "sl-south").expect("read the record"), Some(stock_doc(REMOTE_STORE, 7.0)));
+    assert_eq!(logged(&db), 0, "nothing to push");
+    assert_eq!(
+        db.count_changes_after(Seq(0), &central()).expect("count the change log"),
+        0,
+        "not logged under its origin either"
+    );
+    assert_eq!(db.last_seq().expect("read the last position"), Seq(0));
+    assert!(log(&db).is_empty());
+}
+
+#[test]
+fn received_delete_leaves_a_tombstone_without_logging_it() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    db.transaction(|tx| tx.apply_received(&received("item", "item-amx", json!({"name": "Amoxicillin"}))))
+        .expect("accepted");
+    let delete = Change { action: Action::Delete, data: None, ..received("item", "item-amx", Value::Null) };
+    db.transaction(|tx| tx.apply_received(&delete)).expect("accepted");
+    assert_eq!(db.record("item", "item-amx").expect("read the record"), None);
+    assert_eq!(db.last_seq().expect("read the last position"), Seq(0));
+}
+
+#[test]
+fn received_store_sync_activating_a_store_here_makes_local_writes_to_it_accepted() {
+    let dir = tempdir();
+    let db = open_bare(&dir);
+    assert_ne!(active_site(&db, LOCAL_STORE), Some(me()));
+    let err = db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect_err("expected to fail");
+    assert!(matches!(err, StoreError::Refused { .. }), "not active here yet: {err:?}");
+    assert_nothing_written(&db, "stock_line", "sl-1");
+
+    db.transaction(|tx| tx.apply_received(&store_sync(LOCAL_STORE, HERE, "active"))).expect("accepted");
+    assert_eq!(logged(&db), 0, "the received topology record is not logged");
+    let network = db.network();
+    assert_eq!(network.active_site(&StoreId::from(LOCAL_STORE)), Some(&me()));
+    assert_eq!(network.sync_type(&StoreId::from(LOCAL_STORE), &me()), SyncType::Active);
+    assert_eq!(network.active_site(&StoreId::from(REMOTE_STORE)), Some(&SiteId::from("south")));
+
+    let seq = db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect("accepted")[0];
+    assert_eq!(db.record("stock_line", "sl-1").expect("read the record"), Some(stock_doc(LOCAL_STORE, 1.0)));
+    assert_eq!(log(&db).iter().map(|c| c.seq).collect::<Vec<_>>(), vec![seq]);
+
+    let err = db.write(&[stock_line("sl-2", REMOTE_STORE, 1.0)]).expect_err("expected to fail");
+    match &err {
+        StoreError::Refused { table, refusal: Refusal::NotAuthorised { writer, .. }, .. } => {
+            assert_eq!(table, "stock_line");
+            assert!(writer.contains("south"), "the refusal says where it may be written: {writer}");
+        }
+        other => panic!("expected a refusal naming the store's site, got {other:?}"),
+    }
+    assert_eq!(db.record("stock_line", "sl-2").expect("read the record"), None);
+    assert_eq!(logged(&db), 1);
+}
+
+#[test]
+fn received_store_sync_moving_a_store_away_makes_local_writes_to_it_refused() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect("accepted");
+    // The store is made active on south: north loses the right to edit it.
+    db.transaction(|tx| {
+        tx.apply_received(&store_sync(LOCAL_STORE, HERE, "collector"))?;
+        tx.apply_received(&store_sync(LOCAL_STORE, "south", "active"))
+    })
+    .expect("accepted");
+    assert_eq!(active_site(&db, LOCAL_STORE), Some(SiteId::from("south")));
+    let err = db.write(&[stock_line("sl-1", LOCAL_STORE, 2.0)]).expect_err("expected to fail");
+    assert!(matches!(err, StoreError::Refused { .. }), "{err:?}");
+    assert_eq!(db.record("stock_line", "sl-1").expect("read the record"), Some(stock_doc(LOCAL_STORE, 1.0)));
+}
+
+#[test]
+fn an_update_moving_a_record_of_a_store_active_elsewhere_into_a_local_store_is_refused() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    db.transaction(|tx| tx.apply_received(&received("stock_line", "sl-south", stock_doc(REMOTE_STORE, 7.0))))
+        .expect("accepted");
+    // The record belongs to south's store: north may not take it over by rewriting its store.
+    let err = db.write(&[stock_line("sl-south", LOCAL_STORE, 7.0)]).expect_err("expected to fail");
+    assert!(matches!(&err, StoreError::Refused { table, .. } if table == "stock_line"), "{err:?}");
+    assert_eq!(db.record("stock_line", "sl-south").expect("read the record"), Some(stock_doc(REMOTE_STORE, 7.0)));
+    assert_eq!(logged(&db), 0);
+}
+
+// 6. A failed transaction rolls back the records and the in-memory network together.
+
+#[test]
+fn error_in_a_transaction_after_a_topology_change_rolls_back_record_and_network() {
+    let dir = tempdir();
+    let db = open_bare(&dir);
+    let before = active_site(&db, LOCAL_STORE);
+    assert_ne!(before, Some(me()));
+
+    let result: Result<(), StoreError> = db.transaction(|tx| {
+        tx.apply_received(&store_sync(LOCAL_STORE, HERE, "active"))?;
+        assert_eq!(tx.network().active_site(&StoreId::from(LOCAL_STORE)), Some(&me()), "seen inside the transaction");
+        Err(StoreError::Invalid { table: "test".into(), id: RecordId::from("x"), reason: "fail on purpose".into() })
+    });
+    assert!(matches!(result, Err(StoreError::Invalid { .. })));
+
+    assert_eq!(
+        db.record("store_sync", &format!("{LOCAL_STORE}@{HERE}")).expect("read the record"),
+        None,
+        "the record rolled back"
+    );
+    assert_eq!(active_site(&db, LOCAL_STORE), before, "the network rolled back");
+    let err = db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect_err("expected to fail");
+    assert!(matches!(err, StoreError::Refused { .. }), "still not writable here: {err:?}");
+}
+
+#[test]
+fn error_after_moving_a_store_rolls_the_network_back_to_where_it_was() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let result: Result<(), StoreError> = db.transaction(|tx| {
+        tx.apply_received(&store_sync(LOCAL_STORE, "south", "active"))?;
+        tx.apply_received(&received("store", "new-store", json!({"name": "New"})))?;
+        tx.write_checked(&Write::upsert("item", "item-x", &json!({})), &SiteId::from(HERE)).map(drop)
+    });
+    assert!(matches!(result, Err(StoreError::Refused { .. })), "{result:?}");
+    assert_eq!(active_site(&db, LOCAL_STORE), Some(me()));
+    assert!(!db.network().stores.contains_key(&StoreId::from("new-store")));
+    assert_eq!(db.record("store", "new-store").expect("read the record"), None);
+    db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect("the store is still active here");
+}
+
+#[test]
+fn failed_write_batch_with_a_topology_write_rolls_back_the_network() {
+    // On the central server, topology is written locally through `Db::write`.
+    let dir = tempdir();
+    let db = Db::open(&db_path(&dir)).expect("open the database");
+    db.transaction(|tx| {
+        for change in sites_and_stores() {
+            tx.apply_received(&change)?;
+        }
+        tx.set_state("local_site", "central")
+    })
+    .expect("accepted");
+    let sync = store_sync(LOCAL_STORE, HERE, "active");
+    let activate =
+        Write::upsert_text("store_sync", sync.id.as_str(), sync.data.expect("a store_sync has data").get().to_owned());
+    let err = db.write(&[activate, Write::upsert("no_such_table", "x", &json!({}))]).expect_err("expected to fail");
+    assert!(matches!(err, StoreError::Refused { .. }), "{err:?}");
+    assert_ne!(active_site(&db, LOCAL_STORE), Some(me()));
+    assert_eq!(db.count_changes_after(Seq(0), &central()).expect("count the change log"), 0);
+}
+
+#[test]
+fn panic_in_a_transaction_after_a_topology_change_rolls_back_record_and_network() {
+    let dir = tempdir();
+    let db = open_bare(&dir);
+    let before = active_site(&db, LOCAL_STORE);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        db.transaction(|tx| -> Result<(), StoreError> {
+            tx.apply_received(&store_sync(LOCAL_STORE, HERE, "active"))?;
+            panic!("a bug in the middle of a transaction");
+        })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(
+        db.record("store_sync", &format!("{LOCAL_STORE}@{HERE}")).expect("read the record"),
+        None,
+        "the record rolled back"
+    );
+    assert_eq!(active_site(&db, LOCAL_STORE), before, "the network rolled back with it");
+    assert!(db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).is_err(), "no authority from a rolled-back record");
+}
+
+// 8. Reopening the file keeps records, log, network and the order of positions.
+
+#[test]
+fn reopening_the_database_keeps_records_log_and_network() {
+    let dir = tempdir();
+    let (seqs, last) = {
+        let db = open_site(&dir);
+        let seqs =
+            db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0), stock_line("sl-2", LOCAL_STORE, 2.0)]).expect("accepted");
+        db.write(&[Write::delete("stock_line", "sl-2")]).expect("accepted");
+        (seqs, db.last_seq().expect("read the last position"))
+    };
+
+    let db = Db::open(&db_path(&dir)).expect("open the database");
+    assert_eq!(db.local_site().expect("the local site"), me());
+    assert_eq!(db.record("stock_line", "sl-1").expect("read the record"), Some(stock_doc(LOCAL_STORE, 1.0)));
+    assert_eq!(db.record("stock_line", "sl-2").expect("read the record"), None);
+    let log = log(&db);
+    let entries: Vec<(Seq, &str, Action)> = log.iter().map(|c| (c.seq, c.id.as_str(), c.action.clone())).collect();
+    assert_eq!(entries, vec![(seqs[0], "sl-1", Action::Upsert), (last, "sl-2", Action::Delete)]);
+    assert_eq!(db.last_seq().expect("read the last position"), last);
+
+    let network = db.network();
+    assert_eq!(network.central, central());
+    assert_eq!(network.primary, central());
+    assert_eq!(network.sites.len(), 3);
+    assert_eq!(network.active_site(&StoreId::from(LOCAL_STORE)), Some(&me()));
+    assert_eq!(network.active_site(&StoreId::from(REMOTE_STORE)), Some(&SiteId::from("south")));
+
+    let next = db.write(&[stock_line("sl-3", LOCAL_STORE, 3.0)]).expect("still writable after reopening")[0];
+    assert!(next > last, "positions continue after reopening");
+    assert!(db.write(&[stock_line("sl-4", REMOTE_STORE, 3.0)]).is_err(), "still refused after reopening");
+}
+
+#[test]
+fn reopening_after_a_rolled_back_topology_change_does_not_resurrect_it() {
+    let dir = tempdir();
+    {
+        let db = open_bare(&dir);
+        let _ = db.transaction(|tx| -> Result<(), StoreError> {
+            tx.apply_received(&store_sync(LOCAL_STORE, HERE, "active"))?;
+            Err(StoreError::NotInitialised)
+        });
+    }
+    let db = Db::open(&db_path(&dir)).expect("open the database");
+    assert_ne!(active_site(&db, LOCAL_STORE), Some(me()));
+    assert_eq!(active_site(&db, REMOTE_STORE), Some(SiteId::from("south")));
+}
+
+// 9. Invalid input is refused before anything is written.
+
+#[test]
+fn upsert_whose_data_is_not_a_json_object_is_invalid_and_writes_nothing() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    for text in
+        ["[\"north-pharmacy\"]", "[1,2]", "[]", "42", "\"text\"", "null", "true", "not json", "", "{\"store_id\":"]
+    {
+        let err = db.write(&[Write::upsert_text("stock_line", "x", text.into())]).expect_err("expected to fail");
+        match &err {
+            StoreError::Invalid { table, id, .. } => assert_eq!((table.as_str(), id.as_str()), ("stock_line", "x")),
+            other => panic!("data {text:?}: expected Invalid, got {other:?}"),
+        }
+        assert_nothing_written(&db, "stock_line", "x");
+    }
+}
+
+#[test]
+fn invalid_upsert_in_a_batch_writes_nothing_of_the_batch() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let err = db
+        .write(&[stock_line("sl-ok", LOCAL_STORE, 1.0), Write::upsert_text("stock_line", "sl-bad", "[1,2]".into())])
+        .expect_err("expected to fail");
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    assert_nothing_written(&db, "stock_line", "sl-ok");
+}
+
+#[test]
+fn upsert_without_data_is_invalid() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let write = Write { data: None, ..stock_line("sl-1", LOCAL_STORE, 1.0) };
+    let err = db.write(&[write]).expect_err("expected to fail");
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    assert_nothing_written(&db, "stock_line", "sl-1");
+}
+
+#[test]
+fn write_to_an_unknown_table_is_refused_naming_it() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let err = db
+        .write(&[Write::upsert("no_such_table", "x", &json!({"store_id": LOCAL_STORE}))])
+        .expect_err("expected to fail");
+    match &err {
+        StoreError::Refused { table, refusal: Refusal::UnknownTable(name), .. } => {
+            assert_eq!(table, "no_such_table");
+            assert_eq!(name, "no_such_table");
+        }
+        other => panic!("expected an unknown-table refusal, got {other:?}"),
+    }
+    assert!(err.to_string().contains("no_such_table"), "{err}");
+    assert_nothing_written(&db, "no_such_table", "x");
+}
+
+#[test]
+fn received_change_to_an_unknown_table_or_with_non_object_data_writes_nothing() {
+    let dir = tempdir();
+    let db = open_site(&dir);
+    let dump = db.dump().expect("dump the records");
+    let unknown = db
+        .transaction(|tx| tx.apply_received(&received("no_such_table", "x", json!({}))))
+        .expect_err("expected to fail");
+    assert!(matches!(&unknown, StoreError::Refused { table, .. } if table == "no_such_table"), "{unknown:?}");
+    assert!(unknown.to_string().contains("no_such_table"));
+    for data in [json!([1, 2]), json!([]), json!([REMOTE_STORE]), json!("text"), json!(3)] {
+        let err = db
+            .transaction(|tx| tx.apply_received(&received("stock_line", "x", data.clone())))
+            .expect_err("expected to fail");
+        assert!(matches!(err, StoreError::Invalid { .. }), "data {data}: {err:?}");
+    }
+    assert_eq!(db.dump().expect("dump the records"), dump, "nothing was written");
+    assert_eq!(db.last_seq().expect("read the last position"), Seq(0));
+}
+
+#[test]
+fn write_on_a_database_without_a_local_site_is_refused_as_not_initialised() {
+    let dir = tempdir();
+    let db = Db::open(&db_path(&dir)).expect("open the database");
+    let err = db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect_err("expected to fail");
+    assert!(matches!(err, StoreError::NotInitialised), "{err:?}");
+    assert_eq!(db.record("stock_line", "sl-1").expect("read the record"), None);
+    assert_eq!(db.last_seq().expect("read the last position"), Seq(0));
+}

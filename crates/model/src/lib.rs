@@ -9,6 +9,7 @@
 //! rule is tested exhaustively by plain unit tests.
 
 pub mod change;
+pub mod describe;
 pub mod ids;
 pub mod network;
 pub mod registry;

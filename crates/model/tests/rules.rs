@@ -107,13 +107,13 @@ impl Change {
         ChangeRef { table: self.table, op: &self.op, keys: &self.keys }
     }
     fn writer(&self, net: &Network) -> Result<Writer, Refusal> {
-        authority(&registry(), net, &self.as_ref())
+        authority(registry(), net, &self.as_ref())
     }
     fn check(&self, net: &Network, site: &str) -> Result<(), Refusal> {
-        check_write(&registry(), net, &self.as_ref(), &SiteId::from(site))
+        check_write(registry(), net, &self.as_ref(), &SiteId::from(site))
     }
     fn audience(&self, net: &Network) -> Result<Audience, Refusal> {
-        recipients(&registry(), net, &self.as_ref())
+        recipients(registry(), net, &self.as_ref())
     }
     /// The concrete sites that receive the change.
     fn receivers(&self, net: &Network) -> BTreeSet<SiteId> {
@@ -925,7 +925,7 @@ fn every_synced_table_has_the_writer_its_editor_says() {
             (Editor::StoreSite, DataType::Message) => Err(Refusal::MessageEdited),
             (Editor::StoreSite, _) => Ok(Writer::Site(SiteId::from("north"))),
         };
-        assert_eq!(authority(&registry, &net, &change), expected, "`{}` (\"{}\")", table.name, rule.entry.data);
+        assert_eq!(authority(registry, &net, &change), expected, "`{}` (\"{}\")", table.name, rule.entry.data);
     }
 }
 
@@ -940,7 +940,7 @@ fn every_change_that_leaves_its_site_reaches_the_central_server() {
         for op in [Op::Create, Op::Update] {
             let change = ChangeRef { table: table.name, op: &op, keys: &keys };
             let rule = registry.rule(&net, &change).expect("a registered table");
-            let audience = recipients(&registry, &net, &change).expect("every key is present");
+            let audience = recipients(registry, &net, &change).expect("every key is present");
             match (rule.data_type(), &audience) {
                 (DataType::Local | DataType::Sync, Audience::Nobody) => {}
                 (DataType::Local | DataType::Sync, other) => panic!("`{}` is {other:?}", table.name),

@@ -20,6 +20,9 @@ struct Inner {
     conn: Connection,
     /// The network as this node's records describe it, kept in step with every topology write.
     network: Network,
+    /// SQLite's `data_version` when the network was last read (it changes on other
+    /// connections' commits only).
+    data_version: Option<i64>,
 }
 
 impl Db {
@@ -43,7 +46,8 @@ impl Db {
         conn.pragma_update(None, "busy_timeout", 10_000)?;
         migrate(&conn)?;
         let network = load_network(&conn)?;
-        Ok(Db { inner: Mutex::new(Inner { conn, network }), registry: registry() })
+        let data_version = conn.pragma_query_value(None, "data_version", |r| r.get(0)).ok();
+        Ok(Db { inner: Mutex::new(Inner { conn, network, data_version }), registry: registry() })
     }
 
     pub fn registry(&self) -> &'static Registry {
@@ -54,14 +58,24 @@ impl Db {
         // A panic while holding the lock cannot leave SQLite half-written (the transaction rolls
         // back on drop), so a poisoned lock is still safe to use once the network, which may have
         // absorbed records that rolled back, is read again from the database.
-        self.inner.lock().unwrap_or_else(|poisoned| {
+        let mut guard = self.inner.lock().unwrap_or_else(|poisoned| {
             let mut guard = poisoned.into_inner();
             if let Ok(network) = load_network(&guard.conn) {
                 guard.network = network;
                 self.inner.clear_poison();
             }
             guard
-        })
+        });
+        // Another process (an admin command beside a running server) may have committed
+        // topology changes: SQLite's data_version says so, cheaply.
+        let version: Option<i64> = guard.conn.pragma_query_value(None, "data_version", |r| r.get(0)).ok();
+        if version.is_some() && version != guard.data_version {
+            if let Ok(network) = load_network(&guard.conn) {
+                guard.network = network;
+                guard.data_version = version;
+            }
+        }
+        guard
     }
 
     /// Runs `f` in one transaction: all of it is committed, or none of it.

@@ -1,0 +1,217 @@
+//! `outpost demo`: a whole network on this machine. A central server (the primary too) serves
+//! on loopback; three remote sites initialise from it, make stock and transactions offline,
+//! then sync. Everything is left in a directory a person can inspect afterwards.
+
+use central::{admin, Engine};
+use serde_json::json;
+use site::sync::Step;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use store::{Db, Write};
+
+const MARKER: &str = ".outpost-demo";
+const SITES: [(&str, &str, bool); 3] =
+    [("north", "north-hospital", false), ("south", "south-clinic", false), ("east", "east-health-post", true)];
+const ITEMS: usize = 400;
+
+pub fn run(dir: &Path, transactions: usize) -> Result<(), String> {
+    let started = Instant::now();
+    prepare_dir(dir)?;
+    let fail = |what: &str| {
+        let what = what.to_owned();
+        move |e: &dyn std::fmt::Display| format!("{what}: {e}")
+    };
+
+    // The central server, which is also the primary.
+    let central_db = Arc::new(open(&dir.join("central"))?);
+    let engine = admin::init(&central_db, "central", None).map_err(|e| fail("creating the central server")(&e))?;
+    admin::add_store(&engine, "central-warehouse", "central", false).map_err(|e| e.to_string())?;
+    let mut passwords = Vec::new();
+    for (site, store, mobile) in SITES {
+        passwords.push(admin::add_site(&engine, site, mobile).map_err(|e| e.to_string())?);
+        admin::add_store(&engine, store, site, false).map_err(|e| e.to_string())?;
+    }
+    admin::add_store(&engine, "north-dispensary", "north", true).map_err(|e| e.to_string())?;
+    // The hospital and the clinic supply each other: each is a transfer store on the other's site.
+    admin::set_sync_type(&engine, "north-hospital", "south", model::SyncType::Transfer).map_err(|e| e.to_string())?;
+    admin::set_sync_type(&engine, "south-clinic", "north", model::SyncType::Transfer).map_err(|e| e.to_string())?;
+    central_data(&engine)?;
+    println!("central server: {} sites, {} stores, {ITEMS} items", SITES.len() + 1, SITES.len() + 2);
+
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| e.to_string())?;
+    let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    let server = engine.clone();
+    runtime.spawn(async move { central::serve(server, listener).await });
+    println!("central server listening on {url}\n");
+
+    // Each site: initialise, then receive its first data.
+    let mut sites = Vec::new();
+    for ((site, store, _), password) in SITES.iter().zip(&passwords) {
+        let db = open(&dir.join(site))?;
+        for (key, value) in [("local_site", *site), ("central_url", url.as_str()), ("password", password.as_str())] {
+            db.set_state(key, value).map_err(|e| e.to_string())?;
+        }
+        let client = site::Client::new(&url, site, password);
+        sites.push((*site, *store, db, client));
+    }
+    let mut timings = Vec::new();
+    for (site, _, db, client) in &sites {
+        timings.push(sync(site, "initialisation", db, client)?);
+    }
+
+    // Offline work: stock and transactions on every site, patients in the dispensary, a message.
+    for (i, (site, store, db, _)) in sites.iter().enumerate() {
+        let writes = site_work(site, store, i, transactions);
+        let count = writes.len();
+        db.write(&writes).map_err(|e| format!("writing on {site}: {e}"))?;
+        println!("{site}: {count} records written offline");
+        if let Err(refused) = db.write(&[Write::upsert("item", "item-0001", &json!({"name": "renamed here"}))]) {
+            println!("{site}: editing an item here is refused, as it should be: {refused}");
+        }
+    }
+    println!();
+
+    // Everyone syncs twice: the second round delivers what others pushed after a site pulled.
+    for round in ["push and pull", "catch up"] {
+        for (site, _, db, client) in &sites {
+            timings.push(sync(site, round, db, client)?);
+        }
+    }
+
+    println!("\nwhat each node holds:");
+    let summarise = |name: &str, db: &Db| -> Result<(), String> {
+        let counts = db.counts_by_table().map_err(|e| e.to_string())?;
+        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        let pick = |t: &str| counts.iter().find(|(n, _)| n == t).map_or(0, |(_, n)| *n);
+        println!(
+            "  {name:<8} {total:>6} records: {:>4} items, {:>5} stock lines, {:>5} transactions, {:>5} transaction lines, {:>3} patients, {:>2} messages",
+            pick("item"),
+            pick("stock_line"),
+            pick("transaction"),
+            pick("transaction_line"),
+            pick("patient"),
+            pick("message")
+        );
+        Ok(())
+    };
+    summarise("central", &central_db)?;
+    for (site, _, db, _) in &sites {
+        summarise(site, db)?;
+    }
+    println!("\nsyncs:");
+    for line in &timings {
+        println!("  {line}");
+    }
+    println!(
+        "\ndone in {:.1?}. The data is in {}: try `outpost site status --data {}/north`,\n`outpost central status --data {}/central`, or `outpost central serve --data {}/central` for the dashboard.",
+        started.elapsed(),
+        dir.display(),
+        dir.display(),
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn prepare_dir(dir: &Path) -> Result<(), String> {
+    if dir.exists() {
+        if !dir.join(MARKER).exists() {
+            let empty = std::fs::read_dir(dir).map_err(|e| e.to_string())?.next().is_none();
+            if !empty {
+                return Err(format!("{} exists and is not a demo directory; choose another with --dir", dir.display()));
+            }
+        }
+        std::fs::remove_dir_all(dir).map_err(|e| format!("clearing {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "made by `outpost demo`; safe to delete\n").map_err(|e| e.to_string())
+}
+
+fn open(dir: &Path) -> Result<Db, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Db::open(&dir.join("outpost.sqlite")).map_err(|e| format!("opening {}: {e}", dir.display()))
+}
+
+fn sync(site: &str, what: &str, db: &Db, client: &site::Client) -> Result<String, String> {
+    let mut last = None;
+    let mut progress = |step: Step, _: u64, _: u64| last = Some(step);
+    let report = site::sync_once(db, client, &mut progress).map_err(|e| format!("{site} ({what}): {e}"))?;
+    let line = format!(
+        "{site:<6} {what:<15} {:>8.1?}  pushed {:>5} (rejected {}), pulled {:>5}, {} sent, {} received",
+        report.duration,
+        report.pushed,
+        report.rejected,
+        report.pulled,
+        crate::human_bytes(report.bytes_sent),
+        crate::human_bytes(report.bytes_received)
+    );
+    println!("{line}");
+    Ok(line)
+}
+
+/// Central data, edited on the primary: items, units, suppliers and customers, dispensary data.
+fn central_data(engine: &Engine) -> Result<(), String> {
+    let mut writes = vec![
+        Write::upsert("unit", "unit-tab", &json!({"name": "tablet"})),
+        Write::upsert("unit", "unit-vial", &json!({"name": "vial"})),
+        Write::upsert("name", "supplier-cms", &json!({"name": "Central Medical Stores", "supplier": true})),
+        Write::upsert("abbreviation", "abbr-bd", &json!({"abbreviation": "bd", "expansion": "twice a day"})),
+        Write::upsert("option", "centralised_procurement", &json!({"value": false})),
+    ];
+    for i in 1..=ITEMS {
+        let unit = if i % 5 == 0 { "unit-vial" } else { "unit-tab" };
+        writes.push(Write::upsert(
+            "item",
+            format!("item-{i:04}"),
+            &json!({"code": format!("I{i:04}"), "name": format!("Essential medicine {i}"), "unit_id": unit, "default_pack_size": 10 * (1 + i % 10)}),
+        ));
+    }
+    engine.write(&writes).map_err(|e| format!("writing central data: {e}"))?;
+    Ok(())
+}
+
+/// What a site does between syncs: stock arrives, stock goes out.
+fn site_work(site: &str, store: &str, index: usize, transactions: usize) -> Vec<Write> {
+    let mut writes = Vec::new();
+    for i in 1..=ITEMS / 2 {
+        writes.push(Write::upsert(
+            "stock_line",
+            format!("{store}-sl-{i:04}"),
+            &json!({"store_id": store, "item_id": format!("item-{i:04}"), "batch": format!("B{index}{i:04}"), "expiry_date": "2027-12-31", "pack_size": 10, "total_packs": 100 + i, "cost_price_per_pack": 2.5}),
+        ));
+    }
+    for t in 1..=transactions {
+        let id = format!("{store}-tx-{t:05}");
+        let kind = if t % 3 == 0 { "supplier_invoice" } else { "customer_invoice" };
+        writes.push(Write::upsert(
+            "transaction",
+            id.clone(),
+            &json!({"store_id": store, "type": kind, "name_id": "supplier-cms", "status": "finalised", "serial_number": t, "entry_date": "2026-11-30"}),
+        ));
+        for l in 1..=2 {
+            let item = 1 + (t * 7 + l) % (ITEMS / 2);
+            writes.push(Write::upsert(
+                "transaction_line",
+                format!("{id}-{l}"),
+                &json!({"store_id": store, "transaction_id": id, "item_id": format!("item-{item:04}"), "number_of_packs": 1 + t % 9, "pack_size": 10}),
+            ));
+        }
+    }
+    if site == "north" {
+        for p in 1..=40 {
+            writes.push(Write::upsert(
+                "patient",
+                format!("patient-{p:03}"),
+                &json!({"name": format!("Patient {p}"), "home_store_id": "north-dispensary", "date_of_birth": "1990-01-01"}),
+            ));
+        }
+        writes.push(Write::upsert(
+            "message",
+            "msg-north-south-1",
+            &json!({"sending_store_id": store, "receiving_store_id": "south-clinic", "body": "Amoxicillin stock-out expected next week"}),
+        ));
+    }
+    writes
+}

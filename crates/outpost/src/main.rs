@@ -1,0 +1,517 @@
+//! `outpost`: the one binary. A thin command line over the library crates.
+
+mod demo;
+mod rules;
+
+use clap::{Args, Parser, Subcommand};
+use model::SyncType;
+use std::io::{IsTerminal, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Db, Write};
+
+/// Offline-first synchronisation for health supply chains.
+///
+/// One central server that every site syncs with; remote sites that work offline and, when the
+/// link is up, push their own changes and then pull what concerns them.
+#[derive(Parser, Debug)]
+#[command(name = "outpost", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a whole network on this machine (a central server and three sites), sync it, report.
+    Demo {
+        /// Where to leave the demo's databases, for inspection.
+        #[arg(long, default_value = "outpost-demo")]
+        dir: PathBuf,
+        /// Transactions made per site.
+        #[arg(long, default_value_t = 1500)]
+        transactions: usize,
+    },
+    /// Show who edits and who receives each synced table ("why did this record not reach that site?").
+    Rules {
+        /// One table (e.g. `item`, `transaction`); all tables when omitted.
+        table: Option<String>,
+    },
+    /// The central (sync) server.
+    #[command(subcommand)]
+    Central(CentralCommand),
+    /// A remote site.
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+#[derive(Args, Debug)]
+struct DataDir {
+    /// The node's data directory (holds `outpost.sqlite`).
+    #[arg(long, env = "OUTPOST_DATA")]
+    data: PathBuf,
+}
+
+impl DataDir {
+    fn open(&self) -> Result<Arc<Db>, String> {
+        let file = db_file(&self.data);
+        if !file.exists() {
+            return Err(format!("no Outpost database in {} (run `init` first)", self.data.display()));
+        }
+        Db::open(&file).map(Arc::new).map_err(|e| format!("opening {}: {e}", file.display()))
+    }
+}
+
+fn db_file(dir: &Path) -> PathBuf {
+    dir.join("outpost.sqlite")
+}
+
+#[derive(Subcommand, Debug)]
+enum CentralCommand {
+    /// Create a central server (the primary too, unless --primary names a remote site).
+    Init {
+        #[command(flatten)]
+        data: DataDir,
+        /// This server's site id.
+        #[arg(long, default_value = "central")]
+        name: String,
+        /// Mirrored sync: the remote site that edits central data (add it with `site add`).
+        #[arg(long)]
+        primary: Option<String>,
+    },
+    /// Serve the sync API and the dashboard.
+    Serve {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, default_value = "127.0.0.1:8640")]
+        listen: SocketAddr,
+    },
+    /// Sites: add one, or give one a new password.
+    #[command(subcommand)]
+    Site(CentralSiteCommand),
+    /// Stores: add one, set its sync type on a site.
+    #[command(subcommand)]
+    Store(CentralStoreCommand),
+    /// Make a name (customer, supplier, patient) visible in a store.
+    ShowName {
+        name: String,
+        store: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Make an item visible in a store.
+    ShowItem {
+        item: String,
+        store: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Write one record on the central server (checked like any write), e.g. an item.
+    Write {
+        table: String,
+        id: String,
+        /// The record, as a JSON object.
+        json: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Print the dashboard's summary: sites, last syncs, rejections.
+    Status {
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CentralSiteCommand {
+    /// Add a remote site; prints its password once (only a hash is kept).
+    Add {
+        name: String,
+        #[arg(long)]
+        mobile: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Give a site a new password (printed once).
+    ResetPassword {
+        name: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CentralStoreCommand {
+    /// Add a store, active on a site.
+    Add {
+        name: String,
+        #[arg(long)]
+        active_on: String,
+        /// A dispensary store (patients, prescriptions, dispensary data).
+        #[arg(long)]
+        dispensary: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Set how a store exists on a site: active, collector, transfer or none.
+    SyncType {
+        store: String,
+        site: String,
+        sync_type: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SiteCommand {
+    /// Create a remote site's database. The password comes from OUTPOST_SITE_PASSWORD, from
+    /// --password-file, or from a prompt; never from the command line, where `ps` shows it.
+    Init {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        central: String,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Sync once now: push, then pull.
+    Sync {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Sync on a schedule and serve the local API.
+    Serve {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, default_value = "127.0.0.1:8641")]
+        listen: SocketAddr,
+        /// Seconds between syncs.
+        #[arg(long, default_value_t = 300)]
+        every: u64,
+    },
+    /// What waits to be pushed, the last good sync, the last error, paused or disabled.
+    Status {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Changes the central server refused (and received changes that could not be applied).
+    Rejected {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Skip scheduled syncs until resumed.
+    Pause {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Turn sync back on.
+    Resume {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// No sync at all until resumed.
+    Disable {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Write one record on this site (checked against authority).
+    Write {
+        table: String,
+        id: String,
+        json: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Print one record held on this site.
+    Get {
+        table: String,
+        id: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match &cli.command {
+        Command::Central(CentralCommand::Serve { .. }) | Command::Site(SiteCommand::Serve { .. }) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Demo { dir, transactions } => demo::run(&dir, transactions),
+        Command::Rules { table } => {
+            print!("{}", rules::render(table.as_deref())?);
+            Ok(())
+        }
+        Command::Central(command) => central(command),
+        Command::Site(command) => site(command),
+    }
+}
+
+fn parse_json(json: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(json).map_err(|e| format!("the record is not valid JSON: {e}"))
+}
+
+fn central(command: CentralCommand) -> Result<(), String> {
+    use central::admin;
+    let engine = |data: &DataDir| data.open().map(central::Engine::new);
+    match command {
+        CentralCommand::Init { data, name, primary } => {
+            std::fs::create_dir_all(&data.data).map_err(|e| format!("creating {}: {e}", data.data.display()))?;
+            let db = Arc::new(Db::open(&db_file(&data.data)).map_err(|e| e.to_string())?);
+            admin::init(&db, &name, primary.as_deref()).map_err(|e| e.to_string())?;
+            println!("central server `{name}` created in {}", data.data.display());
+        }
+        CentralCommand::Serve { data, listen } => {
+            let engine = engine(&data)?;
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("listening on {listen}: {e}"))?;
+                println!("central server listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+                central::serve(engine, listener).await.map_err(|e| e.to_string())
+            })?;
+        }
+        CentralCommand::Site(CentralSiteCommand::Add { name, mobile, data }) => {
+            let password = admin::add_site(&engine(&data)?, &name, mobile).map_err(|e| e.to_string())?;
+            println!("site `{name}` added. Its password (shown once, keep it safe):\n{password}");
+        }
+        CentralCommand::Site(CentralSiteCommand::ResetPassword { name, data }) => {
+            let password = admin::reset_password(&engine(&data)?, &name).map_err(|e| e.to_string())?;
+            println!("new password for `{name}` (shown once):\n{password}");
+        }
+        CentralCommand::Store(CentralStoreCommand::Add { name, active_on, dispensary, data }) => {
+            admin::add_store(&engine(&data)?, &name, &active_on, dispensary).map_err(|e| e.to_string())?;
+            println!("store `{name}` added, active on `{active_on}`");
+        }
+        CentralCommand::Store(CentralStoreCommand::SyncType { store, site, sync_type, data }) => {
+            let sync = SyncType::parse(&sync_type)
+                .ok_or_else(|| format!("`{sync_type}` is not a sync type: use active, collector, transfer or none"))?;
+            admin::set_sync_type(&engine(&data)?, &store, &site, sync).map_err(|e| e.to_string())?;
+            println!("store `{store}` is now `{}` on `{site}`", sync.as_str());
+        }
+        CentralCommand::ShowName { name, store, data } => {
+            admin::show_name(&engine(&data)?, &name, &store).map_err(|e| e.to_string())?;
+        }
+        CentralCommand::ShowItem { item, store, data } => {
+            admin::show_item(&engine(&data)?, &item, &store).map_err(|e| e.to_string())?;
+        }
+        CentralCommand::Write { table, id, json, data } => {
+            let doc = parse_json(&json)?;
+            engine(&data)?.write(&[Write::upsert(&table, id.as_str(), &doc)]).map_err(|e| e.to_string())?;
+        }
+        CentralCommand::Status { data } => {
+            let view = central::dashboard::view(&engine(&data)?).map_err(|e| e.to_string())?;
+            println!("central `{}`, primary `{}`", view.central, view.primary);
+            for s in &view.sites {
+                println!(
+                    "  {:<16} {:<8} last push {:<24} last pull {:<24} rejected {}{}",
+                    s.site,
+                    s.kind,
+                    s.last_push_at.as_deref().unwrap_or("never"),
+                    s.last_pull_at.as_deref().unwrap_or("never"),
+                    s.rejections,
+                    if s.stale { "  (no sync for over a month)" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_password(file: Option<&Path>) -> Result<String, String> {
+    if let Ok(password) = std::env::var("OUTPOST_SITE_PASSWORD") {
+        return Ok(password);
+    }
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+        return Ok(text.trim().to_owned());
+    }
+    if std::io::stdin().is_terminal() {
+        eprint!("password for this site: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| format!("reading the password: {e}"))?;
+    let password = line.trim().to_owned();
+    if password.is_empty() {
+        return Err("no password given (set OUTPOST_SITE_PASSWORD, use --password-file, or type it)".into());
+    }
+    Ok(password)
+}
+
+fn client_for(db: &Db) -> Result<site::Client, String> {
+    let get = |key: &str| {
+        db.state(key)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("this site has no `{key}`; run `outpost site init`"))
+    };
+    Ok(site::Client::new(&get("central_url")?, &get("local_site")?, &get("password")?))
+}
+
+fn site(command: SiteCommand) -> Result<(), String> {
+    use site::status::{self, SyncState};
+    match command {
+        SiteCommand::Init { data, central, site, password_file } => {
+            let password = read_password(password_file.as_deref())?;
+            let client = site::Client::new(&central, &site, &password);
+            let answer =
+                client.status().map_err(|e| format!("checking the credentials with the central server: {e}"))?;
+            std::fs::create_dir_all(&data.data).map_err(|e| format!("creating {}: {e}", data.data.display()))?;
+            let db = Db::open(&db_file(&data.data)).map_err(|e| e.to_string())?;
+            if let Ok(existing) = db.local_site() {
+                return Err(format!("{} is already site `{existing}`", data.data.display()));
+            }
+            for (key, value) in [
+                ("local_site", site.as_str()),
+                ("central_url", central.as_str()),
+                ("password", password.as_str()),
+                ("role", "site"),
+            ] {
+                db.set_state(key, value).map_err(|e| e.to_string())?;
+            }
+            println!(
+                "site `{site}` initialised against central server `{}`; run `outpost site sync` to receive its data",
+                answer.central
+            );
+        }
+        SiteCommand::Sync { data } => {
+            let db = data.open()?;
+            let client = client_for(&db)?;
+            let mut bar = TerminalProgress::new();
+            let report = site::sync_once(&db, &client, &mut bar).map_err(|e| e.to_string());
+            bar.finish();
+            let report = report?;
+            println!(
+                "synced in {:.2?}: pushed {} ({} rejected), pulled {}; {} sent, {} received",
+                report.duration,
+                report.pushed,
+                report.rejected,
+                report.pulled,
+                human_bytes(report.bytes_sent),
+                human_bytes(report.bytes_received)
+            );
+            if report.rejected > 0 {
+                println!("see `outpost site rejected` for the reasons");
+            }
+        }
+        SiteCommand::Serve { data, listen, every } => {
+            let db = data.open()?;
+            let client = client_for(&db)?;
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("listening on {listen}: {e}"))?;
+                println!(
+                    "site API on http://{}, syncing every {every} s",
+                    listener.local_addr().map_err(|e| e.to_string())?
+                );
+                site::local_api::serve(db, client, listener, Duration::from_secs(every))
+                    .await
+                    .map_err(|e| e.to_string())
+            })?;
+        }
+        SiteCommand::Status { data } => {
+            println!("{}", status::status(&*data.open()?).map_err(|e| e.to_string())?);
+        }
+        SiteCommand::Rejected { data } => {
+            let rejected = status::rejected(&*data.open()?).map_err(|e| e.to_string())?;
+            if rejected.is_empty() {
+                println!("no rejected changes");
+            }
+            for r in rejected {
+                println!("{}  {} `{}` (change {} from {}): {}", r.at, r.table, r.id, r.seq, r.from, r.reason);
+            }
+        }
+        SiteCommand::Pause { data } => {
+            status::set_sync_state(&*data.open()?, SyncState::Paused).map_err(|e| e.to_string())?
+        }
+        SiteCommand::Resume { data } => {
+            status::set_sync_state(&*data.open()?, SyncState::Active).map_err(|e| e.to_string())?
+        }
+        SiteCommand::Disable { data } => {
+            status::set_sync_state(&*data.open()?, SyncState::Disabled).map_err(|e| e.to_string())?
+        }
+        SiteCommand::Write { table, id, json, data } => {
+            let doc = parse_json(&json)?;
+            data.open()?.write(&[Write::upsert(&table, id.as_str(), &doc)]).map_err(|e| e.to_string())?;
+        }
+        SiteCommand::Get { table, id, data } => match data.open()?.record(&table, &id).map_err(|e| e.to_string())? {
+            Some(doc) => println!("{doc}"),
+            None => return Err(format!("no `{table}` record `{id}` on this site")),
+        },
+    }
+    Ok(())
+}
+
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// A one-line progress display on a terminal; silent otherwise.
+struct TerminalProgress {
+    on_terminal: bool,
+    drew: bool,
+}
+
+impl TerminalProgress {
+    fn new() -> Self {
+        TerminalProgress { on_terminal: std::io::stderr().is_terminal(), drew: false }
+    }
+    fn finish(&self) {
+        if self.drew {
+            eprintln!();
+        }
+    }
+}
+
+impl site::Progress for TerminalProgress {
+    fn step(&mut self, step: site::sync::Step, sent: u64, received: u64) {
+        if !self.on_terminal {
+            return;
+        }
+        let line = match step {
+            site::sync::Step::Pushing { pushed, waiting } => {
+                bar("push", pushed, pushed + waiting) + &format!(" {pushed} pushed, {waiting} waiting")
+            }
+            site::sync::Step::Pulling { pulled, remaining } => {
+                bar("pull", pulled, pulled + remaining) + &format!(" {pulled} pulled, {remaining} remaining")
+            }
+        };
+        eprint!("\r\x1b[2K{line} | {} sent, {} received", human_bytes(sent), human_bytes(received));
+        let _ = std::io::stderr().flush();
+        self.drew = true;
+    }
+}
+
+fn bar(label: &str, done: u64, total: u64) -> String {
+    const WIDTH: u64 = 24;
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH).min(WIDTH);
+    format!("{label} [{}{}]", "#".repeat(filled as usize), "-".repeat((WIDTH - filled) as usize))
+}

@@ -1,0 +1,148 @@
+//! The HTTP client a site uses to talk to the central server.
+
+use protocol::{
+    ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, StatusResponse, PROTOCOL_VERSION, VERSION_HEADER,
+};
+use std::time::Duration;
+
+/// Why a request to the central server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("could not reach the central server at {url}: {source}")]
+    Transport { url: String, source: Box<ureq::Error> },
+    #[error("the central server refused the request ({status} {code}): {message}")]
+    Refused { status: u16, code: String, message: String },
+    #[error("the central server's answer could not be read: {0}")]
+    Decode(#[from] protocol::DecodeError),
+}
+
+impl ClientError {
+    /// Whether trying again later may succeed (the link, not the request, was the problem).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport { .. } | ClientError::Decode(_) => true,
+            ClientError::Refused { status, .. } => *status >= 500,
+        }
+    }
+}
+
+/// A site's connection to the central server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    site: String,
+    authorization: String,
+    /// Bytes sent and received so far (compressed, as on the wire; bodies only).
+    pub sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Client {
+    pub fn new(central_url: &str, site: &str, password: &str) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // A timeout about silence, not about the length of honest work.
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(300)))
+            .timeout_recv_body(Some(Duration::from_secs(120)))
+            .build();
+        Client {
+            agent: config.into(),
+            base: central_url.trim_end_matches('/').to_owned(),
+            site: site.to_owned(),
+            authorization: format!("Basic {}", base64_encode(format!("{site}:{password}").as_bytes())),
+            sent: Default::default(),
+            received: Default::default(),
+        }
+    }
+
+    fn url(&self, action: &str) -> String {
+        format!("{}/api/v1/sites/{}/{action}", self.base, self.site)
+    }
+
+    fn exchange<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        action: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let url = self.url(action);
+        let transport = |source: ureq::Error| ClientError::Transport { url: url.clone(), source: Box::new(source) };
+        let result = match body {
+            Some(body) => {
+                self.sent.fetch_add(body.len() as u64, Relaxed);
+                self.agent
+                    .post(&url)
+                    .header("authorization", &self.authorization)
+                    .header(VERSION_HEADER, PROTOCOL_VERSION.to_string())
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "zstd")
+                    .send(&body[..])
+            }
+            None => self
+                .agent
+                .get(&url)
+                .header("authorization", &self.authorization)
+                .header(VERSION_HEADER, PROTOCOL_VERSION.to_string())
+                .call(),
+        };
+        let mut response = result.map_err(transport)?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(protocol::MAX_DECODED_BYTES as u64)
+            .read_to_vec()
+            .map_err(transport)?;
+        self.received.fetch_add(bytes.len() as u64, Relaxed);
+        if status >= 400 {
+            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => (body.error.code, body.error.message),
+                Err(_) => ("unknown".to_owned(), String::from_utf8_lossy(&bytes).into_owned()),
+            };
+            return Err(ClientError::Refused { status, code, message });
+        }
+        Ok(protocol::decode(&bytes)?)
+    }
+
+    pub fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError> {
+        self.exchange("push", Some(protocol::encode(request)))
+    }
+
+    pub fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError> {
+        self.exchange("pull", Some(protocol::encode(request)))
+    }
+
+    pub fn status(&self) -> Result<StatusResponse, ClientError> {
+        self.exchange("status", None)
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for the Basic authorization header.
+fn base64_encode(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_encodes_credentials() {
+        assert_eq!(super::base64_encode(b"north:s3cret"), "bm9ydGg6czNjcmV0");
+        assert_eq!(super::base64_encode(b"a"), "YQ==");
+        assert_eq!(super::base64_encode(b"ab"), "YWI=");
+    }
+}

@@ -1,0 +1,126 @@
+//! What a person at a site needs to see: what waits to be pushed, when the last sync
+//! succeeded, the last error, whether sync is paused or disabled, and what was rejected.
+
+use crate::sync::pushed_up_to;
+use serde::Serialize;
+use std::fmt;
+use store::{Db, StoreError};
+
+/// Whether this site syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    Active,
+    /// Temporarily: scheduled syncs are skipped; work goes on locally.
+    Paused,
+    /// Until turned back on: no sync at all, not even a manual one.
+    Disabled,
+}
+
+impl fmt::Display for SyncState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncState::Active => "active",
+            SyncState::Paused => "paused",
+            SyncState::Disabled => "disabled",
+        })
+    }
+}
+
+pub fn sync_state(db: &Db) -> Result<SyncState, StoreError> {
+    Ok(match db.state("sync_state")?.as_deref() {
+        Some("paused") => SyncState::Paused,
+        Some("disabled") => SyncState::Disabled,
+        _ => SyncState::Active,
+    })
+}
+
+pub fn set_sync_state(db: &Db, state: SyncState) -> Result<(), StoreError> {
+    db.set_state("sync_state", &state.to_string())
+}
+
+/// A change refused by the central server (or a received change that could not be applied
+/// here), kept with its reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedChange {
+    pub from: String,
+    pub seq: i64,
+    pub table: String,
+    pub id: String,
+    pub reason: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteStatus {
+    pub site: String,
+    pub central_url: String,
+    pub state: SyncState,
+    pub waiting_to_push: u64,
+    pub last_sync_at: Option<String>,
+    pub last_error: Option<String>,
+    pub rejected: u64,
+    pub initialised: bool,
+    pub records: u64,
+}
+
+pub fn status(db: &Db) -> Result<SiteStatus, StoreError> {
+    let site = db.local_site()?;
+    let waiting_to_push = db.count_changes_after(pushed_up_to(db)?, &site)?;
+    let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let cursor = db.state("pull_cursor")?.unwrap_or_default();
+    let (rejected, records) = db.read(|conn, _| {
+        Ok((
+            conn.query_row("SELECT count(*) FROM rejection", [], |r| r.get(0))?,
+            conn.query_row("SELECT count(*) FROM record WHERE data IS NOT NULL", [], |r| r.get(0))?,
+        ))
+    })?;
+    Ok(SiteStatus {
+        site: site.to_string(),
+        central_url: db.state("central_url")?.unwrap_or_default(),
+        state: sync_state(db)?,
+        waiting_to_push,
+        last_sync_at: non_empty(db.state("last_sync_at")?),
+        last_error: non_empty(db.state("last_error")?),
+        rejected,
+        initialised: cursor.contains("\"log\""),
+        records,
+    })
+}
+
+pub fn rejected(db: &Db) -> Result<Vec<RejectedChange>, StoreError> {
+    db.read(|conn, _| {
+        let mut stmt =
+            conn.prepare("SELECT site_id, origin_seq, tbl, record_id, reason, at FROM rejection ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RejectedChange {
+                from: r.get(0)?,
+                seq: r.get(1)?,
+                table: r.get(2)?,
+                id: r.get(3)?,
+                reason: r.get(4)?,
+                at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+}
+
+impl fmt::Display for SiteStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "site:              {}", self.site)?;
+        writeln!(f, "central server:    {}", self.central_url)?;
+        writeln!(f, "sync:              {}", self.state)?;
+        writeln!(f, "waiting to push:   {} change(s)", self.waiting_to_push)?;
+        writeln!(f, "last good sync:    {}", self.last_sync_at.as_deref().unwrap_or("never"))?;
+        writeln!(f, "last error:        {}", self.last_error.as_deref().unwrap_or("none"))?;
+        writeln!(
+            f,
+            "rejected changes:  {}{}",
+            self.rejected,
+            if self.rejected > 0 { " (see `outpost site rejected`)" } else { "" }
+        )?;
+        writeln!(f, "initialised:       {}", if self.initialised { "yes" } else { "not yet (first sync incomplete)" })?;
+        write!(f, "records held:      {}", self.records)
+    }
+}

@@ -1,0 +1,246 @@
+//! One sync of a site: push everything this site changed, then pull everything that concerns
+//! it, in batches, each committed before the next position is remembered.
+
+use crate::client::{Client, ClientError};
+use crate::status::SyncState;
+use model::{Change, Seq, SiteId};
+use protocol::{Cursor, PullRequest, PullResponse, PushRequest};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use store::{Db, StoreError};
+
+/// Push batches hold at most this many changes...
+pub const PUSH_LIMIT: usize = 5_000;
+/// ...and about this many bytes of records (before compression).
+pub const PUSH_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Pull batches ask for about this many bytes of records (about 20,000 typical records).
+pub const PULL_MAX_BYTES: usize = 6 * 1024 * 1024;
+
+/// Why a sync stopped. Everything committed before it stays committed; the next sync goes on
+/// from there.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("sync is {0} on this site; `outpost site resume` turns it back on")]
+    NotActive(SyncState),
+    #[error("{step}: {source}")]
+    Client { step: &'static str, source: ClientError },
+    #[error("{step}: {source}")]
+    Store { step: &'static str, source: Box<StoreError> },
+    #[error("the stored pull position is unreadable ({0}); `outpost site reset-cursor` starts the pull again")]
+    BadCursor(serde_json::Error),
+}
+
+/// Where a sync is, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Pushing { pushed: u64, waiting: u64 },
+    Pulling { pulled: u64, remaining: u64 },
+}
+
+/// Something that shows progress (a terminal bar, a log line, nothing).
+pub trait Progress {
+    fn step(&mut self, step: Step, bytes_sent: u64, bytes_received: u64);
+}
+
+impl<F: FnMut(Step, u64, u64)> Progress for F {
+    fn step(&mut self, step: Step, sent: u64, received: u64) {
+        self(step, sent, received)
+    }
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    pub pushed: u64,
+    pub rejected: u64,
+    pub pulled: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub duration: Duration,
+}
+
+fn store_err(step: &'static str) -> impl Fn(StoreError) -> SyncError {
+    move |source| SyncError::Store { step, source: Box::new(source) }
+}
+
+/// Runs one sync: push first, then pull. Records the outcome (last sync, last error) in the
+/// site's state either way.
+pub fn sync_once(db: &Db, client: &Client, progress: &mut dyn Progress) -> Result<SyncReport, SyncError> {
+    let state = crate::status::sync_state(db).map_err(store_err("reading the sync state"))?;
+    if state != SyncState::Active {
+        return Err(SyncError::NotActive(state));
+    }
+    let started = Instant::now();
+    let sent0 = client.sent.load(std::sync::atomic::Ordering::Relaxed);
+    let received0 = client.received.load(std::sync::atomic::Ordering::Relaxed);
+    let result = push_then_pull(db, client, progress);
+    let now = now_text();
+    match &result {
+        Ok(_) => {
+            let _ = db.set_state("last_sync_at", &now);
+            let _ = db.set_state("last_error", "");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sync failed");
+            let _ = db.set_state("last_error", &format!("{now}: {e}"));
+        }
+    }
+    let mut report = result?;
+    report.duration = started.elapsed();
+    report.bytes_sent = client.sent.load(std::sync::atomic::Ordering::Relaxed) - sent0;
+    report.bytes_received = client.received.load(std::sync::atomic::Ordering::Relaxed) - received0;
+    Ok(report)
+}
+
+fn push_then_pull(db: &Db, client: &Client, progress: &mut dyn Progress) -> Result<SyncReport, SyncError> {
+    let me = db.local_site().map_err(store_err("reading this site's id"))?;
+    let mut report = SyncReport::default();
+    push(db, client, &me, progress, &mut report)?;
+    pull(db, client, &me, progress, &mut report)?;
+    Ok(report)
+}
+
+/// The position up to which the central server has acknowledged this site's changes.
+pub fn pushed_up_to(db: &Db) -> Result<Seq, StoreError> {
+    Ok(Seq(db.state("pushed_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0)))
+}
+
+fn push(
+    db: &Db,
+    client: &Client,
+    me: &SiteId,
+    progress: &mut dyn Progress,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    loop {
+        let acked = pushed_up_to(db).map_err(store_err("reading the push position"))?;
+        let batch =
+            db.changes_after(acked, me, PUSH_LIMIT, PUSH_MAX_BYTES).map_err(store_err("reading the change log"))?;
+        let Some(last) = batch.last().map(|c| c.seq) else { return Ok(()) };
+        let response = client
+            .push(&PushRequest { changes: batch })
+            .map_err(|source| SyncError::Client { step: "pushing changes to the central server", source })?;
+        let batch_len = db.count_changes_after(acked, me).map_err(store_err("counting the change log"))?;
+        db.transaction(|tx| {
+            for rejection in &response.rejections {
+                tx.connection().execute(
+                    "INSERT OR IGNORE INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason)
+                     SELECT ?1, ?2, ?3, ?4, 'upsert', (SELECT data FROM record WHERE tbl = ?3 AND id = ?4), ?5",
+                    rusqlite::params![me.as_str(), rejection.seq.0, rejection.table, rejection.id, rejection.reason],
+                )?;
+            }
+            tx.set_state("pushed_seq", &response.acked.0.to_string())
+        })
+        .map_err(store_err("recording the push acknowledgement"))?;
+        for rejection in &response.rejections {
+            tracing::warn!(table = %rejection.table, id = %rejection.id, reason = %rejection.reason, "the central server rejected a change; it is kept in `outpost site rejected`");
+        }
+        let pushed = response.acked.0.min(last.0) - acked.0;
+        report.pushed += response.applied;
+        report.rejected += response.rejections.len() as u64;
+        let waiting = batch_len.saturating_sub(pushed.max(0) as u64);
+        progress.step(
+            Step::Pushing { pushed: report.pushed, waiting },
+            client.sent.load(std::sync::atomic::Ordering::Relaxed),
+            client.received.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        if response.acked < last {
+            // The server acknowledged less than we sent: stop rather than loop.
+            return Ok(());
+        }
+    }
+}
+
+fn load_cursor(db: &Db) -> Result<Option<Cursor>, SyncError> {
+    match db.state("pull_cursor").map_err(store_err("reading the pull position"))? {
+        Some(text) if !text.is_empty() => serde_json::from_str(&text).map(Some).map_err(SyncError::BadCursor),
+        _ => Ok(None),
+    }
+}
+
+/// Pulls until nothing remains. Fetching the next batch overlaps applying this one: a fetcher
+/// thread asks for batch n+1 (its position is known from batch n's answer) while batch n is
+/// committed here. The stored position moves only with a committed batch.
+fn pull(
+    db: &Db,
+    client: &Client,
+    me: &SiteId,
+    progress: &mut dyn Progress,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    let start = load_cursor(db)?;
+    let (sender, receiver) = mpsc::sync_channel::<Result<PullResponse, ClientError>>(2);
+    let fetcher_client = client.clone();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut cursor = start;
+            loop {
+                let answer = fetcher_client.pull(&PullRequest { cursor: cursor.clone(), max_bytes: PULL_MAX_BYTES });
+                let done = match &answer {
+                    Ok(batch) => {
+                        let finished = batch.changes.is_empty()
+                            && matches!(batch.next, Cursor::Log { .. })
+                            && Some(&batch.next) == cursor.as_ref();
+                        cursor = Some(batch.next.clone());
+                        finished || (batch.remaining == 0 && matches!(batch.next, Cursor::Log { .. }))
+                    }
+                    Err(_) => true,
+                };
+                if sender.send(answer).is_err() || done {
+                    return;
+                }
+            }
+        });
+        for answer in receiver {
+            let batch = answer
+                .map_err(|source| SyncError::Client { step: "pulling changes from the central server", source })?;
+            apply_batch(db, me, &batch.changes, &batch.next)?;
+            report.pulled += batch.changes.len() as u64;
+            progress.step(
+                Step::Pulling { pulled: report.pulled, remaining: batch.remaining },
+                client.sent.load(std::sync::atomic::Ordering::Relaxed),
+                client.received.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
+        Ok(())
+    })
+}
+
+/// Commits one pulled batch and the position after it, in one transaction. A change that
+/// cannot be applied here (a table this version does not know, a malformed record) is kept
+/// with its reason, visible in `outpost site rejected`, instead of stalling every later sync.
+fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Result<(), SyncError> {
+    let cursor = serde_json::to_string(next).map_err(SyncError::BadCursor)?;
+    db.transaction(|tx| {
+        for change in changes {
+            let refused = match tx.apply_received(change) {
+                Ok(()) => continue,
+                Err(e @ (StoreError::Refused { .. } | StoreError::Invalid { .. })) => e,
+                Err(other) => return Err(other),
+            };
+            {
+                let e = refused;
+                tracing::warn!(table = %change.table, id = %change.id, error = %e, "a received change could not be applied; kept for review");
+                tx.connection().execute(
+                    "INSERT OR IGNORE INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    rusqlite::params![
+                        format!("received:{}", change.origin),
+                        change.seq.0,
+                        change.table,
+                        change.id.as_str(),
+                        change.action.code(),
+                        change.data.as_ref().map(|d| d.get()),
+                        format!("could not apply on `{me}`: {e}"),
+                    ],
+                )?;
+            }
+        }
+        tx.set_state("pull_cursor", &cursor)
+    })
+    .map_err(store_err("applying a pulled batch"))
+}
+
+pub(crate) fn now_text() -> String {
+    protocol::now_rfc3339()
+}

@@ -130,10 +130,17 @@ impl Engine {
     pub fn pull(&self, site: &SiteId, cursor: Option<Cursor>, max_bytes: usize) -> Result<PullResponse, EngineError> {
         let cursor = match cursor {
             Some(cursor) => cursor,
-            None => Cursor::Snapshot { after: None, log_from: self.db.last_seq()? },
+            None => Cursor::Snapshot {
+                after: None,
+                log_from: self.db.last_seq()?,
+                scanned: 0,
+                total: self.db.count_records_after(None)?,
+            },
         };
         match cursor {
-            Cursor::Snapshot { after, log_from } => self.snapshot_page(site, after, log_from, max_bytes),
+            Cursor::Snapshot { after, log_from, scanned, total } => {
+                self.snapshot_page(site, after, log_from, (scanned, total), max_bytes)
+            }
             Cursor::Log { after } => self.log_page(site, after, max_bytes),
         }
     }
@@ -144,6 +151,7 @@ impl Engine {
         site: &SiteId,
         after: Option<(String, String)>,
         log_from: Seq,
+        (mut scanned, total): (u64, u64),
         max_bytes: usize,
     ) -> Result<PullResponse, EngineError> {
         const SCAN: usize = 5_000;
@@ -157,6 +165,7 @@ impl Engine {
             let rows = self.db.snapshot_after(key.as_ref().map(|(t, i)| (t.as_str(), i.as_str())), SCAN)?;
             let exhausted = rows.len() < SCAN;
             for row in rows {
+                scanned += 1;
                 key = Some((row.table.clone(), row.id.0.clone()));
                 if !holds.may_hold(&network, site, &row.table, &row.keys) {
                     continue;
@@ -175,8 +184,13 @@ impl Engine {
                 }
             }
             if bytes >= max_bytes {
-                let remaining = self.db.count_records_after(key.as_ref().map(|(t, i)| (t.as_str(), i.as_str())))?;
-                return Ok(PullResponse { changes, next: Cursor::Snapshot { after: key, log_from }, remaining });
+                // An estimate: records written since the snapshot began are counted by the log.
+                let remaining = total.saturating_sub(scanned);
+                return Ok(PullResponse {
+                    changes,
+                    next: Cursor::Snapshot { after: key, log_from, scanned, total },
+                    remaining,
+                });
             }
             if exhausted {
                 let remaining = self.count_log(site, log_from)?;
@@ -235,11 +249,22 @@ impl Engine {
 /// Which records a site may hold, memoised by the keys that decide it.
 #[derive(Default)]
 struct HoldCache {
+    /// Records with no routing keys (central data): decided per table.
+    by_table: HashMap<String, bool>,
     decided: HashMap<(String, RecordKeys), bool>,
 }
 
 impl HoldCache {
     fn may_hold(&mut self, network: &Network, site: &SiteId, table: &str, keys: &RecordKeys) -> bool {
+        if let Some(known) = self.by_table.get(table).filter(|_| *keys == RecordKeys::default()) {
+            return *known;
+        }
+        if *keys == RecordKeys::default() {
+            let change = ChangeRef { table, op: &Op::Update, keys };
+            let holds = recipients(model::registry(), network, &change).is_ok_and(|a| a.includes(network, site));
+            self.by_table.insert(table.to_owned(), holds);
+            return holds;
+        }
         let key = (table.to_owned(), keys.clone());
         if let Some(known) = self.decided.get(&key) {
             return *known;

@@ -73,7 +73,6 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
     fn internal(context: &str, error: impl std::fmt::Display) -> ApiError {
-        tracing::error!(%error, "{context}");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{context}: {error}"))
     }
 }

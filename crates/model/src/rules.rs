@@ -67,6 +67,15 @@ impl RecordKeys {
     /// Reads the routing keys from a document's JSON text; fails when the text is not a JSON
     /// object or a key is not a string.
     pub fn parse(table: &TableDef, id: &RecordId, json: &str) -> Result<RecordKeys, serde_json::Error> {
+        if !json.trim_start().starts_with('{') {
+            // A derived struct also accepts an array of its fields; a record is an object.
+            return Err(serde::de::Error::custom("a record must be a JSON object"));
+        }
+        if table.scope == Scope::Global {
+            // Nothing in the document routes it: do not read it. (Text that arrived over the
+            // wire was already checked to be JSON when the batch was decoded.)
+            return Ok(RecordKeys::default());
+        }
         let fields: KeyFields<'_> = serde_json::from_str(json)?;
         Ok(Self::from_fields(table, id, fields))
     }

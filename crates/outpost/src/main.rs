@@ -205,7 +205,13 @@ enum SiteCommand {
         #[command(flatten)]
         data: DataDir,
     },
-    /// Skip scheduled syncs until resumed.
+    /// Start the pull again from a fresh snapshot (after an unreadable position; nothing is
+    /// lost: records are re-sent and applied again).
+    ResetCursor {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Skip scheduled syncs until resumed (`site sync` still works).
     Pause {
         #[command(flatten)]
         data: DataDir,
@@ -384,14 +390,28 @@ fn site(command: SiteCommand) -> Result<(), String> {
             if let Ok(existing) = db.local_site() {
                 return Err(format!("{} is already site `{existing}`", data.data.display()));
             }
-            for (key, value) in [
-                ("local_site", site.as_str()),
-                ("central_url", central.as_str()),
-                ("password", password.as_str()),
-                ("role", "site"),
-            ] {
-                db.set_state(key, value).map_err(|e| e.to_string())?;
-            }
+            db.transaction(|tx| {
+                // A site initialised again (its disk was lost) numbers its new changes after those
+                // the central server already acknowledged from it; otherwise the server would skip
+                // them as already applied, and they would be lost without a word. An entry with no
+                // record marks where the log starts: it is never pushed nor counted as waiting.
+                if answer.acked.0 > 0 {
+                    tx.connection().execute(
+                        "INSERT INTO change_log (seq, tbl, record_id, action, origin_site) VALUES (?1, '', '', 'upsert', '')",
+                        [answer.acked.0],
+                    )?;
+                }
+                for (key, value) in [
+                    ("local_site", site.as_str()),
+                    ("central_url", central.as_str()),
+                    ("password", password.as_str()),
+                    ("role", "site"),
+                ] {
+                    tx.set_state(key, value)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
             println!(
                 "site `{site}` initialised against central server `{}`; run `outpost site sync` to receive its data",
                 answer.central
@@ -444,6 +464,10 @@ fn site(command: SiteCommand) -> Result<(), String> {
             for r in rejected {
                 println!("{}  {} `{}` (change {} from {}): {}", r.at, r.table, r.id, r.seq, r.from, r.reason);
             }
+        }
+        SiteCommand::ResetCursor { data } => {
+            data.open()?.set_state("pull_cursor", "").map_err(|e| e.to_string())?;
+            println!("the next sync pulls a fresh snapshot of everything this site holds");
         }
         SiteCommand::Pause { data } => {
             status::set_sync_state(&*data.open()?, SyncState::Paused).map_err(|e| e.to_string())?

@@ -61,7 +61,15 @@ pub struct Rejection {
 pub enum Cursor {
     /// Initialisation: the current state, record by record, in (table, id) order, after this
     /// key; then the log from `log_from` (the log position when the snapshot began).
-    Snapshot { after: Option<(String, String)>, log_from: Seq },
+    /// `scanned` of `total` records have been looked at so far (for "what remains").
+    Snapshot {
+        after: Option<(String, String)>,
+        log_from: Seq,
+        #[serde(default)]
+        scanned: u64,
+        #[serde(default)]
+        total: u64,
+    },
     /// Steady state: the log after this position.
     Log { after: Seq },
 }
@@ -178,7 +186,8 @@ mod tests {
 
     #[test]
     fn a_body_round_trips() {
-        let cursor = Cursor::Snapshot { after: Some(("item".into(), "i1".into())), log_from: Seq(7) };
+        let cursor =
+            Cursor::Snapshot { after: Some(("item".into(), "i1".into())), log_from: Seq(7), scanned: 1, total: 9 };
         let body = encode(&PullRequest { cursor: Some(cursor.clone()), max_bytes: 10 });
         let back: PullRequest = decode(&body).expect("decodes");
         assert_eq!(back.cursor, Some(cursor));

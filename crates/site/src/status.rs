@@ -11,7 +11,7 @@ use store::{Db, StoreError};
 #[serde(rename_all = "snake_case")]
 pub enum SyncState {
     Active,
-    /// Temporarily: scheduled syncs are skipped; work goes on locally.
+    /// Temporarily: scheduled syncs are skipped (a sync asked for by a person still runs).
     Paused,
     /// Until turned back on: no sync at all, not even a manual one.
     Disabled,

@@ -66,8 +66,9 @@ fn store_err(step: &'static str) -> impl Fn(StoreError) -> SyncError {
 /// Runs one sync: push first, then pull. Records the outcome (last sync, last error) in the
 /// site's state either way.
 pub fn sync_once(db: &Db, client: &Client, progress: &mut dyn Progress) -> Result<SyncReport, SyncError> {
+    // Paused skips the schedule, not a sync a person asks for; disabled stops both.
     let state = crate::status::sync_state(db).map_err(store_err("reading the sync state"))?;
-    if state != SyncState::Active {
+    if state == SyncState::Disabled {
         return Err(SyncError::NotActive(state));
     }
     let started = Instant::now();
@@ -174,8 +175,11 @@ fn pull(
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut cursor = start;
+            // A small first batch fills the pipeline sooner; the rest are full size.
+            let mut max_bytes = PULL_MAX_BYTES / 16;
             loop {
-                let answer = fetcher_client.pull(&PullRequest { cursor: cursor.clone(), max_bytes: PULL_MAX_BYTES });
+                let answer = fetcher_client.pull(&PullRequest { cursor: cursor.clone(), max_bytes });
+                max_bytes = PULL_MAX_BYTES;
                 let done = match &answer {
                     Ok(batch) => {
                         let finished = batch.changes.is_empty()

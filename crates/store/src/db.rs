@@ -251,7 +251,7 @@ impl Tx<'_> {
             .table(&write.table)
             .ok_or_else(|| refused(model::Refusal::UnknownTable(write.table.clone())))?;
         let keys = match (&write.action, write.data.as_deref()) {
-            (Action::Upsert, Some(text)) => parse_keys(table, &write.id, text)
+            (Action::Upsert, Some(text)) => parse_local_keys(table, &write.id, text)
                 .map_err(|e| invalid(format!("an upsert needs the record as a JSON object: {e}")))?,
             (Action::Upsert, None) => return Err(invalid("an upsert needs the record".into())),
             _ => self.stored_keys(&write.table, write.id.as_str())?.unwrap_or_default(),
@@ -300,7 +300,7 @@ impl Tx<'_> {
     /// Inserts a record that does not exist yet, with its change-log entry; `None` (and nothing
     /// written) when it exists already.
     fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
-        let seq = self.append_log(put)?;
+        let seq = if put.log { Some(self.append_log(put)?) } else { None };
         let keys = put.keys;
         let inserted = self
             .sql
@@ -315,15 +315,17 @@ impl Tx<'_> {
                 keys.other_store.as_ref().map(|s| s.as_str()),
                 keys.name.as_ref().map(|s| s.as_str()),
                 put.data,
-                seq.0,
+                seq.map(|s| s.0),
             ])?;
         if inserted == 0 {
-            // Nobody has seen this entry: it is the newest, and removing it leaves no gap.
-            self.sql.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([seq.0])?;
+            if let Some(seq) = seq {
+                // Nobody has seen this entry: it is the newest, and removing it leaves no gap.
+                self.sql.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([seq.0])?;
+            }
             return Ok(None);
         }
         self.absorb(put, None)?;
-        Ok(Some(seq))
+        Ok(Some(seq.unwrap_or_default()))
     }
 
     fn append_log(&mut self, put: &Put<'_>) -> Result<Seq> {
@@ -380,6 +382,13 @@ impl Tx<'_> {
     /// Writes a record and its change-log entry. Returns the entry's position (or the record's
     /// previous one when the change is not logged here).
     pub fn put(&mut self, put: &Put<'_>) -> Result<Seq> {
+        // Most records arrive new (an initialisation is nothing else): insert first, and look
+        // the record up only when it exists.
+        if *put.action == Action::Upsert {
+            if let Some(seq) = self.insert_new(put)? {
+                return Ok(seq);
+            }
+        }
         let current = self.current(put.table, put.id.as_str())?;
         self.put_with_current(put, current)
     }
@@ -479,11 +488,17 @@ impl Tx<'_> {
     }
 }
 
-/// Reads a record's routing keys from its JSON text, which must be an object: the keys parser
-/// alone would also take an array (as a struct's fields in order), e.g. `["some-store"]`.
+/// Reads a record's routing keys from its JSON text, which must be an object.
 fn parse_keys(table: &model::TableDef, id: &RecordId, text: &str) -> Result<RecordKeys, String> {
-    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
-        return Err("the record is not a JSON object".into());
-    }
     RecordKeys::parse(table, id, text).map_err(|e| e.to_string())
+}
+
+/// Like [`parse_keys`], for text typed on this node: a record with no routing keys is not read
+/// by the keys parser, so it is checked to be JSON here (text from the wire was checked when
+/// the batch was decoded).
+fn parse_local_keys(table: &model::TableDef, id: &RecordId, text: &str) -> Result<RecordKeys, String> {
+    if table.scope == model::Scope::Global {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| e.to_string())?;
+    }
+    parse_keys(table, id, text)
 }

@@ -1,0 +1,156 @@
+//! Initial sync of a new site over loopback, and an empty sync, each beside a baseline measured
+//! in the same run:
+//! - 1,000,000 central records pulled into a new site (records/s) beside a raw SQLite insert of
+//!   the same rows in one transaction;
+//! - the bytes on the wire beside the size of the same records as plain JSON;
+//! - the time and bytes (counted by a TCP proxy, headers included) of a sync when nothing changed.
+//!
+//! `cargo bench -p outpost --bench sync` (OUTPOST_BENCH_RECORDS changes the count).
+
+use central::admin;
+use std::io::{Read, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use store::{Db, Write};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize = std::env::var("OUTPOST_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let dir = tempfile::tempdir()?;
+
+    // The central server, holding n items (central data: every site receives them).
+    let central_db = Arc::new(Db::open(&dir.path().join("central.sqlite"))?);
+    let engine = admin::init(&central_db, "central", None)?;
+    let password = admin::add_site(&engine, "new-site", false)?;
+    let documents: Vec<(String, String)> = (0..n).map(item).collect();
+    let started = Instant::now();
+    for chunk in documents.chunks(100_000) {
+        let writes: Vec<Write> =
+            chunk.iter().map(|(id, doc)| Write::upsert_text("item", id.as_str(), doc.clone())).collect();
+        engine.write(&writes)?;
+    }
+    println!("setup: {n} items written on the central server in {:.1?}", started.elapsed());
+    let json_bytes: usize = documents
+        .iter()
+        .map(|(id, doc)| format!(r#"{{"table":"item","id":"{id}","data":{doc}}},"#).len())
+        .sum::<usize>()
+        + 2;
+
+    // Baseline: the same rows, raw, into SQLite, one transaction.
+    let raw = rusqlite::Connection::open(dir.path().join("raw.sqlite"))?;
+    raw.pragma_update(None, "journal_mode", "WAL")?;
+    raw.pragma_update(None, "synchronous", "NORMAL")?;
+    raw.execute_batch("CREATE TABLE item (id TEXT PRIMARY KEY, data TEXT)")?;
+    let started = Instant::now();
+    {
+        let tx = raw.unchecked_transaction()?;
+        let mut stmt = tx.prepare("INSERT INTO item (id, data) VALUES (?1, ?2)")?;
+        for (id, doc) in &documents {
+            stmt.execute(rusqlite::params![id, doc])?;
+        }
+        drop(stmt);
+        tx.commit()?;
+    }
+    let raw_secs = started.elapsed().as_secs_f64();
+    drop(documents);
+
+    // The server, on loopback, and a counting proxy in front of it for the empty sync.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    runtime.spawn(central::serve(engine.clone(), listener));
+    let counted = Arc::new(AtomicU64::new(0));
+    let proxy = counting_proxy(addr, counted.clone())?;
+
+    // Initial sync of a new site.
+    let site_db = Db::open(&dir.path().join("site.sqlite"))?;
+    for (key, value) in
+        [("local_site", "new-site"), ("central_url", &format!("http://{addr}")), ("password", &password)]
+    {
+        site_db.set_state(key, value)?;
+    }
+    let client = site::Client::new(&format!("http://{addr}"), "new-site", &password);
+    let mut quiet = |_: site::sync::Step, _: u64, _: u64| {};
+    let report = site::sync_once(&site_db, &client, &mut quiet)?;
+    let held = site_db.counts_by_table()?.iter().find(|(t, _)| t == "item").map_or(0, |(_, c)| *c);
+    assert_eq!(held as usize, n, "the new site holds every item");
+    let sync_secs = report.duration.as_secs_f64();
+
+    // An empty sync, through the proxy that counts every byte both ways.
+    let via_proxy = site::Client::new(&format!("http://{proxy}"), "new-site", &password);
+    site::sync_once(&site_db, &via_proxy, &mut quiet)?; // warms the connection and the credentials cache
+    counted.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    let empty = site::sync_once(&site_db, &via_proxy, &mut quiet)?;
+    let empty_secs = started.elapsed().as_secs_f64();
+    let empty_wire = counted.load(Ordering::Relaxed);
+    assert_eq!(empty.pulled + empty.pushed, 0, "nothing changed");
+
+    let raw_rate = n as f64 / raw_secs;
+    let sync_rate = n as f64 / sync_secs;
+    let wire = report.bytes_received + report.bytes_sent;
+    println!("initial sync of {n} records over loopback:");
+    println!("  raw SQLite insert (one transaction): {raw_rate:>10.0} records/s ({raw_secs:.2} s)");
+    println!("  initial sync of a new site:          {sync_rate:>10.0} records/s ({sync_secs:.2} s)");
+    println!("  ratio: {:.0}% of the raw insert (target: at least 70%)", 100.0 * sync_rate / raw_rate);
+    println!("bytes:");
+    println!("  the same records as plain JSON:      {:>12} bytes", json_bytes);
+    println!("  on the wire (compressed bodies):     {:>12} bytes", wire);
+    println!("  ratio: {:.1}% of the JSON (target: at most 15%)", 100.0 * wire as f64 / json_bytes as f64);
+    println!("empty sync (nothing changed):");
+    println!(
+        "  {:.2} ms, {} bytes on the wire, headers included (targets: under 10 ms and 2 KiB)",
+        empty_secs * 1000.0,
+        empty_wire
+    );
+    Ok(())
+}
+
+fn item(i: usize) -> (String, String) {
+    let id = format!("item-{i:07}");
+    let doc = serde_json::json!({
+        "code": format!("I{i:07}"),
+        "name": format!("Amoxicillin {} mg capsules, pack of {}", 125 * (1 + i % 4), 10 * (1 + i % 10)),
+        "unit_id": if i % 5 == 0 { "unit-vial" } else { "unit-capsule" },
+        "category_id": format!("cat-{:03}", i % 150),
+        "default_pack_size": 10 * (1 + i % 10),
+        "strength": format!("{} mg", 125 * (1 + i % 4)),
+        "atc_code": format!("J01CA{:02}", i % 20),
+        "is_vaccine": i % 17 == 0,
+        "cold_chain": i % 17 == 0,
+        "price_per_unit": (i % 1000) as f64 / 100.0,
+        "note": "essential medicines list 2026"
+    })
+    .to_string();
+    (id, doc)
+}
+
+/// A TCP proxy that forwards to `target` and counts the bytes it carries both ways.
+fn counting_proxy(target: std::net::SocketAddr, counted: Arc<AtomicU64>) -> std::io::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(target) else { continue };
+            for (mut from, mut to) in
+                [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())]
+                    .into_iter()
+                    .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+            {
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64 * 1024];
+                    while let Ok(read) = from.read(&mut buf) {
+                        if read == 0 || to.write_all(&buf[..read]).is_err() {
+                            break;
+                        }
+                        counted.fetch_add(read as u64, Ordering::Relaxed);
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    Ok(addr)
+}

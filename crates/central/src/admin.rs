@@ -88,14 +88,7 @@ pub fn add_site(engine: &Engine, name: &str, mobile: bool) -> Result<String, Adm
     let primary = db.state("pending_primary")?.as_deref() == Some(name);
     let kind = if mobile { "mobile" } else { "desktop" };
     engine.write(&[Write::upsert("site", name, &json!({"name": name, "kind": kind, "primary": primary}))])?;
-    db.transaction(|tx| {
-        tx.connection().execute(
-            "INSERT INTO site_sync (site_id, password_hash) VALUES (?1, ?2)
-             ON CONFLICT (site_id) DO UPDATE SET password_hash = excluded.password_hash",
-            rusqlite::params![name, hash],
-        )?;
-        Ok(())
-    })?;
+    db.transaction(|tx| tx.set_password_hash(name, &hash, true))?;
     if primary {
         // Mirrored sync: from now on the primary is this remote site.
         let central = engine.central()?;
@@ -112,12 +105,8 @@ pub fn add_site(engine: &Engine, name: &str, mobile: bool) -> Result<String, Adm
 pub fn reset_password(engine: &Engine, name: &str) -> Result<String, AdminError> {
     let password = new_password();
     let hash = hash_password(&password)?;
-    let changed = engine.db().transaction(|tx| {
-        Ok(tx
-            .connection()
-            .execute("UPDATE site_sync SET password_hash = ?2 WHERE site_id = ?1", rusqlite::params![name, hash])?)
-    })?;
-    if changed == 0 {
+    let exists = engine.db().transaction(|tx| tx.set_password_hash(name, &hash, false))?;
+    if !exists {
         return Err(AdminError::UnknownSite(name.to_owned()));
     }
     Ok(password)

@@ -40,52 +40,28 @@ pub struct RejectionRow {
 pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
     let db = engine.db();
     let network = db.network();
-    let (sites, rejections) = db.read(|conn, _| {
-        let mut stmt = conn.prepare(
-            "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
-                    COALESCE(julianday('now') - julianday(COALESCE(s.last_pull_at, s.last_push_at)), 1e9) > 30,
-                    (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id)
-             FROM site_sync s ORDER BY s.site_id",
-        )?;
-        let sites = stmt
-            .query_map([], |r| {
-                let site: String = r.get(0)?;
-                Ok(SiteRow {
-                    kind: String::new(),
-                    acked: r.get(1)?,
-                    last_push_at: r.get(2)?,
-                    last_pull_at: r.get(3)?,
-                    stale: r.get(4)?,
-                    rejections: r.get(5)?,
-                    site,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut stmt = conn.prepare(
-            "SELECT site_id, origin_seq, tbl, record_id, reason, at FROM rejection ORDER BY id DESC LIMIT 50",
-        )?;
-        let rejections = stmt
-            .query_map([], |r| {
-                Ok(RejectionRow {
-                    site: r.get(0)?,
-                    seq: r.get(1)?,
-                    table: r.get(2)?,
-                    id: r.get(3)?,
-                    reason: r.get(4)?,
-                    at: r.get(5)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((sites, rejections))
-    })?;
-    let sites = sites
+    let sites = db
+        .site_sync_rows()?
         .into_iter()
-        .map(|mut row| {
+        .map(|row| {
             let kind = network.sites.get(&SiteId::from(row.site.as_str()));
-            row.kind =
-                kind.map_or("unknown", |k| if *k == model::SiteKind::Mobile { "mobile" } else { "desktop" }).to_owned();
-            row
+            SiteRow {
+                kind: kind
+                    .map_or("unknown", |k| if *k == model::SiteKind::Mobile { "mobile" } else { "desktop" })
+                    .to_owned(),
+                acked: row.acked.0,
+                last_push_at: row.last_push_at,
+                last_pull_at: row.last_pull_at,
+                stale: row.stale,
+                rejections: row.rejections,
+                site: row.site,
+            }
         })
+        .collect();
+    let rejections = db
+        .rejections(Some(50))?
+        .into_iter()
+        .map(|r| RejectionRow { site: r.from, seq: r.seq.0, table: r.table, id: r.id, reason: r.reason, at: r.at })
         .collect();
     Ok(DashboardView {
         central: network.central.to_string(),

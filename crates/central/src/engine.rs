@@ -5,7 +5,7 @@ use protocol::{Cursor, PullResponse, PushResponse, Rejection};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
-use store::{Db, PullSource, Put, StoreError, Tx, Write};
+use store::{Db, PullSource, Put, RejectionRecord, StoreError, Tx, Write};
 
 /// What can go wrong while syncing, beyond a single rejected change (which is not an error).
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,7 @@ impl Engine {
             }
         }
         let outcome = self.db.transaction(|tx| {
-            let mut acked = acked(tx, site)?;
+            let mut acked = tx.acked(site)?;
             let mut applied = 0;
             for change in changes {
                 if change.seq <= acked {
@@ -80,17 +80,27 @@ impl Engine {
                     Ok(()) => applied += 1,
                     Err(reason) => {
                         tracing::warn!(site = %site, seq = %change.seq, table = %change.table, id = %change.id, %reason, "rejected a pushed change");
-                        keep_rejection(tx, site, change, &reason)?;
+                        tx.keep_rejection(&RejectionRecord {
+                            from: site.to_string(),
+                            seq: change.seq,
+                            table: change.table.clone(),
+                            id: change.id.to_string(),
+                            action: change.action.code().to_owned(),
+                            data: change.data.as_ref().map(|d| d.get().to_owned()),
+                            reason,
+                            at: String::new(),
+                        })?;
                     }
                 }
                 acked = change.seq;
             }
-            tx.connection().execute(
-                "UPDATE site_sync SET acked_seq = ?2, last_push_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE site_id = ?1",
-                rusqlite::params![site.as_str(), acked.0],
-            )?;
+            tx.record_push(site, acked)?;
             let rejections = match (changes.first(), changes.last()) {
-                (Some(first), Some(last)) => rejections_between(tx, site, first.seq, last.seq)?,
+                (Some(first), Some(last)) => tx
+                    .rejections_between(site.as_str(), first.seq, last.seq)?
+                    .into_iter()
+                    .map(|r| Rejection { seq: r.seq, table: r.table, id: r.id, reason: r.reason })
+                    .collect(),
                 _ => Vec::new(),
             };
             Ok(PushResponse { acked, applied, rejections })
@@ -100,30 +110,17 @@ impl Engine {
 
     /// Notes that a site pulled (for the dashboard's "last synced").
     pub fn mark_pulled(&self, site: &SiteId) -> Result<(), EngineError> {
-        self.db.transaction(|tx| {
-            tx.connection().execute(
-                "UPDATE site_sync SET last_pull_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE site_id = ?1",
-                [site.as_str()],
-            )?;
-            Ok(())
-        })?;
-        Ok(())
+        Ok(self.db.mark_pulled(site)?)
     }
 
     /// The stored password hash of a site, if the site exists.
     pub fn password_hash(&self, site: &str) -> Result<Option<String>, EngineError> {
-        Ok(self.db.read(|conn, _| {
-            Ok(rusqlite::OptionalExtension::optional(conn.query_row(
-                "SELECT password_hash FROM site_sync WHERE site_id = ?1",
-                [site],
-                |r| r.get(0),
-            ))?)
-        })?)
+        Ok(self.db.password_hash(site)?)
     }
 
     /// The acknowledged push position of a site.
     pub fn acked(&self, site: &SiteId) -> Result<Seq, EngineError> {
-        Ok(self.db.transaction(|tx| acked(tx, site))?)
+        Ok(self.db.transaction(|tx| tx.acked(site))?)
     }
 
     /// The next pull batch for `site` after `cursor`.
@@ -276,15 +273,6 @@ impl HoldCache {
     }
 }
 
-fn acked(tx: &Tx<'_>, site: &SiteId) -> Result<Seq, StoreError> {
-    let seq: Option<i64> = rusqlite::OptionalExtension::optional(tx.connection().query_row(
-        "SELECT acked_seq FROM site_sync WHERE site_id = ?1",
-        [site.as_str()],
-        |r| r.get(0),
-    ))?;
-    Ok(Seq(seq.unwrap_or(0)))
-}
-
 /// Applies one pushed change; `Ok(Err(reason))` when it is refused (kept, not an error).
 fn apply_pushed(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<Result<(), String>, StoreError> {
     if change.origin != *site {
@@ -346,30 +334,4 @@ fn route(tx: &mut Tx<'_>, seq: Seq, audience: &Audience, origin: &SiteId) -> Res
         }
     };
     tx.set_bucket(seq, bucket)
-}
-
-fn keep_rejection(tx: &mut Tx<'_>, site: &SiteId, change: &Change, reason: &str) -> Result<(), StoreError> {
-    tx.connection().execute(
-        "INSERT OR IGNORE INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        rusqlite::params![
-            site.as_str(),
-            change.seq.0,
-            change.table,
-            change.id.as_str(),
-            change.action.code(),
-            change.data.as_ref().map(|d| d.get()),
-            reason
-        ],
-    )?;
-    Ok(())
-}
-
-fn rejections_between(tx: &Tx<'_>, site: &SiteId, first: Seq, last: Seq) -> Result<Vec<Rejection>, StoreError> {
-    let mut stmt = tx.connection().prepare_cached(
-        "SELECT origin_seq, tbl, record_id, reason FROM rejection WHERE site_id = ?1 AND origin_seq BETWEEN ?2 AND ?3 ORDER BY origin_seq",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![site.as_str(), first.0, last.0], |r| {
-        Ok(Rejection { seq: Seq(r.get(0)?), table: r.get(1)?, id: r.get(2)?, reason: r.get(3)? })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -89,21 +89,11 @@ pub fn status(db: &Db) -> Result<SiteStatus, StoreError> {
 }
 
 pub fn rejected(db: &Db) -> Result<Vec<RejectedChange>, StoreError> {
-    db.read(|conn, _| {
-        let mut stmt =
-            conn.prepare("SELECT site_id, origin_seq, tbl, record_id, reason, at FROM rejection ORDER BY id")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(RejectedChange {
-                from: r.get(0)?,
-                seq: r.get(1)?,
-                table: r.get(2)?,
-                id: r.get(3)?,
-                reason: r.get(4)?,
-                at: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    })
+    Ok(db
+        .rejections(None)?
+        .into_iter()
+        .map(|r| RejectedChange { from: r.from, seq: r.seq.0, table: r.table, id: r.id, reason: r.reason, at: r.at })
+        .collect())
 }
 
 impl fmt::Display for SiteStatus {

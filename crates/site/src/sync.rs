@@ -7,7 +7,7 @@ use model::{Change, Seq, SiteId};
 use protocol::{Cursor, PullRequest, PullResponse, PushRequest};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use store::{Db, StoreError};
+use store::{Db, RejectionRecord, StoreError};
 
 /// Push batches hold at most this many changes...
 pub const PUSH_LIMIT: usize = 5_000;
@@ -124,11 +124,18 @@ fn push(
         let batch_len = db.count_changes_after(acked, me).map_err(store_err("counting the change log"))?;
         db.transaction(|tx| {
             for rejection in &response.rejections {
-                tx.connection().execute(
-                    "INSERT OR IGNORE INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason)
-                     SELECT ?1, ?2, ?3, ?4, 'upsert', (SELECT data FROM record WHERE tbl = ?3 AND id = ?4), ?5",
-                    rusqlite::params![me.as_str(), rejection.seq.0, rejection.table, rejection.id, rejection.reason],
-                )?;
+                // The record stays as the person wrote it; the refusal is kept beside it.
+                let data = tx.current(&rejection.table, &rejection.id)?.and_then(|c| c.data);
+                tx.keep_rejection(&RejectionRecord {
+                    from: me.to_string(),
+                    seq: rejection.seq,
+                    table: rejection.table.clone(),
+                    id: rejection.id.clone(),
+                    action: "upsert".to_owned(),
+                    data,
+                    reason: rejection.reason.clone(),
+                    at: String::new(),
+                })?;
             }
             tx.set_state("pushed_seq", &response.acked.0.to_string())
         })
@@ -225,19 +232,16 @@ fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Resul
             {
                 let e = refused;
                 tracing::warn!(table = %change.table, id = %change.id, error = %e, "a received change could not be applied; kept for review");
-                tx.connection().execute(
-                    "INSERT OR IGNORE INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    rusqlite::params![
-                        format!("received:{}", change.origin),
-                        change.seq.0,
-                        change.table,
-                        change.id.as_str(),
-                        change.action.code(),
-                        change.data.as_ref().map(|d| d.get()),
-                        format!("could not apply on `{me}`: {e}"),
-                    ],
-                )?;
+                tx.keep_rejection(&RejectionRecord {
+                    from: format!("received:{}", change.origin),
+                    seq: change.seq,
+                    table: change.table.clone(),
+                    id: change.id.to_string(),
+                    action: change.action.code().to_owned(),
+                    data: change.data.as_ref().map(|d| d.get().to_owned()),
+                    reason: format!("could not apply on `{me}`: {e}"),
+                    at: String::new(),
+                })?;
             }
         }
         tx.set_state("pull_cursor", &cursor)

@@ -17,9 +17,11 @@
 
 mod db;
 mod queries;
+mod sync_state;
 
 pub use db::{Current, Db, Put, Tx, Written};
 pub use queries::{PullSource, Stored};
+pub use sync_state::{RejectionRecord, SiteSyncRow};
 
 use model::{Action, RecordId, Refusal};
 

@@ -1,0 +1,182 @@
+//! The sync bookkeeping both ends keep beside the records: what a site pushed and pulled, its
+//! credentials (central server), and the changes that were refused, with their reasons.
+
+use crate::{Db, Result, Tx};
+use model::{Seq, SiteId};
+use rusqlite::{params, OptionalExtension};
+
+/// A change that was refused (or could not be applied), kept where a person can see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectionRecord {
+    /// The site whose change it was (`received:<site>` for a pulled change a site could not apply).
+    pub from: String,
+    pub seq: Seq,
+    pub table: String,
+    pub id: String,
+    pub action: String,
+    pub data: Option<String>,
+    pub reason: String,
+    pub at: String,
+}
+
+/// One site as the central server's bookkeeping sees it.
+#[derive(Debug, Clone)]
+pub struct SiteSyncRow {
+    pub site: String,
+    pub acked: Seq,
+    pub last_push_at: Option<String>,
+    pub last_pull_at: Option<String>,
+    /// Not synced for more than a month (or never).
+    pub stale: bool,
+    pub rejections: u64,
+}
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+fn rejection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RejectionRecord> {
+    Ok(RejectionRecord {
+        from: r.get(0)?,
+        seq: Seq(r.get(1)?),
+        table: r.get(2)?,
+        id: r.get(3)?,
+        action: r.get(4)?,
+        data: r.get(5)?,
+        reason: r.get(6)?,
+        at: r.get(7)?,
+    })
+}
+
+const REJECTION_COLUMNS: &str = "site_id, origin_seq, tbl, record_id, action, data, reason, at";
+
+impl Tx<'_> {
+    /// Keeps a refused change. Keeping the same change twice (a resent batch) keeps it once.
+    pub fn keep_rejection(&mut self, rejection: &RejectionRecord) -> Result<()> {
+        self.sql
+            .prepare_cached(
+                "INSERT OR IGNORE INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                rejection.from,
+                rejection.seq.0,
+                rejection.table,
+                rejection.id,
+                rejection.action,
+                rejection.data,
+                rejection.reason
+            ])?;
+        Ok(())
+    }
+
+    /// The refusals kept for `from`'s changes between two positions.
+    pub fn rejections_between(&self, from: &str, first: Seq, last: Seq) -> Result<Vec<RejectionRecord>> {
+        let mut stmt = self.sql.prepare_cached(&format!(
+            "SELECT {REJECTION_COLUMNS} FROM rejection WHERE site_id = ?1 AND origin_seq BETWEEN ?2 AND ?3 ORDER BY origin_seq"
+        ))?;
+        let rows = stmt.query_map(params![from, first.0, last.0], rejection_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Central server: the last change of `site` that was applied or rejected.
+    pub fn acked(&self, site: &SiteId) -> Result<Seq> {
+        let seq: Option<i64> = self
+            .sql
+            .prepare_cached("SELECT acked_seq FROM site_sync WHERE site_id = ?1")?
+            .query_row([site.as_str()], |r| r.get(0))
+            .optional()?;
+        Ok(Seq(seq.unwrap_or(0)))
+    }
+
+    /// Central server: `site` pushed up to `acked`.
+    pub fn record_push(&mut self, site: &SiteId, acked: Seq) -> Result<()> {
+        self.sql
+            .prepare_cached(&format!("UPDATE site_sync SET acked_seq = ?2, last_push_at = {NOW} WHERE site_id = ?1"))?
+            .execute(params![site.as_str(), acked.0])?;
+        Ok(())
+    }
+
+    /// Central server: stores a site's password hash (creating the site's bookkeeping when
+    /// `create`). Returns whether the site exists.
+    pub fn set_password_hash(&mut self, site: &str, hash: &str, create: bool) -> Result<bool> {
+        let changed = if create {
+            self.sql.execute(
+                "INSERT INTO site_sync (site_id, password_hash) VALUES (?1, ?2)
+                 ON CONFLICT (site_id) DO UPDATE SET password_hash = excluded.password_hash",
+                params![site, hash],
+            )?
+        } else {
+            self.sql.execute("UPDATE site_sync SET password_hash = ?2 WHERE site_id = ?1", params![site, hash])?
+        };
+        Ok(changed > 0)
+    }
+
+    /// Remote site initialised again: its own change log continues after `seq`, the last of
+    /// its changes the central server already holds, so new changes are not mistaken for old
+    /// ones. The marker entry has no record: it is never pushed nor counted as waiting.
+    pub fn start_log_after(&mut self, seq: Seq) -> Result<()> {
+        if seq.0 > 0 {
+            self.sql.execute(
+                "INSERT OR IGNORE INTO change_log (seq, tbl, record_id, action, origin_site) VALUES (?1, '', '', 'upsert', '')",
+                [seq.0],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Central server: notes that a site pulled (the dashboard's "last synced").
+    pub fn mark_pulled(&self, site: &SiteId) -> Result<()> {
+        self.transaction(|tx| {
+            tx.sql
+                .prepare_cached(&format!("UPDATE site_sync SET last_pull_at = {NOW} WHERE site_id = ?1"))?
+                .execute([site.as_str()])?;
+            Ok(())
+        })
+    }
+
+    /// Central server: a site's stored password hash, if the site exists.
+    pub fn password_hash(&self, site: &str) -> Result<Option<String>> {
+        self.read(|conn, _| {
+            Ok(conn
+                .prepare_cached("SELECT password_hash FROM site_sync WHERE site_id = ?1")?
+                .query_row([site], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    /// Central server: every site's bookkeeping, by site id.
+    pub fn site_sync_rows(&self) -> Result<Vec<SiteSyncRow>> {
+        self.read(|conn, _| {
+            let mut stmt = conn.prepare(
+                "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
+                        COALESCE(julianday('now') - julianday(COALESCE(s.last_pull_at, s.last_push_at)), 1e9) > 30,
+                        (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id)
+                 FROM site_sync s ORDER BY s.site_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(SiteSyncRow {
+                    site: r.get(0)?,
+                    acked: Seq(r.get(1)?),
+                    last_push_at: r.get(2)?,
+                    last_pull_at: r.get(3)?,
+                    stale: r.get(4)?,
+                    rejections: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Kept refusals, oldest first, or the newest `limit` of them, newest first.
+    pub fn rejections(&self, limit: Option<usize>) -> Result<Vec<RejectionRecord>> {
+        self.read(|conn, _| {
+            let sql = match limit {
+                Some(n) => format!("SELECT {REJECTION_COLUMNS} FROM rejection ORDER BY id DESC LIMIT {n}"),
+                None => format!("SELECT {REJECTION_COLUMNS} FROM rejection ORDER BY id"),
+            };
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map([], rejection_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+}

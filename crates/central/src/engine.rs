@@ -1,7 +1,7 @@
 //! Push, route and pull on the central server.
 
 use model::{check_write, recipients, Action, Audience, Change, ChangeRef, Network, Op, RecordKeys, Seq, SiteId};
-use protocol::{Cursor, PullResponse, PushResponse, Rejection};
+use protocol::{Cursor, OutgoingChange, PullResponse, PushResponse, Rejection};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -123,8 +123,14 @@ impl Engine {
         Ok(self.db.transaction(|tx| tx.acked(site))?)
     }
 
-    /// The next pull batch for `site` after `cursor`.
+    /// The next pull batch for `site` after `cursor`, as wire types.
     pub fn pull(&self, site: &SiteId, cursor: Option<Cursor>, max_bytes: usize) -> Result<PullResponse, EngineError> {
+        Ok(self.pull_page(site, cursor, max_bytes)?.into_response())
+    }
+
+    /// The next pull batch for `site` after `cursor`, with records as stored (the server
+    /// encodes it without parsing them again).
+    pub fn pull_page(&self, site: &SiteId, cursor: Option<Cursor>, max_bytes: usize) -> Result<PullPage, EngineError> {
         let cursor = match cursor {
             Some(cursor) => cursor,
             None => Cursor::Snapshot {
@@ -150,7 +156,7 @@ impl Engine {
         log_from: Seq,
         (mut scanned, total): (u64, u64),
         max_bytes: usize,
-    ) -> Result<PullResponse, EngineError> {
+    ) -> Result<PullPage, EngineError> {
         const SCAN: usize = 5_000;
         let network = self.db.network();
         let central = self.central()?;
@@ -161,29 +167,34 @@ impl Engine {
         loop {
             let rows = self.db.snapshot_after(key.as_ref().map(|(t, i)| (t.as_str(), i.as_str())), SCAN)?;
             let exhausted = rows.len() < SCAN;
+            let mut last = None;
             for row in rows {
                 scanned += 1;
-                key = Some((row.table.clone(), row.id.0.clone()));
                 if !holds.may_hold(&network, site, &row.table, &row.keys) {
+                    last = Some((row.table, row.id.0));
                     continue;
                 }
                 bytes += row.data.len() + 64;
-                changes.push(Change {
+                last = Some((row.table.clone(), row.id.0.clone()));
+                changes.push(OutgoingChange {
                     seq: Seq(0),
                     table: row.table,
-                    id: row.id,
+                    id: row.id.0,
                     action: Action::Upsert,
-                    data: RawValue::from_string(row.data).ok(),
-                    origin: central.clone(),
+                    data: Some(row.data),
+                    origin: central.to_string(),
                 });
                 if bytes >= max_bytes {
                     break;
                 }
             }
+            if last.is_some() {
+                key = last;
+            }
             if bytes >= max_bytes {
                 // An estimate: records written since the snapshot began are counted by the log.
                 let remaining = total.saturating_sub(scanned);
-                return Ok(PullResponse {
+                return Ok(PullPage {
                     changes,
                     next: Cursor::Snapshot { after: key, log_from, scanned, total },
                     remaining,
@@ -191,7 +202,7 @@ impl Engine {
             }
             if exhausted {
                 let remaining = self.count_log(site, log_from)?;
-                return Ok(PullResponse { changes, next: Cursor::Log { after: log_from }, remaining });
+                return Ok(PullPage { changes, next: Cursor::Log { after: log_from }, remaining });
             }
         }
     }
@@ -208,7 +219,7 @@ impl Engine {
     }
 
     /// Steady state: the merge, in log order, of the site's buckets and its outbox.
-    fn log_page(&self, site: &SiteId, after: Seq, max_bytes: usize) -> Result<PullResponse, EngineError> {
+    fn log_page(&self, site: &SiteId, after: Seq, max_bytes: usize) -> Result<PullPage, EngineError> {
         const LIMIT: usize = 20_000;
         let network = self.db.network();
         let mut merged = Vec::new();
@@ -226,11 +237,18 @@ impl Engine {
                 break;
             }
             bytes += size;
-            changes.push(change);
+            changes.push(OutgoingChange {
+                seq: change.seq,
+                table: change.table,
+                id: change.id.0,
+                action: change.action,
+                data: change.data.map(|d| d.get().to_owned()),
+                origin: change.origin.0,
+            });
         }
         let next = changes.last().map_or(after, |c| c.seq);
         let remaining = self.count_log(site, next)?;
-        Ok(PullResponse { changes, next: Cursor::Log { after: next }, remaining })
+        Ok(PullPage { changes, next: Cursor::Log { after: next }, remaining })
     }
 
     fn count_log(&self, site: &SiteId, after: Seq) -> Result<u64, EngineError> {
@@ -240,6 +258,38 @@ impl Engine {
             total += self.db.count_pull(&source, site, after)?;
         }
         Ok(total)
+    }
+}
+
+/// One pull batch as read from the database.
+#[derive(Debug)]
+pub struct PullPage {
+    pub changes: Vec<OutgoingChange>,
+    pub next: Cursor,
+    pub remaining: u64,
+}
+
+impl PullPage {
+    /// The compressed body of the answer.
+    pub fn encode(&self) -> Vec<u8> {
+        protocol::encode_pull_response(&self.changes, &self.next, self.remaining)
+    }
+
+    /// The answer as wire types (each record checked to be JSON).
+    pub fn into_response(self) -> PullResponse {
+        let changes = self
+            .changes
+            .into_iter()
+            .map(|c| Change {
+                seq: c.seq,
+                table: c.table,
+                id: c.id.into(),
+                action: c.action,
+                data: c.data.and_then(|d| RawValue::from_string(d).ok()),
+                origin: c.origin.into(),
+            })
+            .collect();
+        PullResponse { changes, next: self.next, remaining: self.remaining }
     }
 }
 

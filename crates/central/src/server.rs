@@ -210,7 +210,11 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 }
 
 fn encoded(value: &impl serde::Serialize) -> Response {
-    let mut response = protocol::encode(value).into_response();
+    compressed(protocol::encode(value))
+}
+
+fn compressed(body: Vec<u8>) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
@@ -259,14 +263,14 @@ async fn pull(
     let engine = state.engine.clone();
     let who = site.clone();
     let max_bytes = request.max_bytes.clamp(1024, protocol::MAX_DECODED_BYTES / 2);
-    let response = blocking(move || {
-        let response = engine.pull(&who, request.cursor, max_bytes)?;
+    let (body, count, remaining) = blocking(move || {
+        let page = engine.pull_page(&who, request.cursor, max_bytes)?;
         engine.mark_pulled(&who)?;
-        Ok(response)
+        Ok((page.encode(), page.changes.len(), page.remaining))
     })
     .await?;
-    tracing::debug!(site = %site, changes = response.changes.len(), remaining = response.remaining, "pull");
-    Ok(encoded(&response))
+    tracing::debug!(site = %site, changes = count, remaining, "pull");
+    Ok(compressed(body))
 }
 
 async fn status(

@@ -144,8 +144,8 @@ fn item(i: usize) -> (String, String) {
         "is_vaccine": rng.below(20) == 0,
         "cold_chain": rng.below(15) == 0,
         "price_per_unit": rng.below(1_000_000) as f64 / 1000.0,
-        "weight_grams": rng.below(5000) as f64 / 10.0,
-        "volume_per_pack_litres": rng.below(10_000) as f64 / 10_000.0,
+        "weight_grams": ([0.0, 5.0, 12.5, 50.0, 100.0, 250.0][rng.below(6) as usize]),
+        "volume_per_pack_litres": ([0.0, 0.001, 0.01, 0.1, 0.5][rng.below(5) as usize]),
         "note": if rng.below(4) == 0 { "essential medicines list 2026" } else { "" },
     })
     .to_string();

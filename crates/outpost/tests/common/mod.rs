@@ -1,0 +1,764 @@
+//! The harness of the integration tests: real `outpost` processes (the binary this package
+//! builds), talking real HTTP on loopback, each with its own SQLite file in a temporary
+//! directory. The databases are inspected read-only from the test, beside the processes.
+//!
+//! Every child process is owned by a guard that kills it (SIGKILL) when dropped, so a failing
+//! test leaves nothing running.
+
+// Each test file uses a different part of the harness.
+#![allow(dead_code)]
+
+use rusqlite::{Connection, OpenFlags};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_outpost");
+
+/// How long one command may take before the test gives up on it (far above what any takes).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A base command with a clean environment: nothing inherited may point it elsewhere.
+pub fn outpost() -> Command {
+    let mut command = Command::new(BIN);
+    command.env_remove("OUTPOST_DATA").env_remove("OUTPOST_SITE_PASSWORD").env("OUTPOST_LOG", "warn");
+    command
+}
+
+/// What a finished command did.
+#[derive(Debug)]
+pub struct Run {
+    pub what: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Panics with everything the command said unless it succeeded.
+    pub fn ok(self) -> Run {
+        assert!(
+            self.success(),
+            "`{}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the command failed.
+    pub fn failed(self) -> Run {
+        assert!(
+            !self.success(),
+            "`{}` should have failed:\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or_default().trim()
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct ChildGuard {
+    pub what: String,
+    child: Option<Child>,
+}
+
+impl ChildGuard {
+    pub fn spawn(what: impl Into<String>, command: &mut Command) -> ChildGuard {
+        let what = what.into();
+        let child = command.spawn().unwrap_or_else(|e| panic!("starting `{what}`: {e}"));
+        ChildGuard { what, child: Some(child) }
+    }
+
+    /// Whether the process has exited (and its status), without waiting.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), then reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit on its own, at most `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!("`{}` did not finish within {timeout:?}", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a command to completion (at most [`COMMAND_TIMEOUT`]), capturing what it prints.
+pub fn run(what: &str, command: &mut Command) -> Run {
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut guard = ChildGuard::spawn(what, command);
+    let child = guard.child.as_mut().expect("just spawned");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let status = guard.wait(COMMAND_TIMEOUT);
+    Run {
+        what: what.to_owned(),
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Polls `done` every few milliseconds until it holds; panics after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The SQLite file of a node's data directory.
+pub fn db_file(data: &Path) -> PathBuf {
+    data.join("outpost.sqlite")
+}
+
+/// A read-only connection to a node's database (WAL lets it read beside a running writer).
+pub fn open_ro(data: &Path) -> Connection {
+    let conn = Connection::open_with_flags(db_file(data), OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("opening {} read-only: {e}", data.display()));
+    conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    conn
+}
+
+/// Every live record of a node: (table, id) → document text.
+pub type Dump = BTreeMap<(String, String), String>;
+
+pub fn dump(data: &Path) -> Dump {
+    dump_of(data, None)
+}
+
+/// The live records of one table.
+pub fn dump_table(data: &Path, table: &str) -> Dump {
+    dump_of(data, Some(table))
+}
+
+fn dump_of(data: &Path, table: Option<&str>) -> Dump {
+    let conn = open_ro(data);
+    let mut stmt = conn
+        .prepare(
+            "SELECT tbl, id, data FROM record WHERE data IS NOT NULL AND (?1 IS NULL OR tbl = ?1) ORDER BY tbl, id",
+        )
+        .expect("prepare dump");
+    let rows = stmt
+        .query_map([table], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get::<_, String>(2)?)))
+        .expect("dump");
+    rows.collect::<rusqlite::Result<_>>().expect("read dump")
+}
+
+/// One number from a query on a node's database.
+pub fn count(data: &Path, sql: &str) -> i64 {
+    open_ro(data).query_row(sql, [], |r| r.get(0)).unwrap_or_else(|e| panic!("`{sql}`: {e}"))
+}
+
+/// One `state` value of a node.
+pub fn state(data: &Path, key: &str) -> Option<String> {
+    rusqlite::OptionalExtension::optional(open_ro(data).query_row(
+        "SELECT value FROM state WHERE key = ?1",
+        [key],
+        |r| r.get(0),
+    ))
+    .expect("read state")
+}
+
+/// What a record holds, as JSON, on a node.
+pub fn record(data: &Path, table: &str, id: &str) -> Option<serde_json::Value> {
+    let text: Option<Option<String>> = rusqlite::OptionalExtension::optional(open_ro(data).query_row(
+        "SELECT data FROM record WHERE tbl = ?1 AND id = ?2",
+        [table, id],
+        |r| r.get(0),
+    ))
+    .expect("read record");
+    text.flatten().map(|t| serde_json::from_str(&t).expect("a stored record is JSON"))
+}
+
+/// Counts that a request must not change on the central server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Footprint {
+    pub records: i64,
+    pub change_log: i64,
+    pub outbox: i64,
+    pub rejections: i64,
+    pub acked: Vec<(String, i64)>,
+}
+
+pub fn footprint(data: &Path) -> Footprint {
+    let conn = open_ro(data);
+    let one = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).expect("count");
+    let mut stmt = conn.prepare("SELECT site_id, acked_seq FROM site_sync ORDER BY site_id").expect("prepare");
+    let acked = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("acked")
+        .collect::<rusqlite::Result<_>>()
+        .expect("acked rows");
+    Footprint {
+        records: one("SELECT count(*) FROM record"),
+        change_log: one("SELECT count(*) FROM change_log"),
+        outbox: one("SELECT count(*) FROM outbox"),
+        rejections: one("SELECT count(*) FROM rejection"),
+        acked,
+    }
+}
+
+/// A central server: its data directory, and its `serve` process while it runs.
+#[derive(Debug)]
+pub struct Central {
+    pub data: PathBuf,
+    log: PathBuf,
+    addr: Option<SocketAddr>,
+    server: Option<ChildGuard>,
+}
+
+impl Central {
+    /// `outpost central init` in `root/central`.
+    pub fn init(root: &Path) -> Central {
+        let data = root.join("central");
+        run("central init", outpost().args(["central", "init", "--data"]).arg(&data)).ok();
+        Central { log: root.join("central.log"), data, addr: None, server: None }
+    }
+
+    fn admin(&self, what: &str, args: &[&str]) -> Run {
+        run(what, outpost().arg("central").args(args).arg("--data").arg(&self.data)).ok()
+    }
+
+    /// Adds a remote site; returns its password (the last line the command prints).
+    pub fn add_site(&self, name: &str) -> String {
+        let out = self.admin("central site add", &["site", "add", name]);
+        let password = out.last_line().to_owned();
+        assert!(password.len() >= 16 && !password.contains(' '), "no password in: {}", out.stdout);
+        password
+    }
+
+    pub fn add_store(&self, store: &str, active_on: &str) {
+        self.admin("central store add", &["store", "add", store, "--active-on", active_on]);
+    }
+
+    pub fn sync_type(&self, store: &str, site: &str, sync_type: &str) {
+        self.admin("central store sync-type", &["store", "sync-type", store, site, sync_type]);
+    }
+
+    /// `outpost central write TABLE ID JSON` (checked like any write on the central server).
+    pub fn write(&self, table: &str, id: &str, json: &serde_json::Value) {
+        self.admin("central write", &["write", table, id, &json.to_string()]);
+    }
+
+    pub fn status(&self) -> String {
+        self.admin("central status", &["status"]).stdout
+    }
+
+    /// Starts `outpost central serve` (on a free port the first time, on the same address after
+    /// a restart) and waits for it to say where it listens.
+    pub fn start(&mut self) -> String {
+        assert!(self.server.is_none(), "the central server is already running");
+        let listen = self.addr.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
+        // After a kill the old port may take a moment to be free again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.try_start(&listen) {
+                Ok(addr) => {
+                    self.addr = Some(addr);
+                    return self.url();
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("starting the central server again: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("the central server did not start: {e}"),
+            }
+        }
+    }
+
+    fn try_start(&mut self, listen: &str) -> Result<SocketAddr, String> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("server log");
+        let mut guard = ChildGuard::spawn(
+            "central serve",
+            outpost()
+                .args(["central", "serve", "--listen", listen, "--data"])
+                .arg(&self.data)
+                .env("OUTPOST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log),
+        );
+        let stdout = guard.child.as_mut().and_then(|c| c.stdout.take()).expect("piped stdout");
+        let (sender, receiver) = mpsc::channel();
+        // Reads the first line for the address, then keeps draining until the process ends.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = sender.send(lines.next());
+            for _ in lines {}
+        });
+        let line = match receiver.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(Ok(line))) => line,
+            other => return Err(format!("no address line ({other:?}); see {}", self.log.display())),
+        };
+        let addr = line
+            .strip_prefix("central server listening on http://")
+            .ok_or_else(|| format!("unexpected first line `{line}`"))?
+            .trim()
+            .parse()
+            .map_err(|e| format!("`{line}`: {e}"))?;
+        self.server = Some(guard);
+        Ok(addr)
+    }
+
+    /// SIGKILL: no shutdown, no flush; what was committed is what there is.
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.kill();
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("the central server was started")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// The server's log (stderr), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Central {
+    /// A failing test's temporary directory goes with it: show what the server logged first.
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- the central server's log (last lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// A remote site's data directory and identity.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    pub data: PathBuf,
+    pub password: String,
+}
+
+impl Site {
+    /// `outpost site init` in `root/NAME` against `central_url`.
+    pub fn init(root: &Path, name: &str, central_url: &str, password: &str) -> Site {
+        Self::init_in(&root.join(name), name, central_url, password)
+    }
+
+    pub fn init_in(data: &Path, name: &str, central_url: &str, password: &str) -> Site {
+        run(
+            "site init",
+            outpost()
+                .args(["site", "init", "--central", central_url, "--site", name, "--data"])
+                .arg(data)
+                .env("OUTPOST_SITE_PASSWORD", password),
+        )
+        .ok();
+        Site { name: name.to_owned(), data: data.to_owned(), password: password.to_owned() }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = outpost();
+        command.arg("site").args(args).arg("--data").arg(&self.data);
+        command
+    }
+
+    /// `outpost site sync`, which may fail.
+    pub fn try_sync(&self) -> Run {
+        run(&format!("site sync ({})", self.name), &mut self.command(&["sync"]))
+    }
+
+    /// `outpost site sync`, which must succeed.
+    pub fn sync(&self) -> Run {
+        self.try_sync().ok()
+    }
+
+    /// `outpost site sync` in the background (to be killed, or waited for).
+    pub fn spawn_sync(&self) -> ChildGuard {
+        ChildGuard::spawn(
+            format!("site sync ({})", self.name),
+            self.command(&["sync"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()),
+        )
+    }
+
+    pub fn write(&self, table: &str, id: &str, json: &serde_json::Value) {
+        run("site write", &mut self.command(&["write", table, id, &json.to_string()])).ok();
+    }
+
+    /// `outpost site get`: the record, or `None` when the site does not hold it.
+    pub fn get(&self, table: &str, id: &str) -> Option<serde_json::Value> {
+        let out = run("site get", &mut self.command(&["get", table, id]));
+        if out.success() {
+            Some(serde_json::from_str(out.stdout.trim()).expect("`site get` prints JSON"))
+        } else {
+            assert!(out.stderr.contains("no `"), "`site get` failed otherwise: {}", out.stderr);
+            None
+        }
+    }
+
+    pub fn status(&self) -> String {
+        run("site status", &mut self.command(&["status"])).ok().stdout
+    }
+
+    pub fn rejected(&self) -> String {
+        run("site rejected", &mut self.command(&["rejected"])).ok().stdout
+    }
+
+    /// Opens this site's database with the library (e.g. to write many records at once).
+    pub fn db(&self) -> store::Db {
+        store::Db::open(&db_file(&self.data)).expect("open the site's database")
+    }
+}
+
+/// A small network: a central server (also the primary), running, and remote sites each with
+/// one active store `store-NAME`, initialised and synced once.
+#[derive(Debug)]
+pub struct Network {
+    pub root: tempfile::TempDir,
+    pub central: Central,
+    pub sites: Vec<Site>,
+}
+
+impl Network {
+    pub fn new(sites: &[&str]) -> Network {
+        Self::with(sites, |_| {})
+    }
+
+    /// Like [`Network::new`], with `prepare` run on the central server before it starts.
+    pub fn with(sites: &[&str], prepare: impl FnOnce(&Central)) -> Network {
+        let root = tempfile::tempdir().expect("temporary directory");
+        let mut central = Central::init(root.path());
+        let mut passwords = Vec::new();
+        for site in sites {
+            passwords.push(central.add_site(site));
+            central.add_store(&format!("store-{site}"), site);
+        }
+        prepare(&central);
+        let url = central.start();
+        let sites = sites
+            .iter()
+            .zip(passwords)
+            .map(|(name, password)| Site::init(root.path(), name, &url, &password))
+            .collect();
+        Network { root, central, sites }
+    }
+
+    pub fn site(&self, name: &str) -> &Site {
+        self.sites.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no site `{name}`"))
+    }
+}
+
+/// Raw HTTP to the central server, for requests a well-behaved site never makes.
+#[derive(Debug)]
+pub struct Http {
+    agent: ureq::Agent,
+    base: String,
+}
+
+/// A raw answer: status, headers that matter, body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_encoding: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The `error.code` of a JSON error body (panics when the body is not one).
+    pub fn error_code(&self) -> String {
+        let body: protocol::ErrorBody = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not a JSON error body ({e}): {}", String::from_utf8_lossy(&self.body)));
+        assert!(!body.error.message.is_empty(), "an error without a message");
+        body.error.code
+    }
+
+    pub fn push_response(&self) -> protocol::PushResponse {
+        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
+        protocol::decode(&self.body).expect("a zstd JSON push answer")
+    }
+
+    pub fn pull_response(&self) -> protocol::PullResponse {
+        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
+        protocol::decode(&self.body).expect("a zstd JSON pull answer")
+    }
+}
+
+pub fn basic(site: &str, password: &str) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{site}:{password}").into_bytes();
+    let mut out = String::from("Basic ");
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { TABLE[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+impl Http {
+    pub fn new(base: &str) -> Http {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build();
+        Http { agent: config.into(), base: base.trim_end_matches('/').to_owned() }
+    }
+
+    /// POSTs `body` to `/api/v1/sites/{site}/{action}` with these headers.
+    pub fn post(&self, site: &str, action: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        let mut request = self.agent.post(format!("{}/api/v1/sites/{site}/{action}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = request.send(body).unwrap_or_else(|e| panic!("POST {action}: {e}"));
+        Self::answer(&mut response)
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self.agent.get(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = request.call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        Self::answer(&mut response)
+    }
+
+    fn answer(response: &mut ureq::http::Response<ureq::Body>) -> Answer {
+        let status = response.status().as_u16();
+        let content_encoding =
+            response.headers().get("content-encoding").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.body_mut().with_config().limit(128 << 20).read_to_vec().expect("read the body");
+        Answer { status, content_encoding, body }
+    }
+
+    /// A push as a site makes it: credentials, protocol version, zstd JSON.
+    pub fn push(&self, site: &str, password: &str, request: &protocol::PushRequest) -> Answer {
+        self.post(site, "push", &good_headers(site, password).as_refs(), &protocol::encode(request))
+    }
+}
+
+/// The headers of a well-formed request.
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn as_refs(&self) -> Vec<(&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+    }
+}
+
+pub fn good_headers(site: &str, password: &str) -> Headers {
+    Headers(vec![
+        ("authorization".into(), basic(site, password)),
+        ("outpost-protocol".into(), protocol::PROTOCOL_VERSION.to_string()),
+        ("content-type".into(), "application/json".into()),
+        ("content-encoding".into(), "zstd".into()),
+    ])
+}
+
+/// A change as a site's log holds it (built from JSON text: the record travels as raw JSON).
+pub fn change(seq: i64, origin: &str, table: &str, id: &str, data: &serde_json::Value) -> model::Change {
+    let text = serde_json::json!({
+        "seq": seq, "table": table, "id": id, "action": "upsert", "data": data, "origin": origin,
+    })
+    .to_string();
+    serde_json::from_str(&text).expect("a change")
+}
+
+/// Where a [`Proxy`] cuts the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Forward everything.
+    Never,
+    /// After this many bytes from the site to the central server.
+    Requests(u64),
+    /// After this many bytes from the central server to the site.
+    Responses(u64),
+}
+
+#[derive(Debug)]
+struct ProxyState {
+    cut: Mutex<Cut>,
+    up: AtomicU64,
+    down: AtomicU64,
+    cuts: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// A TCP proxy on loopback between a site and the central server that forwards bytes until a
+/// budget is spent, then closes both sides of the connection (and refuses further ones).
+#[derive(Debug)]
+pub struct Proxy {
+    addr: SocketAddr,
+    state: Arc<ProxyState>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let state = Arc::new(ProxyState {
+            cut: Mutex::new(Cut::Never),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            cuts: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let shared = state.clone();
+        let acceptor = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let state = shared.clone();
+                std::thread::spawn(move || connect(client, upstream, state));
+            }
+        });
+        Proxy { addr, state, acceptor: Some(acceptor) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sets where to cut from now on, with fresh byte counts.
+    pub fn set(&self, cut: Cut) {
+        let mut current = self.state.cut.lock().expect("proxy lock");
+        self.state.up.store(0, Ordering::SeqCst);
+        self.state.down.store(0, Ordering::SeqCst);
+        *current = cut;
+    }
+
+    /// How many times a connection was cut.
+    pub fn cuts(&self) -> usize {
+        self.state.cuts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        // Wake the acceptor so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+fn connect(client: TcpStream, upstream: SocketAddr, state: Arc<ProxyState>) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else { return };
+    let ends = (client.try_clone().ok(), server.try_clone().ok());
+    let both = Arc::new(Mutex::new(ends));
+    let up_state = state.clone();
+    let up_both = both.clone();
+    let up = std::thread::spawn(move || pump(client, server, true, &up_state, &up_both));
+    pump(server2, client2, false, &state, &both);
+    let _ = up.join();
+}
+
+/// Copies bytes one way; on reaching the budget, forwards what fits and closes both sockets.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    upward: bool,
+    state: &ProxyState,
+    both: &Mutex<(Option<TcpStream>, Option<TcpStream>)>,
+) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => n,
+        };
+        let cut = *state.cut.lock().expect("proxy lock");
+        let budget = match (cut, upward) {
+            (Cut::Requests(limit), true) | (Cut::Responses(limit), false) => Some(limit),
+            _ => None,
+        };
+        let counter = if upward { &state.up } else { &state.down };
+        let before = counter.fetch_add(n as u64, Ordering::SeqCst);
+        let allowed = budget.map_or(n, |limit| limit.saturating_sub(before).min(n as u64) as usize);
+        if allowed > 0 && to.write_all(&buf[..allowed]).is_err() {
+            return;
+        }
+        if allowed < n {
+            state.cuts.fetch_add(1, Ordering::SeqCst);
+            if let Ok(ends) = both.lock() {
+                for end in [&ends.0, &ends.1].into_iter().flatten() {
+                    let _ = end.shutdown(Shutdown::Both);
+                }
+            }
+            return;
+        }
+    }
+}

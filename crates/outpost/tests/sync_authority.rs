@@ -1,0 +1,159 @@
+//! Authority and idempotency of a push, between real processes over HTTP on loopback: the
+//! central server re-checks every pushed change, keeps what it refuses with a reason on both
+//! sides and lets the rest of the batch in; and a batch sent twice changes nothing the second
+//! time.
+
+mod common;
+
+use common::{change, count, dump, footprint, record, Http, Network};
+use model::Seq;
+use protocol::PushRequest;
+use rusqlite::params;
+use serde_json::json;
+
+/// Writes as an old or misbehaving site would: straight into its SQLite file, a record and its
+/// change-log entry in one transaction, as `Tx::put` does, without the authority check that
+/// `outpost site write` makes.
+fn write_behind_the_checks(site: &common::Site, table: &str, id: &str, data: &serde_json::Value) {
+    let mut conn = rusqlite::Connection::open(common::db_file(&site.data)).expect("open the site's file");
+    let tx = conn.transaction().expect("begin");
+    tx.execute(
+        "INSERT INTO change_log (tbl, record_id, action, origin_site) VALUES (?1, ?2, 'upsert', ?3)",
+        params![table, id, site.name],
+    )
+    .expect("log the change");
+    let seq = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO record (tbl, id, data, log_seq) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data, log_seq = excluded.log_seq",
+        params![table, id, data.to_string(), seq],
+    )
+    .expect("write the record");
+    tx.commit().expect("commit");
+}
+
+#[test]
+fn a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the_rest_of_its_batch_lands() {
+    let network = Network::new(&["north", "south"]);
+    let item = json!({"code": "PCM", "name": "Paracetamol 500mg", "unit_id": "unit-tab"});
+    network.central.write("item", "item-pcm", &item);
+    let (north, south) = (network.site("north"), network.site("south"));
+    north.sync();
+    south.sync();
+    assert_eq!(north.get("item", "item-pcm"), Some(item.clone()));
+
+    // The site itself refuses the edit...
+    let refused = common::run(
+        "site write item",
+        &mut north.command(&["write", "item", "item-pcm", &json!({"name": "renamed on north"}).to_string()]),
+    )
+    .failed();
+    assert!(refused.stderr.contains("may only be written on site `central`"), "{}", refused.stderr);
+
+    // ...so an old or misbehaving site makes it behind the checks, between legitimate writes.
+    north.write("stock_line", "sl-1", &json!({"store_id": "store-north", "item_id": "item-pcm", "total_packs": 10}));
+    write_behind_the_checks(north, "item", "item-pcm", &json!({"code": "PCM", "name": "renamed on north"}));
+    write_behind_the_checks(north, "item", "item-new", &json!({"code": "NEW", "name": "made on north"}));
+    north.write("stock_line", "sl-2", &json!({"store_id": "store-north", "item_id": "item-pcm", "total_packs": 20}));
+    let before = footprint(&network.central.data);
+
+    let synced = north.sync();
+    assert!(synced.stdout.contains("pushed 2 (2 rejected)"), "{}", synced.stdout);
+    assert!(synced.stdout.contains("outpost site rejected"), "the sync points at the reasons: {}", synced.stdout);
+
+    // The site shows what was refused, and why.
+    let rejected = north.rejected();
+    for id in ["item-pcm", "item-new"] {
+        let line = rejected
+            .lines()
+            .find(|l| l.contains(&format!("item `{id}`")))
+            .unwrap_or_else(|| panic!("`site rejected` does not list {id}:\n{rejected}"));
+        assert!(line.contains("may only be written on site `central`, not on site `north`"), "{line}");
+    }
+    assert!(north.status().contains("rejected changes:  2"), "{}", north.status());
+
+    // So does the central server.
+    let central = &network.central.data;
+    let kept = count(
+        central,
+        "SELECT count(*) FROM rejection WHERE site_id = 'north' AND tbl = 'item' AND record_id IN ('item-pcm', 'item-new')
+         AND reason LIKE '%may only be written on site `central`%'",
+    );
+    assert_eq!(kept, 2, "the central server keeps both rejections with their reason");
+    let data = count(
+        central,
+        "SELECT count(*) FROM rejection WHERE record_id = 'item-pcm' AND data LIKE '%renamed on north%'",
+    );
+    assert_eq!(data, 1, "the refused record is kept, for a person to look at");
+    assert!(network.central.status().contains("rejected 2"), "{}", network.central.status());
+
+    // The legitimate records landed; the item did not change; the new item does not exist.
+    assert!(record(central, "stock_line", "sl-1").is_some());
+    assert!(record(central, "stock_line", "sl-2").is_some());
+    assert_eq!(record(central, "item", "item-pcm"), Some(item.clone()));
+    assert_eq!(record(central, "item", "item-new"), None);
+    let after = footprint(central);
+    assert_eq!(after.records, before.records + 2, "two stock lines, nothing else");
+    assert_eq!(after.change_log, before.change_log + 2);
+    assert_eq!(after.rejections, before.rejections + 2);
+
+    // Nothing of it reaches another site; a second sync does not push or reject anything again.
+    south.sync();
+    assert_eq!(south.get("item", "item-pcm"), Some(item));
+    assert_eq!(south.get("item", "item-new"), None);
+    let again = north.sync();
+    assert!(again.stdout.contains("pushed 0 (0 rejected)"), "{}", again.stdout);
+    assert_eq!(footprint(central), after);
+}
+
+#[test]
+fn the_same_push_batch_sent_twice_leaves_the_same_state() {
+    let network = Network::new(&["north"]);
+    let north = network.site("north");
+    let central = &network.central.data;
+    let http = Http::new(&network.central.url());
+
+    let line = |i: i64| json!({"store_id": "store-north", "item_id": format!("item-{i}"), "total_packs": i});
+    let mut changes: Vec<_> =
+        (1..=60).map(|i| change(i, "north", "stock_line", &format!("sl-{i}"), &line(i))).collect();
+    changes.push(change(61, "north", "item", "item-x", &json!({"name": "not north's to make"})));
+    changes.extend((62..=80).map(|i| change(i, "north", "stock_line", &format!("sl-{i}"), &line(i))));
+    let batch = PushRequest { changes };
+
+    let first = http.push(&north.name, &north.password, &batch).push_response();
+    assert_eq!(first.acked, Seq(80));
+    assert_eq!(first.applied, 79);
+    assert_eq!(first.rejections.len(), 1);
+    assert_eq!((first.rejections[0].seq, first.rejections[0].id.as_str()), (Seq(61), "item-x"));
+    let state = (dump(central), footprint(central), change_log(central));
+
+    let second = http.push(&north.name, &north.password, &batch).push_response();
+    assert_eq!(second.applied, 0, "a resent batch applies nothing");
+    assert_eq!(second.acked, first.acked);
+    assert_eq!(second.rejections, first.rejections);
+    assert_eq!((dump(central), footprint(central), change_log(central)), state, "the central database is unchanged");
+
+    // A batch that overlaps what was acknowledged applies only what is new.
+    let overlap = PushRequest {
+        changes: (71..=90).map(|i| change(i, "north", "stock_line", &format!("sl-{i}"), &line(i))).collect(),
+    };
+    let third = http.push(&north.name, &north.password, &overlap).push_response();
+    assert_eq!((third.acked, third.applied), (Seq(90), 10));
+    assert!(third.rejections.is_empty());
+    assert_eq!(count(central, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), 89);
+    assert_eq!(
+        count(central, "SELECT count(*) FROM change_log WHERE tbl = 'stock_line' AND origin_site = 'north'"),
+        89,
+        "one log entry per record"
+    );
+    assert_eq!(footprint(central).rejections, 1);
+}
+
+/// The central server's change log, entry by entry.
+fn change_log(data: &std::path::Path) -> Vec<(i64, String, String, String, Option<String>)> {
+    let conn = common::open_ro(data);
+    let mut stmt =
+        conn.prepare("SELECT seq, tbl, record_id, origin_site, bucket FROM change_log ORDER BY seq").expect("prepare");
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).expect("query");
+    rows.collect::<rusqlite::Result<_>>().expect("rows")
+}

@@ -1,0 +1,299 @@
+//! Faults between real processes: a site killed (SIGKILL) in the middle of its first pull, the
+//! central server killed in the middle of a push, and connections cut after a given number of
+//! bytes by a TCP proxy between them. Every time, the next sync carries on from what was
+//! committed, and the databases end up holding exactly what they should: nothing lost, nothing
+//! twice.
+
+mod common;
+
+use common::{count, dump, dump_table, state, wait_until, Central, Cut, Network, Proxy, Site};
+use model::Seq;
+use protocol::Cursor;
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::Write;
+
+/// Writes `n` items on the central server with the library (through `Engine::write`, checked,
+/// logged and routed like `outpost central write`, but in one transaction); `edition` tells
+/// one version of them from the next.
+fn write_items(central: &Central, n: usize, edition: u32) {
+    let started = Instant::now();
+    let db = store::Db::open(&common::db_file(&central.data)).expect("open the central database");
+    let engine = central::Engine::new(Arc::new(db));
+    let writes: Vec<Write> = (0..n)
+        .map(|i| {
+            Write::upsert(
+                "item",
+                format!("item-{i:06}"),
+                &json!({"code": format!("C{i:06}"), "name": format!("Essential medicine {i} ({edition})"), "unit_id": "unit-tab", "default_pack_size": 10 + i % 90}),
+            )
+        })
+        .collect();
+    engine.write(&writes).expect("write the items");
+    eprintln!("wrote {n} items on the central server in {:.1?}", started.elapsed());
+}
+
+/// Writes `n` stock lines of the site's store on the site, with the library (checked and logged
+/// like `outpost site write`, in one transaction).
+fn write_stock_lines(site: &Site, n: usize) {
+    let started = Instant::now();
+    let store = format!("store-{}", site.name);
+    let writes: Vec<Write> = (1..=n)
+        .map(|i| {
+            Write::upsert(
+                "stock_line",
+                format!("sl-{i:06}"),
+                &json!({"store_id": store, "item_id": format!("item-{:06}", i % 1000), "batch": format!("B{i:06}"), "expiry_date": "2027-12-31", "pack_size": 10, "total_packs": i % 500, "cost_price_per_pack": 2.5}),
+            )
+        })
+        .collect();
+    site.db().write(&writes).expect("write the stock lines");
+    eprintln!("wrote {n} stock lines on `{}` in {:.1?}", site.name, started.elapsed());
+}
+
+fn pull_cursor(data: &Path) -> Option<Cursor> {
+    state(data, "pull_cursor").filter(|c| !c.is_empty()).map(|c| serde_json::from_str(&c).expect("a cursor"))
+}
+
+/// The number in "pulled N" of `outpost site sync`'s report.
+fn pulled(stdout: &str) -> u64 {
+    let after = stdout.split("pulled ").nth(1).unwrap_or_else(|| panic!("no report: {stdout}"));
+    after.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).expect("a count")
+}
+
+/// A site that holds exactly what it was sent so far: during initialisation, every record the
+/// central server has, in (table, id) order, up to the cursor (in this network the site may
+/// hold every record the central server has).
+fn assert_holds_snapshot_up_to(site: &Path, central: &common::Dump, cursor: &Cursor) {
+    let Cursor::Snapshot { after: Some((table, id)), .. } = cursor else {
+        panic!("not in the middle of an initialisation: {cursor:?}");
+    };
+    let held = dump(site);
+    let expected = central.range(..=(table.clone(), id.clone()));
+    assert_eq!(held.len(), expected.clone().count(), "records held mid-initialisation, up to {table}/{id}");
+    assert!(held.iter().eq(expected), "the site holds other records than the central server sent up to {table}/{id}");
+}
+
+#[test]
+fn a_site_killed_in_the_middle_of_a_pull_resumes_and_ends_with_exactly_what_it_should() {
+    const ITEMS: usize = 200_000;
+    let network = Network::with(&["north"], |central| write_items(central, ITEMS, 1));
+    let north = network.site("north");
+    // The central server holds still during this test.
+    let central = dump(&network.central.data);
+    assert_eq!(central.keys().filter(|(table, _)| table == "item").count(), ITEMS);
+
+    // Kill the sync twice, each time right after it committed a batch (polling its file).
+    let mut cursors = Vec::new();
+    for attempt in 1..=2 {
+        let seen = pull_cursor(&north.data);
+        let mut sync = north.spawn_sync();
+        wait_until("the site to commit a pull batch", Duration::from_secs(60), || {
+            assert!(sync.try_wait().is_none(), "the pull finished before it could be killed (attempt {attempt})");
+            pull_cursor(&north.data) != seen
+        });
+        sync.kill();
+        let cursor = pull_cursor(&north.data).expect("a committed position");
+        assert!(
+            matches!(cursor, Cursor::Snapshot { .. }),
+            "killed after the initialisation ended (attempt {attempt}); make it bigger: {cursor:?}"
+        );
+        assert_holds_snapshot_up_to(&north.data, &central, &cursor);
+        assert!(north.status().contains("initialised:       not yet"), "{}", north.status());
+        cursors.push(cursor);
+    }
+    assert_ne!(cursors[0], cursors[1], "the second sync went on from the first one's position");
+
+    // A plain sync finishes the job, from where the killed one stopped (not from zero).
+    let finished = north.sync();
+    assert!(pulled(&finished.stdout) < central.len() as u64, "the sync started over: {}", finished.stdout);
+    assert!(matches!(pull_cursor(&north.data), Some(Cursor::Log { .. })));
+    let held = dump(&north.data);
+    assert_eq!(held.len(), central.len());
+    assert!(held == central, "the site's records (all items among them) differ from the central server's");
+}
+
+#[test]
+fn the_central_server_killed_in_the_middle_of_a_push_loses_and_duplicates_nothing() {
+    const LINES: usize = 60_000;
+    let mut network = Network::new(&["north"]);
+    let north = network.site("north").clone();
+    north.sync();
+    write_stock_lines(&north, LINES);
+    let central_data = network.central.data.clone();
+    let acked = |data: &Path| count(data, "SELECT acked_seq FROM site_sync WHERE site_id = 'north'");
+
+    let mut sync = north.spawn_sync();
+    wait_until("the central server to commit a push batch", Duration::from_secs(60), || {
+        assert!(sync.try_wait().is_none(), "the push finished before the server could be killed");
+        acked(&central_data) > 0
+    });
+    network.central.kill();
+    let status = sync.wait(Duration::from_secs(30));
+    assert!(!status.success(), "the sync cannot succeed without its server");
+
+    // What the server committed is whole batches: exactly the site's first `acked` changes.
+    let mid = acked(&central_data);
+    assert!(mid > 0 && mid < LINES as i64, "killed mid-push, at {mid} of {LINES}");
+    assert_eq!(count(&central_data, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), mid);
+    assert!(north.status().contains("last error:        20"), "the site shows the error: {}", north.status());
+
+    network.central.start();
+    north.sync();
+    assert_eq!(acked(&central_data), LINES as i64);
+    let on_site = dump_table(&north.data, "stock_line");
+    assert_eq!(on_site.len(), LINES);
+    assert!(dump_table(&central_data, "stock_line") == on_site, "the central server's copy differs from the site's");
+    let (entries, distinct): (i64, i64) = common::open_ro(&central_data)
+        .query_row(
+            "SELECT count(*), count(DISTINCT record_id) FROM change_log WHERE tbl = 'stock_line' AND origin_site = 'north'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("count the log");
+    assert_eq!((entries, distinct), (LINES as i64, LINES as i64), "one log entry per record");
+    assert_eq!(count(&central_data, "SELECT count(*) FROM rejection"), 0);
+    assert!(north.status().contains("waiting to push:   0 change(s)"), "{}", north.status());
+}
+
+#[test]
+fn a_connection_cut_at_any_point_fails_the_sync_clearly_and_the_next_sync_completes() {
+    const ITEMS: usize = 20_000;
+    const LINES: usize = 20_000;
+    let root = tempfile::tempdir().expect("temporary directory");
+    let mut central = Central::init(root.path());
+    let password = central.add_site("north");
+    central.add_store("store-north", "north");
+    write_items(&central, ITEMS, 1);
+    central.start();
+    let proxy = Proxy::start(central.addr());
+    let north = Site::init(root.path(), "north", &proxy.url(), &password);
+    // The site's first sync learns the network (so that it may write its store's records).
+    let first = north.sync();
+    assert!(pulled(&first.stdout) > ITEMS as u64);
+    write_stock_lines(&north, LINES);
+    let me = model::SiteId::from("north");
+    let first_batch = north
+        .db()
+        .changes_after(Seq(0), &me, site::sync::PUSH_LIMIT, site::sync::PUSH_MAX_BYTES)
+        .expect("the first push batch");
+    let first_batch_len = first_batch.len() as i64;
+    let first_body = protocol::encode(&protocol::PushRequest { changes: first_batch }).len() as u64;
+    assert!(LINES as i64 > first_batch_len, "the push takes several batches");
+    let acked = || count(&central.data, "SELECT acked_seq FROM site_sync WHERE site_id = 'north'");
+    let pushed = || state(&north.data, "pushed_seq").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+
+    let cut_sync = |cut: Cut, step: &str| {
+        proxy.set(cut);
+        let cuts = proxy.cuts();
+        let out = north.try_sync().failed();
+        assert!(proxy.cuts() > cuts, "{cut:?} did not cut anything");
+        assert!(out.stderr.contains(&format!("error: {step}")), "{cut:?}: not a clear error: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        let status = north.status();
+        assert!(status.contains(step), "the site shows the last error: {status}");
+    };
+
+    // In the headers of the first push request: nothing reaches the server.
+    cut_sync(Cut::Requests(100), "pushing changes to the central server");
+    assert_eq!((acked(), pushed()), (0, 0));
+    // In the middle of its body: nothing is applied.
+    cut_sync(Cut::Requests(first_body / 2), "pushing changes to the central server");
+    assert_eq!((acked(), pushed()), (0, 0));
+    assert_eq!(count(&central.data, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), 0);
+    // In the answer to the first push: applied on the server, but the site does not know.
+    cut_sync(Cut::Responses(50), "pushing changes to the central server");
+    assert_eq!((acked(), pushed()), (first_batch_len, 0));
+    // In the answer to the first pull, after every push went through (the first one again).
+    let items_before = dump_table(&north.data, "item");
+    write_items(&central, ITEMS, 2); // a new version of every item, to pull
+    cut_sync(Cut::Responses(40_000), "pulling changes from the central server");
+    assert_eq!((acked(), pushed()), (LINES as i64, LINES as i64));
+    // The batches committed before the cut are applied, whole; nothing after them.
+    let Some(Cursor::Log { after }) = pull_cursor(&north.data) else { panic!("the site is initialised") };
+    let on_site = dump_table(&north.data, "item");
+    let conn = common::open_ro(&central.data);
+    let mut stmt = conn.prepare("SELECT id, data, log_seq FROM record WHERE tbl = 'item'").expect("prepare");
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)));
+    let mut newer = 0;
+    for row in rows.expect("items") {
+        let (id, data, seq) = row.expect("an item");
+        let key = ("item".to_owned(), id);
+        let expected = if seq <= after.0 { &data } else { &items_before[&key] };
+        newer += usize::from(seq <= after.0);
+        assert_eq!(on_site.get(&key), Some(expected), "{key:?} (log position {seq}, the site pulled up to {after})");
+    }
+    assert!(newer < ITEMS, "the cut came before the end of the pull");
+
+    // Through a healthy connection, the sync completes.
+    proxy.set(Cut::Never);
+    let done = north.sync();
+    assert!(done.stdout.contains("pushed 0 (0 rejected)"), "{}", done.stdout);
+    assert_eq!(count(&central.data, "SELECT count(*) FROM rejection"), 0);
+    assert_eq!(dump_table(&central.data, "stock_line").len(), LINES);
+    assert!(dump(&north.data) == dump(&central.data), "the site and the central server hold different records");
+    let entries = count(&central.data, "SELECT count(*) FROM change_log WHERE tbl = 'stock_line'");
+    assert_eq!(entries, LINES as i64, "one log entry per record");
+    assert!(north.status().contains("last error:        none"), "{}", north.status());
+}
+
+#[test]
+fn a_site_initialised_again_after_losing_its_disk_pushes_its_new_changes() {
+    let network = Network::new(&["north"]);
+    let north = network.site("north");
+    north.sync();
+    for i in 1..=5 {
+        north.write("stock_line", &format!("sl-{i}"), &json!({"store_id": "store-north", "total_packs": i}));
+    }
+    north.sync();
+    let central = &network.central.data;
+    assert_eq!(count(central, "SELECT acked_seq FROM site_sync WHERE site_id = 'north'"), 5);
+
+    // The disk is lost: the site is initialised again, with the same identity, in a new place.
+    let again =
+        Site::init_in(&network.root.path().join("north-again"), "north", &network.central.url(), &north.password);
+    again.sync();
+    assert!(
+        dump_table(&again.data, "stock_line") == dump_table(&north.data, "stock_line"),
+        "its store's data came back"
+    );
+
+    // What it writes now must reach the central server, not be taken for what it already sent.
+    let new = json!({"store_id": "store-north", "total_packs": 99});
+    again.write("stock_line", "sl-new", &new);
+    again.write("stock_line", "sl-1", &json!({"store_id": "store-north", "total_packs": 100}));
+    let synced = again.sync();
+    assert!(synced.stdout.contains("pushed 2 (0 rejected)"), "{}", synced.stdout);
+    assert_eq!(common::record(central, "stock_line", "sl-new"), Some(new));
+    assert_eq!(
+        common::record(central, "stock_line", "sl-1"),
+        Some(json!({"store_id": "store-north", "total_packs": 100}))
+    );
+    assert!(again.status().contains("waiting to push:   0 change(s)"), "{}", again.status());
+    assert!(dump_table(&again.data, "stock_line") == dump_table(central, "stock_line"));
+}
+
+/// DESIGN.md §9: every change that failed to integrate is kept with its reason. During an
+/// initialisation every change carries position 0, and the site keeps its rejections unique by
+/// (origin, position): only the first record it cannot apply is kept, the others vanish. Here
+/// the records are made unreadable behind the central server's back; a site older than its
+/// central server (a table it does not know) meets the same.
+#[test]
+#[ignore = "known bug: initialisation changes all carry position 0, so a site keeps one rejection of them"]
+fn every_received_change_a_site_cannot_apply_is_kept_with_its_reason() {
+    let network = Network::with(&["north"], |central| {
+        let conn = rusqlite::Connection::open(common::db_file(&central.data)).expect("open the central file");
+        for i in 1..=3 {
+            conn.execute("INSERT INTO record (tbl, id, data) VALUES ('item', ?1, '[1, 2]')", [format!("item-bad-{i}")])
+                .expect("write an unreadable item");
+        }
+    });
+    let north = network.site("north");
+    north.sync();
+    let rejected = north.rejected();
+    for i in 1..=3 {
+        assert!(rejected.contains(&format!("item `item-bad-{i}`")), "item-bad-{i} is not kept:\n{rejected}");
+    }
+}

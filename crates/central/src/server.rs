@@ -200,12 +200,18 @@ fn base64_decode(input: &str) -> Option<Vec<u8>> {
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, protocol::MAX_REQUEST_BYTES).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the request body is over {} bytes; send smaller batches", protocol::MAX_REQUEST_BYTES),
-        )
+    axum::body::to_bytes(body, protocol::MAX_REQUEST_BYTES).await.map_err(|e| {
+        let too_large = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is over {} bytes; send smaller batches", protocol::MAX_REQUEST_BYTES),
+            )
+        } else {
+            ApiError::bad_request(format!("the request body could not be read (the connection may have been cut): {e}"))
+        }
     })
 }
 

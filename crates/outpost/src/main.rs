@@ -395,12 +395,7 @@ fn site(command: SiteCommand) -> Result<(), String> {
                 // the central server already acknowledged from it; otherwise the server would skip
                 // them as already applied, and they would be lost without a word. An entry with no
                 // record marks where the log starts: it is never pushed nor counted as waiting.
-                if answer.acked.0 > 0 {
-                    tx.connection().execute(
-                        "INSERT INTO change_log (seq, tbl, record_id, action, origin_site) VALUES (?1, '', '', 'upsert', '')",
-                        [answer.acked.0],
-                    )?;
-                }
+                tx.start_log_after(answer.acked)?;
                 for (key, value) in [
                     ("local_site", site.as_str()),
                     ("central_url", central.as_str()),

@@ -69,12 +69,7 @@ pub fn status(db: &Db) -> Result<SiteStatus, StoreError> {
     let waiting_to_push = db.count_changes_after(pushed_up_to(db)?, &site)?;
     let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let cursor = db.state("pull_cursor")?.unwrap_or_default();
-    let (rejected, records) = db.read(|conn, _| {
-        Ok((
-            conn.query_row("SELECT count(*) FROM rejection", [], |r| r.get(0))?,
-            conn.query_row("SELECT count(*) FROM record WHERE data IS NOT NULL", [], |r| r.get(0))?,
-        ))
-    })?;
+    let (rejected, records) = (db.count_rejections()?, db.count_records()?);
     Ok(SiteStatus {
         site: site.to_string(),
         central_url: db.state("central_url")?.unwrap_or_default(),

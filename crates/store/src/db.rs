@@ -2,17 +2,36 @@ use crate::{Result, StoreError, Write};
 use model::network::TOPOLOGY_TABLES;
 use model::{check_write, registry, Action, ChangeRef, Network, Op, RecordId, RecordKeys, Registry, Seq, SiteId};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::cell::RefCell;
+use std::fmt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: i64 = 1;
 
-/// A node's database. Cheap to share behind an `Arc`; one writer at a time, as SQLite allows.
+/// A node's database: a SQLite file (every node), or a PostgreSQL database that several central
+/// server processes share (feature `postgres`). Cheap to share behind an `Arc`. On SQLite, one
+/// writer at a time, as SQLite allows; on PostgreSQL, a small pool of connections, so
+/// transactions run side by side.
 #[derive(Debug)]
 pub struct Db {
-    inner: Mutex<Inner>,
+    backend: Backend,
     registry: &'static Registry,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(Mutex<Inner>),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::pg::PgDb),
+}
+
+/// A connection to read from (the read-only queries of `queries.rs` and `sync_state.rs`).
+pub(crate) enum Conn<'a> {
+    Sqlite(&'a Connection),
+    #[cfg(feature = "postgres")]
+    Postgres(&'a mut crate::pg::PgConn),
 }
 
 #[derive(Debug)]
@@ -36,6 +55,15 @@ impl Db {
         Self::from_connection(Connection::open_in_memory()?)
     }
 
+    /// Opens a PostgreSQL database (`postgres://user@host:port/database`, or the `key=value`
+    /// form), shared with other server processes, and brings its schema up to date. With
+    /// `schema`, the tables live in that PostgreSQL schema, created if needed; without, in the
+    /// connection's default (`public`).
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(url: &str, schema: Option<&str>) -> Result<Db> {
+        Ok(Db { backend: Backend::Postgres(crate::pg::PgDb::open(url, schema)?), registry: registry() })
+    }
+
     fn from_connection(conn: Connection) -> Result<Db> {
         // Records are a few hundred bytes: larger pages mean fewer splits (only effective
         // before the first table is created).
@@ -47,22 +75,22 @@ impl Db {
         migrate(&conn)?;
         let network = load_network(&conn)?;
         let data_version = conn.pragma_query_value(None, "data_version", |r| r.get(0)).ok();
-        Ok(Db { inner: Mutex::new(Inner { conn, network, data_version }), registry: registry() })
+        Ok(Db { backend: Backend::Sqlite(Mutex::new(Inner { conn, network, data_version })), registry: registry() })
     }
 
     pub fn registry(&self) -> &'static Registry {
         self.registry
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave SQLite half-written (the transaction rolls
         // back on drop), so a poisoned lock is still safe to use once the network, which may have
         // absorbed records that rolled back, is read again from the database.
-        let mut guard = self.inner.lock().unwrap_or_else(|poisoned| {
+        let mut guard = inner.lock().unwrap_or_else(|poisoned| {
             let mut guard = poisoned.into_inner();
             if let Ok(network) = load_network(&guard.conn) {
                 guard.network = network;
-                self.inner.clear_poison();
+                inner.clear_poison();
             }
             guard
         });
@@ -80,33 +108,66 @@ impl Db {
 
     /// Runs `f` in one transaction: all of it is committed, or none of it.
     pub fn transaction<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let result = {
-            let sql = inner.conn.transaction()?;
-            let mut tx = Tx { sql, network: &mut inner.network, registry: self.registry };
-            match f(&mut tx) {
-                Ok(value) => tx.sql.commit().map(|()| value).map_err(StoreError::from),
-                Err(e) => Err(e),
+        match &self.backend {
+            Backend::Sqlite(inner) => {
+                let mut guard = Self::lock(inner);
+                let inner = &mut *guard;
+                let result = {
+                    let sql = inner.conn.transaction()?;
+                    let mut tx = Tx {
+                        sql: TxSql::Sqlite(sql),
+                        network: NetSlot::Borrowed(&mut inner.network),
+                        registry: self.registry,
+                        topology_changed: false,
+                        looked_up: RefCell::new(None),
+                    };
+                    match f(&mut tx) {
+                        Ok(value) => tx.commit().map(|_| value),
+                        Err(e) => Err(e),
+                    }
+                };
+                if result.is_err() {
+                    // The transaction rolled back; the network may have absorbed records that are
+                    // not there any more.
+                    inner.network = load_network(&inner.conn)?;
+                }
+                result
             }
-        };
-        if result.is_err() {
-            // The transaction rolled back; the network may have absorbed records that are not
-            // there any more.
-            inner.network = load_network(&inner.conn)?;
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => pg.transaction(self.registry, f),
         }
-        result
     }
 
-    /// Runs a read-only closure on the connection.
-    pub fn read<T>(&self, f: impl FnOnce(&Connection, &Network) -> Result<T>) -> Result<T> {
-        let guard = self.lock();
-        f(&guard.conn, &guard.network)
+    /// Runs a closure on a connection, outside any transaction: for reads, and for a single
+    /// statement that commits on its own (`mark_pulled`).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(inner) => {
+                let guard = Self::lock(inner);
+                f(Conn::Sqlite(&guard.conn))
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => {
+                let mut conn = pg.connection()?;
+                f(Conn::Postgres(&mut conn))
+            }
+        }
     }
 
     /// A copy of the network as this node sees it.
     pub fn network(&self) -> Network {
-        self.lock().network.clone()
+        match &self.backend {
+            Backend::Sqlite(inner) => Self::lock(inner).network.clone(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => match pg.network() {
+                Ok(network) => Network::clone(&network),
+                Err(e) => {
+                    // The last network read stands in until the database answers again.
+                    tracing::warn!(error = %e, "could not check the network for changes; using the last one read");
+                    Network::clone(&pg.cached_network())
+                }
+            },
+        }
     }
 
     /// This node's own site id, set when the node was initialised.
@@ -122,8 +183,12 @@ impl Db {
     }
 
     pub fn state(&self, key: &str) -> Result<Option<String>> {
-        self.read(|conn, _| {
-            Ok(conn.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        self.read(|conn| match conn {
+            Conn::Sqlite(conn) => {
+                Ok(conn.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => conn.session().state(key),
         })
     }
 
@@ -152,7 +217,15 @@ fn load_network(conn: &Connection) -> Result<Network> {
     })?;
     let mut records = Vec::new();
     for row in rows {
-        let (tbl, id, data) = row?;
+        records.push(row?);
+    }
+    network_from_records(records)
+}
+
+/// The network described by topology records (sites first, then stores, then the rest).
+pub(crate) fn network_from_records(rows: Vec<(String, String, String)>) -> Result<Network> {
+    let mut records = Vec::with_capacity(rows.len());
+    for (tbl, id, data) in rows {
         let value: serde_json::Value = serde_json::from_str(&data).map_err(|source| StoreError::CorruptRecord {
             table: tbl.clone(),
             id: id.clone(),
@@ -164,11 +237,82 @@ fn load_network(conn: &Connection) -> Result<Network> {
 }
 
 /// One transaction on a node's database.
-#[derive(Debug)]
 pub struct Tx<'a> {
-    pub(crate) sql: rusqlite::Transaction<'a>,
-    network: &'a mut Network,
-    registry: &'a Registry,
+    pub(crate) sql: TxSql<'a>,
+    network: NetSlot<'a>,
+    registry: &'static Registry,
+    /// Whether a topology record was written (on PostgreSQL, other processes are told at commit).
+    topology_changed: bool,
+    /// The record [`Tx::current`] found last, until the transaction writes a record.
+    looked_up: RefCell<Option<Lookup>>,
+}
+
+/// A record as [`Tx::current`] found it, with its keys. The write that usually follows the
+/// look-up (a pushed change is checked, then written) uses it rather than looking again. Nothing
+/// else can change the record meanwhile: SQLite has one writer, and on PostgreSQL the look-up
+/// locks the row.
+#[derive(Debug)]
+struct Lookup {
+    table: String,
+    id: String,
+    current: Current,
+    keys: RecordKeys,
+}
+
+impl fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = match &self.sql {
+            TxSql::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(_) => "postgres",
+        };
+        f.debug_struct("Tx").field("backend", &backend).field("topology_changed", &self.topology_changed).finish()
+    }
+}
+
+/// The database transaction under a [`Tx`].
+pub(crate) enum TxSql<'a> {
+    Sqlite(rusqlite::Transaction<'a>),
+    /// In a `RefCell` because the postgres client needs `&mut` even to read, and `Tx`'s reads
+    /// take `&self`.
+    #[cfg(feature = "postgres")]
+    Postgres(RefCell<crate::pg::PgTx<'a>>),
+}
+
+/// The network a transaction sees and updates.
+pub(crate) enum NetSlot<'a> {
+    /// SQLite: the database's own copy, reloaded if the transaction fails.
+    Borrowed(&'a mut Network),
+    /// PostgreSQL: the copy shared by the handle's transactions, copied on the first topology
+    /// write (other transactions of this process run at the same time).
+    #[cfg(feature = "postgres")]
+    Shared(std::sync::Arc<Network>),
+}
+
+impl NetSlot<'_> {
+    fn get(&self) -> &Network {
+        match self {
+            NetSlot::Borrowed(network) => network,
+            #[cfg(feature = "postgres")]
+            NetSlot::Shared(network) => network,
+        }
+    }
+
+    fn get_mut(&mut self) -> &mut Network {
+        match self {
+            NetSlot::Borrowed(network) => network,
+            #[cfg(feature = "postgres")]
+            NetSlot::Shared(network) => std::sync::Arc::make_mut(network),
+        }
+    }
+}
+
+/// What a committed transaction leaves behind (read on PostgreSQL only).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) struct Committed {
+    /// The network as the transaction left it (SQLite's stays in place: `None`).
+    pub(crate) network: Option<std::sync::Arc<Network>>,
+    pub(crate) topology_changed: bool,
 }
 
 /// A record as it stands before a write.
@@ -204,26 +348,96 @@ pub struct Put<'a> {
     pub bucket: Option<&'a str>,
 }
 
+impl Put<'_> {
+    pub(crate) fn merge_into(&self) -> Option<&str> {
+        match self.action {
+            Action::MergeInto(into) => Some(into.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The document as stored: none for a delete or a merge.
+    pub(crate) fn stored_data(&self) -> Option<&str> {
+        match self.action {
+            Action::Upsert => self.data,
+            Action::Delete | Action::MergeInto(_) => None,
+        }
+    }
+}
+
+impl<'a> Tx<'a> {
+    /// Commits, telling other processes of a topology change (PostgreSQL).
+    pub(crate) fn commit(self) -> Result<Committed> {
+        let Tx { sql, network, topology_changed, .. } = self;
+        match sql {
+            TxSql::Sqlite(sql) => sql.commit()?,
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.into_inner().commit(topology_changed)?,
+        }
+        let network = match network {
+            NetSlot::Borrowed(_) => None,
+            #[cfg(feature = "postgres")]
+            NetSlot::Shared(network) => Some(network),
+        };
+        Ok(Committed { network, topology_changed })
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres(
+        pg: crate::pg::PgTx<'a>,
+        network: std::sync::Arc<Network>,
+        registry: &'static Registry,
+    ) -> Self {
+        Tx {
+            sql: TxSql::Postgres(RefCell::new(pg)),
+            network: NetSlot::Shared(network),
+            registry,
+            topology_changed: false,
+            looked_up: RefCell::new(None),
+        }
+    }
+}
+
 impl Tx<'_> {
     pub fn network(&self) -> &Network {
-        self.network
+        self.network.get()
     }
 
     pub fn registry(&self) -> &Registry {
         self.registry
     }
 
-    pub fn connection(&self) -> &Connection {
-        &self.sql
-    }
-
+    /// A record as it stands (`None` if it never existed). On PostgreSQL the record stays locked
+    /// until the transaction ends, so that a concurrent write of it waits for this one.
     pub fn current(&self, table: &str, id: &str) -> Result<Option<Current>> {
-        let mut stmt = self.sql.prepare_cached("SELECT data, log_seq FROM record WHERE tbl = ?1 AND id = ?2")?;
-        Ok(stmt
-            .query_row(params![table, id], |r| {
-                Ok(Current { data: r.get(0)?, log_seq: r.get::<_, Option<i64>>(1)?.map(Seq) })
-            })
-            .optional()?)
+        if let Some(found) = self.looked_up.borrow().as_ref().filter(|l| l.table == table && l.id == id) {
+            return Ok(Some(found.current.clone()));
+        }
+        let found = match &self.sql {
+            TxSql::Sqlite(sql) => {
+                let mut stmt = sql.prepare_cached(
+                    "SELECT data, log_seq, store_id, other_store_id, name_id FROM record WHERE tbl = ?1 AND id = ?2",
+                )?;
+                stmt.query_row(params![table, id], |r| {
+                    let current = Current { data: r.get(0)?, log_seq: r.get::<_, Option<i64>>(1)?.map(Seq) };
+                    let keys = RecordKeys {
+                        store: r.get::<_, Option<String>>(2)?.map(Into::into),
+                        other_store: r.get::<_, Option<String>>(3)?.map(Into::into),
+                        name: r.get::<_, Option<String>>(4)?.map(Into::into),
+                        home_store: None,
+                    };
+                    Ok((current, keys))
+                })
+                .optional()?
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.borrow_mut().session().current(table, id)?,
+        };
+        Ok(found.map(|(current, keys)| {
+            let lookup = Lookup { table: table.to_owned(), id: id.to_owned(), current: current.clone(), keys };
+            *self.looked_up.borrow_mut() = Some(lookup);
+            current
+        }))
     }
 
     /// What a change does to a record that stands as `current`.
@@ -273,7 +487,7 @@ impl Tx<'_> {
         // Most writes create a record: try that first, and look the record up only if it exists.
         if write.action == Action::Upsert {
             let create = ChangeRef { table: &write.table, op: &Op::Create, keys: &keys };
-            if check_write(self.registry, self.network, &create, me).is_ok() {
+            if check_write(self.registry, self.network.get(), &create, me).is_ok() {
                 if let Some(seq) = self.insert_new(&put)? {
                     return Ok(Written { seq, op: Op::Create, keys: keys.clone() });
                 }
@@ -281,7 +495,7 @@ impl Tx<'_> {
         }
         let current = self.current(&write.table, write.id.as_str())?;
         let op = Self::op_for(&write.action, current.as_ref());
-        check_write(self.registry, self.network, &ChangeRef { table: &write.table, op: &op, keys: &keys }, me)
+        check_write(self.registry, self.network.get(), &ChangeRef { table: &write.table, op: &op, keys: &keys }, me)
             .map_err(refused)?;
         if op == Op::Update {
             // An update that re-keys a record (moves it to another store or name) needs authority
@@ -289,7 +503,7 @@ impl Tx<'_> {
             if let Some(stored) = self.stored_keys(&write.table, write.id.as_str())? {
                 if (&stored.store, &stored.other_store, &stored.name) != (&keys.store, &keys.other_store, &keys.name) {
                     let as_stored = ChangeRef { table: &write.table, op: &op, keys: &stored };
-                    check_write(self.registry, self.network, &as_stored, me).map_err(refused)?;
+                    check_write(self.registry, self.network.get(), &as_stored, me).map_err(refused)?;
                 }
             }
         }
@@ -300,45 +514,16 @@ impl Tx<'_> {
     /// Inserts a record that does not exist yet, with its change-log entry; `None` (and nothing
     /// written) when it exists already.
     fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
-        let seq = if put.log { Some(self.append_log(put)?) } else { None };
-        let keys = put.keys;
-        let inserted = self
-            .sql
-            .prepare_cached(
-                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (tbl, id) DO NOTHING",
-            )?
-            .execute(params![
-                put.table,
-                put.id.as_str(),
-                keys.store.as_ref().map(|s| s.as_str()),
-                keys.other_store.as_ref().map(|s| s.as_str()),
-                keys.name.as_ref().map(|s| s.as_str()),
-                put.data,
-                seq.map(|s| s.0),
-            ])?;
-        if inserted == 0 {
-            if let Some(seq) = seq {
-                // Nobody has seen this entry: it is the newest, and removing it leaves no gap.
-                self.sql.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([seq.0])?;
-            }
-            return Ok(None);
-        }
-        self.absorb(put, None)?;
-        Ok(Some(seq.unwrap_or_default()))
-    }
-
-    fn append_log(&mut self, put: &Put<'_>) -> Result<Seq> {
-        let merge_into = match put.action {
-            Action::MergeInto(into) => Some(into.as_str()),
-            _ => None,
+        self.looked_up.get_mut().take();
+        let inserted = match &mut self.sql {
+            TxSql::Sqlite(sql) => sqlite_insert_new(sql, put)?,
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().insert_new(put)?,
         };
-        self.sql
-            .prepare_cached(
-                "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![put.table, put.id.as_str(), put.action.code(), merge_into, put.origin.as_str(), put.bucket])?;
-        Ok(Seq(self.sql.last_insert_rowid()))
+        if inserted.is_some() {
+            self.absorb(put, None)?;
+        }
+        Ok(inserted)
     }
 
     /// Keeps the network in step when a topology record changes.
@@ -358,30 +543,45 @@ impl Tx<'_> {
             Action::Upsert => put.data.map(parse).transpose()?,
             _ => None,
         };
-        self.network.absorb(put.table, put.id.as_str(), old.as_ref(), new.as_ref());
+        self.network.get_mut().absorb(put.table, put.id.as_str(), old.as_ref(), new.as_ref());
+        self.topology_changed = true;
         Ok(())
     }
 
     /// The routing keys stored with a record.
     pub fn stored_keys(&self, table: &str, id: &str) -> Result<Option<RecordKeys>> {
-        let mut stmt = self
-            .sql
-            .prepare_cached("SELECT store_id, other_store_id, name_id FROM record WHERE tbl = ?1 AND id = ?2")?;
-        Ok(stmt
-            .query_row(params![table, id], |r| {
-                Ok(RecordKeys {
-                    store: r.get::<_, Option<String>>(0)?.map(Into::into),
-                    other_store: r.get::<_, Option<String>>(1)?.map(Into::into),
-                    name: r.get::<_, Option<String>>(2)?.map(Into::into),
-                    home_store: None,
-                })
-            })
-            .optional()?)
+        if let Some(found) = self.looked_up.borrow().as_ref().filter(|l| l.table == table && l.id == id) {
+            return Ok(Some(found.keys.clone()));
+        }
+        match &self.sql {
+            TxSql::Sqlite(sql) => {
+                let mut stmt = sql.prepare_cached(
+                    "SELECT store_id, other_store_id, name_id FROM record WHERE tbl = ?1 AND id = ?2",
+                )?;
+                Ok(stmt
+                    .query_row(params![table, id], |r| {
+                        Ok(RecordKeys {
+                            store: r.get::<_, Option<String>>(0)?.map(Into::into),
+                            other_store: r.get::<_, Option<String>>(1)?.map(Into::into),
+                            name: r.get::<_, Option<String>>(2)?.map(Into::into),
+                            home_store: None,
+                        })
+                    })
+                    .optional()?)
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.borrow_mut().session().stored_keys(table, id),
+        }
     }
 
     /// Writes a record and its change-log entry. Returns the entry's position (or the record's
     /// previous one when the change is not logged here).
     pub fn put(&mut self, put: &Put<'_>) -> Result<Seq> {
+        // A record just looked up is written over as it was found.
+        let found = self.looked_up.get_mut().take().filter(|l| l.table == put.table && l.id == put.id.as_str());
+        if let Some(found) = found {
+            return self.put_with_current(put, Some(found.current));
+        }
         // Most records arrive new (an initialisation is nothing else): insert first, and look
         // the record up only when it exists.
         if *put.action == Action::Upsert {
@@ -394,67 +594,133 @@ impl Tx<'_> {
     }
 
     fn put_with_current(&mut self, put: &Put<'_>, current: Option<Current>) -> Result<Seq> {
+        self.looked_up.get_mut().take();
         let old_seq = current.as_ref().and_then(|c| c.log_seq);
-        let seq = if put.log {
-            let seq = self.append_log(put)?;
-            if let Some(old) = old_seq {
-                // The record's earlier entry is superseded: a late reader needs only the latest.
-                self.sql.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([old.0])?;
-            }
-            Some(seq)
-        } else {
-            None
+        let seq = match &mut self.sql {
+            TxSql::Sqlite(sql) => sqlite_write_record(sql, put, old_seq)?,
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().write_record(put, old_seq)?,
         };
-        let data = match put.action {
-            Action::Upsert => put.data,
-            Action::Delete | Action::MergeInto(_) => None,
-        };
-        let keys = put.keys;
-        self.sql
-            .prepare_cached(
-                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
-                   name_id = excluded.name_id, data = excluded.data, log_seq = COALESCE(excluded.log_seq, record.log_seq)",
-            )?
-            .execute(params![
-                put.table,
-                put.id.as_str(),
-                keys.store.as_ref().map(|s| s.as_str()),
-                keys.other_store.as_ref().map(|s| s.as_str()),
-                keys.name.as_ref().map(|s| s.as_str()),
-                data,
-                seq.map(|s| s.0),
-            ])?;
         self.absorb(put, current.as_ref().and_then(|c| c.data.as_deref()))?;
         Ok(seq.or(old_seq).unwrap_or_default())
     }
 
     /// Puts a logged change in a shared bucket (a wide audience on the central server).
     pub fn set_bucket(&mut self, seq: Seq, bucket: &str) -> Result<()> {
-        self.sql.prepare_cached("UPDATE change_log SET bucket = ?2 WHERE seq = ?1")?.execute(params![seq.0, bucket])?;
+        match &mut self.sql {
+            TxSql::Sqlite(sql) => {
+                sql.prepare_cached("UPDATE change_log SET bucket = ?2 WHERE seq = ?1")?
+                    .execute(params![seq.0, bucket])?;
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().set_bucket(seq, bucket)?,
+        }
         Ok(())
     }
 
     /// Sends a logged change to one site (a narrow audience on the central server).
     pub fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()> {
-        self.sql
-            .prepare_cached("INSERT OR IGNORE INTO outbox (site_id, seq) VALUES (?1, ?2)")?
-            .execute(params![site.as_str(), seq.0])?;
+        match &mut self.sql {
+            TxSql::Sqlite(sql) => {
+                sql.prepare_cached("INSERT OR IGNORE INTO outbox (site_id, seq) VALUES (?1, ?2)")?
+                    .execute(params![site.as_str(), seq.0])?;
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().add_outbox(site, seq)?,
+        }
         Ok(())
     }
 
     pub fn state(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.sql.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        match &self.sql {
+            TxSql::Sqlite(sql) => {
+                Ok(sql.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.borrow_mut().session().state(key),
+        }
     }
 
     pub fn set_state(&mut self, key: &str, value: &str) -> Result<()> {
-        self.sql
-            .prepare_cached(
-                "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![key, value])?;
+        match &mut self.sql {
+            TxSql::Sqlite(sql) => {
+                sql.prepare_cached(
+                    "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![key, value])?;
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().set_state(key, value)?,
+        }
         Ok(())
     }
+}
+
+/// SQLite: inserts a new record and its log entry; `None` (nothing written) if it exists.
+fn sqlite_insert_new(sql: &rusqlite::Transaction<'_>, put: &Put<'_>) -> Result<Option<Seq>> {
+    let seq = if put.log { Some(sqlite_append_log(sql, put)?) } else { None };
+    let keys = put.keys;
+    let inserted = sql
+        .prepare_cached(
+            "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (tbl, id) DO NOTHING",
+        )?
+        .execute(params![
+            put.table,
+            put.id.as_str(),
+            keys.store.as_ref().map(|s| s.as_str()),
+            keys.other_store.as_ref().map(|s| s.as_str()),
+            keys.name.as_ref().map(|s| s.as_str()),
+            put.data,
+            seq.map(|s| s.0),
+        ])?;
+    if inserted == 0 {
+        if let Some(seq) = seq {
+            // Nobody has seen this entry: it is the newest, and removing it leaves no gap.
+            sql.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([seq.0])?;
+        }
+        return Ok(None);
+    }
+    Ok(Some(seq.unwrap_or_default()))
+}
+
+fn sqlite_append_log(sql: &rusqlite::Transaction<'_>, put: &Put<'_>) -> Result<Seq> {
+    sql.prepare_cached(
+        "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![put.table, put.id.as_str(), put.action.code(), put.merge_into(), put.origin.as_str(), put.bucket])?;
+    Ok(Seq(sql.last_insert_rowid()))
+}
+
+/// SQLite: writes a record over its current state, with a new log entry that supersedes the old
+/// one when the change is logged. Returns the new entry's position, if any.
+fn sqlite_write_record(sql: &rusqlite::Transaction<'_>, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>> {
+    let seq = if put.log {
+        let seq = sqlite_append_log(sql, put)?;
+        if let Some(old) = old_seq {
+            // The record's earlier entry is superseded: a late reader needs only the latest.
+            sql.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([old.0])?;
+        }
+        Some(seq)
+    } else {
+        None
+    };
+    let keys = put.keys;
+    sql.prepare_cached(
+        "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
+           name_id = excluded.name_id, data = excluded.data, log_seq = COALESCE(excluded.log_seq, record.log_seq)",
+    )?
+    .execute(params![
+        put.table,
+        put.id.as_str(),
+        keys.store.as_ref().map(|s| s.as_str()),
+        keys.other_store.as_ref().map(|s| s.as_str()),
+        keys.name.as_ref().map(|s| s.as_str()),
+        put.stored_data(),
+        seq.map(|s| s.0),
+    ])?;
+    Ok(seq)
 }
 
 impl Tx<'_> {

@@ -4,9 +4,14 @@
 //!
 //! Records of every synced table live in one `record` table as JSON documents, with the keys
 //! that route them (store, other store, name) as indexed columns. Every write goes through
-//! [`Tx::put`], which writes the record and its change-log entry in the same SQLite
+//! [`Tx::put`], which writes the record and its change-log entry in the same database
 //! transaction, and keeps the node's picture of the [`Network`] up to date when the record
 //! shapes it.
+//!
+//! Two backends sit behind the one API of [`Db`] and [`Tx`]: SQLite, every node's embedded
+//! default ([`Db::open`]), and PostgreSQL for central servers whose processes share one
+//! database (`Db::open_postgres`, feature `postgres`; see `src/pg.rs` for how positions,
+//! concurrent writers and network changes work there).
 //!
 //! **Architecture invariant:** nothing writes the `record` table except [`Tx::put`], and `put`
 //! always appends to the change log in the same transaction (or, for a change pulled from the
@@ -16,6 +21,8 @@
 //! a write this node has no authority for (see `model::check_write`).
 
 mod db;
+#[cfg(feature = "postgres")]
+mod pg;
 mod queries;
 mod sync_state;
 
@@ -52,6 +59,9 @@ impl Write {
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[cfg(feature = "postgres")]
+    #[error("PostgreSQL error: {}", postgres_message(.0))]
+    Postgres(#[from] postgres::Error),
     #[error("writing `{table}` record `{id}` was refused: {refusal}")]
     Refused { table: String, id: RecordId, refusal: Refusal },
     #[error("`{table}` record `{id}` is not valid: {reason}")]
@@ -63,3 +73,16 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A PostgreSQL error with the server's message and detail (the error's own `Display` says only
+/// "db error").
+#[cfg(feature = "postgres")]
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
+            None => format!("{}: {}", db.severity(), db.message()),
+        },
+        None => e.to_string(),
+    }
+}

@@ -1,6 +1,7 @@
 //! The sync bookkeeping both ends keep beside the records: what a site pushed and pulled, its
 //! credentials (central server), and the changes that were refused, with their reasons.
 
+use crate::db::{Conn, TxSql};
 use crate::{Db, Result, Tx};
 use model::{Seq, SiteId};
 use rusqlite::{params, OptionalExtension};
@@ -51,132 +52,192 @@ const REJECTION_COLUMNS: &str = "site_id, origin_seq, tbl, record_id, action, da
 impl Tx<'_> {
     /// Keeps a refused change. Keeping the same change twice (a resent batch) keeps it once.
     pub fn keep_rejection(&mut self, rejection: &RejectionRecord) -> Result<()> {
-        self.sql
-            .prepare_cached(
-                "INSERT OR IGNORE INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                rejection.from,
-                rejection.seq.0,
-                rejection.table,
-                rejection.id,
-                rejection.action,
-                rejection.data,
-                rejection.reason
-            ])?;
-        Ok(())
+        match &mut self.sql {
+            TxSql::Sqlite(sql) => {
+                sql.prepare_cached(
+                    "INSERT OR IGNORE INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    rejection.from,
+                    rejection.seq.0,
+                    rejection.table,
+                    rejection.id,
+                    rejection.action,
+                    rejection.data,
+                    rejection.reason
+                ])?;
+                Ok(())
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().keep_rejection(rejection),
+        }
     }
 
     /// The refusals kept for `from`'s changes between two positions.
     pub fn rejections_between(&self, from: &str, first: Seq, last: Seq) -> Result<Vec<RejectionRecord>> {
-        let mut stmt = self.sql.prepare_cached(&format!(
-            "SELECT {REJECTION_COLUMNS} FROM rejection WHERE site_id = ?1 AND origin_seq BETWEEN ?2 AND ?3 ORDER BY origin_seq"
-        ))?;
-        let rows = stmt.query_map(params![from, first.0, last.0], rejection_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        match &self.sql {
+            TxSql::Sqlite(sql) => {
+                let mut stmt = sql.prepare_cached(&format!(
+                    "SELECT {REJECTION_COLUMNS} FROM rejection WHERE site_id = ?1 AND origin_seq BETWEEN ?2 AND ?3 ORDER BY origin_seq"
+                ))?;
+                let rows = stmt.query_map(params![from, first.0, last.0], rejection_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.borrow_mut().session().rejections_between(from, first, last),
+        }
     }
 
-    /// Central server: the last change of `site` that was applied or rejected.
+    /// Central server: the last change of `site` that was applied or rejected. On PostgreSQL the
+    /// site's row stays locked until the transaction ends, so that two server processes cannot
+    /// apply the same site's batch at once (SQLite has one writer at a time anyway).
     pub fn acked(&self, site: &SiteId) -> Result<Seq> {
-        let seq: Option<i64> = self
-            .sql
-            .prepare_cached("SELECT acked_seq FROM site_sync WHERE site_id = ?1")?
-            .query_row([site.as_str()], |r| r.get(0))
-            .optional()?;
-        Ok(Seq(seq.unwrap_or(0)))
+        match &self.sql {
+            TxSql::Sqlite(sql) => {
+                let seq: Option<i64> = sql
+                    .prepare_cached("SELECT acked_seq FROM site_sync WHERE site_id = ?1")?
+                    .query_row([site.as_str()], |r| r.get(0))
+                    .optional()?;
+                Ok(Seq(seq.unwrap_or(0)))
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.borrow_mut().session().acked(site),
+        }
     }
 
     /// Central server: `site` pushed up to `acked`.
     pub fn record_push(&mut self, site: &SiteId, acked: Seq) -> Result<()> {
-        self.sql
-            .prepare_cached(&format!("UPDATE site_sync SET acked_seq = ?2, last_push_at = {NOW} WHERE site_id = ?1"))?
-            .execute(params![site.as_str(), acked.0])?;
-        Ok(())
+        match &mut self.sql {
+            TxSql::Sqlite(sql) => {
+                sql.prepare_cached(&format!(
+                    "UPDATE site_sync SET acked_seq = ?2, last_push_at = {NOW} WHERE site_id = ?1"
+                ))?
+                .execute(params![site.as_str(), acked.0])?;
+                Ok(())
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().record_push(site, acked),
+        }
     }
 
     /// Central server: stores a site's password hash (creating the site's bookkeeping when
     /// `create`). Returns whether the site exists.
     pub fn set_password_hash(&mut self, site: &str, hash: &str, create: bool) -> Result<bool> {
-        let changed = if create {
-            self.sql.execute(
-                "INSERT INTO site_sync (site_id, password_hash) VALUES (?1, ?2)
-                 ON CONFLICT (site_id) DO UPDATE SET password_hash = excluded.password_hash",
-                params![site, hash],
-            )?
-        } else {
-            self.sql.execute("UPDATE site_sync SET password_hash = ?2 WHERE site_id = ?1", params![site, hash])?
-        };
-        Ok(changed > 0)
+        match &mut self.sql {
+            TxSql::Sqlite(sql) => {
+                let changed = if create {
+                    sql.execute(
+                        "INSERT INTO site_sync (site_id, password_hash) VALUES (?1, ?2)
+                         ON CONFLICT (site_id) DO UPDATE SET password_hash = excluded.password_hash",
+                        params![site, hash],
+                    )?
+                } else {
+                    sql.execute("UPDATE site_sync SET password_hash = ?2 WHERE site_id = ?1", params![site, hash])?
+                };
+                Ok(changed > 0)
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().set_password_hash(site, hash, create),
+        }
     }
 
     /// Remote site initialised again: its own change log continues after `seq`, the last of
     /// its changes the central server already holds, so new changes are not mistaken for old
     /// ones. The marker entry has no record: it is never pushed nor counted as waiting.
     pub fn start_log_after(&mut self, seq: Seq) -> Result<()> {
-        if seq.0 > 0 {
-            self.sql.execute(
-                "INSERT OR IGNORE INTO change_log (seq, tbl, record_id, action, origin_site) VALUES (?1, '', '', 'upsert', '')",
-                [seq.0],
-            )?;
+        if seq.0 <= 0 {
+            return Ok(());
         }
-        Ok(())
+        match &mut self.sql {
+            TxSql::Sqlite(sql) => {
+                sql.execute(
+                    "INSERT OR IGNORE INTO change_log (seq, tbl, record_id, action, origin_site) VALUES (?1, '', '', 'upsert', '')",
+                    [seq.0],
+                )?;
+                Ok(())
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().start_log_after(seq),
+        }
     }
 }
 
 impl Db {
     /// Central server: notes that a site pulled (the dashboard's "last synced").
     pub fn mark_pulled(&self, site: &SiteId) -> Result<()> {
-        self.transaction(|tx| {
-            tx.sql
-                .prepare_cached(&format!("UPDATE site_sync SET last_pull_at = {NOW} WHERE site_id = ?1"))?
-                .execute([site.as_str()])?;
-            Ok(())
+        self.read(|conn| match conn {
+            Conn::Sqlite(conn) => {
+                conn.prepare_cached(&format!("UPDATE site_sync SET last_pull_at = {NOW} WHERE site_id = ?1"))?
+                    .execute([site.as_str()])?;
+                Ok(())
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => conn.session().mark_pulled(site),
         })
     }
 
     /// Central server: a site's stored password hash, if the site exists.
     pub fn password_hash(&self, site: &str) -> Result<Option<String>> {
-        self.read(|conn, _| {
-            Ok(conn
+        self.read(|conn| match conn {
+            Conn::Sqlite(conn) => Ok(conn
                 .prepare_cached("SELECT password_hash FROM site_sync WHERE site_id = ?1")?
                 .query_row([site], |r| r.get(0))
-                .optional()?)
+                .optional()?),
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => conn.session().password_hash(site),
         })
     }
 
     /// Central server: every site's bookkeeping, by site id.
     pub fn site_sync_rows(&self) -> Result<Vec<SiteSyncRow>> {
-        self.read(|conn, _| {
-            let mut stmt = conn.prepare(
-                "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
-                        COALESCE(julianday('now') - julianday(COALESCE(s.last_pull_at, s.last_push_at)), 1e9) > 30,
-                        (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id)
-                 FROM site_sync s ORDER BY s.site_id",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(SiteSyncRow {
-                    site: r.get(0)?,
-                    acked: Seq(r.get(1)?),
-                    last_push_at: r.get(2)?,
-                    last_pull_at: r.get(3)?,
-                    stale: r.get(4)?,
-                    rejections: r.get(5)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|conn| match conn {
+            Conn::Sqlite(conn) => {
+                let mut stmt = conn.prepare(
+                    "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
+                            COALESCE(julianday('now') - julianday(COALESCE(s.last_pull_at, s.last_push_at)), 1e9) > 30,
+                            (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id)
+                     FROM site_sync s ORDER BY s.site_id",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(SiteSyncRow {
+                        site: r.get(0)?,
+                        acked: Seq(r.get(1)?),
+                        last_push_at: r.get(2)?,
+                        last_pull_at: r.get(3)?,
+                        stale: r.get(4)?,
+                        rejections: r.get(5)?,
+                    })
+                })?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => conn.session().site_sync_rows(),
         })
     }
 
     /// Kept refusals, oldest first, or the newest `limit` of them, newest first.
     pub fn rejections(&self, limit: Option<usize>) -> Result<Vec<RejectionRecord>> {
-        self.read(|conn, _| {
-            let sql = match limit {
-                Some(n) => format!("SELECT {REJECTION_COLUMNS} FROM rejection ORDER BY id DESC LIMIT {n}"),
-                None => format!("SELECT {REJECTION_COLUMNS} FROM rejection ORDER BY id"),
-            };
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map([], rejection_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.read(|conn| match conn {
+            Conn::Sqlite(conn) => {
+                let sql = match limit {
+                    Some(n) => format!("SELECT {REJECTION_COLUMNS} FROM rejection ORDER BY id DESC LIMIT {n}"),
+                    None => format!("SELECT {REJECTION_COLUMNS} FROM rejection ORDER BY id"),
+                };
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt.query_map([], rejection_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => conn.session().rejections(limit),
+        })
+    }
+
+    /// How many refusals are kept.
+    pub fn count_rejections(&self) -> Result<u64> {
+        self.read(|conn| match conn {
+            Conn::Sqlite(conn) => Ok(conn.query_row("SELECT count(*) FROM rejection", [], |r| r.get(0))?),
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => conn.session().count_rejections(),
         })
     }
 }

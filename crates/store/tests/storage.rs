@@ -1,13 +1,17 @@
 //! The storage layer's architecture invariants, tested through its public API on a real
-//! database file: every write of a node's own is logged in the same transaction, a batch is all
+//! database, on each backend (`sqlite::…` on a file, `postgres::…` in a schema of its own; see
+//! `backends/mod.rs`): every write of a node's own is logged in the same transaction, a batch is all
 //! or nothing, the log keeps one (latest) entry per record, deletes leave tombstones, received
 //! changes are not pushed back, topology records keep the in-memory network in step (also when
-//! a transaction fails), and everything survives reopening the file.
+//! a transaction fails), and everything survives reopening the database.
 
 use model::{Action, Change, RecordId, Refusal, Seq, SiteId, StoreId, SyncType};
 use outpost_store::{Db, StoreError, Write};
 use serde_json::{json, Value};
-use tempfile::TempDir;
+
+#[macro_use]
+mod backends;
+use backends::Fixture;
 
 const HERE: &str = "north";
 const LOCAL_STORE: &str = "north-pharmacy";
@@ -53,9 +57,9 @@ fn sites_and_stores() -> Vec<Change> {
     ]
 }
 
-/// A database file for site `north`, knowing the network but with no store active here yet.
-fn open_bare(dir: &TempDir) -> Db {
-    let db = Db::open(&db_path(dir)).expect("open the database");
+/// A database for site `north`, knowing the network but with no store active here yet.
+fn open_bare(fx: &Fixture) -> Db {
+    let db = fx.open();
     db.transaction(|tx| {
         for change in sites_and_stores() {
             tx.apply_received(&change)?;
@@ -66,20 +70,12 @@ fn open_bare(dir: &TempDir) -> Db {
     db
 }
 
-/// A database file for site `north`, where `north-pharmacy` is active (`south-clinic` is active
-/// on `south`).
-fn open_site(dir: &TempDir) -> Db {
-    let db = open_bare(dir);
+/// A database for site `north`, where `north-pharmacy` is active (`south-clinic` is active on
+/// `south`).
+fn open_site(fx: &Fixture) -> Db {
+    let db = open_bare(fx);
     db.transaction(|tx| tx.apply_received(&store_sync(LOCAL_STORE, HERE, "active"))).expect("activate the store here");
     db
-}
-
-fn db_path(dir: &TempDir) -> std::path::PathBuf {
-    dir.path().join("site.sqlite")
-}
-
-fn tempdir() -> TempDir {
-    tempfile::tempdir().expect("a temporary directory")
 }
 
 fn stock_line(id: &str, store: &str, packs: f64) -> Write {
@@ -115,10 +111,8 @@ fn assert_nothing_written(db: &Db, table: &str, id: &str) {
 
 // 1. Every write appends exactly one change-log entry, in the same transaction.
 
-#[test]
-fn each_write_appends_exactly_one_change_log_entry_and_the_record_is_readable() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn each_write_appends_exactly_one_change_log_entry_and_the_record_is_readable(fx: &Fixture) {
+    let db = open_site(fx);
     assert_eq!(logged(&db), 0, "received topology is not logged");
 
     let seqs = db.write(&[stock_line("sl-1", LOCAL_STORE, 10.0)]).expect("accepted");
@@ -145,10 +139,8 @@ fn each_write_appends_exactly_one_change_log_entry_and_the_record_is_readable() 
     assert_eq!(db.last_seq().expect("read the last position"), seqs2[1]);
 }
 
-#[test]
-fn writes_inside_one_transaction_are_each_logged_once() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn writes_inside_one_transaction_are_each_logged_once(fx: &Fixture) {
+    let db = open_site(fx);
     let seqs = db
         .transaction(|tx| {
             (0..50)
@@ -163,10 +155,8 @@ fn writes_inside_one_transaction_are_each_logged_once() {
 
 // 2. A batch is all or nothing; a write without authority is refused, naming the table.
 
-#[test]
-fn batch_with_a_write_without_authority_is_refused_naming_the_table_and_writes_nothing() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn batch_with_a_write_without_authority_is_refused_naming_the_table_and_writes_nothing(fx: &Fixture) {
+    let db = open_site(fx);
     let ok = stock_line("sl-ok", LOCAL_STORE, 5.0);
     // Items are central data, edited only on the primary (the central server here).
     let refused = Write::upsert("item", "item-new", &json!({"code": "AMX", "name": "Amoxicillin"}));
@@ -187,10 +177,8 @@ fn batch_with_a_write_without_authority_is_refused_naming_the_table_and_writes_n
     assert!(db.dump().expect("dump the records").iter().all(|(table, ..)| table != "stock_line" && table != "item"));
 }
 
-#[test]
-fn refused_write_first_in_a_batch_also_writes_nothing() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn refused_write_first_in_a_batch_also_writes_nothing(fx: &Fixture) {
+    let db = open_site(fx);
     let err = db
         .write(&[stock_line("sl-theirs", REMOTE_STORE, 1.0), stock_line("sl-ours", LOCAL_STORE, 1.0)])
         .expect_err("expected to fail");
@@ -200,10 +188,8 @@ fn refused_write_first_in_a_batch_also_writes_nothing() {
     assert_eq!(db.record("stock_line", "sl-theirs").expect("read the record"), None);
 }
 
-#[test]
-fn a_failed_batch_leaves_earlier_writes_and_later_positions_intact() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn a_failed_batch_leaves_earlier_writes_and_later_positions_intact(fx: &Fixture) {
+    let db = open_site(fx);
     let first = db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect("accepted")[0];
 
     db.write(&[stock_line("sl-1", LOCAL_STORE, 99.0), Write::delete("item", "item-x")]).expect_err("expected to fail");
@@ -222,10 +208,8 @@ fn a_failed_batch_leaves_earlier_writes_and_later_positions_intact() {
 
 // 3. One entry per record, at the position of its latest change; positions never go backwards.
 
-#[test]
-fn updating_a_record_twice_leaves_one_entry_at_a_higher_seq_with_the_latest_data() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn updating_a_record_twice_leaves_one_entry_at_a_higher_seq_with_the_latest_data(fx: &Fixture) {
+    let db = open_site(fx);
     let created = db.write(&[stock_line("sl-a", LOCAL_STORE, 10.0)]).expect("accepted")[0];
     let updated = db.write(&[stock_line("sl-a", LOCAL_STORE, 9.0)]).expect("accepted")[0];
     let updated_again = db.write(&[stock_line("sl-a", LOCAL_STORE, 8.0)]).expect("accepted")[0];
@@ -246,10 +230,8 @@ fn updating_a_record_twice_leaves_one_entry_at_a_higher_seq_with_the_latest_data
     assert_eq!(db.count_changes_after(updated_again, &me()).expect("count the change log"), 0);
 }
 
-#[test]
-fn writing_one_record_twice_in_one_batch_leaves_one_entry_with_the_second_data() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn writing_one_record_twice_in_one_batch_leaves_one_entry_with_the_second_data(fx: &Fixture) {
+    let db = open_site(fx);
     let seqs =
         db.write(&[stock_line("sl-a", LOCAL_STORE, 1.0), stock_line("sl-a", LOCAL_STORE, 2.0)]).expect("accepted");
     assert!(seqs[0] < seqs[1]);
@@ -259,10 +241,8 @@ fn writing_one_record_twice_in_one_batch_leaves_one_entry_with_the_second_data()
     assert_eq!(data_of(&log[0]), Some(stock_doc(LOCAL_STORE, 2.0)));
 }
 
-#[test]
-fn seqs_never_go_backwards_when_updates_prune_older_entries() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn seqs_never_go_backwards_when_updates_prune_older_entries(fx: &Fixture) {
+    let db = open_site(fx);
     let a = db.write(&[stock_line("sl-a", LOCAL_STORE, 1.0)]).expect("accepted")[0];
     let a_latest = db.write(&[stock_line("sl-a", LOCAL_STORE, 2.0)]).expect("accepted")[0];
     assert!(a_latest > a);
@@ -279,10 +259,8 @@ fn seqs_never_go_backwards_when_updates_prune_older_entries() {
 
 // 4. A delete leaves a tombstone that travels.
 
-#[test]
-fn delete_leaves_a_tombstone_logged_as_a_delete_without_data() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn delete_leaves_a_tombstone_logged_as_a_delete_without_data(fx: &Fixture) {
+    let db = open_site(fx);
     let created = db
         .write(&[stock_line("sl-gone", LOCAL_STORE, 3.0), stock_line("sl-kept", LOCAL_STORE, 4.0)])
         .expect("accepted");
@@ -302,10 +280,8 @@ fn delete_leaves_a_tombstone_logged_as_a_delete_without_data() {
     assert!(db.dump().expect("dump the records").iter().all(|(_, id, _)| id != "sl-gone"));
 }
 
-#[test]
-fn a_deleted_record_can_be_created_again() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn a_deleted_record_can_be_created_again(fx: &Fixture) {
+    let db = open_site(fx);
     db.write(&[stock_line("sl-x", LOCAL_STORE, 1.0)]).expect("accepted");
     db.write(&[Write::delete("stock_line", "sl-x")]).expect("accepted");
     let again = db.write(&[stock_line("sl-x", LOCAL_STORE, 5.0)]).expect("accepted")[0];
@@ -315,10 +291,8 @@ fn a_deleted_record_can_be_created_again() {
     assert_eq!((log[0].seq, &log[0].action), (again, &Action::Upsert));
 }
 
-#[test]
-fn deleting_a_record_of_a_store_active_elsewhere_is_refused() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn deleting_a_record_of_a_store_active_elsewhere_is_refused(fx: &Fixture) {
+    let db = open_site(fx);
     db.transaction(|tx| tx.apply_received(&received("stock_line", "sl-south", stock_doc(REMOTE_STORE, 7.0))))
         .expect("accepted");
     let err = db.write(&[Write::delete("stock_line", "sl-south")]).expect_err("expected to fail");
@@ -329,10 +303,8 @@ fn deleting_a_record_of_a_store_active_elsewhere_is_refused() {
 
 // 5. Received changes are written but not logged; received topology changes authority.
 
-#[test]
-fn received_change_is_written_but_not_added_to_the_change_log() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn received_change_is_written_but_not_added_to_the_change_log(fx: &Fixture) {
+    let db = open_site(fx);
     let item = json!({"code": "AMX", "name": "Amoxicillin 250mg"});
     db.transaction(|tx| {
         tx.apply_received(&received("item", "item-amx", item.clone()))?;
@@ -352,10 +324,8 @@ fn received_change_is_written_but_not_added_to_the_change_log() {
     assert!(log(&db).is_empty());
 }
 
-#[test]
-fn received_delete_leaves_a_tombstone_without_logging_it() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn received_delete_leaves_a_tombstone_without_logging_it(fx: &Fixture) {
+    let db = open_site(fx);
     db.transaction(|tx| tx.apply_received(&received("item", "item-amx", json!({"name": "Amoxicillin"}))))
         .expect("accepted");
     let delete = Change { action: Action::Delete, data: None, ..received("item", "item-amx", Value::Null) };
@@ -364,10 +334,8 @@ fn received_delete_leaves_a_tombstone_without_logging_it() {
     assert_eq!(db.last_seq().expect("read the last position"), Seq(0));
 }
 
-#[test]
-fn received_store_sync_activating_a_store_here_makes_local_writes_to_it_accepted() {
-    let dir = tempdir();
-    let db = open_bare(&dir);
+fn received_store_sync_activating_a_store_here_makes_local_writes_to_it_accepted(fx: &Fixture) {
+    let db = open_bare(fx);
     assert_ne!(active_site(&db, LOCAL_STORE), Some(me()));
     let err = db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect_err("expected to fail");
     assert!(matches!(err, StoreError::Refused { .. }), "not active here yet: {err:?}");
@@ -396,10 +364,8 @@ fn received_store_sync_activating_a_store_here_makes_local_writes_to_it_accepted
     assert_eq!(logged(&db), 1);
 }
 
-#[test]
-fn received_store_sync_moving_a_store_away_makes_local_writes_to_it_refused() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn received_store_sync_moving_a_store_away_makes_local_writes_to_it_refused(fx: &Fixture) {
+    let db = open_site(fx);
     db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect("accepted");
     // The store is made active on south: north loses the right to edit it.
     db.transaction(|tx| {
@@ -413,10 +379,8 @@ fn received_store_sync_moving_a_store_away_makes_local_writes_to_it_refused() {
     assert_eq!(db.record("stock_line", "sl-1").expect("read the record"), Some(stock_doc(LOCAL_STORE, 1.0)));
 }
 
-#[test]
-fn an_update_moving_a_record_of_a_store_active_elsewhere_into_a_local_store_is_refused() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn an_update_moving_a_record_of_a_store_active_elsewhere_into_a_local_store_is_refused(fx: &Fixture) {
+    let db = open_site(fx);
     db.transaction(|tx| tx.apply_received(&received("stock_line", "sl-south", stock_doc(REMOTE_STORE, 7.0))))
         .expect("accepted");
     // The record belongs to south's store: north may not take it over by rewriting its store.
@@ -428,10 +392,8 @@ fn an_update_moving_a_record_of_a_store_active_elsewhere_into_a_local_store_is_r
 
 // 6. A failed transaction rolls back the records and the in-memory network together.
 
-#[test]
-fn error_in_a_transaction_after_a_topology_change_rolls_back_record_and_network() {
-    let dir = tempdir();
-    let db = open_bare(&dir);
+fn error_in_a_transaction_after_a_topology_change_rolls_back_record_and_network(fx: &Fixture) {
+    let db = open_bare(fx);
     let before = active_site(&db, LOCAL_STORE);
     assert_ne!(before, Some(me()));
 
@@ -452,10 +414,8 @@ fn error_in_a_transaction_after_a_topology_change_rolls_back_record_and_network(
     assert!(matches!(err, StoreError::Refused { .. }), "still not writable here: {err:?}");
 }
 
-#[test]
-fn error_after_moving_a_store_rolls_the_network_back_to_where_it_was() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn error_after_moving_a_store_rolls_the_network_back_to_where_it_was(fx: &Fixture) {
+    let db = open_site(fx);
     let result: Result<(), StoreError> = db.transaction(|tx| {
         tx.apply_received(&store_sync(LOCAL_STORE, "south", "active"))?;
         tx.apply_received(&received("store", "new-store", json!({"name": "New"})))?;
@@ -468,11 +428,9 @@ fn error_after_moving_a_store_rolls_the_network_back_to_where_it_was() {
     db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect("the store is still active here");
 }
 
-#[test]
-fn failed_write_batch_with_a_topology_write_rolls_back_the_network() {
+fn failed_write_batch_with_a_topology_write_rolls_back_the_network(fx: &Fixture) {
     // On the central server, topology is written locally through `Db::write`.
-    let dir = tempdir();
-    let db = Db::open(&db_path(&dir)).expect("open the database");
+    let db = fx.open();
     db.transaction(|tx| {
         for change in sites_and_stores() {
             tx.apply_received(&change)?;
@@ -489,10 +447,8 @@ fn failed_write_batch_with_a_topology_write_rolls_back_the_network() {
     assert_eq!(db.count_changes_after(Seq(0), &central()).expect("count the change log"), 0);
 }
 
-#[test]
-fn panic_in_a_transaction_after_a_topology_change_rolls_back_record_and_network() {
-    let dir = tempdir();
-    let db = open_bare(&dir);
+fn panic_in_a_transaction_after_a_topology_change_rolls_back_record_and_network(fx: &Fixture) {
+    let db = open_bare(fx);
     let before = active_site(&db, LOCAL_STORE);
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         db.transaction(|tx| -> Result<(), StoreError> {
@@ -512,18 +468,16 @@ fn panic_in_a_transaction_after_a_topology_change_rolls_back_record_and_network(
 
 // 8. Reopening the file keeps records, log, network and the order of positions.
 
-#[test]
-fn reopening_the_database_keeps_records_log_and_network() {
-    let dir = tempdir();
+fn reopening_the_database_keeps_records_log_and_network(fx: &Fixture) {
     let (seqs, last) = {
-        let db = open_site(&dir);
+        let db = open_site(fx);
         let seqs =
             db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0), stock_line("sl-2", LOCAL_STORE, 2.0)]).expect("accepted");
         db.write(&[Write::delete("stock_line", "sl-2")]).expect("accepted");
         (seqs, db.last_seq().expect("read the last position"))
     };
 
-    let db = Db::open(&db_path(&dir)).expect("open the database");
+    let db = fx.open();
     assert_eq!(db.local_site().expect("the local site"), me());
     assert_eq!(db.record("stock_line", "sl-1").expect("read the record"), Some(stock_doc(LOCAL_STORE, 1.0)));
     assert_eq!(db.record("stock_line", "sl-2").expect("read the record"), None);
@@ -544,27 +498,23 @@ fn reopening_the_database_keeps_records_log_and_network() {
     assert!(db.write(&[stock_line("sl-4", REMOTE_STORE, 3.0)]).is_err(), "still refused after reopening");
 }
 
-#[test]
-fn reopening_after_a_rolled_back_topology_change_does_not_resurrect_it() {
-    let dir = tempdir();
+fn reopening_after_a_rolled_back_topology_change_does_not_resurrect_it(fx: &Fixture) {
     {
-        let db = open_bare(&dir);
+        let db = open_bare(fx);
         let _ = db.transaction(|tx| -> Result<(), StoreError> {
             tx.apply_received(&store_sync(LOCAL_STORE, HERE, "active"))?;
             Err(StoreError::NotInitialised)
         });
     }
-    let db = Db::open(&db_path(&dir)).expect("open the database");
+    let db = fx.open();
     assert_ne!(active_site(&db, LOCAL_STORE), Some(me()));
     assert_eq!(active_site(&db, REMOTE_STORE), Some(SiteId::from("south")));
 }
 
 // 9. Invalid input is refused before anything is written.
 
-#[test]
-fn upsert_whose_data_is_not_a_json_object_is_invalid_and_writes_nothing() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn upsert_whose_data_is_not_a_json_object_is_invalid_and_writes_nothing(fx: &Fixture) {
+    let db = open_site(fx);
     for text in
         ["[\"north-pharmacy\"]", "[1,2]", "[]", "42", "\"text\"", "null", "true", "not json", "", "{\"store_id\":"]
     {
@@ -577,10 +527,8 @@ fn upsert_whose_data_is_not_a_json_object_is_invalid_and_writes_nothing() {
     }
 }
 
-#[test]
-fn invalid_upsert_in_a_batch_writes_nothing_of_the_batch() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn invalid_upsert_in_a_batch_writes_nothing_of_the_batch(fx: &Fixture) {
+    let db = open_site(fx);
     let err = db
         .write(&[stock_line("sl-ok", LOCAL_STORE, 1.0), Write::upsert_text("stock_line", "sl-bad", "[1,2]".into())])
         .expect_err("expected to fail");
@@ -588,20 +536,16 @@ fn invalid_upsert_in_a_batch_writes_nothing_of_the_batch() {
     assert_nothing_written(&db, "stock_line", "sl-ok");
 }
 
-#[test]
-fn upsert_without_data_is_invalid() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn upsert_without_data_is_invalid(fx: &Fixture) {
+    let db = open_site(fx);
     let write = Write { data: None, ..stock_line("sl-1", LOCAL_STORE, 1.0) };
     let err = db.write(&[write]).expect_err("expected to fail");
     assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
     assert_nothing_written(&db, "stock_line", "sl-1");
 }
 
-#[test]
-fn write_to_an_unknown_table_is_refused_naming_it() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn write_to_an_unknown_table_is_refused_naming_it(fx: &Fixture) {
+    let db = open_site(fx);
     let err = db
         .write(&[Write::upsert("no_such_table", "x", &json!({"store_id": LOCAL_STORE}))])
         .expect_err("expected to fail");
@@ -616,10 +560,8 @@ fn write_to_an_unknown_table_is_refused_naming_it() {
     assert_nothing_written(&db, "no_such_table", "x");
 }
 
-#[test]
-fn received_change_to_an_unknown_table_or_with_non_object_data_writes_nothing() {
-    let dir = tempdir();
-    let db = open_site(&dir);
+fn received_change_to_an_unknown_table_or_with_non_object_data_writes_nothing(fx: &Fixture) {
+    let db = open_site(fx);
     let dump = db.dump().expect("dump the records");
     let unknown = db
         .transaction(|tx| tx.apply_received(&received("no_such_table", "x", json!({}))))
@@ -636,12 +578,41 @@ fn received_change_to_an_unknown_table_or_with_non_object_data_writes_nothing() 
     assert_eq!(db.last_seq().expect("read the last position"), Seq(0));
 }
 
-#[test]
-fn write_on_a_database_without_a_local_site_is_refused_as_not_initialised() {
-    let dir = tempdir();
-    let db = Db::open(&db_path(&dir)).expect("open the database");
+fn write_on_a_database_without_a_local_site_is_refused_as_not_initialised(fx: &Fixture) {
+    let db = fx.open();
     let err = db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect_err("expected to fail");
     assert!(matches!(err, StoreError::NotInitialised), "{err:?}");
     assert_eq!(db.record("stock_line", "sl-1").expect("read the record"), None);
     assert_eq!(db.last_seq().expect("read the last position"), Seq(0));
 }
+
+on_each_backend!(
+    each_write_appends_exactly_one_change_log_entry_and_the_record_is_readable,
+    writes_inside_one_transaction_are_each_logged_once,
+    batch_with_a_write_without_authority_is_refused_naming_the_table_and_writes_nothing,
+    refused_write_first_in_a_batch_also_writes_nothing,
+    a_failed_batch_leaves_earlier_writes_and_later_positions_intact,
+    updating_a_record_twice_leaves_one_entry_at_a_higher_seq_with_the_latest_data,
+    writing_one_record_twice_in_one_batch_leaves_one_entry_with_the_second_data,
+    seqs_never_go_backwards_when_updates_prune_older_entries,
+    delete_leaves_a_tombstone_logged_as_a_delete_without_data,
+    a_deleted_record_can_be_created_again,
+    deleting_a_record_of_a_store_active_elsewhere_is_refused,
+    received_change_is_written_but_not_added_to_the_change_log,
+    received_delete_leaves_a_tombstone_without_logging_it,
+    received_store_sync_activating_a_store_here_makes_local_writes_to_it_accepted,
+    received_store_sync_moving_a_store_away_makes_local_writes_to_it_refused,
+    an_update_moving_a_record_of_a_store_active_elsewhere_into_a_local_store_is_refused,
+    error_in_a_transaction_after_a_topology_change_rolls_back_record_and_network,
+    error_after_moving_a_store_rolls_the_network_back_to_where_it_was,
+    failed_write_batch_with_a_topology_write_rolls_back_the_network,
+    panic_in_a_transaction_after_a_topology_change_rolls_back_record_and_network,
+    reopening_the_database_keeps_records_log_and_network,
+    reopening_after_a_rolled_back_topology_change_does_not_resurrect_it,
+    upsert_whose_data_is_not_a_json_object_is_invalid_and_writes_nothing,
+    invalid_upsert_in_a_batch_writes_nothing_of_the_batch,
+    upsert_without_data_is_invalid,
+    write_to_an_unknown_table_is_refused_naming_it,
+    received_change_to_an_unknown_table_or_with_non_object_data_writes_nothing,
+    write_on_a_database_without_a_local_site_is_refused_as_not_initialised,
+);

@@ -1,0 +1,787 @@
+//! The PostgreSQL backend (feature `postgres`): the same storage API as SQLite, for central
+//! servers whose processes share one database.
+//!
+//! - **Connections.** A small pool per [`Db`](crate::Db) handle; each connection keeps its own
+//!   prepared statements. A transaction holds one connection from `BEGIN` to `COMMIT`, so the
+//!   transactions of one process run side by side, and those of several processes too.
+//! - **Positions.** `change_log.seq` comes from the column's identity sequence: numbering a
+//!   change never waits for another transaction, and nothing locks the whole log. Sequence
+//!   values are handed out in write order, not commit order; each entry also records its writing
+//!   transaction (`xid`), so that a reader can tell which positions may still be filled in.
+//! - **The network.** Each handle caches the network its records describe. Every transaction
+//!   that writes a topology record adds one, at commit, to a per-connection counter
+//!   (`topology_version`, one row per server connection, so writers never queue on one row).
+//!   A transaction starts by reading the counters' sum, one indexed scan of a few rows; if it
+//!   moved since the cache was read, another transaction (here or in another process) changed
+//!   the network, and the network is read again.
+//! - **Records written twice at once.** A write reads the record `FOR UPDATE`, so two
+//!   transactions writing the same record take turns, and each supersedes the other's log entry.
+
+use crate::db::{network_from_records, Current, Put, Tx};
+use crate::queries::{change_from_parts, PullSource, Stored};
+use crate::sync_state::{RejectionRecord, SiteSyncRow};
+use crate::Result;
+use model::network::TOPOLOGY_TABLES;
+use model::{Change, Network, RecordId, RecordKeys, Registry, Seq, SiteId};
+use postgres::types::ToSql;
+use postgres::{Client, Config, GenericClient, NoTls, Row, Statement, Transaction};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+const SCHEMA: &str = include_str!("schema_postgres.sql");
+const SCHEMA_VERSION: i32 = 1;
+/// Connections per handle: as many transactions of one process run at once.
+const POOL_SIZE: usize = 8;
+/// The advisory lock that lets one process at a time create or migrate a schema.
+const MIGRATION_LOCK: i64 = 0x6f75_7470_6f73_7400;
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing guarded here is left half-changed by a panic (a pool list, a cached network).
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A PostgreSQL database, as one [`Db`](crate::Db) handle uses it.
+pub(crate) struct PgDb {
+    config: Config,
+    /// `SET search_path ...`, run on every new connection when the tables live in a schema.
+    search_path: Option<String>,
+    pool: Mutex<Pool>,
+    returned: Condvar,
+    network: Mutex<NetCache>,
+}
+
+impl fmt::Debug for PgDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pool = lock(&self.pool);
+        f.debug_struct("PgDb")
+            .field("search_path", &self.search_path)
+            .field("open", &pool.open)
+            .field("idle", &pool.idle.len())
+            .finish()
+    }
+}
+
+struct Pool {
+    idle: Vec<PgConn>,
+    /// Connections open, idle or in use.
+    open: usize,
+}
+
+struct NetCache {
+    network: Arc<Network>,
+    /// The sum of `topology_version` read before `network` was.
+    version: i64,
+}
+
+/// One connection, with the statements it has prepared.
+pub(crate) struct PgConn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl PgConn {
+    pub(crate) fn session(&mut self) -> Session<'_, Client> {
+        Session { client: &mut self.client, statements: &mut self.statements }
+    }
+}
+
+/// A connection taken from the pool; given back when dropped.
+pub(crate) struct Pooled<'a> {
+    db: &'a PgDb,
+    conn: Option<PgConn>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = PgConn;
+    fn deref(&self) -> &PgConn {
+        self.conn.as_ref().unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut PgConn {
+        self.conn.as_mut().unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        // A connection dropped in a panic may be anywhere in a conversation: close it.
+        let keep = !conn.client.is_closed() && !std::thread::panicking();
+        let closed = {
+            let mut pool = lock(&self.db.pool);
+            if keep {
+                pool.idle.push(conn);
+                None
+            } else {
+                pool.open -= 1;
+                Some(conn)
+            }
+        };
+        drop(closed);
+        self.db.returned.notify_one();
+    }
+}
+
+impl PgDb {
+    pub(crate) fn open(url: &str, schema: Option<&str>) -> Result<PgDb> {
+        let mut config: Config = url.parse()?;
+        if config.get_application_name().is_none() {
+            config.application_name("outpost");
+        }
+        let db = PgDb {
+            config,
+            search_path: schema.map(|s| format!("SET search_path TO {}", quote_ident(s))),
+            pool: Mutex::new(Pool { idle: Vec::new(), open: 0 }),
+            returned: Condvar::new(),
+            network: Mutex::new(NetCache { network: Arc::default(), version: -1 }),
+        };
+        let mut conn = db.connection()?;
+        migrate(&mut conn.client, schema)?;
+        db.network_now(&mut conn.session())?;
+        drop(conn);
+        Ok(db)
+    }
+
+    fn connect(&self) -> Result<PgConn> {
+        let mut client = self.config.connect(NoTls)?;
+        if let Some(search_path) = &self.search_path {
+            client.batch_execute(search_path)?;
+        }
+        Ok(PgConn { client, statements: HashMap::new() })
+    }
+
+    /// A connection from the pool, opened if none is idle (waiting when all are in use).
+    pub(crate) fn connection(&self) -> Result<Pooled<'_>> {
+        let mut pool = lock(&self.pool);
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(Pooled { db: self, conn: Some(conn) });
+            }
+            if pool.open < POOL_SIZE {
+                pool.open += 1;
+                break;
+            }
+            pool = self.returned.wait(pool).unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(pool);
+        match self.connect() {
+            Ok(conn) => Ok(Pooled { db: self, conn: Some(conn) }),
+            Err(e) => {
+                lock(&self.pool).open -= 1;
+                self.returned.notify_one();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` in one transaction on one connection of the pool.
+    pub(crate) fn transaction<T>(
+        &self,
+        registry: &'static Registry,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.connection()?;
+        let PgConn { client, statements } = &mut *conn;
+        let mut t = client.transaction()?;
+        let (network, version) = self.network_now(&mut Session { client: &mut t, statements })?;
+        let mut tx = Tx::postgres(PgTx { t, statements }, network, registry);
+        // An error (or a panic) drops the transaction, which rolls it back, with the copy of the
+        // network it may have changed.
+        let value = f(&mut tx)?;
+        let committed = tx.commit()?;
+        if let (true, Some(network)) = (committed.topology_changed, committed.network) {
+            self.adopt(&mut conn, network, version);
+        }
+        Ok(value)
+    }
+
+    /// The network as the database describes it now: the cached one unless a topology change
+    /// was committed since it was read. Returns it with the version it was checked against.
+    fn network_now<C: GenericClient>(&self, session: &mut Session<'_, C>) -> Result<(Arc<Network>, i64)> {
+        let version = session.topology_version()?;
+        {
+            let cache = lock(&self.network);
+            if cache.version == version {
+                return Ok((cache.network.clone(), version));
+            }
+        }
+        // Read after the version: the network holds at least every change the version counts.
+        let network = Arc::new(session.load_network()?);
+        let mut cache = lock(&self.network);
+        if version > cache.version {
+            *cache = NetCache { network: network.clone(), version };
+        }
+        Ok((network, version))
+    }
+
+    /// After a commit that changed the network: the transaction's network becomes the cached
+    /// one if no other topology change was committed meanwhile (otherwise the next transaction
+    /// reads the network again).
+    fn adopt(&self, conn: &mut PgConn, network: Arc<Network>, started_at: i64) {
+        let Ok(now) = conn.session().topology_version() else { return };
+        let mut cache = lock(&self.network);
+        if cache.version == started_at && now == started_at + 1 {
+            *cache = NetCache { network, version: now };
+        }
+    }
+
+    pub(crate) fn network(&self) -> Result<Arc<Network>> {
+        let mut conn = self.connection()?;
+        Ok(self.network_now(&mut conn.session())?.0)
+    }
+
+    /// The network last read, without asking the database.
+    pub(crate) fn cached_network(&self) -> Arc<Network> {
+        lock(&self.network).network.clone()
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Creates the schema (if asked) and its tables, or brings them up to date. One process at a
+/// time: a server started twice at once does not create the tables twice.
+fn migrate(client: &mut Client, schema: Option<&str>) -> Result<()> {
+    let mut t = client.transaction()?;
+    t.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    if let Some(schema) = schema {
+        t.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)))?;
+    }
+    let exists: bool = t.query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])?.try_get(0)?;
+    let version: i32 =
+        if exists { t.query_one("SELECT COALESCE(max(version), 0) FROM schema_version", &[])?.try_get(0)? } else { 0 };
+    if version < SCHEMA_VERSION {
+        t.batch_execute(SCHEMA)?;
+        t.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&SCHEMA_VERSION])?;
+    }
+    t.commit()?;
+    Ok(())
+}
+
+/// One transaction on a pooled connection.
+pub(crate) struct PgTx<'a> {
+    t: Transaction<'a>,
+    statements: &'a mut HashMap<&'static str, Statement>,
+}
+
+impl<'a> PgTx<'a> {
+    pub(crate) fn session(&mut self) -> Session<'_, Transaction<'a>> {
+        Session { client: &mut self.t, statements: self.statements }
+    }
+
+    /// Commits; a transaction that changed the network first says so to every other one.
+    pub(crate) fn commit(mut self, topology_changed: bool) -> Result<()> {
+        if topology_changed {
+            self.session().execute(
+                "INSERT INTO topology_version (backend_pid, v) VALUES (pg_backend_pid(), 1)
+                 ON CONFLICT (backend_pid) DO UPDATE SET v = topology_version.v + 1",
+                &[],
+            )?;
+        }
+        self.t.commit()?;
+        Ok(())
+    }
+}
+
+/// A connection or a transaction, with the connection's prepared statements.
+pub(crate) struct Session<'s, C> {
+    client: &'s mut C,
+    statements: &'s mut HashMap<&'static str, Statement>,
+}
+
+fn count(row: &Row) -> Result<u64> {
+    let n: i64 = row.try_get(0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+macro_rules! change_columns {
+    () => {
+        "l.seq, l.tbl, l.record_id, l.action, l.merge_into, l.origin_site, r.data"
+    };
+}
+
+const CHANGES_AFTER: &str = concat!(
+    "SELECT ",
+    change_columns!(),
+    " FROM change_log l JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
+     WHERE l.seq > $1 AND l.origin_site = $2 ORDER BY l.seq LIMIT $3"
+);
+const PULL_BUCKET: &str = concat!(
+    "SELECT ",
+    change_columns!(),
+    " FROM change_log l JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
+     WHERE l.bucket = $1 AND l.seq > $2 AND l.origin_site <> $3 ORDER BY l.seq LIMIT $4"
+);
+const PULL_OUTBOX: &str = concat!(
+    "SELECT ",
+    change_columns!(),
+    " FROM outbox o JOIN change_log l ON l.seq = o.seq JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
+     WHERE o.site_id = $1 AND o.seq > $2 ORDER BY o.seq LIMIT $3"
+);
+
+fn change_from_row(row: &Row) -> Result<(Change, usize)> {
+    Ok(change_from_parts(
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        &row.try_get::<_, String>(3)?,
+        row.try_get(4)?,
+        row.try_get(5)?,
+        row.try_get(6)?,
+    ))
+}
+
+fn rejection_from_row(r: &Row) -> Result<RejectionRecord> {
+    Ok(RejectionRecord {
+        from: r.try_get(0)?,
+        seq: Seq(r.try_get(1)?),
+        table: r.try_get(2)?,
+        id: r.try_get(3)?,
+        action: r.try_get(4)?,
+        data: r.try_get(5)?,
+        reason: r.try_get(6)?,
+        at: r.try_get(7)?,
+    })
+}
+
+fn keys_from_row(r: &Row, first: usize) -> Result<RecordKeys> {
+    Ok(RecordKeys {
+        store: r.try_get::<_, Option<String>>(first)?.map(Into::into),
+        other_store: r.try_get::<_, Option<String>>(first + 1)?.map(Into::into),
+        name: r.try_get::<_, Option<String>>(first + 2)?.map(Into::into),
+        home_store: None,
+    })
+}
+
+impl<C: GenericClient> Session<'_, C> {
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>> {
+        let statement = self.prepared(sql)?;
+        Ok(self.client.query(&statement, params)?)
+    }
+
+    fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>> {
+        let statement = self.prepared(sql)?;
+        Ok(self.client.query_opt(&statement, params)?)
+    }
+
+    fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row> {
+        let statement = self.prepared(sql)?;
+        Ok(self.client.query_one(&statement, params)?)
+    }
+
+    fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64> {
+        let statement = self.prepared(sql)?;
+        Ok(self.client.execute(&statement, params)?)
+    }
+
+    // The network.
+
+    fn topology_version(&mut self) -> Result<i64> {
+        Ok(self.query_one("SELECT COALESCE(sum(v), 0)::bigint FROM topology_version", &[])?.try_get(0)?)
+    }
+
+    fn load_network(&mut self) -> Result<Network> {
+        let rows = self.query(
+            "SELECT tbl, id, data FROM record WHERE tbl = ANY($1) AND data IS NOT NULL
+             ORDER BY CASE tbl WHEN 'site' THEN 0 WHEN 'store' THEN 1 ELSE 2 END",
+            &[&TOPOLOGY_TABLES],
+        )?;
+        let records = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<(String, String, String)>>>()?;
+        network_from_records(records)
+    }
+
+    // Writes (in a transaction).
+
+    /// The record as it stands, with its keys, locked until the transaction ends: a concurrent
+    /// write of the same record waits, then sees this one's log entry and supersedes it.
+    pub(crate) fn current(&mut self, table: &str, id: &str) -> Result<Option<(Current, RecordKeys)>> {
+        let row = self.query_opt(
+            "SELECT data, log_seq, store_id, other_store_id, name_id FROM record WHERE tbl = $1 AND id = $2 FOR UPDATE",
+            &[&table, &id],
+        )?;
+        row.map(|r| {
+            let current = Current { data: r.try_get(0)?, log_seq: r.try_get::<_, Option<i64>>(1)?.map(Seq) };
+            Ok((current, keys_from_row(&r, 2)?))
+        })
+        .transpose()
+    }
+
+    pub(crate) fn stored_keys(&mut self, table: &str, id: &str) -> Result<Option<RecordKeys>> {
+        let row = self.query_opt(
+            "SELECT store_id, other_store_id, name_id FROM record WHERE tbl = $1 AND id = $2",
+            &[&table, &id],
+        )?;
+        row.map(|r| keys_from_row(&r, 0)).transpose()
+    }
+
+    /// Inserts a record that does not exist yet and, when logged, its change-log entry, in one
+    /// statement; `None` (nothing written) when the record exists.
+    pub(crate) fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
+        let keys = put.keys;
+        let (store, other_store, name) = (
+            keys.store.as_ref().map(|s| s.as_str()),
+            keys.other_store.as_ref().map(|s| s.as_str()),
+            keys.name.as_ref().map(|s| s.as_str()),
+        );
+        let id = put.id.as_str();
+        if !put.log {
+            let inserted = self.execute(
+                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (tbl, id) DO NOTHING",
+                &[&put.table, &id, &store, &other_store, &name, &put.data],
+            )?;
+            return Ok((inserted > 0).then_some(Seq(0)));
+        }
+        // The record takes its position from the log's sequence; the entry is written only if
+        // the record was (a record that exists goes the update path, with no entry to undo).
+        let row = self.query_opt(
+            "WITH r AS (
+                 INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq)
+                 VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, nextval('change_log_seq_seq'))
+                 ON CONFLICT (tbl, id) DO NOTHING
+                 RETURNING log_seq
+             )
+             INSERT INTO change_log (seq, tbl, record_id, action, merge_into, origin_site, bucket) OVERRIDING SYSTEM VALUE
+             SELECT r.log_seq, $1::text, $2::text, $7::text, $8::text, $9::text, $10::text FROM r
+             RETURNING seq",
+            &[
+                &put.table,
+                &id,
+                &store,
+                &other_store,
+                &name,
+                &put.data,
+                &put.action.code(),
+                &put.merge_into(),
+                &put.origin.as_str(),
+                &put.bucket,
+            ],
+        )?;
+        row.map(|r| Ok(Seq(r.try_get(0)?))).transpose()
+    }
+
+    /// Writes a record over its current state; when logged, with a new entry that supersedes
+    /// `old_seq`, all in one statement. Returns the new entry's position, if any.
+    pub(crate) fn write_record(&mut self, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>> {
+        let keys = put.keys;
+        let (store, other_store, name) = (
+            keys.store.as_ref().map(|s| s.as_str()),
+            keys.other_store.as_ref().map(|s| s.as_str()),
+            keys.name.as_ref().map(|s| s.as_str()),
+        );
+        let id = put.id.as_str();
+        let data = put.stored_data();
+        if !put.log {
+            self.execute(
+                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
+                   name_id = excluded.name_id, data = excluded.data",
+                &[&put.table, &id, &store, &other_store, &name, &data],
+            )?;
+            return Ok(None);
+        }
+        let row = self.query_one(
+            "WITH l AS (
+                 INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket)
+                 VALUES ($1::text, $2::text, $7::text, $8::text, $9::text, $10::text)
+                 RETURNING seq
+             ), superseded AS (
+                 DELETE FROM change_log WHERE seq = $11::bigint
+             )
+             INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq)
+             SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, l.seq FROM l
+             ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
+               name_id = excluded.name_id, data = excluded.data, log_seq = excluded.log_seq
+             RETURNING log_seq",
+            &[
+                &put.table,
+                &id,
+                &store,
+                &other_store,
+                &name,
+                &data,
+                &put.action.code(),
+                &put.merge_into(),
+                &put.origin.as_str(),
+                &put.bucket,
+                &old_seq.map(|s| s.0),
+            ],
+        )?;
+        Ok(Some(Seq(row.try_get(0)?)))
+    }
+
+    pub(crate) fn set_bucket(&mut self, seq: Seq, bucket: &str) -> Result<()> {
+        self.execute("UPDATE change_log SET bucket = $2 WHERE seq = $1", &[&seq.0, &bucket])?;
+        Ok(())
+    }
+
+    pub(crate) fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()> {
+        self.execute(
+            "INSERT INTO outbox (site_id, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&site.as_str(), &seq.0],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn state(&mut self, key: &str) -> Result<Option<String>> {
+        self.query_opt("SELECT value FROM state WHERE key = $1", &[&key])?.map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
+    pub(crate) fn set_state(&mut self, key: &str, value: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )?;
+        Ok(())
+    }
+
+    // Sync bookkeeping.
+
+    pub(crate) fn keep_rejection(&mut self, rejection: &RejectionRecord) -> Result<()> {
+        self.execute(
+            "INSERT INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            &[
+                &rejection.from,
+                &rejection.seq.0,
+                &rejection.table,
+                &rejection.id,
+                &rejection.action,
+                &rejection.data,
+                &rejection.reason,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn rejections_between(&mut self, from: &str, first: Seq, last: Seq) -> Result<Vec<RejectionRecord>> {
+        self.query(
+            "SELECT site_id, origin_seq, tbl, record_id, action, data, reason, at FROM rejection
+             WHERE site_id = $1 AND origin_seq BETWEEN $2 AND $3 ORDER BY origin_seq",
+            &[&from, &first.0, &last.0],
+        )?
+        .iter()
+        .map(rejection_from_row)
+        .collect()
+    }
+
+    /// The site's acknowledged position, its row locked until the transaction ends: a second
+    /// push of the same site (another process, another connection) waits for this one.
+    pub(crate) fn acked(&mut self, site: &SiteId) -> Result<Seq> {
+        let row = self.query_opt("SELECT acked_seq FROM site_sync WHERE site_id = $1 FOR UPDATE", &[&site.as_str()])?;
+        Ok(Seq(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0)))
+    }
+
+    pub(crate) fn record_push(&mut self, site: &SiteId, acked: Seq) -> Result<()> {
+        self.execute(
+            r#"UPDATE site_sync SET acked_seq = $2,
+                 last_push_at = to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+               WHERE site_id = $1"#,
+            &[&site.as_str(), &acked.0],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn set_password_hash(&mut self, site: &str, hash: &str, create: bool) -> Result<bool> {
+        let changed = if create {
+            self.execute(
+                "INSERT INTO site_sync (site_id, password_hash) VALUES ($1, $2)
+                 ON CONFLICT (site_id) DO UPDATE SET password_hash = excluded.password_hash",
+                &[&site, &hash],
+            )?
+        } else {
+            self.execute("UPDATE site_sync SET password_hash = $2 WHERE site_id = $1", &[&site, &hash])?
+        };
+        Ok(changed > 0)
+    }
+
+    /// The marker entry at `seq`, and the sequence moved past it so new entries come after.
+    pub(crate) fn start_log_after(&mut self, seq: Seq) -> Result<()> {
+        self.execute(
+            "INSERT INTO change_log (seq, tbl, record_id, action, origin_site) OVERRIDING SYSTEM VALUE
+             VALUES ($1, '', '', 'upsert', '') ON CONFLICT DO NOTHING",
+            &[&seq.0],
+        )?;
+        self.query(
+            "SELECT setval('change_log_seq_seq', $1) WHERE $1 >= (SELECT last_value FROM change_log_seq_seq)",
+            &[&seq.0],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn mark_pulled(&mut self, site: &SiteId) -> Result<()> {
+        self.execute(
+            r#"UPDATE site_sync SET last_pull_at = to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+               WHERE site_id = $1"#,
+            &[&site.as_str()],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn password_hash(&mut self, site: &str) -> Result<Option<String>> {
+        self.query_opt("SELECT password_hash FROM site_sync WHERE site_id = $1", &[&site])?
+            .map(|r| Ok(r.try_get(0)?))
+            .transpose()
+    }
+
+    pub(crate) fn site_sync_rows(&mut self) -> Result<Vec<SiteSyncRow>> {
+        self.query(
+            "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
+                    COALESCE(now() - COALESCE(s.last_pull_at, s.last_push_at)::timestamptz > interval '30 days', true),
+                    (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id)
+             FROM site_sync s ORDER BY s.site_id",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(SiteSyncRow {
+                site: r.try_get(0)?,
+                acked: Seq(r.try_get(1)?),
+                last_push_at: r.try_get(2)?,
+                last_pull_at: r.try_get(3)?,
+                stale: r.try_get(4)?,
+                rejections: u64::try_from(r.try_get::<_, i64>(5)?).unwrap_or(0),
+            })
+        })
+        .collect()
+    }
+
+    pub(crate) fn rejections(&mut self, limit: Option<usize>) -> Result<Vec<RejectionRecord>> {
+        let rows = match limit {
+            Some(n) => self.query(
+                "SELECT site_id, origin_seq, tbl, record_id, action, data, reason, at FROM rejection
+                 ORDER BY id DESC LIMIT $1",
+                &[&limit_param(n)],
+            )?,
+            None => self.query(
+                "SELECT site_id, origin_seq, tbl, record_id, action, data, reason, at FROM rejection ORDER BY id",
+                &[],
+            )?,
+        };
+        rows.iter().map(rejection_from_row).collect()
+    }
+
+    pub(crate) fn count_rejections(&mut self) -> Result<u64> {
+        count(&self.query_one("SELECT count(*) FROM rejection", &[])?)
+    }
+
+    // Reads for the sync engine.
+
+    pub(crate) fn changes_after(&mut self, after: Seq, origin: &SiteId, limit: usize) -> Result<Vec<(Change, usize)>> {
+        self.query(CHANGES_AFTER, &[&after.0, &origin.as_str(), &limit_param(limit)])?
+            .iter()
+            .map(change_from_row)
+            .collect()
+    }
+
+    pub(crate) fn count_changes_after(&mut self, after: Seq, origin: &SiteId) -> Result<u64> {
+        count(&self.query_one(
+            "SELECT count(*) FROM change_log WHERE seq > $1 AND origin_site = $2",
+            &[&after.0, &origin.as_str()],
+        )?)
+    }
+
+    pub(crate) fn last_seq(&mut self) -> Result<Seq> {
+        Ok(Seq(self.query_one("SELECT COALESCE(max(seq), 0)::bigint FROM change_log", &[])?.try_get(0)?))
+    }
+
+    pub(crate) fn snapshot_after(&mut self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<Stored>> {
+        let (tbl, id) = after.unwrap_or(("", ""));
+        self.query(
+            "SELECT tbl, id, store_id, other_store_id, name_id, data FROM record
+             WHERE (tbl, id) > ($1, $2) AND data IS NOT NULL ORDER BY tbl, id LIMIT $3",
+            &[&tbl, &id, &limit_param(limit)],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(Stored {
+                table: r.try_get(0)?,
+                id: RecordId(r.try_get(1)?),
+                keys: keys_from_row(r, 2)?,
+                data: r.try_get(5)?,
+            })
+        })
+        .collect()
+    }
+
+    pub(crate) fn count_records_after(&mut self, after: Option<(&str, &str)>) -> Result<u64> {
+        let (tbl, id) = after.unwrap_or(("", ""));
+        count(&self.query_one("SELECT count(*) FROM record WHERE (tbl, id) > ($1, $2)", &[&tbl, &id])?)
+    }
+
+    pub(crate) fn pull_from(
+        &mut self,
+        source: &PullSource,
+        site: &SiteId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Change, usize)>> {
+        let rows = match source {
+            PullSource::Bucket(bucket) => {
+                self.query(PULL_BUCKET, &[bucket, &after.0, &site.as_str(), &limit_param(limit)])?
+            }
+            PullSource::Outbox => self.query(PULL_OUTBOX, &[&site.as_str(), &after.0, &limit_param(limit)])?,
+        };
+        rows.iter().map(change_from_row).collect()
+    }
+
+    pub(crate) fn count_pull(&mut self, source: &PullSource, site: &SiteId, after: Seq) -> Result<u64> {
+        let row = match source {
+            PullSource::Bucket(bucket) => self.query_one(
+                "SELECT count(*) FROM change_log WHERE bucket = $1 AND seq > $2 AND origin_site <> $3",
+                &[bucket, &after.0, &site.as_str()],
+            )?,
+            PullSource::Outbox => self.query_one(
+                "SELECT count(*) FROM outbox o JOIN change_log l ON l.seq = o.seq WHERE o.site_id = $1 AND o.seq > $2",
+                &[&site.as_str(), &after.0],
+            )?,
+        };
+        count(&row)
+    }
+
+    pub(crate) fn record(&mut self, table: &str, id: &str) -> Result<Option<Option<String>>> {
+        self.query_opt("SELECT data FROM record WHERE tbl = $1 AND id = $2", &[&table, &id])?
+            .map(|r| Ok(r.try_get(0)?))
+            .transpose()
+    }
+
+    pub(crate) fn dump(&mut self) -> Result<Vec<(String, String, String)>> {
+        self.query("SELECT tbl, id, data FROM record WHERE data IS NOT NULL ORDER BY tbl, id", &[])?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    pub(crate) fn counts_by_table(&mut self) -> Result<Vec<(String, u64)>> {
+        self.query("SELECT tbl, count(*) FROM record WHERE data IS NOT NULL GROUP BY tbl ORDER BY tbl", &[])?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, u64::try_from(r.try_get::<_, i64>(1)?).unwrap_or(0))))
+            .collect()
+    }
+
+    pub(crate) fn count_records(&mut self) -> Result<u64> {
+        count(&self.query_one("SELECT count(*) FROM record WHERE data IS NOT NULL", &[])?)
+    }
+}

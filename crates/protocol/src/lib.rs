@@ -180,7 +180,8 @@ pub fn encode_pull_response(changes: &[OutgoingChange], next: &Cursor, remaining
     }
     // Written whole, then compressed whole: faster than feeding a streaming compressor many
     // small writes.
-    let mut json = Vec::with_capacity(changes.iter().map(|c| c.data.as_ref().map_or(0, String::len) + 96).sum::<usize>() + 128);
+    let mut json =
+        Vec::with_capacity(changes.iter().map(|c| c.data.as_ref().map_or(0, String::len) + 96).sum::<usize>() + 128);
     // Writing into memory cannot fail.
     let _ = write_all(&mut json, changes, next, remaining);
     zstd::bulk::compress(&json, ZSTD_LEVEL).unwrap_or_default()

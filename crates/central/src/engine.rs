@@ -1,6 +1,8 @@
 //! Push, route and pull on the central server.
 
-use model::{check_write, recipients, Action, Audience, Change, ChangeRef, Network, Op, RecordKeys, Seq, SiteId};
+use model::{
+    check_write, recipients, Action, Audience, Change, ChangeRef, LogPos, Network, Op, RecordKeys, Seq, SiteId,
+};
 use protocol::{Cursor, OutgoingChange, PullResponse, PushResponse, Rejection};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -133,18 +135,22 @@ impl Engine {
     pub fn pull_page(&self, site: &SiteId, cursor: Option<Cursor>, max_bytes: usize) -> Result<PullPage, EngineError> {
         let cursor = match cursor {
             Some(cursor) => cursor,
-            None => Cursor::Snapshot {
-                after: None,
-                log_from: self.db.last_seq()?,
-                scanned: 0,
-                total: self.db.count_records_after(None)?,
-            },
+            None => {
+                let log_from = self.db.log_position()?;
+                Cursor::Snapshot {
+                    after: None,
+                    log_from: log_from.seq,
+                    log_from_xid: log_from.xid,
+                    scanned: 0,
+                    total: self.db.count_records_after(None)?,
+                }
+            }
         };
         match cursor {
-            Cursor::Snapshot { after, log_from, scanned, total } => {
-                self.snapshot_page(site, after, log_from, (scanned, total), max_bytes)
+            Cursor::Snapshot { after, log_from, log_from_xid, scanned, total } => {
+                self.snapshot_page(site, after, LogPos::new(log_from_xid, log_from), (scanned, total), max_bytes)
             }
-            Cursor::Log { after } => self.log_page(site, after, max_bytes),
+            Cursor::Log { after, after_xid } => self.log_page(site, LogPos::new(after_xid, after), max_bytes),
         }
     }
 
@@ -153,7 +159,7 @@ impl Engine {
         &self,
         site: &SiteId,
         after: Option<(String, String)>,
-        log_from: Seq,
+        log_from: LogPos,
         (mut scanned, total): (u64, u64),
         max_bytes: usize,
     ) -> Result<PullPage, EngineError> {
@@ -196,13 +202,19 @@ impl Engine {
                 let remaining = total.saturating_sub(scanned);
                 return Ok(PullPage {
                     changes,
-                    next: Cursor::Snapshot { after: key, log_from, scanned, total },
+                    next: Cursor::Snapshot {
+                        after: key,
+                        log_from: log_from.seq,
+                        log_from_xid: log_from.xid,
+                        scanned,
+                        total,
+                    },
                     remaining,
                 });
             }
             if exhausted {
                 let remaining = self.count_log(site, log_from)?;
-                return Ok(PullPage { changes, next: Cursor::Log { after: log_from }, remaining });
+                return Ok(PullPage { changes, next: Cursor::log(log_from), remaining });
             }
         }
     }
@@ -219,24 +231,26 @@ impl Engine {
     }
 
     /// Steady state: the merge, in log order, of the site's buckets and its outbox.
-    fn log_page(&self, site: &SiteId, after: Seq, max_bytes: usize) -> Result<PullPage, EngineError> {
+    fn log_page(&self, site: &SiteId, after: LogPos, max_bytes: usize) -> Result<PullPage, EngineError> {
         const LIMIT: usize = 20_000;
         let network = self.db.network();
         let mut merged = Vec::new();
         for source in self.sources(&network, site) {
             merged.extend(self.db.pull_from(&source, site, after, LIMIT)?);
         }
-        merged.sort_by_key(|(change, _)| change.seq);
-        merged.dedup_by_key(|(change, _)| change.seq);
+        merged.sort_by_key(|(_, pos, _)| *pos);
+        merged.dedup_by_key(|(_, pos, _)| *pos);
         // Every source returned its first LIMIT changes, so the first LIMIT of the merge are
         // complete: nothing below the last one taken is missing.
         let mut changes = Vec::new();
+        let mut next = after;
         let mut bytes = 0;
-        for (change, size) in merged.into_iter().take(LIMIT) {
+        for (change, pos, size) in merged.into_iter().take(LIMIT) {
             if !changes.is_empty() && bytes + size > max_bytes {
                 break;
             }
             bytes += size;
+            next = pos;
             changes.push(OutgoingChange {
                 seq: change.seq,
                 table: change.table,
@@ -246,12 +260,11 @@ impl Engine {
                 origin: change.origin.0,
             });
         }
-        let next = changes.last().map_or(after, |c| c.seq);
         let remaining = self.count_log(site, next)?;
-        Ok(PullPage { changes, next: Cursor::Log { after: next }, remaining })
+        Ok(PullPage { changes, next: Cursor::log(next), remaining })
     }
 
-    fn count_log(&self, site: &SiteId, after: Seq) -> Result<u64, EngineError> {
+    fn count_log(&self, site: &SiteId, after: LogPos) -> Result<u64, EngineError> {
         let network = self.db.network();
         let mut total = 0;
         for source in self.sources(&network, site) {

@@ -69,3 +69,19 @@ impl fmt::Debug for Seq {
         write!(f, "Seq({})", self.0)
     }
 }
+
+/// A position in the central server's log, in the order changes became visible: by writing
+/// transaction, then by sequence. On SQLite (one writer) `xid` is always 0 and the order is the
+/// sequence's; on PostgreSQL several writers commit out of sequence order, and the transaction
+/// id orders them safely (see the store's PostgreSQL pulls).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug, Serialize, Deserialize)]
+pub struct LogPos {
+    pub xid: i64,
+    pub seq: Seq,
+}
+
+impl LogPos {
+    pub fn new(xid: i64, seq: Seq) -> LogPos {
+        LogPos { xid, seq }
+    }
+}

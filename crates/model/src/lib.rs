@@ -16,7 +16,7 @@ pub mod registry;
 pub mod rules;
 
 pub use change::{Action, Change};
-pub use ids::{RecordId, Seq, SiteId, StoreId};
+pub use ids::{LogPos, RecordId, Seq, SiteId, StoreId};
 pub use network::{Network, Prefs, SiteKind, StoreInfo, SyncType};
 pub use registry::{registry, DataType, Editor, Entry, Registry, Scope, Special, TableDef};
 pub use rules::{authority, check_write, recipients, Audience, ChangeRef, Op, RecordKeys, Refusal, Rule, Writer};

@@ -69,12 +69,68 @@ fn db_file(dir: &Path) -> PathBuf {
     dir.join("outpost.sqlite")
 }
 
+/// Where a central server keeps its data: a SQLite file in a directory (the default), or a
+/// PostgreSQL database that several server processes may share.
+#[derive(Args, Debug)]
+struct CentralDb {
+    /// The data directory (holds `outpost.sqlite`), when the database is SQLite.
+    #[arg(long, env = "OUTPOST_DATA", required_unless_present = "database")]
+    data: Option<PathBuf>,
+    /// A PostgreSQL database instead, e.g. postgres://outpost@db.example/outpost.
+    #[arg(long, env = "OUTPOST_DATABASE", conflicts_with = "data")]
+    database: Option<String>,
+    /// The schema within that PostgreSQL database (default: the user's search path).
+    #[arg(long, env = "OUTPOST_DB_SCHEMA", requires = "database")]
+    db_schema: Option<String>,
+}
+
+impl CentralDb {
+    fn describe(&self) -> String {
+        match (&self.database, &self.data) {
+            (Some(url), _) => {
+                format!("{url}{}", self.db_schema.as_ref().map(|s| format!(" (schema {s})")).unwrap_or_default())
+            }
+            (None, Some(dir)) => dir.display().to_string(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// Opens the database, creating it when `create` (a SQLite file must exist otherwise).
+    fn open_or_create(&self, create: bool) -> Result<Arc<Db>, String> {
+        if let Some(url) = &self.database {
+            return open_postgres(url, self.db_schema.as_deref());
+        }
+        let dir = self.data.as_ref().ok_or("give --data DIR or --database URL")?;
+        let file = db_file(dir);
+        if create {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        } else if !file.exists() {
+            return Err(format!("no Outpost database in {} (run `init` first)", dir.display()));
+        }
+        Db::open(&file).map(Arc::new).map_err(|e| format!("opening {}: {e}", file.display()))
+    }
+
+    fn open(&self) -> Result<Arc<Db>, String> {
+        self.open_or_create(false)
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(url: &str, schema: Option<&str>) -> Result<Arc<Db>, String> {
+    Db::open_postgres(url, schema).map(Arc::new).map_err(|e| format!("opening {url}: {e}"))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(_url: &str, _schema: Option<&str>) -> Result<Arc<Db>, String> {
+    Err("this outpost was built without PostgreSQL support; build it with `--features postgres`".into())
+}
+
 #[derive(Subcommand, Debug)]
 enum CentralCommand {
     /// Create a central server (the primary too, unless --primary names a remote site).
     Init {
         #[command(flatten)]
-        data: DataDir,
+        data: CentralDb,
         /// This server's site id.
         #[arg(long, default_value = "central")]
         name: String,
@@ -85,7 +141,7 @@ enum CentralCommand {
     /// Serve the sync API and the dashboard.
     Serve {
         #[command(flatten)]
-        data: DataDir,
+        data: CentralDb,
         #[arg(long, default_value = "127.0.0.1:8640")]
         listen: SocketAddr,
     },
@@ -100,14 +156,14 @@ enum CentralCommand {
         name: String,
         store: String,
         #[command(flatten)]
-        data: DataDir,
+        data: CentralDb,
     },
     /// Make an item visible in a store.
     ShowItem {
         item: String,
         store: String,
         #[command(flatten)]
-        data: DataDir,
+        data: CentralDb,
     },
     /// Write one record on the central server (checked like any write), e.g. an item.
     Write {
@@ -116,12 +172,12 @@ enum CentralCommand {
         /// The record, as a JSON object.
         json: String,
         #[command(flatten)]
-        data: DataDir,
+        data: CentralDb,
     },
     /// Print the dashboard's summary: sites, last syncs, rejections.
     Status {
         #[command(flatten)]
-        data: DataDir,
+        data: CentralDb,
     },
 }
 
@@ -133,13 +189,13 @@ enum CentralSiteCommand {
         #[arg(long)]
         mobile: bool,
         #[command(flatten)]
-        data: DataDir,
+        data: CentralDb,
     },
     /// Give a site a new password (printed once).
     ResetPassword {
         name: String,
         #[command(flatten)]
-        data: DataDir,
+        data: CentralDb,
     },
 }
 
@@ -154,7 +210,7 @@ enum CentralStoreCommand {
         #[arg(long)]
         dispensary: bool,
         #[command(flatten)]
-        data: DataDir,
+        data: CentralDb,
     },
     /// Set how a store exists on a site: active, collector, transfer or none.
     SyncType {
@@ -162,7 +218,7 @@ enum CentralStoreCommand {
         site: String,
         sync_type: String,
         #[command(flatten)]
-        data: DataDir,
+        data: CentralDb,
     },
 }
 
@@ -282,13 +338,12 @@ fn parse_json(json: &str) -> Result<serde_json::Value, String> {
 
 fn central(command: CentralCommand) -> Result<(), String> {
     use central::admin;
-    let engine = |data: &DataDir| data.open().map(central::Engine::new);
+    let engine = |data: &CentralDb| data.open().map(central::Engine::new);
     match command {
         CentralCommand::Init { data, name, primary } => {
-            std::fs::create_dir_all(&data.data).map_err(|e| format!("creating {}: {e}", data.data.display()))?;
-            let db = Arc::new(Db::open(&db_file(&data.data)).map_err(|e| e.to_string())?);
+            let db = data.open_or_create(true)?;
             admin::init(&db, &name, primary.as_deref()).map_err(|e| e.to_string())?;
-            println!("central server `{name}` created in {}", data.data.display());
+            println!("central server `{name}` created in {}", data.describe());
         }
         CentralCommand::Serve { data, listen } => {
             let engine = engine(&data)?;

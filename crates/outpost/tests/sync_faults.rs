@@ -212,7 +212,7 @@ fn a_connection_cut_at_any_point_fails_the_sync_clearly_and_the_next_sync_comple
     cut_sync(Cut::Responses(40_000), "pulling changes from the central server");
     assert_eq!((acked(), pushed()), (LINES as i64, LINES as i64));
     // The batches committed before the cut are applied, whole; nothing after them.
-    let Some(Cursor::Log { after }) = pull_cursor(&north.data) else { panic!("the site is initialised") };
+    let Some(Cursor::Log { after, .. }) = pull_cursor(&north.data) else { panic!("the site is initialised") };
     let on_site = dump_table(&north.data, "item");
     let conn = common::open_ro(&central.data);
     let mut stmt = conn.prepare("SELECT id, data, log_seq FROM record WHERE tbl = 'item'").expect("prepare");

@@ -12,7 +12,7 @@
 //! its cursor, and moves the cursor only after it committed the batch. Re-sending a push batch
 //! or re-asking a pull batch changes nothing.
 
-use model::{Change, Seq, SiteId};
+use model::{Change, LogPos, Seq, SiteId};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 
@@ -67,13 +67,27 @@ pub enum Cursor {
     Snapshot {
         after: Option<(String, String)>,
         log_from: Seq,
+        /// With `log_from`, the log position (see `model::LogPos`); 0 on SQLite.
+        #[serde(default)]
+        log_from_xid: i64,
         #[serde(default)]
         scanned: u64,
         #[serde(default)]
         total: u64,
     },
     /// Steady state: the log after this position.
-    Log { after: Seq },
+    Log {
+        after: Seq,
+        #[serde(default)]
+        after_xid: i64,
+    },
+}
+
+impl Cursor {
+    /// A cursor in the log after `pos`.
+    pub fn log(pos: LogPos) -> Cursor {
+        Cursor::Log { after: pos.seq, after_xid: pos.xid }
+    }
 }
 
 /// Ask for the next batch after `cursor` (`None`: this site has never pulled).
@@ -242,8 +256,13 @@ mod tests {
 
     #[test]
     fn a_body_round_trips() {
-        let cursor =
-            Cursor::Snapshot { after: Some(("item".into(), "i1".into())), log_from: Seq(7), scanned: 1, total: 9 };
+        let cursor = Cursor::Snapshot {
+            after: Some(("item".into(), "i1".into())),
+            log_from: Seq(7),
+            log_from_xid: 0,
+            scanned: 1,
+            total: 9,
+        };
         let body = encode(&PullRequest { cursor: Some(cursor.clone()), max_bytes: 10 });
         let back: PullRequest = decode(&body).expect("decodes");
         assert_eq!(back.cursor, Some(cursor));
@@ -269,10 +288,10 @@ mod tests {
                 origin: "north".into(),
             },
         ];
-        let body = encode_pull_response(&changes, &Cursor::Log { after: Seq(4) }, 7);
+        let body = encode_pull_response(&changes, &Cursor::log(LogPos::new(0, Seq(4))), 7);
         let back: PullResponse = decode(&body).expect("decodes");
         assert_eq!(back.remaining, 7);
-        assert_eq!(back.next, Cursor::Log { after: Seq(4) });
+        assert_eq!(back.next, Cursor::log(LogPos::new(0, Seq(4))));
         assert_eq!(back.changes.len(), 2);
         assert_eq!(back.changes[0].id.as_str(), "i\"1");
         assert_eq!(back.changes[0].data.as_ref().map(|d| d.get()), Some(r#"{"name":"Amoxicillin \u00e9"}"#));

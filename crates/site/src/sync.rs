@@ -16,6 +16,11 @@ pub const PUSH_MAX_BYTES: usize = 2 * 1024 * 1024;
 /// Pull batches ask for about this many bytes of records (about 20,000 typical records).
 pub const PULL_MAX_BYTES: usize = 6 * 1024 * 1024;
 
+/// How long to wait before asking again when the central server holds changes it cannot order
+/// yet (a transaction is still running there), and how many times; the rest comes next sync.
+const WAIT: Duration = Duration::from_millis(100);
+const MAX_WAITS: u32 = 30;
+
 /// Why a sync stopped. Everything committed before it stays committed; the next sync goes on
 /// from there.
 #[derive(Debug, thiserror::Error)]
@@ -184,16 +189,23 @@ fn pull(
             let mut cursor = start;
             // A small first batch fills the pipeline sooner; the rest are full size.
             let mut max_bytes = PULL_MAX_BYTES / 16;
+            let mut waited = 0;
             loop {
                 let answer = fetcher_client.pull(&PullRequest { cursor: cursor.clone(), max_bytes });
                 max_bytes = PULL_MAX_BYTES;
                 let done = match &answer {
                     Ok(batch) => {
-                        let finished = batch.changes.is_empty()
-                            && matches!(batch.next, Cursor::Log { .. })
-                            && Some(&batch.next) == cursor.as_ref();
+                        let in_log = matches!(batch.next, Cursor::Log { .. });
+                        let nothing_new = batch.changes.is_empty() && in_log && Some(&batch.next) == cursor.as_ref();
                         cursor = Some(batch.next.clone());
-                        finished || (batch.remaining == 0 && matches!(batch.next, Cursor::Log { .. }))
+                        if nothing_new && batch.remaining > 0 && waited < MAX_WAITS {
+                            // Changes exist that a transaction still running on the central
+                            // server must be ordered before: ask again in a moment.
+                            waited += 1;
+                            std::thread::sleep(WAIT);
+                            continue;
+                        }
+                        nothing_new || (batch.remaining == 0 && in_log)
                     }
                     Err(_) => true,
                 };

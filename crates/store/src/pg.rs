@@ -22,7 +22,7 @@ use crate::queries::{change_from_parts, PullSource, Stored};
 use crate::sync_state::{RejectionRecord, SiteSyncRow};
 use crate::Result;
 use model::network::TOPOLOGY_TABLES;
-use model::{Change, Network, RecordId, RecordKeys, Registry, Seq, SiteId};
+use model::{Change, LogPos, Network, RecordId, RecordKeys, Registry, Seq, SiteId};
 use postgres::types::ToSql;
 use postgres::{Client, Config, GenericClient, NoTls, Row, Statement, Transaction};
 use std::collections::HashMap;
@@ -316,17 +316,31 @@ const CHANGES_AFTER: &str = concat!(
     " FROM change_log l JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
      WHERE l.seq > $1 AND l.origin_site = $2 ORDER BY l.seq LIMIT $3"
 );
+/// Pulls read in (writing transaction, sequence) order, and only what every transaction that
+/// could still commit will sort after: a change is served once its transaction id is below the
+/// oldest one still running (`pg_snapshot_xmin`). Sequence numbers alone would not do: several
+/// server processes take them in one order and commit in another, and a reader that had moved
+/// past a number would never see a lower one committed later.
+macro_rules! horizon {
+    () => {
+        "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    };
+}
 const PULL_BUCKET: &str = concat!(
     "SELECT ",
     change_columns!(),
-    " FROM change_log l JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
-     WHERE l.bucket = $1 AND l.seq > $2 AND l.origin_site <> $3 ORDER BY l.seq LIMIT $4"
+    ", l.xid FROM change_log l JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
+     WHERE l.bucket = $1 AND (l.xid, l.seq) > ($2, $3) AND l.xid < ",
+    horizon!(),
+    " AND l.origin_site <> $4 ORDER BY l.xid, l.seq LIMIT $5"
 );
 const PULL_OUTBOX: &str = concat!(
     "SELECT ",
     change_columns!(),
-    " FROM outbox o JOIN change_log l ON l.seq = o.seq JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
-     WHERE o.site_id = $1 AND o.seq > $2 ORDER BY o.seq LIMIT $3"
+    ", o.xid FROM outbox o JOIN change_log l ON l.seq = o.seq JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
+     WHERE o.site_id = $1 AND (o.xid, o.seq) > ($2, $3) AND o.xid < ",
+    horizon!(),
+    " ORDER BY o.xid, o.seq LIMIT $4"
 );
 
 fn change_from_row(row: &Row) -> Result<(Change, usize)> {
@@ -539,7 +553,9 @@ impl<C: GenericClient> Session<'_, C> {
 
     pub(crate) fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()> {
         self.execute(
-            "INSERT INTO outbox (site_id, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            // At the position of the log entry it points to (same transaction id), so adding it
+            // again is a no-op.
+            "INSERT INTO outbox (site_id, xid, seq) SELECT $1, xid, seq FROM change_log WHERE seq = $2 ON CONFLICT DO NOTHING",
             &[&site.as_str(), &seq.0],
         )?;
         Ok(())
@@ -735,30 +751,48 @@ impl<C: GenericClient> Session<'_, C> {
         &mut self,
         source: &PullSource,
         site: &SiteId,
-        after: Seq,
+        after: LogPos,
         limit: usize,
-    ) -> Result<Vec<(Change, usize)>> {
+    ) -> Result<Vec<(Change, LogPos, usize)>> {
         let rows = match source {
             PullSource::Bucket(bucket) => {
-                self.query(PULL_BUCKET, &[bucket, &after.0, &site.as_str(), &limit_param(limit)])?
+                self.query(PULL_BUCKET, &[bucket, &after.xid, &after.seq.0, &site.as_str(), &limit_param(limit)])?
             }
-            PullSource::Outbox => self.query(PULL_OUTBOX, &[&site.as_str(), &after.0, &limit_param(limit)])?,
+            PullSource::Outbox => {
+                self.query(PULL_OUTBOX, &[&site.as_str(), &after.xid, &after.seq.0, &limit_param(limit)])?
+            }
         };
-        rows.iter().map(change_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                let (change, size) = change_from_row(row)?;
+                let pos = LogPos::new(row.try_get(7)?, change.seq);
+                Ok((change, pos, size))
+            })
+            .collect()
     }
 
-    pub(crate) fn count_pull(&mut self, source: &PullSource, site: &SiteId, after: Seq) -> Result<u64> {
+    /// Counts what waits, including changes of transactions a pull must still wait for (so a
+    /// site that sees an empty batch but a count above zero knows to ask again shortly).
+    pub(crate) fn count_pull(&mut self, source: &PullSource, site: &SiteId, after: LogPos) -> Result<u64> {
         let row = match source {
             PullSource::Bucket(bucket) => self.query_one(
-                "SELECT count(*) FROM change_log WHERE bucket = $1 AND seq > $2 AND origin_site <> $3",
-                &[bucket, &after.0, &site.as_str()],
+                "SELECT count(*) FROM change_log WHERE bucket = $1 AND (xid, seq) > ($2, $3) AND origin_site <> $4",
+                &[bucket, &after.xid, &after.seq.0, &site.as_str()],
             )?,
             PullSource::Outbox => self.query_one(
-                "SELECT count(*) FROM outbox o JOIN change_log l ON l.seq = o.seq WHERE o.site_id = $1 AND o.seq > $2",
-                &[&site.as_str(), &after.0],
+                "SELECT count(*) FROM outbox o JOIN change_log l ON l.seq = o.seq
+                 WHERE o.site_id = $1 AND (o.xid, o.seq) > ($2, $3)",
+                &[&site.as_str(), &after.xid, &after.seq.0],
             )?,
         };
         count(&row)
+    }
+
+    /// Where the log stands for a reader starting now: everything written by transactions
+    /// older than the oldest still running is before it.
+    pub(crate) fn log_position(&mut self) -> Result<LogPos> {
+        let row = self.query_one(concat!("SELECT ", horizon!(), " - 1"), &[])?;
+        Ok(LogPos::new(row.try_get(0)?, Seq(i64::MAX)))
     }
 
     pub(crate) fn record(&mut self, table: &str, id: &str) -> Result<Option<Option<String>>> {

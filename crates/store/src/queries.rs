@@ -3,7 +3,7 @@
 
 use crate::db::Conn;
 use crate::{Db, Result, StoreError};
-use model::{Action, Change, RecordId, RecordKeys, Seq, SiteId};
+use model::{Action, Change, LogPos, RecordId, RecordKeys, Seq, SiteId};
 use rusqlite::{params, Connection, Row};
 use serde_json::value::RawValue;
 
@@ -197,14 +197,14 @@ impl Db {
         })
     }
 
-    /// Up to `limit` changes for `site` from one pull source after `after`, oldest first.
+    /// Up to `limit` changes for `site` from one pull source after `after`, in log order.
     pub fn pull_from(
         &self,
         source: &PullSource,
         site: &SiteId,
-        after: Seq,
+        after: LogPos,
         limit: usize,
-    ) -> Result<Vec<(Change, usize)>> {
+    ) -> Result<Vec<(Change, LogPos, usize)>> {
         self.read(|conn| match conn {
             Conn::Sqlite(conn) => {
                 let rows = match source {
@@ -213,8 +213,8 @@ impl Db {
                             "SELECT {CHANGE_COLUMNS} FROM change_log l JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
                              WHERE l.bucket = ?1 AND l.seq > ?2 AND l.origin_site != ?3 ORDER BY l.seq LIMIT ?4"
                         ))?;
-                        let rows =
-                            stmt.query_map(params![bucket, after.0, site.as_str(), limit as i64], change_from_row)?;
+                        let rows = stmt
+                            .query_map(params![bucket, after.seq.0, site.as_str(), limit as i64], change_from_row)?;
                         rows.collect::<rusqlite::Result<Vec<_>>>()?
                     }
                     PullSource::Outbox => {
@@ -223,11 +223,19 @@ impl Db {
                              JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
                              WHERE o.site_id = ?1 AND o.seq > ?2 ORDER BY o.seq LIMIT ?3"
                         ))?;
-                        let rows = stmt.query_map(params![site.as_str(), after.0, limit as i64], change_from_row)?;
+                        let rows =
+                            stmt.query_map(params![site.as_str(), after.seq.0, limit as i64], change_from_row)?;
                         rows.collect::<rusqlite::Result<Vec<_>>>()?
                     }
                 };
-                Ok(rows)
+                // One writer at a time: the sequence is the order changes became visible.
+                Ok(rows
+                    .into_iter()
+                    .map(|(change, size)| {
+                        let pos = LogPos::new(0, change.seq);
+                        (change, pos, size)
+                    })
+                    .collect())
             }
             #[cfg(feature = "postgres")]
             Conn::Postgres(conn) => conn.session().pull_from(source, site, after, limit),
@@ -235,22 +243,32 @@ impl Db {
     }
 
     /// How many changes wait for `site` in one pull source after `after`.
-    pub fn count_pull(&self, source: &PullSource, site: &SiteId, after: Seq) -> Result<u64> {
+    pub fn count_pull(&self, source: &PullSource, site: &SiteId, after: LogPos) -> Result<u64> {
         self.read(|conn| match conn {
             Conn::Sqlite(conn) => Ok(match source {
                 PullSource::Bucket(bucket) => conn.query_row(
                     "SELECT count(*) FROM change_log WHERE bucket = ?1 AND seq > ?2 AND origin_site != ?3",
-                    params![bucket, after.0, site.as_str()],
+                    params![bucket, after.seq.0, site.as_str()],
                     |r| r.get(0),
                 )?,
                 PullSource::Outbox => conn.query_row(
                     "SELECT count(*) FROM outbox o JOIN change_log l ON l.seq = o.seq WHERE o.site_id = ?1 AND o.seq > ?2",
-                    params![site.as_str(), after.0],
+                    params![site.as_str(), after.seq.0],
                     |r| r.get(0),
                 )?,
             }),
             #[cfg(feature = "postgres")]
             Conn::Postgres(conn) => conn.session().count_pull(source, site, after),
+        })
+    }
+
+    /// Where the log stands for a pull starting now (an initialisation continues from here
+    /// once its snapshot is done).
+    pub fn log_position(&self) -> Result<LogPos> {
+        self.read(|conn| match conn {
+            Conn::Sqlite(conn) => Ok(LogPos::new(0, last_seq(conn)?)),
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => conn.session().log_position(),
         })
     }
 

@@ -27,7 +27,7 @@ CREATE TABLE record (
 -- hold back what may still be followed by an earlier, uncommitted position.
 CREATE TABLE change_log (
     seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    xid         xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    xid         BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
     tbl         TEXT COLLATE "C" NOT NULL,
     record_id   TEXT COLLATE "C" NOT NULL,
     action      TEXT NOT NULL,
@@ -40,8 +40,9 @@ CREATE INDEX change_log_bucket ON change_log (bucket, xid, seq) WHERE bucket IS 
 -- Central server: narrow audiences, resolved when the change arrived.
 CREATE TABLE outbox (
     site_id TEXT COLLATE "C" NOT NULL,
+    xid     BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
     seq     BIGINT NOT NULL,
-    PRIMARY KEY (site_id, seq)
+    PRIMARY KEY (site_id, xid, seq)
 );
 
 -- Central server: what each site has pushed and pulled, its credentials, when it last synced.

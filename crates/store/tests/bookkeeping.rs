@@ -4,7 +4,7 @@
 //! the same database (another process) seeing topology changes. Under the `postgres` feature,
 //! also what only PostgreSQL allows: handles writing at the same time.
 
-use model::{Action, Change, RecordId, RecordKeys, Seq, SiteId, StoreId};
+use model::{Action, Change, LogPos, RecordId, RecordKeys, Seq, SiteId, StoreId};
 use outpost_store::{Db, PullSource, Put, RejectionRecord, Write};
 use serde_json::{json, Value};
 
@@ -103,11 +103,24 @@ fn item(id: &str, name: &str) -> Write {
     Write::upsert("item", id, &json!({"name": name}))
 }
 
-fn pulled(db: &Db, source: &PullSource, site: &SiteId, after: Seq) -> Vec<(Seq, String)> {
-    db.pull_from(source, site, after, 100)
+/// The log position of the entry at `seq`, as `site` sees it in `source` (`Seq(0)`: the start).
+fn pos(db: &Db, source: &PullSource, site: &SiteId, seq: Seq) -> LogPos {
+    if seq == Seq(0) {
+        return LogPos::default();
+    }
+    db.pull_from(source, site, LogPos::default(), 100_000)
         .expect("pull")
         .into_iter()
-        .map(|(change, size)| {
+        .find(|(change, _, _)| change.seq == seq)
+        .map(|(_, pos, _)| pos)
+        .expect("the entry is in the source")
+}
+
+fn pulled(db: &Db, source: &PullSource, site: &SiteId, after: Seq) -> Vec<(Seq, String)> {
+    db.pull_from(source, site, pos(db, source, site, after), 100)
+        .expect("pull")
+        .into_iter()
+        .map(|(change, _, size)| {
             assert!(size >= 64, "a change's size counts its overhead");
             (change.seq, change.id.0)
         })
@@ -145,9 +158,9 @@ fn buckets_give_their_changes_in_log_order_without_the_sites_own(fx: &Fixture) {
         vec![(a, "item-a".into()), (from_north, "item-n".into()), (b, "item-b".into())]
     );
     assert_eq!(pulled(&db, &all, &south(), a), vec![(from_north, "item-n".into()), (b, "item-b".into())]);
-    assert_eq!(db.pull_from(&all, &south(), Seq(0), 2).expect("pull").len(), 2, "the limit holds");
-    assert_eq!(db.count_pull(&all, &north(), Seq(0)).expect("count"), 2);
-    assert_eq!(db.count_pull(&all, &south(), a).expect("count"), 2);
+    assert_eq!(db.pull_from(&all, &south(), LogPos::default(), 2).expect("pull").len(), 2, "the limit holds");
+    assert_eq!(db.count_pull(&all, &north(), pos(&db, &all, &north(), Seq(0))).expect("count"), 2);
+    assert_eq!(db.count_pull(&all, &south(), pos(&db, &all, &south(), a)).expect("count"), 2);
     assert_eq!(pulled(&db, &PullSource::Bucket("dispensary"), &north(), Seq(0)), vec![(elsewhere, "item-d".into())]);
     assert_eq!(db.last_seq().expect("last position"), elsewhere);
 
@@ -158,7 +171,7 @@ fn buckets_give_their_changes_in_log_order_without_the_sites_own(fx: &Fixture) {
         vec![(b, "item-b".into()), (a_again, "item-a".into())],
         "one entry per record"
     );
-    let changes = db.pull_from(&all, &north(), b, 10).expect("pull");
+    let changes = db.pull_from(&all, &north(), pos(&db, &all, &north(), b), 10).expect("pull");
     assert_eq!(changes.len(), 1);
     let data: Value = serde_json::from_str(changes[0].0.data.as_ref().expect("data").get()).expect("JSON");
     assert_eq!(data, json!({"name": "A2"}));
@@ -173,16 +186,16 @@ fn outboxes_give_each_site_its_narrow_changes_and_skip_superseded_entries(fx: &F
     assert_eq!(pulled(&db, &outbox, &south(), Seq(0)), vec![(one, "sl-1".into()), (two, "sl-2".into())]);
     assert_eq!(pulled(&db, &outbox, &central(), Seq(0)), vec![(two, "sl-2".into())]);
     assert!(pulled(&db, &outbox, &north(), Seq(0)).is_empty());
-    assert_eq!(db.count_pull(&outbox, &south(), one).expect("count"), 1);
+    assert_eq!(db.count_pull(&outbox, &south(), pos(&db, &outbox, &south(), one)).expect("count"), 1);
 
     // Adding the same row twice keeps one.
     db.transaction(|tx| tx.add_outbox(&south(), one)).expect("add again");
-    assert_eq!(db.count_pull(&outbox, &south(), Seq(0)).expect("count"), 2);
+    assert_eq!(db.count_pull(&outbox, &south(), pos(&db, &outbox, &south(), Seq(0))).expect("count"), 2);
 
     // sl-1 changes again: its old outbox row no longer joins a log entry.
     let three = log_change(&db, &north(), &stock_line("sl-1", "north-pharmacy", 3.0), None, &[south()]);
     assert_eq!(pulled(&db, &outbox, &south(), Seq(0)), vec![(two, "sl-2".into()), (three, "sl-1".into())]);
-    assert_eq!(db.count_pull(&outbox, &south(), Seq(0)).expect("count"), 2);
+    assert_eq!(db.count_pull(&outbox, &south(), pos(&db, &outbox, &south(), Seq(0))).expect("count"), 2);
 }
 
 fn a_delete_and_a_merge_travel_as_logged_actions_without_data(fx: &Fixture) {
@@ -193,9 +206,9 @@ fn a_delete_and_a_merge_travel_as_logged_actions_without_data(fx: &Fixture) {
         Write { table: "item".into(), id: "item-a".into(), action: Action::MergeInto("item-b".into()), data: None };
     let merged = log_change(&db, &central(), &merge, Some("all"), &[]);
     let deleted = log_change(&db, &central(), &Write::delete("item", "item-b"), Some("all"), &[]);
-    let changes = db.pull_from(&PullSource::Bucket("all"), &north(), Seq(0), 10).expect("pull");
+    let changes = db.pull_from(&PullSource::Bucket("all"), &north(), LogPos::default(), 10).expect("pull");
     let actions: Vec<(Seq, &str, Action, bool)> =
-        changes.iter().map(|(c, _)| (c.seq, c.id.as_str(), c.action.clone(), c.data.is_some())).collect();
+        changes.iter().map(|(c, _, _)| (c.seq, c.id.as_str(), c.action.clone(), c.data.is_some())).collect();
     assert_eq!(
         actions,
         vec![(merged, "item-a", Action::MergeInto("item-b".into()), false), (deleted, "item-b", Action::Delete, false)]
@@ -525,18 +538,22 @@ mod postgres_concurrency {
                 });
             }
         });
-        let changes = one.pull_from(&PullSource::Bucket("all"), &north(), Seq(0), 100_000).expect("pull");
-        let mut seqs: Vec<Seq> = changes.iter().map(|(c, _)| c.seq).collect();
+        let changes = one.pull_from(&PullSource::Bucket("all"), &north(), LogPos::default(), 100_000).expect("pull");
+        let positions: Vec<LogPos> = changes.iter().map(|(_, p, _)| *p).collect();
         assert_eq!(changes.len(), THREADS * TRANSACTIONS * PER_TRANSACTION + 1, "one entry per record");
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in log order");
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "in log order");
+        let mut seqs: Vec<Seq> = changes.iter().map(|(c, _, _)| c.seq).collect();
+        seqs.sort();
         seqs.dedup();
         assert_eq!(seqs.len(), changes.len(), "no position given twice");
-        let shared: Vec<&Change> = changes.iter().map(|(c, _)| c).filter(|c| c.id.as_str() == "item-shared").collect();
+        let shared: Vec<&Change> =
+            changes.iter().map(|(c, _, _)| c).filter(|c| c.id.as_str() == "item-shared").collect();
         assert_eq!(shared.len(), 1, "the shared record's superseded entries are gone");
         let record = one.record("item", "item-shared").expect("read").expect("present");
         let logged: Value = serde_json::from_str(shared[0].data.as_ref().expect("data").get()).expect("JSON");
         assert_eq!(logged, record);
         assert_eq!(one.last_seq().expect("last"), *seqs.last().expect("changes"));
+        assert!(one.log_position().expect("position") >= *positions.last().expect("changes"), "nothing is running");
     }
 
     #[test]
@@ -560,7 +577,7 @@ mod postgres_concurrency {
         })
         .expect("one transaction");
         log_change(&db, &central(), &item("c", "C"), Some("all"), &[]);
-        let backends::Fixture::Postgres { url, schema } = &fx else { unreachable!("a PostgreSQL fixture") };
+        let backends::Fixture::Postgres { url, schema, .. } = &fx else { unreachable!("a PostgreSQL fixture") };
         let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).expect("connect");
         let rows = client
             .query(&format!("SELECT record_id, xid::text FROM \"{schema}\".change_log ORDER BY seq"), &[])

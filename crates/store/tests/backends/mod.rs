@@ -22,6 +22,10 @@ pub enum Fixture {
     Postgres {
         url: String,
         schema: String,
+        /// PostgreSQL tests of one binary run one at a time: a pull serves a change only once
+        /// every older writing transaction of the cluster has ended, and tests asserting on
+        /// pulls must not wait for each other's transactions.
+        _turn: std::sync::MutexGuard<'static, ()>,
     },
 }
 
@@ -33,9 +37,11 @@ impl Fixture {
     /// A fresh schema on the test PostgreSQL, or `None` (skip) when there is none to reach.
     #[cfg(feature = "postgres")]
     pub fn postgres() -> Option<Fixture> {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let url = pg::url()?;
         let schema = pg::fresh_schema_name();
-        Some(Fixture::Postgres { url, schema })
+        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(Fixture::Postgres { url, schema, _turn: turn })
     }
 
     /// Opens the database; a second call opens the same database again, as another process or a
@@ -44,7 +50,7 @@ impl Fixture {
         match self {
             Fixture::Sqlite(dir) => Db::open(&dir.path().join("site.sqlite")).expect("open the SQLite database"),
             #[cfg(feature = "postgres")]
-            Fixture::Postgres { url, schema } => {
+            Fixture::Postgres { url, schema, .. } => {
                 Db::open_postgres(url, Some(schema)).expect("open the PostgreSQL database")
             }
         }
@@ -58,7 +64,7 @@ impl Fixture {
 #[cfg(feature = "postgres")]
 impl Drop for Fixture {
     fn drop(&mut self) {
-        if let Fixture::Postgres { url, schema } = self {
+        if let Fixture::Postgres { url, schema, .. } = self {
             pg::drop_schema(url, schema);
         }
     }

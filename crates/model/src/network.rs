@@ -159,8 +159,22 @@ impl Network {
         self.sites_where(store, |t| t != SyncType::None)
     }
 
+    /// Only the sites that can hold the store are looked at (its active site, the central
+    /// server, and those with a sync type set for it), not every site of the network: routing
+    /// one change must not cost as much as the network is large.
     fn sites_where(&self, store: &StoreId, keep: impl Fn(SyncType) -> bool) -> BTreeSet<SiteId> {
-        self.sites.keys().filter(|site| keep(self.sync_type(store, site))).cloned().collect()
+        let Some(info) = self.stores.get(store) else { return BTreeSet::new() };
+        let explicit = self
+            .sync_types
+            .range((store.clone(), SiteId::default())..)
+            .take_while(|((s, _), _)| s == store)
+            .map(|((_, site), _)| site);
+        [&info.active_site, &self.central]
+            .into_iter()
+            .chain(explicit)
+            .filter(|site| self.sites.contains_key(*site) && keep(self.sync_type(store, site)))
+            .cloned()
+            .collect()
     }
 
     /// Sites that hold a store in which the name is visible, plus the central server.

@@ -236,17 +236,29 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
+/// What every sync request does first: check the protocol version and the credentials, then
+/// read and decode the body (`what` names it in the error a site sees).
+async fn sync_request<T: for<'de> serde::Deserialize<'de>>(
+    state: &Arc<AppState>,
+    path_site: &str,
+    headers: &HeaderMap,
+    body: Body,
+    what: &str,
+) -> Result<(SiteId, T), ApiError> {
+    check_version(headers)?;
+    let site = authenticate(state, headers, path_site).await?;
+    let body = read_body(body).await?;
+    let request = protocol::decode(&body).map_err(|e| ApiError::bad_request(format!("reading {what}: {e}")))?;
+    Ok((site, request))
+}
+
 async fn push(
     State(state): State<Arc<AppState>>,
     Path(site): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_version(&headers)?;
-    let site = authenticate(&state, &headers, &site).await?;
-    let body = read_body(body).await?;
-    let request: PushRequest =
-        protocol::decode(&body).map_err(|e| ApiError::bad_request(format!("reading the push batch: {e}")))?;
+    let (site, request): (SiteId, PushRequest) = sync_request(&state, &site, &headers, body, "the push batch").await?;
     let engine = state.engine.clone();
     let count = request.changes.len();
     let who = site.clone();
@@ -261,11 +273,8 @@ async fn pull(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_version(&headers)?;
-    let site = authenticate(&state, &headers, &site).await?;
-    let body = read_body(body).await?;
-    let request: PullRequest =
-        protocol::decode(&body).map_err(|e| ApiError::bad_request(format!("reading the pull request: {e}")))?;
+    let (site, request): (SiteId, PullRequest) =
+        sync_request(&state, &site, &headers, body, "the pull request").await?;
     let engine = state.engine.clone();
     let who = site.clone();
     let max_bytes = request.max_bytes.clamp(1024, protocol::MAX_DECODED_BYTES / 2);

@@ -276,12 +276,11 @@ fn a_site_initialised_again_after_losing_its_disk_pushes_its_new_changes() {
 }
 
 /// DESIGN.md §9: every change that failed to integrate is kept with its reason. During an
-/// initialisation every change carries position 0, and the site keeps its rejections unique by
-/// (origin, position): only the first record it cannot apply is kept, the others vanish. Here
+/// initialisation every change carries position 0, so the site keeps its rejections unique by
+/// (origin, position, table, id), not by position alone (which kept only the first). Here
 /// the records are made unreadable behind the central server's back; a site older than its
 /// central server (a table it does not know) meets the same.
 #[test]
-#[ignore = "known bug: initialisation changes all carry position 0, so a site keeps one rejection of them"]
 fn every_received_change_a_site_cannot_apply_is_kept_with_its_reason() {
     let network = Network::with(&["north"], |central| {
         let conn = rusqlite::Connection::open(common::db_file(&central.data)).expect("open the central file");

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS rejection (
     data        TEXT,
     reason      TEXT NOT NULL,
     at          TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    UNIQUE (site_id, origin_seq)
+    -- A pushed change is one (site, seq); received initialisation records all carry seq 0.
+    UNIQUE (site_id, origin_seq, tbl, record_id)
 );
 
 -- Small named values: this node's identity, cursors, last sync, pause flags.

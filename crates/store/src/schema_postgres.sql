@@ -69,7 +69,8 @@ CREATE TABLE rejection (
     data        TEXT,
     reason      TEXT NOT NULL,
     at          TEXT NOT NULL DEFAULT to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-    UNIQUE (site_id, origin_seq)
+    -- A pushed change is one (site, seq); received initialisation records all carry seq 0.
+    UNIQUE (site_id, origin_seq, tbl, record_id)
 );
 
 -- Small named values: this node's identity, cursors, pending settings.

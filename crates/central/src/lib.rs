@@ -14,4 +14,6 @@ pub mod engine;
 pub mod server;
 
 pub use engine::{Engine, EngineError};
+#[cfg(feature = "tls")]
+pub use server::serve_tls;
 pub use server::{serve, ServerConfig};

@@ -56,6 +56,20 @@ pub async fn serve(engine: Engine, listener: TcpListener) -> std::io::Result<()>
     axum::serve(listener, router(engine)).await
 }
 
+/// Serves the API over HTTPS (rustls) with a PEM certificate chain and key.
+#[cfg(feature = "tls")]
+pub async fn serve_tls(
+    engine: Engine,
+    listener: std::net::TcpListener,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<()> {
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
+    tracing::info!(addr = %listener.local_addr()?, "central server listening (TLS)");
+    listener.set_nonblocking(true)?;
+    axum_server::from_tcp_rustls(listener, config)?.serve(router(engine).into_make_service()).await
+}
+
 /// An error answer: a status, a stable code, and a message a person can act on. Logged here,
 /// once, where it is handled.
 #[derive(Debug)]

@@ -144,6 +144,12 @@ enum CentralCommand {
         data: CentralDb,
         #[arg(long, default_value = "127.0.0.1:8640")]
         listen: SocketAddr,
+        /// Serve HTTPS with this PEM certificate chain (needs --tls-key; feature `tls`).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Sites: add one, or give one a new password.
     #[command(subcommand)]
@@ -235,6 +241,10 @@ enum SiteCommand {
         site: String,
         #[arg(long)]
         password_file: Option<PathBuf>,
+        /// Trust only this certificate authority (PEM) for the central server's HTTPS
+        /// certificate, e.g. a self-signed central server (feature `tls`).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
     },
     /// Sync once now: push, then pull.
     Sync {
@@ -345,7 +355,10 @@ fn central(command: CentralCommand) -> Result<(), String> {
             admin::init(&db, &name, primary.as_deref()).map_err(|e| e.to_string())?;
             println!("central server `{name}` created in {}", data.describe());
         }
-        CentralCommand::Serve { data, listen } => {
+        CentralCommand::Serve { data, listen, tls_cert: Some(cert), tls_key: Some(key) } => {
+            serve_tls(engine(&data)?, listen, &cert, &key)?;
+        }
+        CentralCommand::Serve { data, listen, .. } => {
             let engine = engine(&data)?;
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             runtime.block_on(async move {
@@ -429,15 +442,39 @@ fn client_for(db: &Db) -> Result<site::Client, String> {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("this site has no `{key}`; run `outpost site init`"))
     };
-    Ok(site::Client::new(&get("central_url")?, &get("local_site")?, &get("password")?))
+    let client = site::Client::new(&get("central_url")?, &get("local_site")?, &get("password")?);
+    match db.state("ca_cert_pem").map_err(|e| e.to_string())? {
+        Some(pem) if !pem.is_empty() => client.trusting(pem.as_bytes()).map_err(|e| e.to_string()),
+        _ => Ok(client),
+    }
+}
+
+#[cfg(feature = "tls")]
+fn serve_tls(engine: central::Engine, listen: SocketAddr, cert: &Path, key: &Path) -> Result<(), String> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
+    println!("central server listening on https://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(central::serve_tls(engine, listener, cert, key)).map_err(|e| format!("serving HTTPS: {e}"))
+}
+
+#[cfg(not(feature = "tls"))]
+fn serve_tls(_engine: central::Engine, _listen: SocketAddr, _cert: &Path, _key: &Path) -> Result<(), String> {
+    Err("this outpost was built without TLS; build it with `--features tls`".into())
 }
 
 fn site(command: SiteCommand) -> Result<(), String> {
     use site::status::{self, SyncState};
     match command {
-        SiteCommand::Init { data, central, site, password_file } => {
+        SiteCommand::Init { data, central, site, password_file, ca_cert } => {
             let password = read_password(password_file.as_deref())?;
-            let client = site::Client::new(&central, &site, &password);
+            let ca_pem = match &ca_cert {
+                Some(file) => std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?,
+                None => String::new(),
+            };
+            let mut client = site::Client::new(&central, &site, &password);
+            if !ca_pem.is_empty() {
+                client = client.trusting(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+            }
             let answer =
                 client.status().map_err(|e| format!("checking the credentials with the central server: {e}"))?;
             std::fs::create_dir_all(&data.data).map_err(|e| format!("creating {}: {e}", data.data.display()))?;
@@ -455,6 +492,7 @@ fn site(command: SiteCommand) -> Result<(), String> {
                     ("local_site", site.as_str()),
                     ("central_url", central.as_str()),
                     ("password", password.as_str()),
+                    ("ca_cert_pem", ca_pem.as_str()),
                     ("role", "site"),
                 ] {
                     tx.set_state(key, value)?;

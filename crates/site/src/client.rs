@@ -14,6 +14,8 @@ pub enum ClientError {
     Refused { status: u16, code: String, message: String },
     #[error("the central server's answer could not be read: {0}")]
     Decode(#[from] protocol::DecodeError),
+    #[error("the certificate authority to trust could not be read: {0}")]
+    Certificate(String),
 }
 
 impl ClientError {
@@ -22,9 +24,15 @@ impl ClientError {
         match self {
             ClientError::Transport { .. } | ClientError::Decode(_) => true,
             ClientError::Refused { status, .. } => *status >= 500,
+            ClientError::Certificate(_) => false,
         }
     }
 }
+
+#[cfg(feature = "tls")]
+type Tls = ureq::tls::TlsConfig;
+#[cfg(not(feature = "tls"))]
+type Tls = std::convert::Infallible;
 
 /// A site's connection to the central server.
 #[derive(Debug, Clone)]
@@ -40,21 +48,56 @@ pub struct Client {
 
 impl Client {
     pub fn new(central_url: &str, site: &str, password: &str) -> Client {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            // A timeout about silence, not about the length of honest work.
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_secs(300)))
-            .timeout_recv_body(Some(Duration::from_secs(120)))
-            .build();
         Client {
-            agent: config.into(),
+            agent: Self::agent(None),
             base: central_url.trim_end_matches('/').to_owned(),
             site: site.to_owned(),
             authorization: format!("Basic {}", base64_encode(format!("{site}:{password}").as_bytes())),
             sent: Default::default(),
             received: Default::default(),
         }
+    }
+
+    fn agent(tls: Option<Tls>) -> ureq::Agent {
+        let builder = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // A timeout about silence, not about the length of honest work.
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(300)))
+            .timeout_recv_body(Some(Duration::from_secs(120)));
+        match tls {
+            #[cfg(feature = "tls")]
+            Some(tls) => builder.tls_config(tls).build().into(),
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match never {},
+            None => builder.build().into(),
+        }
+    }
+
+    /// Trusts only this certificate authority (PEM) for the central server's HTTPS certificate:
+    /// a ministry's own CA, or a self-signed central server.
+    #[cfg(feature = "tls")]
+    pub fn trusting(mut self, ca_pem: &[u8]) -> Result<Client, ClientError> {
+        use ureq::tls::{Certificate, RootCerts, TlsConfig};
+        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(ca_pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                Ok(_) => None,
+                Err(e) => Some(Err(ClientError::Certificate(e.to_string()))),
+            })
+            .collect::<Result<_, _>>()?;
+        if certs.is_empty() {
+            return Err(ClientError::Certificate("no certificate in the file".into()));
+        }
+        let tls = TlsConfig::builder().root_certs(RootCerts::Specific(std::sync::Arc::new(certs))).build();
+        self.agent = Self::agent(Some(tls));
+        Ok(self)
+    }
+
+    /// Without the `tls` feature there is no HTTPS to trust a certificate for.
+    #[cfg(not(feature = "tls"))]
+    pub fn trusting(self, _ca_pem: &[u8]) -> Result<Client, ClientError> {
+        Err(ClientError::Certificate("this outpost was built without TLS; build it with `--features tls`".into()))
     }
 
     fn url(&self, action: &str) -> String {

@@ -1,0 +1,87 @@
+//! HTTPS between a site and the central server (feature `tls`): real processes, a certificate
+//! signed by a throwaway test CA (tests/fixtures), and the site trusting only that CA.
+#![cfg(feature = "tls")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+fn outpost() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_outpost"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("outpost runs");
+    assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// Kills the server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_site_syncs_over_https_with_a_central_server_it_trusts_and_refuses_one_it_does_not() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let central = dir.path().join("central");
+    run(outpost().args(["central", "init", "--data"]).arg(&central));
+    let added = run(outpost().args(["central", "site", "add", "north", "--data"]).arg(&central));
+    let password = String::from_utf8_lossy(&added.stdout).lines().last().expect("a password").trim().to_owned();
+    run(outpost()
+        .args(["central", "write", "item", "item-1", r#"{"name":"Amoxicillin 250 mg"}"#, "--data"])
+        .arg(&central));
+
+    let mut child = outpost()
+        .args(["central", "serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&central)
+        .arg("--tls-cert")
+        .arg(fixture("cert.pem"))
+        .arg("--tls-key")
+        .arg(fixture("key.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("the server says where it listens");
+    let url = line.trim().rsplit(' ').next().expect("an address").to_owned();
+    assert!(url.starts_with("https://127.0.0.1:"), "{line}");
+
+    // Without the CA, the certificate is not trusted: a clear error, and no site is created.
+    let untrusted = dir.path().join("untrusted");
+    let refused = outpost()
+        .args(["site", "init", "--site", "north", "--central", &url, "--data"])
+        .arg(&untrusted)
+        .env("OUTPOST_SITE_PASSWORD", &password)
+        .output()
+        .expect("outpost runs");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("could not reach the central server"), "{message}");
+    assert!(!untrusted.join("outpost.sqlite").exists(), "nothing is created for a server that was not trusted");
+
+    // Trusting the test CA, the site initialises and syncs over HTTPS.
+    let north = dir.path().join("north");
+    run(outpost()
+        .args(["site", "init", "--site", "north", "--central", &url, "--data"])
+        .arg(&north)
+        .arg("--ca-cert")
+        .arg(fixture("ca.pem"))
+        .env("OUTPOST_SITE_PASSWORD", &password));
+    run(outpost().args(["site", "sync", "--data"]).arg(&north));
+    let item = run(outpost().args(["site", "get", "item", "item-1", "--data"]).arg(&north));
+    assert!(String::from_utf8_lossy(&item.stdout).contains("Amoxicillin 250 mg"));
+    drop(server);
+}

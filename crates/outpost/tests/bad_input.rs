@@ -1,13 +1,24 @@
 //! Requests a well-behaved site never makes, sent with raw HTTP to a real central server
 //! process: each is answered with the right status and a JSON error body
 //! `{"error":{"code":…,"message":…}}`, writes nothing, and leaves the server answering good
-//! requests.
+//! requests. The central server runs on each backend (`sqlite::…`, `postgres::…`).
 
+#[macro_use]
 mod common;
 
-use common::{basic, change, footprint, good_headers, Answer, Http, Network};
+use common::{basic, change, footprint, good_headers, Answer, Backend, Http, Network};
 use protocol::{PullRequest, PushRequest, MAX_PUSH_CHANGES, MAX_REQUEST_BYTES};
 use serde_json::json;
+
+on_each_backend!(
+    malformed_json_is_a_bad_request,
+    a_truncated_zstd_body_is_a_bad_request,
+    an_oversized_batch_is_refused_as_too_large,
+    a_wrong_password_or_an_unknown_site_is_unauthorized,
+    a_request_for_another_sites_data_is_forbidden,
+    a_stale_protocol_version_is_a_conflict,
+    a_batch_out_of_order_is_refused_whole,
+);
 
 /// A network with two sites, `north` and `south`, and a client that speaks raw HTTP to it.
 struct Fixture {
@@ -16,8 +27,8 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
-        let network = Network::new(&["north", "south"]);
+    fn new(backend: &Backend) -> Fixture {
+        let network = Network::new(backend, &["north", "south"]);
         let http = Http::new(&network.central.url());
         Fixture { network, http }
     }
@@ -29,7 +40,7 @@ impl Fixture {
     /// Sends a bad request: it must be refused with `status` and `code`, and change nothing;
     /// and a good push must still work afterwards.
     fn refused(&self, status: u16, code: &str, send: impl FnOnce(&Http) -> Answer) {
-        let central = &self.network.central.data;
+        let central = &self.network.central;
         let before = footprint(central);
         let answer = send(&self.http);
         assert_eq!(answer.status, status, "{}", String::from_utf8_lossy(&answer.body));
@@ -58,9 +69,8 @@ fn stock_line(seq: i64) -> model::Change {
     change(seq, "north", "stock_line", &format!("sl-{seq}"), &json!({"store_id": "store-north", "total_packs": seq}))
 }
 
-#[test]
-fn malformed_json_is_a_bad_request() {
-    let f = Fixture::new();
+fn malformed_json_is_a_bad_request(backend: &Backend) {
+    let f = Fixture::new(backend);
     let password = f.password("north");
     f.refused(400, "bad_request", |http| {
         http.post("north", "push", &good_headers("north", &password).as_refs(), &zstd(b"{not json"))
@@ -74,9 +84,8 @@ fn malformed_json_is_a_bad_request() {
     });
 }
 
-#[test]
-fn a_truncated_zstd_body_is_a_bad_request() {
-    let f = Fixture::new();
+fn a_truncated_zstd_body_is_a_bad_request(backend: &Backend) {
+    let f = Fixture::new(backend);
     let password = f.password("north");
     let body = protocol::encode(&PushRequest { changes: (1..=200).map(stock_line).collect() });
     f.refused(400, "bad_request", |http| {
@@ -87,9 +96,8 @@ fn a_truncated_zstd_body_is_a_bad_request() {
     });
 }
 
-#[test]
-fn an_oversized_batch_is_refused_as_too_large() {
-    let f = Fixture::new();
+fn an_oversized_batch_is_refused_as_too_large(backend: &Backend) {
+    let f = Fixture::new(backend);
     let password = f.password("north");
     let batch = PushRequest { changes: (1..=MAX_PUSH_CHANGES as i64 + 1).map(stock_line).collect() };
     let body = protocol::encode(&batch);
@@ -113,9 +121,8 @@ fn with_auth(authorization: &str) -> [(&str, &str); 3] {
     [("authorization", authorization), ("outpost-protocol", "1"), ("content-encoding", "zstd")]
 }
 
-#[test]
-fn a_wrong_password_or_an_unknown_site_is_unauthorized() {
-    let f = Fixture::new();
+fn a_wrong_password_or_an_unknown_site_is_unauthorized(backend: &Backend) {
+    let f = Fixture::new(backend);
     let password = f.password("north");
     let body = protocol::encode(&PushRequest { changes: vec![stock_line(1)] });
     let wrong = basic("north", "not-the-password");
@@ -131,9 +138,8 @@ fn a_wrong_password_or_an_unknown_site_is_unauthorized() {
     });
 }
 
-#[test]
-fn a_request_for_another_sites_data_is_forbidden() {
-    let f = Fixture::new();
+fn a_request_for_another_sites_data_is_forbidden(backend: &Backend) {
+    let f = Fixture::new(backend);
     let north = f.password("north");
     let pull = protocol::encode(&PullRequest { cursor: None, max_bytes: 1 << 20 });
     f.refused(403, "forbidden", |http| http.post("south", "pull", &good_headers("north", &north).as_refs(), &pull));
@@ -144,9 +150,8 @@ fn a_request_for_another_sites_data_is_forbidden() {
     });
 }
 
-#[test]
-fn a_stale_protocol_version_is_a_conflict() {
-    let f = Fixture::new();
+fn a_stale_protocol_version_is_a_conflict(backend: &Backend) {
+    let f = Fixture::new(backend);
     let password = f.password("north");
     let body = protocol::encode(&PushRequest { changes: vec![stock_line(1)] });
     let auth = basic("north", &password);
@@ -161,9 +166,8 @@ fn a_stale_protocol_version_is_a_conflict() {
     });
 }
 
-#[test]
-fn a_batch_out_of_order_is_refused_whole() {
-    let f = Fixture::new();
+fn a_batch_out_of_order_is_refused_whole(backend: &Backend) {
+    let f = Fixture::new(backend);
     let password = f.password("north");
     let batch = PushRequest { changes: vec![stock_line(1), stock_line(3), stock_line(2)] };
     f.refused(400, "bad_request", |http| http.push("north", &password, &batch));

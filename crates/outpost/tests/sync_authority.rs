@@ -1,15 +1,21 @@
 //! Authority and idempotency of a push, between real processes over HTTP on loopback: the
 //! central server re-checks every pushed change, keeps what it refuses with a reason on both
 //! sides and lets the rest of the batch in; and a batch sent twice changes nothing the second
-//! time.
+//! time. The central server runs on each backend (`sqlite::…`, `postgres::…`).
 
+#[macro_use]
 mod common;
 
-use common::{change, count, dump, footprint, record, Http, Network};
+use common::{change, count, dump, footprint, record, rows, Backend, Central, Http, Network};
 use model::Seq;
 use protocol::PushRequest;
 use rusqlite::params;
 use serde_json::json;
+
+on_each_backend!(
+    a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the_rest_of_its_batch_lands,
+    the_same_push_batch_sent_twice_leaves_the_same_state,
+);
 
 /// Writes as an old or misbehaving site would: straight into its SQLite file, a record and its
 /// change-log entry in one transaction, as `Tx::put` does, without the authority check that
@@ -32,9 +38,10 @@ fn write_behind_the_checks(site: &common::Site, table: &str, id: &str, data: &se
     tx.commit().expect("commit");
 }
 
-#[test]
-fn a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the_rest_of_its_batch_lands() {
-    let network = Network::new(&["north", "south"]);
+fn a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the_rest_of_its_batch_lands(
+    backend: &Backend,
+) {
+    let network = Network::new(backend, &["north", "south"]);
     let item = json!({"code": "PCM", "name": "Paracetamol 500mg", "unit_id": "unit-tab"});
     network.central.write("item", "item-pcm", &item);
     let (north, south) = (network.site("north"), network.site("south"));
@@ -55,7 +62,7 @@ fn a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the
     write_behind_the_checks(north, "item", "item-pcm", &json!({"code": "PCM", "name": "renamed on north"}));
     write_behind_the_checks(north, "item", "item-new", &json!({"code": "NEW", "name": "made on north"}));
     north.write("stock_line", "sl-2", &json!({"store_id": "store-north", "item_id": "item-pcm", "total_packs": 20}));
-    let before = footprint(&network.central.data);
+    let before = footprint(&network.central);
 
     let synced = north.sync();
     assert!(synced.stdout.contains("pushed 2 (2 rejected)"), "{}", synced.stdout);
@@ -73,7 +80,7 @@ fn a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the
     assert!(north.status().contains("rejected changes:  2"), "{}", north.status());
 
     // So does the central server.
-    let central = &network.central.data;
+    let central = &network.central;
     let kept = count(
         central,
         "SELECT count(*) FROM rejection WHERE site_id = 'north' AND tbl = 'item' AND record_id IN ('item-pcm', 'item-new')
@@ -106,11 +113,10 @@ fn a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the
     assert_eq!(footprint(central), after);
 }
 
-#[test]
-fn the_same_push_batch_sent_twice_leaves_the_same_state() {
-    let network = Network::new(&["north"]);
+fn the_same_push_batch_sent_twice_leaves_the_same_state(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
     let north = network.site("north");
-    let central = &network.central.data;
+    let central = &network.central;
     let http = Http::new(&network.central.url());
 
     let line = |i: i64| json!({"store_id": "store-north", "item_id": format!("item-{i}"), "total_packs": i});
@@ -150,10 +156,6 @@ fn the_same_push_batch_sent_twice_leaves_the_same_state() {
 }
 
 /// The central server's change log, entry by entry.
-fn change_log(data: &std::path::Path) -> Vec<(i64, String, String, String, Option<String>)> {
-    let conn = common::open_ro(data);
-    let mut stmt =
-        conn.prepare("SELECT seq, tbl, record_id, origin_site, bucket FROM change_log ORDER BY seq").expect("prepare");
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).expect("query");
-    rows.collect::<rusqlite::Result<_>>().expect("rows")
+fn change_log(central: &Central) -> Vec<(i64, String, String, String, Option<String>)> {
+    rows(central, "SELECT seq, tbl, record_id, origin_site, bucket FROM change_log ORDER BY seq", &[])
 }

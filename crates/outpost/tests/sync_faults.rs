@@ -3,10 +3,17 @@
 //! bytes by a TCP proxy between them. Every time, the next sync carries on from what was
 //! committed, and the databases end up holding exactly what they should: nothing lost, nothing
 //! twice.
+//!
+//! The central server runs on each backend (`sqlite::…`, `postgres::…`) in the tests where it
+//! is the server's side that matters. The site killed mid-pull and the cut connections stay on
+//! SQLite (`sqlite_only::…`): they test the site's side and the wire, and on PostgreSQL would
+//! only spend minutes writing the hundreds of thousands of records that make the pull long
+//! enough to kill.
 
+#[macro_use]
 mod common;
 
-use common::{count, dump, dump_table, state, wait_until, Central, Cut, Network, Proxy, Site};
+use common::{count, dump, dump_table, state, wait_until, Backend, Central, Cut, Network, Proxy, Site};
 use model::Seq;
 use protocol::Cursor;
 use serde_json::json;
@@ -15,13 +22,34 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::Write;
 
+on_each_backend!(
+    the_central_server_killed_in_the_middle_of_a_push_loses_and_duplicates_nothing,
+    a_site_initialised_again_after_losing_its_disk_pushes_its_new_changes,
+    every_received_change_a_site_cannot_apply_is_kept_with_its_reason,
+);
+
+mod sqlite_only {
+    #[test]
+    fn a_site_killed_in_the_middle_of_a_pull_resumes_and_ends_with_exactly_what_it_should() {
+        super::a_site_killed_in_the_middle_of_a_pull_resumes_and_ends_with_exactly_what_it_should(
+            &crate::common::Backend::Sqlite,
+        );
+    }
+
+    #[test]
+    fn a_connection_cut_at_any_point_fails_the_sync_clearly_and_the_next_sync_completes() {
+        super::a_connection_cut_at_any_point_fails_the_sync_clearly_and_the_next_sync_completes(
+            &crate::common::Backend::Sqlite,
+        );
+    }
+}
+
 /// Writes `n` items on the central server with the library (through `Engine::write`, checked,
 /// logged and routed like `outpost central write`, but in one transaction); `edition` tells
 /// one version of them from the next.
 fn write_items(central: &Central, n: usize, edition: u32) {
     let started = Instant::now();
-    let db = store::Db::open(&common::db_file(&central.data)).expect("open the central database");
-    let engine = central::Engine::new(Arc::new(db));
+    let engine = central::Engine::new(Arc::new(central.db.open()));
     let writes: Vec<Write> = (0..n)
         .map(|i| {
             Write::upsert(
@@ -76,13 +104,12 @@ fn assert_holds_snapshot_up_to(site: &Path, central: &common::Dump, cursor: &Cur
     assert!(held.iter().eq(expected), "the site holds other records than the central server sent up to {table}/{id}");
 }
 
-#[test]
-fn a_site_killed_in_the_middle_of_a_pull_resumes_and_ends_with_exactly_what_it_should() {
+fn a_site_killed_in_the_middle_of_a_pull_resumes_and_ends_with_exactly_what_it_should(backend: &Backend) {
     const ITEMS: usize = 200_000;
-    let network = Network::with(&["north"], |central| write_items(central, ITEMS, 1));
+    let network = Network::with(backend, &["north"], |central| write_items(central, ITEMS, 1));
     let north = network.site("north");
     // The central server holds still during this test.
-    let central = dump(&network.central.data);
+    let central = dump(&network.central);
     assert_eq!(central.keys().filter(|(table, _)| table == "item").count(), ITEMS);
 
     // Kill the sync twice, each time right after it committed a batch (polling its file).
@@ -115,55 +142,51 @@ fn a_site_killed_in_the_middle_of_a_pull_resumes_and_ends_with_exactly_what_it_s
     assert!(held == central, "the site's records (all items among them) differ from the central server's");
 }
 
-#[test]
-fn the_central_server_killed_in_the_middle_of_a_push_loses_and_duplicates_nothing() {
+fn the_central_server_killed_in_the_middle_of_a_push_loses_and_duplicates_nothing(backend: &Backend) {
     const LINES: usize = 60_000;
-    let mut network = Network::new(&["north"]);
+    let mut network = Network::new(backend, &["north"]);
     let north = network.site("north").clone();
     north.sync();
     write_stock_lines(&north, LINES);
-    let central_data = network.central.data.clone();
-    let acked = |data: &Path| count(data, "SELECT acked_seq FROM site_sync WHERE site_id = 'north'");
+    let acked = |central: &Central| count(central, "SELECT acked_seq FROM site_sync WHERE site_id = 'north'");
 
     let mut sync = north.spawn_sync();
     wait_until("the central server to commit a push batch", Duration::from_secs(60), || {
         assert!(sync.try_wait().is_none(), "the push finished before the server could be killed");
-        acked(&central_data) > 0
+        acked(&network.central) > 0
     });
     network.central.kill();
     let status = sync.wait(Duration::from_secs(30));
     assert!(!status.success(), "the sync cannot succeed without its server");
 
     // What the server committed is whole batches: exactly the site's first `acked` changes.
-    let mid = acked(&central_data);
+    let mid = acked(&network.central);
     assert!(mid > 0 && mid < LINES as i64, "killed mid-push, at {mid} of {LINES}");
-    assert_eq!(count(&central_data, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), mid);
+    assert_eq!(count(&network.central, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), mid);
     assert!(north.status().contains("last error:        20"), "the site shows the error: {}", north.status());
 
     network.central.start();
     north.sync();
-    assert_eq!(acked(&central_data), LINES as i64);
+    let central = &network.central;
+    assert_eq!(acked(central), LINES as i64);
     let on_site = dump_table(&north.data, "stock_line");
     assert_eq!(on_site.len(), LINES);
-    assert!(dump_table(&central_data, "stock_line") == on_site, "the central server's copy differs from the site's");
-    let (entries, distinct): (i64, i64) = common::open_ro(&central_data)
-        .query_row(
-            "SELECT count(*), count(DISTINCT record_id) FROM change_log WHERE tbl = 'stock_line' AND origin_site = 'north'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("count the log");
+    assert!(dump_table(central, "stock_line") == on_site, "the central server's copy differs from the site's");
+    let (entries, distinct): (i64, i64) = common::row(
+        central,
+        "SELECT count(*), count(DISTINCT record_id) FROM change_log WHERE tbl = 'stock_line' AND origin_site = 'north'",
+        &[],
+    );
     assert_eq!((entries, distinct), (LINES as i64, LINES as i64), "one log entry per record");
-    assert_eq!(count(&central_data, "SELECT count(*) FROM rejection"), 0);
+    assert_eq!(count(central, "SELECT count(*) FROM rejection"), 0);
     assert!(north.status().contains("waiting to push:   0 change(s)"), "{}", north.status());
 }
 
-#[test]
-fn a_connection_cut_at_any_point_fails_the_sync_clearly_and_the_next_sync_completes() {
+fn a_connection_cut_at_any_point_fails_the_sync_clearly_and_the_next_sync_completes(backend: &Backend) {
     const ITEMS: usize = 20_000;
     const LINES: usize = 20_000;
     let root = tempfile::tempdir().expect("temporary directory");
-    let mut central = Central::init(root.path());
+    let mut central = Central::init(root.path(), backend);
     let password = central.add_site("north");
     central.add_store("store-north", "north");
     write_items(&central, ITEMS, 1);
@@ -182,7 +205,7 @@ fn a_connection_cut_at_any_point_fails_the_sync_clearly_and_the_next_sync_comple
     let first_batch_len = first_batch.len() as i64;
     let first_body = protocol::encode(&protocol::PushRequest { changes: first_batch }).len() as u64;
     assert!(LINES as i64 > first_batch_len, "the push takes several batches");
-    let acked = || count(&central.data, "SELECT acked_seq FROM site_sync WHERE site_id = 'north'");
+    let acked = || count(&central, "SELECT acked_seq FROM site_sync WHERE site_id = 'north'");
     let pushed = || state(&north.data, "pushed_seq").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
 
     let cut_sync = |cut: Cut, step: &str| {
@@ -202,7 +225,7 @@ fn a_connection_cut_at_any_point_fails_the_sync_clearly_and_the_next_sync_comple
     // In the middle of its body: nothing is applied.
     cut_sync(Cut::Requests(first_body / 2), "pushing changes to the central server");
     assert_eq!((acked(), pushed()), (0, 0));
-    assert_eq!(count(&central.data, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), 0);
+    assert_eq!(count(&central, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), 0);
     // In the answer to the first push: applied on the server, but the site does not know.
     cut_sync(Cut::Responses(50), "pushing changes to the central server");
     assert_eq!((acked(), pushed()), (first_batch_len, 0));
@@ -214,12 +237,10 @@ fn a_connection_cut_at_any_point_fails_the_sync_clearly_and_the_next_sync_comple
     // The batches committed before the cut are applied, whole; nothing after them.
     let Some(Cursor::Log { after, .. }) = pull_cursor(&north.data) else { panic!("the site is initialised") };
     let on_site = dump_table(&north.data, "item");
-    let conn = common::open_ro(&central.data);
-    let mut stmt = conn.prepare("SELECT id, data, log_seq FROM record WHERE tbl = 'item'").expect("prepare");
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)));
     let mut newer = 0;
-    for row in rows.expect("items") {
-        let (id, data, seq) = row.expect("an item");
+    for (id, data, seq) in
+        common::rows::<(String, String, i64)>(&central, "SELECT id, data, log_seq FROM record WHERE tbl = 'item'", &[])
+    {
         let key = ("item".to_owned(), id);
         let expected = if seq <= after.0 { &data } else { &items_before[&key] };
         newer += usize::from(seq <= after.0);
@@ -231,24 +252,23 @@ fn a_connection_cut_at_any_point_fails_the_sync_clearly_and_the_next_sync_comple
     proxy.set(Cut::Never);
     let done = north.sync();
     assert!(done.stdout.contains("pushed 0 (0 rejected)"), "{}", done.stdout);
-    assert_eq!(count(&central.data, "SELECT count(*) FROM rejection"), 0);
-    assert_eq!(dump_table(&central.data, "stock_line").len(), LINES);
-    assert!(dump(&north.data) == dump(&central.data), "the site and the central server hold different records");
-    let entries = count(&central.data, "SELECT count(*) FROM change_log WHERE tbl = 'stock_line'");
+    assert_eq!(count(&central, "SELECT count(*) FROM rejection"), 0);
+    assert_eq!(dump_table(&central, "stock_line").len(), LINES);
+    assert!(dump(&north.data) == dump(&central), "the site and the central server hold different records");
+    let entries = count(&central, "SELECT count(*) FROM change_log WHERE tbl = 'stock_line'");
     assert_eq!(entries, LINES as i64, "one log entry per record");
     assert!(north.status().contains("last error:        none"), "{}", north.status());
 }
 
-#[test]
-fn a_site_initialised_again_after_losing_its_disk_pushes_its_new_changes() {
-    let network = Network::new(&["north"]);
+fn a_site_initialised_again_after_losing_its_disk_pushes_its_new_changes(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
     let north = network.site("north");
     north.sync();
     for i in 1..=5 {
         north.write("stock_line", &format!("sl-{i}"), &json!({"store_id": "store-north", "total_packs": i}));
     }
     north.sync();
-    let central = &network.central.data;
+    let central = &network.central;
     assert_eq!(count(central, "SELECT acked_seq FROM site_sync WHERE site_id = 'north'"), 5);
 
     // The disk is lost: the site is initialised again, with the same identity, in a new place.
@@ -280,13 +300,12 @@ fn a_site_initialised_again_after_losing_its_disk_pushes_its_new_changes() {
 /// (origin, position, table, id), not by position alone (which kept only the first). Here
 /// the records are made unreadable behind the central server's back; a site older than its
 /// central server (a table it does not know) meets the same.
-#[test]
-fn every_received_change_a_site_cannot_apply_is_kept_with_its_reason() {
-    let network = Network::with(&["north"], |central| {
-        let conn = rusqlite::Connection::open(common::db_file(&central.data)).expect("open the central file");
+fn every_received_change_a_site_cannot_apply_is_kept_with_its_reason(backend: &Backend) {
+    let network = Network::with(backend, &["north"], |central| {
         for i in 1..=3 {
-            conn.execute("INSERT INTO record (tbl, id, data) VALUES ('item', ?1, '[1, 2]')", [format!("item-bad-{i}")])
-                .expect("write an unreadable item");
+            central
+                .db
+                .execute(&format!("INSERT INTO record (tbl, id, data) VALUES ('item', 'item-bad-{i}', '[1, 2]')"));
         }
     });
     let north = network.site("north");

@@ -1,6 +1,9 @@
 //! The harness of the integration tests: real `outpost` processes (the binary this package
-//! builds), talking real HTTP on loopback, each with its own SQLite file in a temporary
-//! directory. The databases are inspected read-only from the test, beside the processes.
+//! builds), talking real HTTP on loopback. Each site has its own SQLite file in a temporary
+//! directory; the central server has one too, or, on [`Backend::Postgres`], a fresh schema of
+//! its own on the test PostgreSQL (dropped at the end), which several server processes may
+//! share. The databases are inspected read-only from the test, beside the processes, with the
+//! same SQL on both backends ([`rows`], [`count`], [`dump`]…).
 //!
 //! Every child process is owned by a guard that kills it (SIGKILL) when dropped, so a failing
 //! test leaves nothing running.
@@ -10,6 +13,7 @@
 
 use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -28,7 +32,12 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// A base command with a clean environment: nothing inherited may point it elsewhere.
 pub fn outpost() -> Command {
     let mut command = Command::new(BIN);
-    command.env_remove("OUTPOST_DATA").env_remove("OUTPOST_SITE_PASSWORD").env("OUTPOST_LOG", "warn");
+    command
+        .env_remove("OUTPOST_DATA")
+        .env_remove("OUTPOST_DATABASE")
+        .env_remove("OUTPOST_DB_SCHEMA")
+        .env_remove("OUTPOST_SITE_PASSWORD")
+        .env("OUTPOST_LOG", "warn");
     command
 }
 
@@ -173,55 +182,227 @@ pub fn open_ro(data: &Path) -> Connection {
     conn
 }
 
+/// The database a central server runs on, as a test chooses it: SQLite (a file in the
+/// server's data directory), or PostgreSQL (a fresh schema for each central server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    #[cfg(feature = "postgres")]
+    Postgres {
+        url: String,
+    },
+}
+
+impl Backend {
+    /// The test PostgreSQL (see [`pg::url`]), or `None` when the test is to be skipped.
+    #[cfg(feature = "postgres")]
+    pub fn postgres() -> Option<Backend> {
+        pg::url().map(|url| Backend::Postgres { url })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        !matches!(self, Backend::Sqlite)
+    }
+}
+
+/// Where one central server's database lives. A PostgreSQL schema is dropped with it.
+#[derive(Debug)]
+pub enum CentralDb {
+    /// The data directory (holding `outpost.sqlite`).
+    Sqlite(PathBuf),
+    #[cfg(feature = "postgres")]
+    Postgres(Box<pg::Schema>),
+}
+
+impl CentralDb {
+    /// The arguments that point an `outpost central …` command at this database.
+    pub fn args(&self) -> Vec<OsString> {
+        match self {
+            CentralDb::Sqlite(data) => vec!["--data".into(), data.into()],
+            #[cfg(feature = "postgres")]
+            CentralDb::Postgres(schema) => {
+                vec!["--database".into(), schema.url.as_str().into(), "--db-schema".into(), schema.name.as_str().into()]
+            }
+        }
+    }
+
+    /// Opens the database with the library, as a server process would.
+    pub fn open(&self) -> store::Db {
+        match self {
+            CentralDb::Sqlite(data) => store::Db::open(&db_file(data)).expect("open the central database"),
+            #[cfg(feature = "postgres")]
+            CentralDb::Postgres(schema) => {
+                store::Db::open_postgres(&schema.url, Some(&schema.name)).expect("open the central database")
+            }
+        }
+    }
+
+    /// Runs SQL statements on the database behind the server's back (e.g. to corrupt a record).
+    pub fn execute(&self, sql: &str) {
+        match self {
+            CentralDb::Sqlite(data) => {
+                let conn = Connection::open(db_file(data)).expect("open the central file");
+                conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+                conn.execute_batch(sql).unwrap_or_else(|e| panic!("`{sql}`: {e}"));
+            }
+            #[cfg(feature = "postgres")]
+            CentralDb::Postgres(schema) => schema.execute(sql),
+        }
+    }
+}
+
+/// A database to read from in a test: a node's SQLite file, or a central server's PostgreSQL
+/// schema.
+#[derive(Debug, Clone, Copy)]
+pub enum DbRef<'a> {
+    /// A data directory (holding `outpost.sqlite`).
+    Sqlite(&'a Path),
+    #[cfg(feature = "postgres")]
+    Postgres(&'a pg::Schema),
+}
+
+/// Anything whose database a test can read: a data directory, a site, a central server.
+pub trait Inspect {
+    fn db_ref(&self) -> DbRef<'_>;
+}
+
+impl Inspect for Path {
+    fn db_ref(&self) -> DbRef<'_> {
+        DbRef::Sqlite(self)
+    }
+}
+
+impl Inspect for PathBuf {
+    fn db_ref(&self) -> DbRef<'_> {
+        DbRef::Sqlite(self)
+    }
+}
+
+impl Inspect for CentralDb {
+    fn db_ref(&self) -> DbRef<'_> {
+        match self {
+            CentralDb::Sqlite(data) => DbRef::Sqlite(data),
+            #[cfg(feature = "postgres")]
+            CentralDb::Postgres(schema) => DbRef::Postgres(schema),
+        }
+    }
+}
+
+impl Inspect for Central {
+    fn db_ref(&self) -> DbRef<'_> {
+        self.db.db_ref()
+    }
+}
+
+impl Inspect for Site {
+    fn db_ref(&self) -> DbRef<'_> {
+        DbRef::Sqlite(&self.data)
+    }
+}
+
+/// A column value readable from both backends (`i64`, `String`, `Option<…>` of them).
+#[cfg(feature = "postgres")]
+pub trait Value: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a> {}
+#[cfg(feature = "postgres")]
+impl<T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>> Value for T {}
+/// A column value readable from both backends (`i64`, `String`, `Option<…>` of them).
+#[cfg(not(feature = "postgres"))]
+pub trait Value: rusqlite::types::FromSql {}
+#[cfg(not(feature = "postgres"))]
+impl<T: rusqlite::types::FromSql> Value for T {}
+
+/// A row of a query, as a tuple of [`Value`]s.
+pub trait FromRow: Sized {
+    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
+    #[cfg(feature = "postgres")]
+    fn from_postgres(row: &postgres::Row) -> Result<Self, postgres::Error>;
+}
+
+macro_rules! tuple_from_row {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: Value),+> FromRow for ($($t,)+) {
+            fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(($(row.get($i)?,)+))
+            }
+            #[cfg(feature = "postgres")]
+            fn from_postgres(row: &postgres::Row) -> Result<Self, postgres::Error> {
+                Ok(($(row.try_get($i)?,)+))
+            }
+        }
+    };
+}
+tuple_from_row!(A 0);
+tuple_from_row!(A 0, B 1);
+tuple_from_row!(A 0, B 1, C 2);
+tuple_from_row!(A 0, B 1, C 2, D 3);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
+
+/// The rows of a query on a node's database. The SQL is the same on both backends; its
+/// parameters are text, written `$1`, `$2`… (which SQLite reads as well as PostgreSQL).
+pub fn rows<R: FromRow>(node: &(impl Inspect + ?Sized), sql: &str, params: &[&str]) -> Vec<R> {
+    match node.db_ref() {
+        DbRef::Sqlite(data) => {
+            let conn = open_ro(data);
+            let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("`{sql}`: {e}"));
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params), |r| R::from_sqlite(r))
+                .unwrap_or_else(|e| panic!("`{sql}`: {e}"));
+            rows.collect::<rusqlite::Result<_>>().unwrap_or_else(|e| panic!("`{sql}`: {e}"))
+        }
+        #[cfg(feature = "postgres")]
+        DbRef::Postgres(schema) => schema
+            .query(sql, params)
+            .iter()
+            .map(|r| R::from_postgres(r).unwrap_or_else(|e| panic!("`{sql}`: {e}")))
+            .collect(),
+    }
+}
+
+/// The one row of a query (panics unless there is exactly one).
+pub fn row<R: FromRow>(node: &(impl Inspect + ?Sized), sql: &str, params: &[&str]) -> R {
+    let mut all = rows::<R>(node, sql, params);
+    assert_eq!(all.len(), 1, "`{sql}` gave {} rows, not one", all.len());
+    all.remove(0)
+}
+
 /// Every live record of a node: (table, id) → document text.
 pub type Dump = BTreeMap<(String, String), String>;
 
-pub fn dump(data: &Path) -> Dump {
-    dump_of(data, None)
+pub fn dump(node: &(impl Inspect + ?Sized)) -> Dump {
+    let all = rows::<(String, String, String)>(
+        node,
+        "SELECT tbl, id, data FROM record WHERE data IS NOT NULL ORDER BY tbl, id",
+        &[],
+    );
+    all.into_iter().map(|(table, id, data)| ((table, id), data)).collect()
 }
 
 /// The live records of one table.
-pub fn dump_table(data: &Path, table: &str) -> Dump {
-    dump_of(data, Some(table))
-}
-
-fn dump_of(data: &Path, table: Option<&str>) -> Dump {
-    let conn = open_ro(data);
-    let mut stmt = conn
-        .prepare(
-            "SELECT tbl, id, data FROM record WHERE data IS NOT NULL AND (?1 IS NULL OR tbl = ?1) ORDER BY tbl, id",
-        )
-        .expect("prepare dump");
-    let rows = stmt
-        .query_map([table], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get::<_, String>(2)?)))
-        .expect("dump");
-    rows.collect::<rusqlite::Result<_>>().expect("read dump")
+pub fn dump_table(node: &(impl Inspect + ?Sized), table: &str) -> Dump {
+    let all = rows::<(String, String, String)>(
+        node,
+        "SELECT tbl, id, data FROM record WHERE data IS NOT NULL AND tbl = $1 ORDER BY tbl, id",
+        &[table],
+    );
+    all.into_iter().map(|(table, id, data)| ((table, id), data)).collect()
 }
 
 /// One number from a query on a node's database.
-pub fn count(data: &Path, sql: &str) -> i64 {
-    open_ro(data).query_row(sql, [], |r| r.get(0)).unwrap_or_else(|e| panic!("`{sql}`: {e}"))
+pub fn count(node: &(impl Inspect + ?Sized), sql: &str) -> i64 {
+    row::<(i64,)>(node, sql, &[]).0
 }
 
 /// One `state` value of a node.
-pub fn state(data: &Path, key: &str) -> Option<String> {
-    rusqlite::OptionalExtension::optional(open_ro(data).query_row(
-        "SELECT value FROM state WHERE key = ?1",
-        [key],
-        |r| r.get(0),
-    ))
-    .expect("read state")
+pub fn state(node: &(impl Inspect + ?Sized), key: &str) -> Option<String> {
+    rows::<(String,)>(node, "SELECT value FROM state WHERE key = $1", &[key]).pop().map(|(v,)| v)
 }
 
 /// What a record holds, as JSON, on a node.
-pub fn record(data: &Path, table: &str, id: &str) -> Option<serde_json::Value> {
-    let text: Option<Option<String>> = rusqlite::OptionalExtension::optional(open_ro(data).query_row(
-        "SELECT data FROM record WHERE tbl = ?1 AND id = ?2",
-        [table, id],
-        |r| r.get(0),
-    ))
-    .expect("read record");
-    text.flatten().map(|t| serde_json::from_str(&t).expect("a stored record is JSON"))
+pub fn record(node: &(impl Inspect + ?Sized), table: &str, id: &str) -> Option<serde_json::Value> {
+    let text = rows::<(Option<String>,)>(node, "SELECT data FROM record WHERE tbl = $1 AND id = $2", &[table, id])
+        .pop()
+        .and_then(|(data,)| data);
+    text.map(|t| serde_json::from_str(&t).expect("a stored record is JSON"))
 }
 
 /// Counts that a request must not change on the central server.
@@ -234,43 +415,270 @@ pub struct Footprint {
     pub acked: Vec<(String, i64)>,
 }
 
-pub fn footprint(data: &Path) -> Footprint {
-    let conn = open_ro(data);
-    let one = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).expect("count");
-    let mut stmt = conn.prepare("SELECT site_id, acked_seq FROM site_sync ORDER BY site_id").expect("prepare");
-    let acked = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("acked")
-        .collect::<rusqlite::Result<_>>()
-        .expect("acked rows");
+pub fn footprint(node: &(impl Inspect + ?Sized)) -> Footprint {
     Footprint {
-        records: one("SELECT count(*) FROM record"),
-        change_log: one("SELECT count(*) FROM change_log"),
-        outbox: one("SELECT count(*) FROM outbox"),
-        rejections: one("SELECT count(*) FROM rejection"),
-        acked,
+        records: count(node, "SELECT count(*) FROM record"),
+        change_log: count(node, "SELECT count(*) FROM change_log"),
+        outbox: count(node, "SELECT count(*) FROM outbox"),
+        rejections: count(node, "SELECT count(*) FROM rejection"),
+        acked: rows(node, "SELECT site_id, acked_seq FROM site_sync ORDER BY site_id", &[]),
     }
 }
 
-/// A central server: its data directory, and its `serve` process while it runs.
+/// The test PostgreSQL: where it is, and a schema of its own for each central server.
+#[cfg(feature = "postgres")]
+pub mod pg {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+    fn connect(url: &str) -> Result<postgres::Client, String> {
+        let mut config: postgres::Config = url.parse().map_err(|e| format!("{url} is not a database URL: {e}"))?;
+        config.connect_timeout(Duration::from_secs(5));
+        config.connect(postgres::NoTls).map_err(|e| format!("cannot connect to {url}: {e}"))
+    }
+
+    /// The test PostgreSQL's URL: `OUTPOST_TEST_POSTGRES`, else `DATABASE_URL`, else
+    /// `postgres://postgres@127.0.0.1:5432/test`, checked once per test binary. `None` (skip,
+    /// saying so) when none was given and the default does not answer; a panic when one was
+    /// given, or under `CI=true`, since a missing PostgreSQL must not pass as a green run there.
+    pub fn url() -> Option<String> {
+        static CHECKED: OnceLock<Result<String, String>> = OnceLock::new();
+        let explicit = std::env::var("OUTPOST_TEST_POSTGRES")
+            .ok()
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+            .filter(|u| !u.is_empty());
+        let required = explicit.is_some() || std::env::var("CI").is_ok_and(|v| v == "true");
+        let checked = CHECKED.get_or_init(|| {
+            let url = explicit.clone().unwrap_or_else(|| DEFAULT_URL.to_owned());
+            connect(&url).map(|_| url)
+        });
+        match checked {
+            Ok(url) => Some(url.clone()),
+            Err(e) if required => panic!("PostgreSQL is required here (CI, or a URL was given): {e}"),
+            Err(e) => {
+                eprintln!("skipping a PostgreSQL test: {e} (set OUTPOST_TEST_POSTGRES to run them)");
+                None
+            }
+        }
+    }
+
+    /// A schema name no other test (of this run or another) uses.
+    fn fresh_name() -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        format!("outpost_it_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A schema of its own on the test PostgreSQL (created by `outpost central init`), dropped
+    /// with this value. The test reads it through one connection of its own.
+    pub struct Schema {
+        pub url: String,
+        pub name: String,
+        client: Mutex<Option<postgres::Client>>,
+    }
+
+    impl std::fmt::Debug for Schema {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Schema").field("url", &self.url).field("name", &self.name).finish_non_exhaustive()
+        }
+    }
+
+    impl Schema {
+        pub fn fresh(url: &str) -> Schema {
+            Schema { url: url.to_owned(), name: fresh_name(), client: Mutex::new(None) }
+        }
+
+        fn with_client<T>(&self, f: impl FnOnce(&mut postgres::Client) -> T) -> T {
+            let mut guard = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if guard.is_none() {
+                let mut client = connect(&self.url).unwrap_or_else(|e| panic!("{e}"));
+                client
+                    .batch_execute(&format!("SET search_path TO \"{}\"", self.name))
+                    .unwrap_or_else(|e| panic!("setting the search path: {e}"));
+                *guard = Some(client);
+            }
+            f(guard.as_mut().expect("connected just now"))
+        }
+
+        /// Each statement on its own (autocommit): reading never holds a transaction open that
+        /// the servers' pulls would wait for.
+        pub fn query(&self, sql: &str, params: &[&str]) -> Vec<postgres::Row> {
+            let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+            self.with_client(|client| client.query(sql, &params)).unwrap_or_else(|e| panic!("`{sql}`: {e}"))
+        }
+
+        pub fn execute(&self, sql: &str) {
+            self.with_client(|client| client.batch_execute(sql)).unwrap_or_else(|e| panic!("`{sql}`: {e}"));
+        }
+    }
+
+    impl Drop for Schema {
+        fn drop(&mut self) {
+            let reader =
+                self.client.get_mut().map(Option::take).unwrap_or_else(|poisoned| poisoned.into_inner().take());
+            drop(reader);
+            let dropped = connect(&self.url).and_then(|mut client| {
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name))
+                    .map_err(|e| format!("dropping schema {}: {e}", self.name))
+            });
+            if let Err(e) = dropped {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+}
+
+/// One `outpost central serve` process: started on a free port the first time, on the same
+/// address after a restart. Its log (stderr) goes to a file, shown when a test fails.
 #[derive(Debug)]
-pub struct Central {
-    pub data: PathBuf,
+pub struct Server {
+    name: String,
+    db_args: Vec<OsString>,
     log: PathBuf,
     addr: Option<SocketAddr>,
-    server: Option<ChildGuard>,
+    process: Option<ChildGuard>,
+}
+
+impl Server {
+    fn new(name: &str, db: &CentralDb, log: PathBuf) -> Server {
+        Server { name: name.to_owned(), db_args: db.args(), log, addr: None, process: None }
+    }
+
+    /// Starts the server and waits for it to say where it listens; returns its URL.
+    pub fn start(&mut self) -> String {
+        assert!(self.process.is_none(), "the central server `{}` is already running", self.name);
+        let listen = self.addr.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
+        // After a kill the old port may take a moment to be free again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.try_start(&listen) {
+                Ok(addr) => {
+                    self.addr = Some(addr);
+                    return self.url();
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("starting the central server `{}` again: {e}", self.name);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("the central server `{}` did not start: {e}", self.name),
+            }
+        }
+    }
+
+    fn try_start(&mut self, listen: &str) -> Result<SocketAddr, String> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("server log");
+        let mut guard = ChildGuard::spawn(
+            format!("central serve ({})", self.name),
+            outpost()
+                .args(["central", "serve", "--listen", listen])
+                .args(&self.db_args)
+                .env("OUTPOST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log),
+        );
+        let stdout = guard.child.as_mut().and_then(|c| c.stdout.take()).expect("piped stdout");
+        let (sender, receiver) = mpsc::channel();
+        // Reads the first line for the address, then keeps draining until the process ends.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = sender.send(lines.next());
+            for _ in lines {}
+        });
+        let line = match receiver.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(Ok(line))) => line,
+            other => return Err(format!("no address line ({other:?}); see {}", self.log.display())),
+        };
+        let addr = line
+            .strip_prefix("central server listening on http://")
+            .ok_or_else(|| format!("unexpected first line `{line}`"))?
+            .trim()
+            .parse()
+            .map_err(|e| format!("`{line}`: {e}"))?;
+        self.process = Some(guard);
+        Ok(addr)
+    }
+
+    /// SIGKILL: no shutdown, no flush; what was committed is what there is.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.unwrap_or_else(|| panic!("the central server `{}` was started", self.name))
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// The server's log (stderr), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    /// A failing test's temporary directory goes with it: show what the server logged first.
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- the central server `{}`'s log (last lines) ---", self.name);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// A central server: its database, and its `serve` process while it runs.
+#[derive(Debug)]
+pub struct Central {
+    // Declared first, so dropped first: the process ends before its database goes.
+    server: Server,
+    root: PathBuf,
+    pub db: CentralDb,
 }
 
 impl Central {
-    /// `outpost central init` in `root/central`.
-    pub fn init(root: &Path) -> Central {
-        let data = root.join("central");
-        run("central init", outpost().args(["central", "init", "--data"]).arg(&data)).ok();
-        Central { log: root.join("central.log"), data, addr: None, server: None }
+    /// `outpost central init` on `backend`: in `root/central` on SQLite, in a fresh schema on
+    /// PostgreSQL.
+    pub fn init(root: &Path, backend: &Backend) -> Central {
+        let db = match backend {
+            Backend::Sqlite => CentralDb::Sqlite(root.join("central")),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { url } => CentralDb::Postgres(Box::new(pg::Schema::fresh(url))),
+        };
+        run("central init", outpost().args(["central", "init"]).args(db.args())).ok();
+        let server = Server::new("central", &db, root.join("central.log"));
+        Central { server, root: root.to_owned(), db }
     }
 
-    fn admin(&self, what: &str, args: &[&str]) -> Run {
-        run(what, outpost().arg("central").args(args).arg("--data").arg(&self.data)).ok()
+    /// The SQLite data directory (for the tests that work on the file itself).
+    pub fn data(&self) -> &Path {
+        match &self.db {
+            CentralDb::Sqlite(data) => data,
+            #[cfg(feature = "postgres")]
+            CentralDb::Postgres(_) => panic!("this test works on the central server's SQLite file"),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        !matches!(self.db, CentralDb::Sqlite(_))
+    }
+
+    /// Runs `outpost central ARGS` on this server's database; it must succeed.
+    pub fn admin(&self, what: &str, args: &[&str]) -> Run {
+        run(what, outpost().arg("central").args(args).args(self.db.args())).ok()
     }
 
     /// Adds a remote site; returns its password (the last line the command prints).
@@ -301,92 +709,30 @@ impl Central {
     /// Starts `outpost central serve` (on a free port the first time, on the same address after
     /// a restart) and waits for it to say where it listens.
     pub fn start(&mut self) -> String {
-        assert!(self.server.is_none(), "the central server is already running");
-        let listen = self.addr.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
-        // After a kill the old port may take a moment to be free again.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match self.try_start(&listen) {
-                Ok(addr) => {
-                    self.addr = Some(addr);
-                    return self.url();
-                }
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("starting the central server again: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => panic!("the central server did not start: {e}"),
-            }
-        }
+        self.server.start()
     }
 
-    fn try_start(&mut self, listen: &str) -> Result<SocketAddr, String> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("server log");
-        let mut guard = ChildGuard::spawn(
-            "central serve",
-            outpost()
-                .args(["central", "serve", "--listen", listen, "--data"])
-                .arg(&self.data)
-                .env("OUTPOST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(log),
-        );
-        let stdout = guard.child.as_mut().and_then(|c| c.stdout.take()).expect("piped stdout");
-        let (sender, receiver) = mpsc::channel();
-        // Reads the first line for the address, then keeps draining until the process ends.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = sender.send(lines.next());
-            for _ in lines {}
-        });
-        let line = match receiver.recv_timeout(Duration::from_secs(20)) {
-            Ok(Some(Ok(line))) => line,
-            other => return Err(format!("no address line ({other:?}); see {}", self.log.display())),
-        };
-        let addr = line
-            .strip_prefix("central server listening on http://")
-            .ok_or_else(|| format!("unexpected first line `{line}`"))?
-            .trim()
-            .parse()
-            .map_err(|e| format!("`{line}`: {e}"))?;
-        self.server = Some(guard);
-        Ok(addr)
+    /// Another `outpost central serve` process on the same database (not started yet).
+    pub fn another_server(&self, name: &str) -> Server {
+        Server::new(name, &self.db, self.root.join(format!("central-{name}.log")))
     }
 
     /// SIGKILL: no shutdown, no flush; what was committed is what there is.
     pub fn kill(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            server.kill();
-        }
+        self.server.kill();
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr.expect("the central server was started")
+        self.server.addr()
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        self.server.url()
     }
 
     /// The server's log (stderr), for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Central {
-    /// A failing test's temporary directory goes with it: show what the server logged first.
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- the central server's log (last lines) ---");
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
+        self.server.log()
     }
 }
 
@@ -440,6 +786,11 @@ impl Site {
         )
     }
 
+    /// Points the site at another central server (the `central_url` that `site init` stored).
+    pub fn set_central(&self, url: &str) {
+        self.db().set_state("central_url", url).expect("set the site's central URL");
+    }
+
     pub fn write(&self, table: &str, id: &str, json: &serde_json::Value) {
         run("site write", &mut self.command(&["write", table, id, &json.to_string()])).ok();
     }
@@ -470,23 +821,25 @@ impl Site {
 }
 
 /// A small network: a central server (also the primary), running, and remote sites each with
-/// one active store `store-NAME`, initialised and synced once.
+/// one active store `store-NAME`, initialised (not synced yet).
 #[derive(Debug)]
 pub struct Network {
-    pub root: tempfile::TempDir,
+    // Dropped in this order: the server (showing its log if the test failed) before the
+    // temporary directory that holds the log.
     pub central: Central,
     pub sites: Vec<Site>,
+    pub root: tempfile::TempDir,
 }
 
 impl Network {
-    pub fn new(sites: &[&str]) -> Network {
-        Self::with(sites, |_| {})
+    pub fn new(backend: &Backend, sites: &[&str]) -> Network {
+        Self::with(backend, sites, |_| {})
     }
 
     /// Like [`Network::new`], with `prepare` run on the central server before it starts.
-    pub fn with(sites: &[&str], prepare: impl FnOnce(&Central)) -> Network {
+    pub fn with(backend: &Backend, sites: &[&str], prepare: impl FnOnce(&Central)) -> Network {
         let root = tempfile::tempdir().expect("temporary directory");
-        let mut central = Central::init(root.path());
+        let mut central = Central::init(root.path(), backend);
         let mut passwords = Vec::new();
         for site in sites {
             passwords.push(central.add_site(site));
@@ -499,12 +852,44 @@ impl Network {
             .zip(passwords)
             .map(|(name, password)| Site::init(root.path(), name, &url, &password))
             .collect();
-        Network { root, central, sites }
+        Network { central, sites, root }
     }
 
     pub fn site(&self, name: &str) -> &Site {
         self.sites.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no site `{name}`"))
     }
+}
+
+/// Runs each named test body (`fn name(backend: &Backend)`) once per central server backend,
+/// as `sqlite::name` and `postgres::name`, so that a failure names its backend. A PostgreSQL
+/// test is skipped (saying so) when there is no PostgreSQL to reach, except under `CI=true`.
+/// Attributes before a name (`#[ignore = "…"]`) go on both tests.
+#[allow(unused_macros)]
+macro_rules! on_each_backend {
+    ($($(#[$meta:meta])* $name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                $(#[$meta])*
+                #[test]
+                fn $name() {
+                    super::$name(&crate::common::Backend::Sqlite);
+                }
+            )*
+        }
+
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                $(#[$meta])*
+                #[test]
+                fn $name() {
+                    if let Some(backend) = crate::common::Backend::postgres() {
+                        super::$name(&backend);
+                    }
+                }
+            )*
+        }
+    };
 }
 
 /// Raw HTTP to the central server, for requests a well-behaved site never makes.

@@ -234,10 +234,16 @@ impl Engine {
     fn log_page(&self, site: &SiteId, after: LogPos, max_bytes: usize) -> Result<PullPage, EngineError> {
         const LIMIT: usize = 20_000;
         let network = self.db.network();
+        // Each source is read by a query of its own, and on PostgreSQL each serves what the
+        // transactions older than the oldest one running *at that query* wrote: a later query may
+        // serve positions that an earlier one held back, and the cursor would then move past
+        // them for good. The page stops at the log position read before them all.
+        let horizon = self.db.log_position()?;
         let mut merged = Vec::new();
         for source in self.sources(&network, site) {
             merged.extend(self.db.pull_from(&source, site, after, LIMIT)?);
         }
+        merged.retain(|(_, pos, _)| *pos <= horizon);
         merged.sort_by_key(|(_, pos, _)| *pos);
         merged.dedup_by_key(|(_, pos, _)| *pos);
         // Every source returned its first LIMIT changes, so the first LIMIT of the merge are

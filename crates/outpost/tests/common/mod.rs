@@ -190,6 +190,8 @@ pub enum Backend {
     #[cfg(feature = "postgres")]
     Postgres {
         url: String,
+        /// Whether the test runs alone among this binary's PostgreSQL tests (see [`Backend::alone`]).
+        alone: bool,
     },
 }
 
@@ -197,7 +199,20 @@ impl Backend {
     /// The test PostgreSQL (see [`pg::url`]), or `None` when the test is to be skipped.
     #[cfg(feature = "postgres")]
     pub fn postgres() -> Option<Backend> {
-        pg::url().map(|url| Backend::Postgres { url })
+        pg::url().map(|url| Backend::Postgres { url, alone: false })
+    }
+
+    /// The same backend, for a test whose long transactions (thousands of records in one) would
+    /// hold back the other tests' pulls: on PostgreSQL a pull serves a change only once every
+    /// older transaction of the whole cluster has ended, and a site waits for that only a few
+    /// seconds. Such a test runs alone among the PostgreSQL tests of its binary (they share
+    /// their turns otherwise); SQLite tests are not held.
+    pub fn alone(&self) -> Backend {
+        match self {
+            Backend::Sqlite => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { url, .. } => Backend::Postgres { url: url.clone(), alone: true },
+        }
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -429,7 +444,7 @@ pub fn footprint(node: &(impl Inspect + ?Sized)) -> Footprint {
 #[cfg(feature = "postgres")]
 pub mod pg {
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -462,6 +477,23 @@ pub mod pg {
                 eprintln!("skipping a PostgreSQL test: {e} (set OUTPOST_TEST_POSTGRES to run them)");
                 None
             }
+        }
+    }
+
+    /// A test's turn on the test PostgreSQL: shared with the other tests of its binary, or alone
+    /// (see [`super::Backend::alone`]).
+    #[derive(Debug)]
+    pub enum Turn {
+        Shared(RwLockReadGuard<'static, ()>),
+        Alone(RwLockWriteGuard<'static, ()>),
+    }
+
+    pub fn turn(alone: bool) -> Turn {
+        static TURNS: RwLock<()> = RwLock::new(());
+        if alone {
+            Turn::Alone(TURNS.write().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        } else {
+            Turn::Shared(TURNS.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
         }
     }
 
@@ -643,24 +675,38 @@ impl Drop for Server {
 /// A central server: its database, and its `serve` process while it runs.
 #[derive(Debug)]
 pub struct Central {
-    // Declared first, so dropped first: the process ends before its database goes.
+    // Dropped in this order: the process ends before its database goes, and the database before
+    // the test's turn on PostgreSQL ends.
     server: Server,
     root: PathBuf,
     pub db: CentralDb,
+    #[cfg(feature = "postgres")]
+    _turn: Option<pg::Turn>,
 }
 
 impl Central {
     /// `outpost central init` on `backend`: in `root/central` on SQLite, in a fresh schema on
     /// PostgreSQL.
     pub fn init(root: &Path, backend: &Backend) -> Central {
+        #[cfg(feature = "postgres")]
+        let turn = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres { alone, .. } => Some(pg::turn(*alone)),
+        };
         let db = match backend {
             Backend::Sqlite => CentralDb::Sqlite(root.join("central")),
             #[cfg(feature = "postgres")]
-            Backend::Postgres { url } => CentralDb::Postgres(Box::new(pg::Schema::fresh(url))),
+            Backend::Postgres { url, .. } => CentralDb::Postgres(Box::new(pg::Schema::fresh(url))),
         };
         run("central init", outpost().args(["central", "init"]).args(db.args())).ok();
         let server = Server::new("central", &db, root.join("central.log"));
-        Central { server, root: root.to_owned(), db }
+        Central {
+            server,
+            root: root.to_owned(),
+            db,
+            #[cfg(feature = "postgres")]
+            _turn: turn,
+        }
     }
 
     /// The SQLite data directory (for the tests that work on the file itself).

@@ -45,20 +45,8 @@ pub fn init(db: &Arc<Db>, central: &str, primary: Option<&str>) -> Result<Engine
     // The central site's own record is written before the network knows who is central: it
     // is the one record that bootstraps authority, so it goes in as a received change would.
     db.transaction(|tx| {
-        let me = SiteId::from(central);
-        let data = json!({"name": central, "kind": "desktop", "central": true, "primary": is_primary}).to_string();
-        let keys = model::RecordKeys::default();
-        let seq = tx.put(&store::Put {
-            table: "site",
-            id: &model::RecordId::from(central),
-            action: &model::Action::Upsert,
-            data: Some(&data),
-            keys: &keys,
-            origin: &me,
-            log: true,
-            bucket: Some("all"),
-        })?;
-        Ok(seq)
+        let data = json!({"name": central, "kind": "desktop", "central": true, "primary": is_primary});
+        tx.write_founding_site(&SiteId::from(central), &data)
     })?;
     if let Some(primary) = primary.filter(|p| *p != central) {
         check_name(primary)?;

@@ -7,7 +7,7 @@ use protocol::{Cursor, OutgoingChange, PullResponse, PushResponse, Rejection};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
-use store::{Db, PullSource, Put, RejectionRecord, StoreError, Tx, Write};
+use store::{Db, Incoming, PullSource, PushedBatch, RejectionRecord, StoreError, Tx, Write};
 
 /// What can go wrong while syncing, beyond a single rejected change (which is not an error).
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,18 @@ pub enum EngineError {
     OutOfOrder { seq: Seq, previous: Seq },
     #[error("the batch has {0} changes; the most a batch may carry is {max}", max = protocol::MAX_PUSH_CHANGES)]
     TooManyChanges(usize),
+    #[error("change {seq} is at an impossible position: {why}")]
+    BadPosition { seq: Seq, why: &'static str },
+    #[error("site `{site}` is quarantined: {open} of its changes were refused and wait for an administrator (the most is {max}); its changes wait safely on the site. On the central server: `outpost central site rejected {site}`, then `--clear`")]
+    Quarantined { site: SiteId, open: u64, max: u64 },
+    #[error("the pull position is not one this central server handed out: {0}; `outpost site reset-cursor` on the site starts the pull again")]
+    BadCursor(String),
 }
+
+/// A site whose refused changes, not yet looked at by an administrator, reach this many is
+/// quarantined: its pushes are refused until somebody looks. A misbehaving site cannot fill the
+/// central server's disk with rejections, and an honest one with a bug is noticed.
+pub const MAX_OPEN_REJECTIONS: u64 = 1_000;
 
 /// The central server's sync engine, over its database.
 #[derive(Debug, Clone)]
@@ -41,42 +52,59 @@ impl Engine {
     }
 
     /// Writes made on the central server itself (administration, central data when it is the
-    /// primary): checked like any write, then routed like a pushed change.
+    /// primary): through the one checked write, then routed like a pushed change.
     pub fn write(&self, writes: &[Write]) -> Result<Vec<Seq>, EngineError> {
         let me = self.central()?;
         Ok(self.db.transaction(|tx| {
             let mut seqs = Vec::with_capacity(writes.len());
             for write in writes {
-                let written = tx.write_checked_full(write, &me)?;
-                let change = ChangeRef { table: &write.table, op: &written.op, keys: &written.keys };
-                // The write passed `authority`, so its keys are complete enough to route.
-                if let Ok(audience) = recipients(tx.registry(), tx.network(), &change) {
-                    route(tx, written.seq, &audience, &me)?;
-                }
+                let written = tx.write_as(write.incoming(), &me)?;
+                route(tx, written.seq, &written.audience, &me)?;
                 seqs.push(written.seq);
             }
             Ok(seqs)
         })?)
     }
 
-    /// Applies one pushed batch from `site` in one transaction. A change already applied (at or
-    /// below the site's acknowledged position) is skipped, so a resent batch changes nothing; a
-    /// change the site had no authority for is kept as a rejection and the rest goes in.
-    pub fn push(&self, site: &SiteId, changes: &[Change]) -> Result<PushResponse, EngineError> {
+    /// Applies one pushed batch from `site` in one transaction, each change through the one
+    /// checked write with the pushing site as the writer. A change the site had no authority
+    /// for is kept as a rejection and the rest goes in. A batch that does not follow what this
+    /// server acknowledged (`after`) applies nothing and says so: a change at or below an
+    /// acknowledged position is never taken for one already held.
+    pub fn push(&self, site: &SiteId, after: Seq, changes: &[Change]) -> Result<PushResponse, EngineError> {
         if changes.len() > protocol::MAX_PUSH_CHANGES {
             return Err(EngineError::TooManyChanges(changes.len()));
         }
-        for pair in changes.windows(2) {
-            if pair[1].seq <= pair[0].seq {
-                return Err(EngineError::OutOfOrder { seq: pair[1].seq, previous: pair[0].seq });
-            }
-        }
+        check_positions(after, changes)?;
         let outcome = self.db.transaction(|tx| {
-            let mut acked = tx.acked(site)?;
+            let acked = tx.acked(site)?;
+            if after != acked {
+                if let Some(last) = tx.last_push(site)?.filter(|last| is_resend(last, after, changes)) {
+                    // The answer to this very batch was lost on its way back: answer it again.
+                    let rejections = tx
+                        .rejections_between(site.as_str(), Seq(after.0 + 1), last.acked)?
+                        .into_iter()
+                        .map(|r| {
+                            let central_version = version_for(tx, site, &r.table, &r.id)?;
+                            Ok(Rejection { seq: r.seq, table: r.table, id: r.id, reason: r.reason, central_version })
+                        })
+                        .collect::<Result<_, StoreError>>()?;
+                    return Ok(Ok(PushResponse { acked, applied: 0, rejections, out_of_step: false }));
+                }
+                tracing::warn!(site = %site, after = %after, acked = %acked, "a push does not follow the acknowledged position; nothing applied");
+                return Ok(Ok(PushResponse { acked, applied: 0, rejections: Vec::new(), out_of_step: true }));
+            }
+            let mut open = tx.count_open_rejections(site)?;
+            if open >= MAX_OPEN_REJECTIONS {
+                return Ok(Err(EngineError::Quarantined { site: site.clone(), open, max: MAX_OPEN_REJECTIONS }));
+            }
+            let mut acked = acked;
             let mut applied = 0;
+            let mut rejections = Vec::new();
             for change in changes {
-                if change.seq <= acked {
-                    continue;
+                if open >= MAX_OPEN_REJECTIONS {
+                    // The rest waits on the site; the next push is refused until somebody looks.
+                    break;
                 }
                 match apply_pushed(tx, site, change)? {
                     Ok(()) => applied += 1,
@@ -89,25 +117,26 @@ impl Engine {
                             id: change.id.to_string(),
                             action: change.action.code().to_owned(),
                             data: change.data.as_ref().map(|d| d.get().to_owned()),
-                            reason,
+                            reason: reason.clone(),
                             at: String::new(),
                         })?;
+                        open += 1;
+                        rejections.push(Rejection {
+                            seq: change.seq,
+                            table: change.table.clone(),
+                            id: change.id.to_string(),
+                            reason,
+                            central_version: version_for(tx, site, &change.table, change.id.as_str())?,
+                        });
                     }
                 }
                 acked = change.seq;
             }
-            tx.record_push(site, acked)?;
-            let rejections = match (changes.first(), changes.last()) {
-                (Some(first), Some(last)) => tx
-                    .rejections_between(site.as_str(), first.seq, last.seq)?
-                    .into_iter()
-                    .map(|r| Rejection { seq: r.seq, table: r.table, id: r.id, reason: r.reason })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            Ok(PushResponse { acked, applied, rejections })
+            let processed = changes.iter().take_while(|c| c.seq <= acked);
+            tx.record_push(site, &PushedBatch { from: after, acked, digest: digest(processed) })?;
+            Ok(Ok(PushResponse { acked, applied, rejections, out_of_step: false }))
         })?;
-        Ok(outcome)
+        outcome
     }
 
     /// Notes that a site pulled (for the dashboard's "last synced").
@@ -134,7 +163,7 @@ impl Engine {
     /// encodes it without parsing them again).
     pub fn pull_page(&self, site: &SiteId, cursor: Option<Cursor>, max_bytes: usize) -> Result<PullPage, EngineError> {
         let cursor = match cursor {
-            Some(cursor) => cursor,
+            Some(cursor) => self.checked(cursor)?,
             None => {
                 let log_from = self.db.log_position()?;
                 Cursor::Snapshot {
@@ -152,6 +181,32 @@ impl Engine {
             }
             Cursor::Log { after, after_xid } => self.log_page(site, LogPos::new(after_xid, after), max_bytes),
         }
+    }
+
+    /// A cursor from a site is only ever one this server handed out: never negative, never
+    /// past the end of its log (a replay from the start, or a position echoed back for ever,
+    /// would hide what the site is missing).
+    fn checked(&self, cursor: Cursor) -> Result<Cursor, EngineError> {
+        let (pos, what) = match &cursor {
+            Cursor::Snapshot { log_from, log_from_xid, scanned, total, .. } => {
+                if scanned > total {
+                    return Err(EngineError::BadCursor(format!("it has scanned {scanned} of {total} records")));
+                }
+                (LogPos::new(*log_from_xid, *log_from), "the snapshot's log position")
+            }
+            Cursor::Log { after, after_xid } => (LogPos::new(*after_xid, *after), "the log position"),
+        };
+        if pos.seq.0 < 0 || pos.xid < 0 {
+            return Err(EngineError::BadCursor(format!("{what} is negative")));
+        }
+        let end = self.db.log_position()?;
+        if pos > end {
+            return Err(EngineError::BadCursor(format!(
+                "{what} ({}) is past the end of this server's log ({})",
+                pos.seq, end.seq
+            )));
+        }
+        Ok(cursor)
     }
 
     /// Initialisation: the current state of what `site` may hold, in (table, id) order.
@@ -342,7 +397,63 @@ impl HoldCache {
     }
 }
 
-/// Applies one pushed change; `Ok(Err(reason))` when it is refused (kept, not an error).
+/// The positions of a pushed batch must be ones the site could have written: above what it says
+/// was acknowledged, strictly increasing, and within [`protocol::MAX_SEQ`].
+fn check_positions(after: Seq, changes: &[Change]) -> Result<(), EngineError> {
+    if after.0 < 0 || after.0 > protocol::MAX_SEQ {
+        return Err(EngineError::BadPosition { seq: after, why: "the acknowledged position is out of range" });
+    }
+    let mut previous = after;
+    for change in changes {
+        if change.seq.0 > protocol::MAX_SEQ {
+            return Err(EngineError::BadPosition {
+                seq: change.seq,
+                why: "beyond any position a site's log can reach",
+            });
+        }
+        if change.seq <= previous {
+            if previous == after {
+                return Err(EngineError::BadPosition {
+                    seq: change.seq,
+                    why: "at or below the position the batch says is acknowledged",
+                });
+            }
+            return Err(EngineError::OutOfOrder { seq: change.seq, previous });
+        }
+        previous = change.seq;
+    }
+    Ok(())
+}
+
+/// Whether a batch is the last one applied, sent again: it follows the same position, and its
+/// changes up to what that batch reached are the same ones. A restored site's new changes at
+/// the same positions differ, and are never taken for it.
+fn is_resend(last: &PushedBatch, after: Seq, changes: &[Change]) -> bool {
+    last.from == after && digest(changes.iter().take_while(|c| c.seq <= last.acked)) == last.digest
+}
+
+/// A digest of pushed changes: position, table, id, action and document of each.
+fn digest<'a>(changes: impl Iterator<Item = &'a Change>) -> String {
+    use blake2::{Blake2s256, Digest};
+    let mut hash = Blake2s256::new();
+    for change in changes {
+        hash.update(change.seq.0.to_le_bytes());
+        for part in [change.table.as_str(), change.id.as_str(), change.action.code()] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+        if let Action::MergeInto(into) = &change.action {
+            hash.update(into.as_str().as_bytes());
+        }
+        let data = change.data.as_ref().map_or("", |d| d.get());
+        hash.update((data.len() as u64).to_le_bytes());
+        hash.update(data.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Applies one pushed change through the one checked write, and routes it; `Ok(Err(reason))`
+/// when it is refused (kept, not an error).
 fn apply_pushed(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<Result<(), String>, StoreError> {
     if change.origin != *site {
         return Ok(Err(format!(
@@ -350,40 +461,32 @@ fn apply_pushed(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<Resul
             change.origin
         )));
     }
-    let registry = tx.registry();
-    let Some((table, _)) = registry.table(&change.table) else {
-        return Ok(Err(model::Refusal::UnknownTable(change.table.clone()).to_string()));
-    };
-    let keys = match (&change.action, &change.data) {
-        (Action::Upsert, Some(data)) => match RecordKeys::parse(table, &change.id, data.get()) {
-            Ok(keys) => keys,
-            Err(e) => return Ok(Err(format!("the record is not a valid JSON object: {e}"))),
-        },
-        (Action::Upsert, None) => return Ok(Err("an upsert arrived without its record".into())),
-        _ => tx.stored_keys(&change.table, change.id.as_str())?.unwrap_or_default(),
-    };
-    let current = tx.current(&change.table, change.id.as_str())?;
-    let op = Tx::op_for(&change.action, current.as_ref());
-    let as_rules_see_it = ChangeRef { table: &change.table, op: &op, keys: &keys };
-    if let Err(refusal) = check_write(registry, tx.network(), &as_rules_see_it, site) {
-        return Ok(Err(refusal.to_string()));
-    }
-    let audience = match recipients(registry, tx.network(), &as_rules_see_it) {
-        Ok(audience) => audience,
-        Err(refusal) => return Ok(Err(refusal.to_string())),
-    };
-    let seq = tx.put(&Put {
+    let incoming = Incoming {
         table: &change.table,
         id: &change.id,
         action: &change.action,
         data: change.data.as_ref().map(|d| d.get()),
-        keys: &keys,
-        origin: site,
-        log: true,
-        bucket: None,
-    })?;
-    route(tx, seq, &audience, site)?;
-    Ok(Ok(()))
+    };
+    match tx.write_as(incoming, site) {
+        Ok(written) => {
+            route(tx, written.seq, &written.audience, site)?;
+            Ok(Ok(()))
+        }
+        Err(refused @ (StoreError::Refused { .. } | StoreError::Invalid { .. })) => Ok(Err(refused.to_string())),
+        Err(other) => Err(other),
+    }
+}
+
+/// The record as this server holds it, if `site` may hold it: what a site puts back in place of
+/// a change that was refused.
+fn version_for(tx: &Tx<'_>, site: &SiteId, table: &str, id: &str) -> Result<Option<String>, StoreError> {
+    let Some(data) = tx.current(table, id)?.and_then(|c| c.data) else { return Ok(None) };
+    let keys = tx.stored_keys(table, id)?.unwrap_or_default();
+    let change = ChangeRef { table, op: &Op::Update, keys: &keys };
+    let network = tx.network();
+    let may_hold = recipients(tx.registry(), network, &change).is_ok_and(|a| a.includes(network, site))
+        || check_write(tx.registry(), network, &change, site).is_ok();
+    Ok(may_hold.then_some(data))
 }
 
 /// Records who must receive a logged change: a shared bucket for a wide audience, the outbox of

@@ -109,7 +109,10 @@ impl From<EngineError> for ApiError {
             EngineError::TooManyChanges(_) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", error.to_string())
             }
-            EngineError::OutOfOrder { .. } => ApiError::bad_request(error.to_string()),
+            EngineError::OutOfOrder { .. } | EngineError::BadPosition { .. } | EngineError::BadCursor(_) => {
+                ApiError::bad_request(error.to_string())
+            }
+            EngineError::Quarantined { .. } => ApiError::new(StatusCode::FORBIDDEN, "quarantined", error.to_string()),
             EngineError::Store(e) => ApiError::internal("applying the request to the central database", e),
         }
     }
@@ -276,7 +279,7 @@ async fn push(
     let engine = state.engine.clone();
     let count = request.changes.len();
     let who = site.clone();
-    let response = blocking(move || engine.push(&who, &request.changes)).await?;
+    let response = blocking(move || engine.push(&who, request.after, &request.changes)).await?;
     tracing::info!(site = %site, changes = count, applied = response.applied, rejected = response.rejections.len(), acked = %response.acked, "push");
     Ok(encoded(&response))
 }

@@ -2,6 +2,7 @@
 //! type on each site, visibility, home stores, and the preferences that change routing.
 
 use crate::ids::{RecordId, SiteId, StoreId};
+use crate::rules::Refusal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -292,6 +293,43 @@ impl Network {
             }
             _ => {}
         }
+    }
+
+    /// Checks that writing a topology record keeps the network possible: a mobile site has one
+    /// active store (the seeds: "A mobile site can only have one Active store"). `new` is the
+    /// record as it will stand (`None` for a delete, which never breaks it).
+    pub fn check_topology(&self, table: &str, id: &str, new: Option<&serde_json::Value>) -> Result<(), Refusal> {
+        let Some(new) = new else { return Ok(()) };
+        let text = |f: &str| new.get(f).and_then(|x| x.as_str()).map(str::to_owned);
+        match table {
+            "store_sync" => {
+                let (Some(store), Some(site)) = (text("store_id"), text("site_id")) else { return Ok(()) };
+                let active = text("sync_type").as_deref().and_then(SyncType::parse) == Some(SyncType::Active);
+                let (store, site) = (StoreId(store), SiteId(site));
+                if !active || self.sites.get(&site) != Some(&SiteKind::Mobile) {
+                    return Ok(());
+                }
+                match self.active_stores(&site).into_iter().find(|other| *other != store) {
+                    Some(active) => Err(Refusal::MobileHasActiveStore { store, site, active }),
+                    None => Ok(()),
+                }
+            }
+            "site" if text("kind").as_deref() == Some("mobile") => {
+                let site = SiteId::from(id);
+                let stores = self.active_stores(&site);
+                if stores.len() > 1 {
+                    let names: Vec<String> = stores.iter().map(|s| format!("`{s}`")).collect();
+                    return Err(Refusal::MobileWithSeveralStores { site, stores: names.join(", ") });
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The stores active on a site.
+    pub fn active_stores(&self, site: &SiteId) -> Vec<StoreId> {
+        self.stores.values().filter(|info| info.active_site == *site).map(|info| info.id.clone()).collect()
     }
 
     fn store_entry(&mut self, store: &StoreId) -> &mut StoreInfo {

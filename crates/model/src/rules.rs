@@ -139,8 +139,8 @@ impl Rule {
 pub enum Refusal {
     #[error("`{0}` is not a synced table")]
     UnknownTable(String),
-    #[error("{what} may only be written on {writer}, not on site `{site}`")]
-    NotAuthorised { what: String, writer: String, site: SiteId },
+    #[error("{what} may only be written on {writer}, not on site `{site}`{why}")]
+    NotAuthorised { what: String, writer: String, site: SiteId, why: String },
     #[error("a {what} record needs `{field}` to say which {needs} it belongs to")]
     MissingKey { what: String, field: &'static str, needs: &'static str },
     #[error("store `{0}` is not in the network")]
@@ -149,6 +149,18 @@ pub enum Refusal {
     MessageEdited,
     #[error("patients can only be merged when both have the same home store (`{0}` and `{1}`)")]
     MergeAcrossHomeStores(StoreId, StoreId),
+    #[error("the record's id is not valid: {reason}")]
+    BadId { reason: String },
+    #[error("the record is {bytes} bytes of JSON; the most a record may hold is {max}")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("the record nests objects and lists more than {max} deep")]
+    TooDeep { max: usize },
+    #[error("store `{store}` cannot be active on mobile site `{site}`: a mobile site has one active store, and `{active}` is active there; move `{active}` first or use another site")]
+    MobileHasActiveStore { store: StoreId, site: SiteId, active: StoreId },
+    #[error(
+        "site `{site}` cannot become a mobile site: a mobile site has one active store, and {stores} are active there"
+    )]
+    MobileWithSeveralStores { site: SiteId, stores: String },
 }
 
 /// Where a record may be written.
@@ -260,7 +272,12 @@ pub fn authority(registry: &Registry, network: &Network, change: &ChangeRef<'_>)
         Editor::Central => Writer::Site(network.central.clone()),
         Editor::AnySite => Writer::AnySite,
         Editor::StoreSite => match rule.data_type() {
-            DataType::Message if *change.op == Op::Create => Writer::AnySite,
+            // A message may be sent from any site, but in the name of a store only from the site
+            // where that store is active: nobody may speak for another site's store.
+            DataType::Message if *change.op == Op::Create => match &change.keys.store {
+                Some(sending) => Writer::Site(active_site_of(&Some(sending.clone()), "sending_store_id")?),
+                None => Writer::AnySite,
+            },
             DataType::Message => return Err(Refusal::MessageEdited),
             DataType::Patient if rule.table.has(Special::Prescription) => {
                 Writer::Site(active_site_of(&change.keys.store, "store_id")?)
@@ -320,10 +337,27 @@ pub fn check_write(
         return Ok(());
     }
     let rule = registry.rule(network, change)?;
+    // Say what decided it, so that a person can tell a wrong store id from a wrong site.
+    let why = match (rule.entry.editor, rule.table.scope, &change.keys.store, &change.keys.name) {
+        (Editor::StoreSite, Scope::Store(field) | Scope::Patient(field), Some(store), _) if field == "store_id" => {
+            format!(" (the record's `store_id` is `{store}`, which is active there); write it in a store of this site, or on the site where `{store}` is active")
+        }
+        (Editor::StoreSite, Scope::Message, Some(store), _) => {
+            format!(" (the message's `sending_store_id` is `{store}`, which is active there); send it from a store of this site")
+        }
+        (Editor::StoreSite, Scope::Patient(_), _, Some(name)) => {
+            format!(" (the home store of `{name}` is active there); edit it on that site, or move the patient on the central server")
+        }
+        (Editor::Primary | Editor::Central, ..) => {
+            "; edit it there and it reaches this site on its next sync".to_owned()
+        }
+        _ => String::new(),
+    };
     Err(Refusal::NotAuthorised {
         what: format!("{} data (`{}`, \"{}\")", rule.data_type(), change.table, rule.entry.data),
         writer: writer.to_string(),
         site: site.clone(),
+        why,
     })
 }
 

@@ -178,7 +178,7 @@ fn a_remote_site_cannot_edit_items() {
     let net = standard_network();
     let item = update("item", "i1", json!({ "name": "renamed on north" }));
     let refusal = item.check(&net, "north").expect_err("north is not the primary");
-    let Refusal::NotAuthorised { what, writer, site } = &refusal else { panic!("{refusal:?}") };
+    let Refusal::NotAuthorised { what, writer, site, .. } = &refusal else { panic!("{refusal:?}") };
     assert!(what.contains("`item`") && what.contains("Central"), "{what}");
     assert_eq!(writer, "site `central`");
     assert_eq!(*site, SiteId::from("north"));
@@ -601,8 +601,18 @@ fn duplicate_barcodes_are_merged_only_on_the_primary() {
 
 #[test]
 fn a_message_may_be_created_on_any_site() {
-    let message = create("message", "m1", json!({ "sending_store_id": "north-store", "body": "hello" }));
+    let message = create("message", "m1", json!({ "receiving_store_id": "north-store", "body": "hello" }));
     assert_writable_everywhere(&standard_network(), &message);
+}
+
+#[test]
+fn a_message_from_a_store_may_be_created_only_on_the_site_where_that_store_is_active() {
+    // Nobody may speak for another site's store (a pushed message naming another site's store
+    // as its sender was accepted once).
+    let message = create("message", "m1", json!({ "sending_store_id": "north-store", "body": "hello" }));
+    assert_writable_only_on(&standard_network(), &message, &["north"]);
+    let forged = create("message", "m2", json!({ "sending_store_id": "atlantis", "body": "hello" }));
+    assert_eq!(forged.writer(&standard_network()), Err(Refusal::UnknownStore(StoreId::from("atlantis"))));
 }
 
 #[test]

@@ -112,7 +112,8 @@ fn run(backend: &str, db: Arc<Db>, shape: &Shape) -> Result<(), Box<dyn std::err
                     for b in 0..shape.batches {
                         let changes = (0..shape.changes).map(|c| stock_line(name, b * shape.changes + c + 1)).collect();
                         let sent = Instant::now();
-                        let answer = client.push(&PushRequest { changes });
+                        let after = Seq((b * shape.changes) as i64);
+                        let answer = client.push(&PushRequest { after, changes });
                         let end = Instant::now();
                         match answer {
                             Ok(a) if a.rejections.is_empty() => done.push((end - sent, end - started)),

@@ -7,6 +7,7 @@
 mod common;
 
 use common::{basic, change, footprint, good_headers, Answer, Backend, Http, Network};
+use model::Seq;
 use protocol::{PullRequest, PushRequest, MAX_PUSH_CHANGES, MAX_REQUEST_BYTES};
 use serde_json::json;
 
@@ -87,7 +88,7 @@ fn malformed_json_is_a_bad_request(backend: &Backend) {
 fn a_truncated_zstd_body_is_a_bad_request(backend: &Backend) {
     let f = Fixture::new(backend);
     let password = f.password("north");
-    let body = protocol::encode(&PushRequest { changes: (1..=200).map(stock_line).collect() });
+    let body = protocol::encode(&PushRequest { after: Seq(0), changes: (1..=200).map(stock_line).collect() });
     f.refused(400, "bad_request", |http| {
         http.post("north", "push", &good_headers("north", &password).as_refs(), &body[..body.len() / 2])
     });
@@ -99,7 +100,7 @@ fn a_truncated_zstd_body_is_a_bad_request(backend: &Backend) {
 fn an_oversized_batch_is_refused_as_too_large(backend: &Backend) {
     let f = Fixture::new(backend);
     let password = f.password("north");
-    let batch = PushRequest { changes: (1..=MAX_PUSH_CHANGES as i64 + 1).map(stock_line).collect() };
+    let batch = PushRequest { after: Seq(0), changes: (1..=MAX_PUSH_CHANGES as i64 + 1).map(stock_line).collect() };
     let body = protocol::encode(&batch);
     assert!(body.len() < MAX_REQUEST_BYTES, "the batch is too long, not too big");
     f.refused(413, "too_large", |http| http.post("north", "push", &good_headers("north", &password).as_refs(), &body));
@@ -118,13 +119,17 @@ fn an_oversized_batch_is_refused_as_too_large(backend: &Backend) {
 
 /// Well-formed headers with these credentials.
 fn with_auth(authorization: &str) -> [(&str, &str); 3] {
-    [("authorization", authorization), ("outpost-protocol", "1"), ("content-encoding", "zstd")]
+    const VERSION: &str = match protocol::PROTOCOL_VERSION {
+        2 => "2",
+        _ => panic!("name the current protocol version here"),
+    };
+    [("authorization", authorization), ("outpost-protocol", VERSION), ("content-encoding", "zstd")]
 }
 
 fn a_wrong_password_or_an_unknown_site_is_unauthorized(backend: &Backend) {
     let f = Fixture::new(backend);
     let password = f.password("north");
-    let body = protocol::encode(&PushRequest { changes: vec![stock_line(1)] });
+    let body = protocol::encode(&PushRequest { after: Seq(0), changes: vec![stock_line(1)] });
     let wrong = basic("north", "not-the-password");
     f.refused(401, "unauthorized", |http| http.post("north", "push", &with_auth(&wrong), &body));
     // North's good password was used in between (see `refused`): a cached good password does
@@ -134,7 +139,8 @@ fn a_wrong_password_or_an_unknown_site_is_unauthorized(backend: &Backend) {
     f.refused(401, "unauthorized", |http| http.post("west", "push", &with_auth(&unknown), &body));
     f.refused(401, "unauthorized", |http| http.post("north", "pull", &with_auth("Basic !!!not-base64"), &body));
     f.refused(401, "unauthorized", |http| {
-        http.post("north", "push", &[("outpost-protocol", "1"), ("content-encoding", "zstd")], &body)
+        let version = protocol::PROTOCOL_VERSION.to_string();
+        http.post("north", "push", &[("outpost-protocol", version.as_str()), ("content-encoding", "zstd")], &body)
     });
 }
 
@@ -143,7 +149,7 @@ fn a_request_for_another_sites_data_is_forbidden(backend: &Backend) {
     let north = f.password("north");
     let pull = protocol::encode(&PullRequest { cursor: None, max_bytes: 1 << 20 });
     f.refused(403, "forbidden", |http| http.post("south", "pull", &good_headers("north", &north).as_refs(), &pull));
-    let push = protocol::encode(&PushRequest { changes: vec![stock_line(1)] });
+    let push = protocol::encode(&PushRequest { after: Seq(0), changes: vec![stock_line(1)] });
     f.refused(403, "forbidden", |http| http.post("south", "push", &good_headers("north", &north).as_refs(), &push));
     f.refused(403, "forbidden", |http| {
         http.get("/api/v1/sites/south/status", &good_headers("north", &north).as_refs())
@@ -153,9 +159,10 @@ fn a_request_for_another_sites_data_is_forbidden(backend: &Backend) {
 fn a_stale_protocol_version_is_a_conflict(backend: &Backend) {
     let f = Fixture::new(backend);
     let password = f.password("north");
-    let body = protocol::encode(&PushRequest { changes: vec![stock_line(1)] });
+    let body = protocol::encode(&PushRequest { after: Seq(0), changes: vec![stock_line(1)] });
     let auth = basic("north", &password);
-    for version in ["0", "2"] {
+    let (older, newer) = ((protocol::PROTOCOL_VERSION - 1).to_string(), (protocol::PROTOCOL_VERSION + 1).to_string());
+    for version in ["0", older.as_str(), newer.as_str()] {
         let headers = [("authorization", auth.as_str()), ("outpost-protocol", version), ("content-encoding", "zstd")];
         f.refused(409, "protocol_mismatch", |http| http.post("north", "push", &headers, &body));
         f.refused(409, "protocol_mismatch", |http| http.post("north", "pull", &headers, &body));
@@ -169,10 +176,10 @@ fn a_stale_protocol_version_is_a_conflict(backend: &Backend) {
 fn a_batch_out_of_order_is_refused_whole(backend: &Backend) {
     let f = Fixture::new(backend);
     let password = f.password("north");
-    let batch = PushRequest { changes: vec![stock_line(1), stock_line(3), stock_line(2)] };
+    let batch = PushRequest { after: Seq(0), changes: vec![stock_line(1), stock_line(3), stock_line(2)] };
     f.refused(400, "bad_request", |http| http.push("north", &password, &batch));
     // The same changes in order go in, all of them.
-    let batch = PushRequest { changes: vec![stock_line(1), stock_line(2), stock_line(3)] };
+    let batch = PushRequest { after: Seq(0), changes: vec![stock_line(1), stock_line(2), stock_line(3)] };
     let answer = f.http.push("north", &password, &batch).push_response();
     assert_eq!(answer.applied, 3);
 }

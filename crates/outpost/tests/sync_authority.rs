@@ -124,7 +124,7 @@ fn the_same_push_batch_sent_twice_leaves_the_same_state(backend: &Backend) {
         (1..=60).map(|i| change(i, "north", "stock_line", &format!("sl-{i}"), &line(i))).collect();
     changes.push(change(61, "north", "item", "item-x", &json!({"name": "not north's to make"})));
     changes.extend((62..=80).map(|i| change(i, "north", "stock_line", &format!("sl-{i}"), &line(i))));
-    let batch = PushRequest { changes };
+    let batch = PushRequest { after: Seq(0), changes };
 
     let first = http.push(&north.name, &north.password, &batch).push_response();
     assert_eq!(first.acked, Seq(80));
@@ -135,17 +135,26 @@ fn the_same_push_batch_sent_twice_leaves_the_same_state(backend: &Backend) {
 
     let second = http.push(&north.name, &north.password, &batch).push_response();
     assert_eq!(second.applied, 0, "a resent batch applies nothing");
+    assert!(!second.out_of_step, "the same batch again is recognised: its answer was lost");
     assert_eq!(second.acked, first.acked);
-    assert_eq!(second.rejections, first.rejections);
+    assert_eq!(second.rejections, first.rejections, "and answered again");
     assert_eq!((dump(central), footprint(central), change_log(central)), state, "the central database is unchanged");
 
-    // A batch that overlaps what was acknowledged applies only what is new.
-    let overlap = PushRequest {
-        changes: (71..=90).map(|i| change(i, "north", "stock_line", &format!("sl-{i}"), &line(i))).collect(),
+    // A batch that overlaps what was acknowledged, but is not the batch applied, applies nothing:
+    // a change at or below an acknowledged position is never taken for one already held.
+    let line_changes = |from: i64, to: i64| -> Vec<_> {
+        (from..=to).map(|i| change(i, "north", "stock_line", &format!("sl-{i}"), &line(i))).collect()
     };
+    let overlap = PushRequest { after: Seq(70), changes: line_changes(71, 90) };
     let third = http.push(&north.name, &north.password, &overlap).push_response();
-    assert_eq!((third.acked, third.applied), (Seq(90), 10));
-    assert!(third.rejections.is_empty());
+    assert_eq!((third.acked, third.applied, third.out_of_step), (Seq(80), 0, true));
+    assert_eq!((dump(central), footprint(central), change_log(central)), state, "the central database is unchanged");
+
+    // What follows the acknowledged position goes in.
+    let next = PushRequest { after: Seq(80), changes: line_changes(81, 90) };
+    let fourth = http.push(&north.name, &north.password, &next).push_response();
+    assert_eq!((fourth.acked, fourth.applied, fourth.out_of_step), (Seq(90), 10, false));
+    assert!(fourth.rejections.is_empty());
     assert_eq!(count(central, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), 89);
     assert_eq!(
         count(central, "SELECT count(*) FROM change_log WHERE tbl = 'stock_line' AND origin_site = 'north'"),

@@ -198,7 +198,8 @@ fn a_connection_cut_at_any_point_fails_the_sync_clearly_and_the_next_sync_comple
         .changes_after(Seq(0), &me, site::sync::PUSH_LIMIT, site::sync::PUSH_MAX_BYTES)
         .expect("the first push batch");
     let first_batch_len = first_batch.len() as i64;
-    let first_body = protocol::encode(&protocol::PushRequest { changes: first_batch }).len() as u64;
+    let first_body =
+        protocol::encode(&protocol::PushRequest { after: model::Seq(0), changes: first_batch }).len() as u64;
     assert!(LINES as i64 > first_batch_len, "the push takes several batches");
     let acked = || count(&central, "SELECT acked_seq FROM site_sync WHERE site_id = 'north'");
     let pushed = || state(&north.data, "pushed_seq").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Read;
 
 /// The version of the wire types below. Bump it on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The header that carries the protocol version on every request.
 pub const VERSION_HEADER: &str = "outpost-protocol";
 /// The largest compressed request body the central server accepts.
@@ -26,14 +26,23 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_DECODED_BYTES: usize = 64 * 1024 * 1024;
 /// The most changes one push batch may carry.
 pub const MAX_PUSH_CHANGES: usize = 50_000;
+/// The highest position a site's change log may reach (2^53 - 1, the largest integer every JSON
+/// reader keeps exactly). A site writing a thousand changes a second reaches it in 285,000
+/// years; a position beyond it is a forgery or a corrupt log, and is refused.
+pub const MAX_SEQ: i64 = (1 << 53) - 1;
 /// zstd level. On whole batches of catalogue-like records level 1 compressed better than 3
 /// (14.4% of the JSON against 15.1%) in under half the time (measured in `benches/sync.rs`'s
 /// data: 19 ms against 46 ms for a 7.4 MB batch), and time is what the central server lacks.
 pub const ZSTD_LEVEL: i32 = 1;
 
-/// A batch of a site's change log, oldest first.
+/// A batch of a site's change log, oldest first, each change after `after`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PushRequest {
+    /// The position the site believes the central server has acknowledged (its last push
+    /// answer). When the central server's own record differs, nothing is applied and the answer
+    /// says so ([`PushResponse::out_of_step`]): the site was restored from a backup, or the
+    /// central server was, and a change must never be taken for one already held.
+    pub after: Seq,
     pub changes: Vec<Change>,
 }
 
@@ -42,10 +51,15 @@ pub struct PushRequest {
 pub struct PushResponse {
     /// Every change of the site up to here is applied or rejected; push after this next time.
     pub acked: Seq,
-    /// How many changes of the batch were applied now (0 when the batch was a resend).
+    /// How many changes of the batch were applied now.
     pub applied: u64,
     /// The changes of this batch that were refused, with the reason (also kept on the server).
     pub rejections: Vec<Rejection>,
+    /// The batch's `after` is not what the central server acknowledged (`acked` is): nothing was
+    /// applied. A site behind (`after < acked`) was restored from a backup and renumbers its
+    /// waiting changes to follow `acked`; a site ahead pushes again from `acked`.
+    #[serde(default)]
+    pub out_of_step: bool,
 }
 
 /// A change the central server refused, and why.
@@ -55,6 +69,11 @@ pub struct Rejection {
     pub table: String,
     pub id: String,
     pub reason: String,
+    /// The record as the central server holds it, for the site to put back in place of the
+    /// refused version; `None` when the central server holds no version this site may see (the
+    /// site then removes the record it had no right to write).
+    #[serde(default)]
+    pub central_version: Option<String>,
 }
 
 /// Where a site is in what the central server has for it.

@@ -62,6 +62,8 @@ pub struct SiteStatus {
     pub rejected: u64,
     pub initialised: bool,
     pub records: u64,
+    /// Something this site did on its own that a person should know of (a restore detected).
+    pub notice: Option<String>,
 }
 
 pub fn status(db: &Db) -> Result<SiteStatus, StoreError> {
@@ -80,6 +82,7 @@ pub fn status(db: &Db) -> Result<SiteStatus, StoreError> {
         rejected,
         initialised: cursor.contains("\"log\""),
         records,
+        notice: non_empty(db.state("last_notice")?),
     })
 }
 
@@ -106,6 +109,10 @@ impl fmt::Display for SiteStatus {
             if self.rejected > 0 { " (see `outpost site rejected`)" } else { "" }
         )?;
         writeln!(f, "initialised:       {}", if self.initialised { "yes" } else { "not yet (first sync incomplete)" })?;
-        write!(f, "records held:      {}", self.records)
+        write!(f, "records held:      {}", self.records)?;
+        if let Some(notice) = &self.notice {
+            write!(f, "\nnotice:            {notice}")?;
+        }
+        Ok(())
     }
 }

@@ -33,6 +33,8 @@ pub enum SyncError {
     Store { step: &'static str, source: Box<StoreError> },
     #[error("the stored pull position is unreadable ({0}); `outpost site reset-cursor` starts the pull again")]
     BadCursor(serde_json::Error),
+    #[error("the central server keeps answering that this site's push position ({ours}) is not its own ({theirs}); nothing was lost, the changes wait on this site")]
+    OutOfStep { ours: Seq, theirs: Seq },
 }
 
 /// Where a sync is, for a progress bar.
@@ -111,6 +113,10 @@ pub fn pushed_up_to(db: &Db) -> Result<Seq, StoreError> {
     Ok(Seq(db.state("pushed_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0)))
 }
 
+/// How many times one sync follows an out-of-step answer before it gives up (each is one round
+/// trip; two are enough for any honest history).
+const MAX_REALIGNS: u32 = 3;
+
 fn push(
     db: &Db,
     client: &Client,
@@ -118,35 +124,47 @@ fn push(
     progress: &mut dyn Progress,
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
+    let mut realigned = 0;
     loop {
         let acked = pushed_up_to(db).map_err(store_err("reading the push position"))?;
         let batch =
             db.changes_after(acked, me, PUSH_LIMIT, PUSH_MAX_BYTES).map_err(store_err("reading the change log"))?;
         let Some(last) = batch.last().map(|c| c.seq) else { return Ok(()) };
         let response = client
-            .push(&PushRequest { changes: batch })
+            .push(&PushRequest { after: acked, changes: batch })
             .map_err(|source| SyncError::Client { step: "pushing changes to the central server", source })?;
+        if response.out_of_step {
+            realigned += 1;
+            if realigned > MAX_REALIGNS {
+                return Err(SyncError::OutOfStep { ours: acked, theirs: response.acked });
+            }
+            realign(db, acked, response.acked)?;
+            continue;
+        }
         let batch_len = db.count_changes_after(acked, me).map_err(store_err("counting the change log"))?;
         db.transaction(|tx| {
             for rejection in &response.rejections {
-                // The record stays as the person wrote it; the refusal is kept beside it.
+                // What the person wrote is kept whole beside the reason; the record itself goes
+                // back to what the central server holds, so nothing false is shown as true.
                 let data = tx.current(&rejection.table, &rejection.id)?.and_then(|c| c.data);
+                let action = if data.is_some() { "upsert" } else { "delete" };
                 tx.keep_rejection(&RejectionRecord {
                     from: me.to_string(),
                     seq: rejection.seq,
                     table: rejection.table.clone(),
                     id: rejection.id.clone(),
-                    action: "upsert".to_owned(),
+                    action: action.to_owned(),
                     data,
                     reason: rejection.reason.clone(),
                     at: String::new(),
                 })?;
+                tx.undo_refused(&rejection.table, &rejection.id, rejection.seq, rejection.central_version.as_deref())?;
             }
             tx.set_state("pushed_seq", &response.acked.0.to_string())
         })
         .map_err(store_err("recording the push acknowledgement"))?;
         for rejection in &response.rejections {
-            tracing::warn!(table = %rejection.table, id = %rejection.id, reason = %rejection.reason, "the central server rejected a change; it is kept in `outpost site rejected`");
+            tracing::warn!(table = %rejection.table, id = %rejection.id, reason = %rejection.reason, "the central server rejected a change; the record is put back as the central server holds it, and the refused version is kept in `outpost site rejected`");
         }
         let pushed = response.acked.0.min(last.0) - acked.0;
         report.pushed += response.applied;
@@ -158,10 +176,53 @@ fn push(
             client.received.load(std::sync::atomic::Ordering::Relaxed),
         );
         if response.acked < last {
-            // The server acknowledged less than we sent: stop rather than loop.
+            // The server acknowledged less than we sent (a quarantine stops a batch midway):
+            // the rest waits for the next sync rather than looping.
             return Ok(());
         }
     }
+}
+
+/// The central server acknowledged `theirs` where this site believed `ours`.
+///
+/// Behind (`ours < theirs`): this database was restored from a backup taken before changes the
+/// central server holds. The changes written since the restore move up past `theirs` (so they
+/// are pushed as new, never taken for ones already held), and the next pull starts again from
+/// a snapshot, which brings back this site's own records written after the backup. Ahead: the
+/// central server lost what it acknowledged (restored itself); push again from its position.
+fn realign(db: &Db, ours: Seq, theirs: Seq) -> Result<(), SyncError> {
+    let now = now_text();
+    let notice = db
+        .transaction(|tx| {
+            let notice = if ours < theirs {
+                // A log that never reached `theirs` is certainly older than what it pushed. One
+                // that did may only have lost a push answer on the way back; its changes are
+                // renumbered all the same (pushing a few again is harmless), but the whole
+                // snapshot is fetched only when the log proves a restore.
+                let restored = tx.last_seq()? < theirs;
+                let moved = tx.renumber_after(ours, theirs)?;
+                if restored {
+                    tx.set_state("pull_cursor", "")?;
+                }
+                format!(
+                    "{now}: the central server holds this site's changes up to {theirs}, but this database only up to {ours}{}. \
+                     {moved} change(s) written since were renumbered after {theirs} and pushed{}",
+                    if restored { ": it was restored from a backup" } else { " (a push answer was lost, or a backup restored)" },
+                    if restored { "; this site's records are fetched again from the central server" } else { "" },
+                )
+            } else {
+                format!(
+                    "{now}: the central server holds this site's changes only up to {theirs}, not {ours} as it once said \
+                     (was the central server restored?); pushing again from {theirs}"
+                )
+            };
+            tx.set_state("pushed_seq", &theirs.0.to_string())?;
+            tx.set_state("last_notice", &notice)?;
+            Ok(notice)
+        })
+        .map_err(store_err("realigning the push position"))?;
+    tracing::warn!("{notice}");
+    Ok(())
 }
 
 fn load_cursor(db: &Db) -> Result<Option<Cursor>, SyncError> {
@@ -235,7 +296,16 @@ fn pull(
 fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Result<(), SyncError> {
     let cursor = serde_json::to_string(next).map_err(SyncError::BadCursor)?;
     db.transaction(|tx| {
+        // A record this site changed and has not pushed yet keeps the local change: it goes to
+        // the central server next, which decides (only a re-initialisation or a restore sends a
+        // site its own records).
+        let pushed = Seq(tx.state("pushed_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0));
+        let pending = tx.count_changes_after(pushed, me)? > 0;
         for change in changes {
+            if pending && tx.current(&change.table, change.id.as_str())?.and_then(|c| c.log_seq).is_some_and(|s| s > pushed) {
+                tracing::debug!(table = %change.table, id = %change.id, "kept the local change waiting to be pushed over a received one");
+                continue;
+            }
             let refused = match tx.apply_received(change) {
                 Ok(()) => continue,
                 Err(e @ (StoreError::Refused { .. } | StoreError::Invalid { .. })) => e,

@@ -1,6 +1,9 @@
 use crate::{Result, StoreError, Write};
 use model::network::TOPOLOGY_TABLES;
-use model::{check_write, registry, Action, ChangeRef, Network, Op, RecordId, RecordKeys, Registry, Seq, SiteId};
+use model::{
+    check_write, recipients, registry, Action, Audience, ChangeRef, Network, Op, RecordId, RecordKeys, Registry, Seq,
+    SiteId,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::cell::RefCell;
 use std::fmt;
@@ -8,7 +11,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// A node's database: a SQLite file (every node), or a PostgreSQL database that several central
 /// server processes share (feature `postgres`). Cheap to share behind an `Arc`. On SQLite, one
@@ -202,8 +205,17 @@ impl Db {
 
 fn migrate(conn: &Connection) -> Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version < SCHEMA_VERSION {
+    if version < 1 {
         conn.execute_batch(SCHEMA)?;
+    } else if version < 2 {
+        // Version 2: refused changes an administrator has looked at; the last batch applied.
+        conn.execute_batch(
+            "ALTER TABLE rejection ADD COLUMN resolved_at TEXT;
+             ALTER TABLE site_sync ADD COLUMN push_from INTEGER;
+             ALTER TABLE site_sync ADD COLUMN push_digest TEXT;",
+        )?;
+    }
+    if version < SCHEMA_VERSION {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     Ok(())
@@ -332,11 +344,25 @@ pub struct Written {
     pub seq: Seq,
     pub op: Op,
     pub keys: RecordKeys,
+    /// Who must receive the change (the central server routes it by this).
+    pub audience: Audience,
 }
 
-/// One record write, with its change-log entry.
+/// A change as it reaches [`Tx::write_as`]: typed on this node, or pushed by a site.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub table: &'a str,
+    pub id: &'a RecordId,
+    pub action: &'a Action,
+    /// The record as JSON text (an object); required for an upsert, ignored otherwise.
+    pub data: Option<&'a str>,
+}
+
+/// One record write, with its change-log entry. Crate-private: outside the storage crate a
+/// record is written only through [`Tx::write_as`] (checked and logged) or
+/// [`Tx::apply_received`] (a change from the central server).
 #[derive(Debug)]
-pub struct Put<'a> {
+pub(crate) struct Put<'a> {
     pub table: &'a str,
     pub id: &'a RecordId,
     pub action: &'a Action,
@@ -455,63 +481,104 @@ impl Tx<'_> {
 
     /// A write made on this node, checked against `authority` first.
     pub fn write_checked(&mut self, write: &Write, me: &SiteId) -> Result<Seq> {
-        self.write_checked_full(write, me).map(|w| w.seq)
+        self.write_as(write.incoming(), me).map(|w| w.seq)
     }
 
-    /// [`Tx::write_checked`], also saying what the write did and the record's keys (the central
-    /// server routes its own writes with them).
+    /// [`Tx::write_as`] for a [`Write`] (the central server routes its own writes with what it
+    /// returns).
     pub fn write_checked_full(&mut self, write: &Write, me: &SiteId) -> Result<Written> {
-        let refused = |refusal| StoreError::Refused { table: write.table.clone(), id: write.id.clone(), refusal };
-        let invalid = |reason: String| StoreError::Invalid { table: write.table.clone(), id: write.id.clone(), reason };
+        self.write_as(write.incoming(), me)
+    }
+
+    /// **The one checked write.** Every change that enters a node's log comes through here: a
+    /// person's edit on a site, the central server's own writes, and every change a site pushes
+    /// (with `writer` the pushing site). In order, before anything is written:
+    /// - the id and the document are within [`model::limits`];
+    /// - the table is synced and the document is a JSON object with readable routing keys;
+    /// - `writer` has authority over the record as it arrives, and, when the change re-keys a
+    ///   stored record (another store, name or sending store), over the record as it is stored;
+    /// - the change can be routed (its recipients resolve);
+    /// - a topology record keeps the network possible (a mobile site has one active store).
+    ///
+    /// A refusal is [`StoreError::Refused`] or [`StoreError::Invalid`], and writes nothing.
+    pub fn write_as(&mut self, change: Incoming<'_>, writer: &SiteId) -> Result<Written> {
+        let refused = |refusal| StoreError::Refused {
+            table: change.table.to_owned(),
+            id: change.id.clone(),
+            refusal: Box::new(refusal),
+        };
+        let invalid =
+            |reason: String| StoreError::Invalid { table: change.table.to_owned(), id: change.id.clone(), reason };
+        model::limits::check_id(change.id.as_str()).map_err(refused)?;
         let (table, _) = self
             .registry
-            .table(&write.table)
-            .ok_or_else(|| refused(model::Refusal::UnknownTable(write.table.clone())))?;
-        let keys = match (&write.action, write.data.as_deref()) {
-            (Action::Upsert, Some(text)) => parse_local_keys(table, &write.id, text)
-                .map_err(|e| invalid(format!("an upsert needs the record as a JSON object: {e}")))?,
+            .table(change.table)
+            .ok_or_else(|| refused(model::Refusal::UnknownTable(change.table.to_owned())))?;
+        let data = match (change.action, change.data) {
+            (Action::Upsert, Some(text)) => {
+                model::limits::check_document(text).map_err(refused)?;
+                Some(text)
+            }
             (Action::Upsert, None) => return Err(invalid("an upsert needs the record".into())),
-            _ => self.stored_keys(&write.table, write.id.as_str())?.unwrap_or_default(),
+            (Action::MergeInto(into), _) => {
+                model::limits::check_id(into.as_str()).map_err(refused)?;
+                None
+            }
+            (Action::Delete, _) => None,
         };
-        let data = match write.action {
-            Action::Upsert => write.data.as_deref(),
-            _ => None,
+        let keys = match data {
+            Some(text) => parse_local_keys(table, change.id, text)
+                .map_err(|e| invalid(format!("an upsert needs the record as a JSON object: {e}")))?,
+            None => self.stored_keys(change.table, change.id.as_str())?.unwrap_or_default(),
         };
         let put = Put {
-            table: &write.table,
-            id: &write.id,
-            action: &write.action,
+            table: change.table,
+            id: change.id,
+            action: change.action,
             data,
             keys: &keys,
-            origin: me,
+            origin: writer,
             log: true,
             bucket: None,
         };
         // Most writes create a record: try that first, and look the record up only if it exists.
-        if write.action == Action::Upsert {
-            let create = ChangeRef { table: &write.table, op: &Op::Create, keys: &keys };
-            if check_write(self.registry, self.network.get(), &create, me).is_ok() {
+        if *change.action == Action::Upsert {
+            let create = ChangeRef { table: change.table, op: &Op::Create, keys: &keys };
+            if check_write(self.registry, self.network.get(), &create, writer).is_ok() {
+                let audience = recipients(self.registry, self.network.get(), &create).map_err(refused)?;
+                self.check_topology(&put).map_err(refused)?;
                 if let Some(seq) = self.insert_new(&put)? {
-                    return Ok(Written { seq, op: Op::Create, keys: keys.clone() });
+                    return Ok(Written { seq, op: Op::Create, keys: keys.clone(), audience });
                 }
             }
         }
-        let current = self.current(&write.table, write.id.as_str())?;
-        let op = Self::op_for(&write.action, current.as_ref());
-        check_write(self.registry, self.network.get(), &ChangeRef { table: &write.table, op: &op, keys: &keys }, me)
-            .map_err(refused)?;
-        if op == Op::Update {
-            // An update that re-keys a record (moves it to another store or name) needs authority
+        let current = self.current(change.table, change.id.as_str())?;
+        let op = Self::op_for(change.action, current.as_ref());
+        let as_written = ChangeRef { table: change.table, op: &op, keys: &keys };
+        check_write(self.registry, self.network.get(), &as_written, writer).map_err(refused)?;
+        if op != Op::Create {
+            // A change that re-keys a record (moves it to another store or name) needs authority
             // over the record where it stands too, or a site could take over another's record.
-            if let Some(stored) = self.stored_keys(&write.table, write.id.as_str())? {
+            if let Some(stored) = self.stored_keys(change.table, change.id.as_str())? {
                 if (&stored.store, &stored.other_store, &stored.name) != (&keys.store, &keys.other_store, &keys.name) {
-                    let as_stored = ChangeRef { table: &write.table, op: &op, keys: &stored };
-                    check_write(self.registry, self.network.get(), &as_stored, me).map_err(refused)?;
+                    let as_stored = ChangeRef { table: change.table, op: &op, keys: &stored };
+                    check_write(self.registry, self.network.get(), &as_stored, writer).map_err(refused)?;
                 }
             }
         }
+        let audience = recipients(self.registry, self.network.get(), &as_written).map_err(refused)?;
+        self.check_topology(&put).map_err(refused)?;
         let seq = self.put_with_current(&put, current)?;
-        Ok(Written { seq, op, keys: keys.clone() })
+        Ok(Written { seq, op, keys: keys.clone(), audience })
+    }
+
+    /// A topology record must leave a network the rules can work with.
+    fn check_topology(&self, put: &Put<'_>) -> Result<(), model::Refusal> {
+        if !TOPOLOGY_TABLES.contains(&put.table) {
+            return Ok(());
+        }
+        let new = put.stored_data().and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
+        self.network.get().check_topology(put.table, put.id.as_str(), new.as_ref())
     }
 
     /// Inserts a record that does not exist yet, with its change-log entry; `None` (and nothing
@@ -579,7 +646,7 @@ impl Tx<'_> {
 
     /// Writes a record and its change-log entry. Returns the entry's position (or the record's
     /// previous one when the change is not logged here).
-    pub fn put(&mut self, put: &Put<'_>) -> Result<Seq> {
+    pub(crate) fn put(&mut self, put: &Put<'_>) -> Result<Seq> {
         // A record just looked up is written over as it was found.
         let found = self.looked_up.get_mut().take().filter(|l| l.table == put.table && l.id == put.id.as_str());
         if let Some(found) = found {
@@ -733,7 +800,7 @@ impl Tx<'_> {
         let (table, _) = self.registry.table(&change.table).ok_or_else(|| StoreError::Refused {
             table: change.table.clone(),
             id: change.id.clone(),
-            refusal: model::Refusal::UnknownTable(change.table.clone()),
+            refusal: Box::new(model::Refusal::UnknownTable(change.table.clone())),
         })?;
         let keys = match &change.data {
             Some(raw) => parse_keys(table, &change.id, raw.get()).map_err(|reason| StoreError::Invalid {
@@ -754,6 +821,126 @@ impl Tx<'_> {
             bucket: None,
         })?;
         Ok(())
+    }
+}
+
+impl Tx<'_> {
+    /// The central server's own `site` record, written when the network is created: the one
+    /// record that exists before anybody has authority (it is what says who is central). Logged
+    /// into the `all` bucket like any central data. Refused once the network has a central server.
+    pub fn write_founding_site(&mut self, site: &SiteId, data: &serde_json::Value) -> Result<Seq> {
+        let id = RecordId::from(site.as_str());
+        if !self.network.get().central.as_str().is_empty() {
+            return Err(StoreError::Refused {
+                table: "site".into(),
+                id,
+                refusal: Box::new(model::Refusal::NotAuthorised {
+                    what: "the founding site record".into(),
+                    writer: "a database that is not a node yet".into(),
+                    site: site.clone(),
+                    why: format!(" (this database's central server is `{}`)", self.network.get().central),
+                }),
+            });
+        }
+        let text = data.to_string();
+        self.put(&Put {
+            table: "site",
+            id: &id,
+            action: &Action::Upsert,
+            data: Some(&text),
+            keys: &RecordKeys::default(),
+            origin: site,
+            log: true,
+            bucket: Some("all"),
+        })
+    }
+
+    /// A site puts back a record whose change the central server refused: to the version the
+    /// central server holds (`central_version`), or, when it holds none this site may see, to
+    /// nothing (a tombstone, not logged, so it is never pushed). Only if the record still stands
+    /// as the refused change left it (`refused_seq`): a later edit is pushed, and judged, on its
+    /// own. Returns whether the record was put back.
+    pub fn undo_refused(
+        &mut self,
+        table: &str,
+        id: &str,
+        refused_seq: Seq,
+        central_version: Option<&str>,
+    ) -> Result<bool> {
+        let Some(current) = self.current(table, id)? else { return Ok(false) };
+        if current.log_seq != Some(refused_seq) {
+            return Ok(false);
+        }
+        let Some((def, _)) = self.registry.table(table) else { return Ok(false) };
+        let record_id = RecordId::from(id);
+        let invalid = |reason: String| StoreError::Invalid { table: table.to_owned(), id: record_id.clone(), reason };
+        let (action, keys) = match central_version {
+            Some(text) => (Action::Upsert, parse_keys(def, &record_id, text).map_err(invalid)?),
+            None => (Action::Delete, self.stored_keys(table, id)?.unwrap_or_default()),
+        };
+        let me = SiteId::default();
+        self.put(&Put {
+            table,
+            id: &record_id,
+            action: &action,
+            data: central_version,
+            keys: &keys,
+            origin: &me,
+            log: false,
+            bucket: None,
+        })?;
+        Ok(true)
+    }
+
+    /// The highest position in this node's change log (0 when empty).
+    pub fn last_seq(&self) -> Result<Seq> {
+        match &self.sql {
+            TxSql::Sqlite(sql) => crate::queries::last_seq(sql),
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.borrow_mut().session().last_seq(),
+        }
+    }
+
+    /// How many of `origin`'s own changes come after `after` (what still waits to be pushed).
+    pub fn count_changes_after(&self, after: Seq, origin: &SiteId) -> Result<u64> {
+        match &self.sql {
+            TxSql::Sqlite(sql) => Ok(sql
+                .prepare_cached("SELECT count(*) FROM change_log WHERE seq > ?1 AND origin_site = ?2")?
+                .query_row(params![after.0, origin.as_str()], |r| r.get(0))?),
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.borrow_mut().session().count_changes_after(after, origin),
+        }
+    }
+
+    /// A site restored from a backup (the central server acknowledged `acked`, beyond what this
+    /// log holds): every change written after `pushed` moves up, in order, past `acked`, so that
+    /// it is pushed as new and not taken for one the central server already holds, and the log
+    /// goes on numbering after them. Returns how many changes moved.
+    pub fn renumber_after(&mut self, pushed: Seq, acked: Seq) -> Result<u64> {
+        let shift = acked.0 - pushed.0;
+        if shift <= 0 {
+            return Ok(0);
+        }
+        let moved = match &mut self.sql {
+            TxSql::Sqlite(sql) => {
+                // Through negative numbers: no entry takes a position another still holds.
+                let moved =
+                    sql.execute("UPDATE change_log SET seq = -(seq + ?2) WHERE seq > ?1", params![pushed.0, shift])?;
+                sql.execute("UPDATE change_log SET seq = -seq WHERE seq < 0", [])?;
+                sql.execute("UPDATE record SET log_seq = log_seq + ?2 WHERE log_seq > ?1", params![pushed.0, shift])?;
+                moved as u64
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(_) => {
+                return Err(StoreError::Invalid {
+                    table: "change_log".into(),
+                    id: RecordId::from(""),
+                    reason: "a central server's log is never renumbered".into(),
+                })
+            }
+        };
+        self.start_log_after(acked)?;
+        Ok(moved)
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Records of every synced table live in one `record` table as JSON documents, with the keys
 //! that route them (store, other store, name) as indexed columns. Every write goes through
-//! [`Tx::put`], which writes the record and its change-log entry in the same database
+//! `Tx::put`, which writes the record and its change-log entry in the same database
 //! transaction, and keeps the node's picture of the [`Network`] up to date when the record
 //! shapes it.
 //!
@@ -13,7 +13,8 @@
 //! database (`Db::open_postgres`, feature `postgres`; see `src/pg.rs` for how positions,
 //! concurrent writers and network changes work there).
 //!
-//! **Architecture invariant:** nothing writes the `record` table except [`Tx::put`], and `put`
+//! **Architecture invariant:** nothing writes the `record` table except `Tx::put` (private to
+//! this crate; callers write through [`Tx::write_as`], checked, or [`Tx::apply_received`]), and `put`
 //! always appends to the change log in the same transaction (or, for a change pulled from the
 //! central server, records it came from elsewhere). A crash can leave neither without the other.
 //!
@@ -26,9 +27,9 @@ mod pg;
 mod queries;
 mod sync_state;
 
-pub use db::{Current, Db, Put, Tx, Written};
+pub use db::{Current, Db, Incoming, Tx, Written};
 pub use queries::{PullSource, Stored};
-pub use sync_state::{RejectionRecord, SiteSyncRow};
+pub use sync_state::{PushedBatch, RejectionRecord, SiteSyncRow};
 
 use model::{Action, RecordId, Refusal};
 
@@ -52,6 +53,11 @@ impl Write {
     pub fn delete(table: &str, id: impl Into<RecordId>) -> Write {
         Write { table: table.to_owned(), id: id.into(), action: Action::Delete, data: None }
     }
+
+    /// The write as the one checked write takes it.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { table: &self.table, id: &self.id, action: &self.action, data: self.data.as_deref() }
+    }
 }
 
 /// What can go wrong in storage. Each variant says what was being done.
@@ -63,7 +69,7 @@ pub enum StoreError {
     #[error("PostgreSQL error: {}", postgres_message(.0))]
     Postgres(#[from] postgres::Error),
     #[error("writing `{table}` record `{id}` was refused: {refusal}")]
-    Refused { table: String, id: RecordId, refusal: Refusal },
+    Refused { table: String, id: RecordId, refusal: Box<Refusal> },
     #[error("`{table}` record `{id}` is not valid: {reason}")]
     Invalid { table: String, id: RecordId, reason: String },
     #[error("this database has not been initialised as a node (no local site id); run `init` first")]

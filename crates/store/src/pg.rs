@@ -19,7 +19,7 @@
 
 use crate::db::{network_from_records, Current, Put, Tx};
 use crate::queries::{change_from_parts, PullSource, Stored};
-use crate::sync_state::{RejectionRecord, SiteSyncRow};
+use crate::sync_state::{PushedBatch, RejectionRecord, SiteSyncRow};
 use crate::Result;
 use model::network::TOPOLOGY_TABLES;
 use model::{Change, LogPos, Network, RecordId, RecordKeys, Registry, Seq, SiteId};
@@ -30,7 +30,7 @@ use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 const SCHEMA: &str = include_str!("schema_postgres.sql");
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 /// Connections per handle: as many transactions of one process run at once.
 const POOL_SIZE: usize = 8;
 /// The advisory lock that lets one process at a time create or migrate a schema.
@@ -256,8 +256,17 @@ fn migrate(client: &mut Client, schema: Option<&str>) -> Result<()> {
     let exists: bool = t.query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])?.try_get(0)?;
     let version: i32 =
         if exists { t.query_one("SELECT COALESCE(max(version), 0) FROM schema_version", &[])?.try_get(0)? } else { 0 };
-    if version < SCHEMA_VERSION {
+    if version < 1 {
         t.batch_execute(SCHEMA)?;
+    } else if version < 2 {
+        // Version 2: refused changes an administrator has looked at; the last batch applied.
+        t.batch_execute(
+            "ALTER TABLE rejection ADD COLUMN IF NOT EXISTS resolved_at TEXT;
+             ALTER TABLE site_sync ADD COLUMN IF NOT EXISTS push_from BIGINT;
+             ALTER TABLE site_sync ADD COLUMN IF NOT EXISTS push_digest TEXT;",
+        )?;
+    }
+    if version < SCHEMA_VERSION {
         t.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&SCHEMA_VERSION])?;
     }
     t.commit()?;
@@ -610,14 +619,29 @@ impl<C: GenericClient> Session<'_, C> {
         Ok(Seq(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0)))
     }
 
-    pub(crate) fn record_push(&mut self, site: &SiteId, acked: Seq) -> Result<()> {
+    pub(crate) fn record_push(&mut self, site: &SiteId, batch: &PushedBatch) -> Result<()> {
         self.execute(
-            r#"UPDATE site_sync SET acked_seq = $2,
+            r#"UPDATE site_sync SET acked_seq = $2, push_from = $3, push_digest = $4,
                  last_push_at = to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
                WHERE site_id = $1"#,
-            &[&site.as_str(), &acked.0],
+            &[&site.as_str(), &batch.acked.0, &batch.from.0, &batch.digest],
         )?;
         Ok(())
+    }
+
+    pub(crate) fn last_push(&mut self, site: &SiteId) -> Result<Option<PushedBatch>> {
+        let row = self.query_opt(
+            "SELECT acked_seq, push_from, push_digest FROM site_sync WHERE site_id = $1 AND push_digest IS NOT NULL",
+            &[&site.as_str()],
+        )?;
+        row.map(|r| {
+            Ok(PushedBatch {
+                acked: Seq(r.try_get(0)?),
+                from: Seq(r.try_get::<_, Option<i64>>(1)?.unwrap_or(0)),
+                digest: r.try_get(2)?,
+            })
+        })
+        .transpose()
     }
 
     pub(crate) fn set_password_hash(&mut self, site: &str, hash: &str, create: bool) -> Result<bool> {
@@ -697,6 +721,32 @@ impl<C: GenericClient> Session<'_, C> {
             )?,
         };
         rows.iter().map(rejection_from_row).collect()
+    }
+
+    pub(crate) fn open_rejections(&mut self, site: &str) -> Result<Vec<RejectionRecord>> {
+        self.query(
+            "SELECT site_id, origin_seq, tbl, record_id, action, data, reason, at FROM rejection
+             WHERE site_id = $1 AND resolved_at IS NULL ORDER BY id",
+            &[&site],
+        )?
+        .iter()
+        .map(rejection_from_row)
+        .collect()
+    }
+
+    pub(crate) fn resolve_rejections(&mut self, site: &str) -> Result<u64> {
+        self.execute(
+            r#"UPDATE rejection SET resolved_at = to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+               WHERE site_id = $1 AND resolved_at IS NULL"#,
+            &[&site],
+        )
+    }
+
+    pub(crate) fn count_open_rejections(&mut self, site: &SiteId) -> Result<u64> {
+        count(&self.query_one(
+            "SELECT count(*) FROM rejection WHERE site_id = $1 AND resolved_at IS NULL",
+            &[&site.as_str()],
+        )?)
     }
 
     pub(crate) fn count_rejections(&mut self) -> Result<u64> {

@@ -43,7 +43,11 @@ CREATE TABLE IF NOT EXISTS site_sync (
     last_push_at   TEXT,
     last_pull_at   TEXT,
     last_error     TEXT,
-    hardware_id    TEXT
+    hardware_id    TEXT,
+    -- The last batch applied: the position it followed and a digest of its changes, so that
+    -- the same batch sent again (its answer was lost) is recognised and answered again.
+    push_from      INTEGER,
+    push_digest    TEXT
 );
 
 -- Changes that were refused, with the reason, kept where a person can see them (both sides).
@@ -57,6 +61,9 @@ CREATE TABLE IF NOT EXISTS rejection (
     data        TEXT,
     reason      TEXT NOT NULL,
     at          TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    -- When an administrator looked at it (`central site rejected SITE --clear`); until then it
+    -- counts towards the site's quarantine.
+    resolved_at TEXT,
     -- A pushed change is one (site, seq); received initialisation records all carry seq 0.
     UNIQUE (site_id, origin_seq, tbl, record_id)
 );

@@ -55,7 +55,11 @@ CREATE TABLE site_sync (
     last_push_at   TEXT,
     last_pull_at   TEXT,
     last_error     TEXT,
-    hardware_id    TEXT
+    hardware_id    TEXT,
+    -- The last batch applied: the position it followed and a digest of its changes, so that
+    -- the same batch sent again (its answer was lost) is recognised and answered again.
+    push_from      BIGINT,
+    push_digest    TEXT
 );
 
 -- Changes that were refused, with the reason, kept where a person can see them.
@@ -69,6 +73,9 @@ CREATE TABLE rejection (
     data        TEXT,
     reason      TEXT NOT NULL,
     at          TEXT NOT NULL DEFAULT to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+    -- When an administrator looked at it (`central site rejected SITE --clear`); until then it
+    -- counts towards the site's quarantine.
+    resolved_at TEXT,
     -- A pushed change is one (site, seq); received initialisation records all carry seq 0.
     UNIQUE (site_id, origin_seq, tbl, record_id)
 );

@@ -47,6 +47,15 @@ fn rejection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RejectionRecord
     })
 }
 
+/// The last batch a site pushed, as the central server remembers it: the position it
+/// followed, the position it reached, and a digest of its changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedBatch {
+    pub from: Seq,
+    pub acked: Seq,
+    pub digest: String,
+}
+
 const REJECTION_COLUMNS: &str = "site_id, origin_seq, tbl, record_id, action, data, reason, at";
 
 impl Tx<'_> {
@@ -105,18 +114,39 @@ impl Tx<'_> {
         }
     }
 
-    /// Central server: `site` pushed up to `acked`.
-    pub fn record_push(&mut self, site: &SiteId, acked: Seq) -> Result<()> {
+    /// Central server: `site` pushed `batch`, and everything up to its `acked` is applied or
+    /// rejected.
+    pub fn record_push(&mut self, site: &SiteId, batch: &PushedBatch) -> Result<()> {
         match &mut self.sql {
             TxSql::Sqlite(sql) => {
                 sql.prepare_cached(&format!(
-                    "UPDATE site_sync SET acked_seq = ?2, last_push_at = {NOW} WHERE site_id = ?1"
+                    "UPDATE site_sync SET acked_seq = ?2, push_from = ?3, push_digest = ?4, last_push_at = {NOW} WHERE site_id = ?1"
                 ))?
-                .execute(params![site.as_str(), acked.0])?;
+                .execute(params![site.as_str(), batch.acked.0, batch.from.0, batch.digest])?;
                 Ok(())
             }
             #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.get_mut().session().record_push(site, acked),
+            TxSql::Postgres(pg) => pg.get_mut().session().record_push(site, batch),
+        }
+    }
+
+    /// Central server: the last batch `site` pushed, if the server remembers one.
+    pub fn last_push(&self, site: &SiteId) -> Result<Option<PushedBatch>> {
+        match &self.sql {
+            TxSql::Sqlite(sql) => Ok(sql
+                .prepare_cached(
+                    "SELECT acked_seq, push_from, push_digest FROM site_sync WHERE site_id = ?1 AND push_digest IS NOT NULL",
+                )?
+                .query_row([site.as_str()], |r| {
+                    Ok(PushedBatch {
+                        acked: Seq(r.get(0)?),
+                        from: Seq(r.get::<_, Option<i64>>(1)?.unwrap_or(0)),
+                        digest: r.get(2)?,
+                    })
+                })
+                .optional()?),
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.borrow_mut().session().last_push(site),
         }
     }
 
@@ -239,5 +269,47 @@ impl Db {
             #[cfg(feature = "postgres")]
             Conn::Postgres(conn) => conn.session().count_rejections(),
         })
+    }
+
+    /// Central server: the refusals of `site`'s changes that no administrator has looked at yet,
+    /// oldest first.
+    pub fn open_rejections(&self, site: &str) -> Result<Vec<RejectionRecord>> {
+        self.read(|conn| match conn {
+            Conn::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {REJECTION_COLUMNS} FROM rejection WHERE site_id = ?1 AND resolved_at IS NULL ORDER BY id"
+                ))?;
+                let rows = stmt.query_map([site], rejection_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            }
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => conn.session().open_rejections(site),
+        })
+    }
+
+    /// Central server: an administrator has looked at `site`'s refused changes. They are kept,
+    /// marked as seen, and no longer count towards the site's quarantine. Returns how many.
+    pub fn resolve_rejections(&self, site: &str) -> Result<u64> {
+        self.transaction(|tx| match &mut tx.sql {
+            TxSql::Sqlite(sql) => Ok(sql.execute(
+                &format!("UPDATE rejection SET resolved_at = {NOW} WHERE site_id = ?1 AND resolved_at IS NULL"),
+                [site],
+            )? as u64),
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().resolve_rejections(site),
+        })
+    }
+}
+
+impl Tx<'_> {
+    /// Central server: how many of `site`'s refused changes wait for an administrator.
+    pub fn count_open_rejections(&self, site: &SiteId) -> Result<u64> {
+        match &self.sql {
+            TxSql::Sqlite(sql) => Ok(sql
+                .prepare_cached("SELECT count(*) FROM rejection WHERE site_id = ?1 AND resolved_at IS NULL")?
+                .query_row([site.as_str()], |r| r.get(0))?),
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.borrow_mut().session().count_open_rejections(site),
+        }
     }
 }

@@ -4,8 +4,8 @@
 //! the same database (another process) seeing topology changes. Under the `postgres` feature,
 //! also what only PostgreSQL allows: handles writing at the same time.
 
-use model::{Action, Change, LogPos, RecordId, RecordKeys, Seq, SiteId, StoreId};
-use outpost_store::{Db, PullSource, Put, RejectionRecord, Write};
+use model::{Action, Change, LogPos, RecordId, Seq, SiteId, StoreId};
+use outpost_store::{Db, PullSource, PushedBatch, RejectionRecord, Write};
 use serde_json::{json, Value};
 
 #[macro_use]
@@ -69,25 +69,11 @@ fn stock_line(id: &str, store: &str, packs: f64) -> Write {
     Write::upsert("stock_line", id, &json!({"store_id": store, "item_id": "item-1", "available_packs": packs}))
 }
 
-/// Logs a change on the central server as a push would: written with `origin`, then routed to
-/// a bucket or to sites' outboxes.
+/// Logs a change on the central server as a push would: through the one checked write with
+/// `origin` as the writer, then routed to a bucket or to sites' outboxes.
 fn log_change(db: &Db, origin: &SiteId, write: &Write, bucket: Option<&str>, outbox: &[SiteId]) -> Seq {
     db.transaction(|tx| {
-        let table = tx.registry().table(&write.table).expect("a known table").0;
-        let keys = match write.data.as_deref() {
-            Some(text) => RecordKeys::parse(table, &write.id, text).expect("valid keys"),
-            None => tx.stored_keys(&write.table, write.id.as_str())?.unwrap_or_default(),
-        };
-        let seq = tx.put(&Put {
-            table: &write.table,
-            id: &write.id,
-            action: &write.action,
-            data: write.data.as_deref(),
-            keys: &keys,
-            origin,
-            log: true,
-            bucket: None,
-        })?;
+        let seq = tx.write_as(write.incoming(), origin)?.seq;
         if let Some(bucket) = bucket {
             tx.set_bucket(seq, bucket)?;
         }
@@ -101,6 +87,15 @@ fn log_change(db: &Db, origin: &SiteId, write: &Write, bucket: Option<&str>, out
 
 fn item(id: &str, name: &str) -> Write {
     Write::upsert("item", id, &json!({"name": name}))
+}
+
+/// A batch that reached `acked` (its start and digest do not matter here).
+fn pushed(acked: Seq) -> PushedBatch {
+    PushedBatch { from: Seq(0), acked, digest: String::new() }
+}
+
+fn barcode(id: &str, code: &str) -> Write {
+    Write::upsert("barcode", id, &json!({"barcode": code}))
 }
 
 /// The log position of the entry at `seq`, as `site` sees it in `source` (`Seq(0)`: the start).
@@ -146,7 +141,8 @@ fn is_timestamp(text: &str) -> bool {
 fn buckets_give_their_changes_in_log_order_without_the_sites_own(fx: &Fixture) {
     let db = open_node(fx, "central");
     let a = log_change(&db, &central(), &item("item-a", "A"), Some("all"), &[]);
-    let from_north = log_change(&db, &north(), &item("item-n", "N"), Some("all"), &[]);
+    // A barcode may be added on any site; it travels to every site like the rest of central data.
+    let from_north = log_change(&db, &north(), &barcode("item-n", "N"), Some("all"), &[]);
     let b = log_change(&db, &central(), &item("item-b", "B"), Some("all"), &[]);
     let elsewhere = log_change(&db, &central(), &item("item-d", "D"), Some("dispensary"), &[]);
     assert!(a < from_north && from_north < b && b < elsewhere);
@@ -279,7 +275,7 @@ fn a_push_is_acknowledged_and_the_site_shows_when_it_last_synced(fx: &Fixture) {
 
     db.transaction(|tx| {
         assert_eq!(tx.acked(&north())?, Seq(0));
-        tx.record_push(&north(), Seq(42))
+        tx.record_push(&north(), &pushed(Seq(42)))
     })
     .expect("record the push");
     assert_eq!(db.transaction(|tx| tx.acked(&north())).expect("acked"), Seq(42));
@@ -478,7 +474,7 @@ mod postgres_concurrency {
                         let acked = tx.acked(&north())?;
                         locked.send(()).expect("tell the other process");
                         let told = wait_to_go_on.recv_timeout(Duration::from_secs(10)).is_ok();
-                        tx.record_push(&north(), Seq(acked.0 + 10))?;
+                        tx.record_push(&north(), &pushed(Seq(acked.0 + 10)))?;
                         Ok(told)
                     })
                     .expect("first push")
@@ -489,7 +485,7 @@ mod postgres_concurrency {
             let other_site = second
                 .transaction(|tx| {
                     let acked = tx.acked(&south())?;
-                    tx.record_push(&south(), Seq(acked.0 + 1))?;
+                    tx.record_push(&south(), &pushed(Seq(acked.0 + 1)))?;
                     Ok(acked)
                 })
                 .expect("push of another site");
@@ -499,7 +495,7 @@ mod postgres_concurrency {
                 let seen = second
                     .transaction(|tx| {
                         let acked = tx.acked(&north())?;
-                        tx.record_push(&north(), Seq(acked.0 + 10))?;
+                        tx.record_push(&north(), &pushed(Seq(acked.0 + 10)))?;
                         Ok(acked)
                     })
                     .expect("second push");
@@ -562,16 +558,8 @@ mod postgres_concurrency {
         let db = open_node(&fx, "central");
         db.transaction(|tx| {
             for id in ["a", "b"] {
-                tx.put(&Put {
-                    table: "item",
-                    id: &RecordId::from(id),
-                    action: &Action::Upsert,
-                    data: Some("{}"),
-                    keys: &RecordKeys::default(),
-                    origin: &central(),
-                    log: true,
-                    bucket: Some("all"),
-                })?;
+                let seq = tx.write_as(item(id, id).incoming(), &central())?.seq;
+                tx.set_bucket(seq, "all")?;
             }
             Ok(())
         })

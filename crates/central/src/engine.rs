@@ -1,5 +1,6 @@
 //! Push, route and pull on the central server.
 
+use model::limits::{self, shown};
 use model::{
     check_write, recipients, Action, Audience, Change, ChangeRef, LogPos, Network, Op, RecordKeys, Seq, SiteId,
 };
@@ -109,25 +110,25 @@ impl Engine {
                 match apply_pushed(tx, site, change)? {
                     Ok(()) => applied += 1,
                     Err(reason) => {
-                        tracing::warn!(site = %site, seq = %change.seq, table = %change.table, id = %change.id, %reason, "rejected a pushed change");
+                        tracing::warn!(site = %site, seq = %change.seq, table = %shown(&change.table), id = %shown(change.id.as_str()), %reason, "rejected a pushed change");
+                        // Kept as a person can read it, within bounds: an id or a table name
+                        // from the wire is shown escaped and cut, a record too large to store
+                        // is not stored here either (the site keeps what it wrote).
+                        let (table, id) = (shown(&change.table).into_owned(), shown(change.id.as_str()).into_owned());
+                        let data = change.data.as_ref().map(|d| d.get()).filter(|d| d.len() <= limits::MAX_RECORD_BYTES);
                         tx.keep_rejection(&RejectionRecord {
                             from: site.to_string(),
                             seq: change.seq,
-                            table: change.table.clone(),
-                            id: change.id.to_string(),
+                            table: table.clone(),
+                            id: id.clone(),
                             action: change.action.code().to_owned(),
-                            data: change.data.as_ref().map(|d| d.get().to_owned()),
+                            data: data.map(str::to_owned),
                             reason: reason.clone(),
                             at: String::new(),
                         })?;
                         open += 1;
-                        rejections.push(Rejection {
-                            seq: change.seq,
-                            table: change.table.clone(),
-                            id: change.id.to_string(),
-                            reason,
-                            central_version: version_for(tx, site, &change.table, change.id.as_str())?,
-                        });
+                        let central_version = version_for(tx, site, &change.table, change.id.as_str())?;
+                        rejections.push(Rejection { seq: change.seq, table, id, reason, central_version });
                     }
                 }
                 acked = change.seq;
@@ -458,7 +459,7 @@ fn apply_pushed(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<Resul
     if change.origin != *site {
         return Ok(Err(format!(
             "site `{site}` pushed a change made on `{}`; a site pushes only its own changes",
-            change.origin
+            shown(change.origin.as_str())
         )));
     }
     let incoming = Incoming {
@@ -480,6 +481,9 @@ fn apply_pushed(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<Resul
 /// The record as this server holds it, if `site` may hold it: what a site puts back in place of
 /// a change that was refused.
 fn version_for(tx: &Tx<'_>, site: &SiteId, table: &str, id: &str) -> Result<Option<String>, StoreError> {
+    if limits::check_id(id).is_err() || tx.registry().table(table).is_none() {
+        return Ok(None);
+    }
     let Some(data) = tx.current(table, id)?.and_then(|c| c.data) else { return Ok(None) };
     let keys = tx.stored_keys(table, id)?.unwrap_or_default();
     let change = ChangeRef { table, op: &Op::Update, keys: &keys };

@@ -3,6 +3,7 @@
 //! that no node stores what another node cannot read back.
 
 use crate::rules::Refusal;
+use std::borrow::Cow;
 
 /// The longest id a record may have, in bytes. mSupply's ids are 32 hex digits; composite ids
 /// (`store@site`) are a few times that.
@@ -62,6 +63,21 @@ pub fn check_document(json: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Text from the wire as it may be shown and stored beside a refusal: as it is when it is a
+/// valid id, else escaped and cut to [`MAX_ID_BYTES`] (a NUL byte or ten megabytes of id must
+/// not reach a log line, a database column or an error message).
+pub fn shown(text: &str) -> Cow<'_, str> {
+    if check_id(text).is_ok() {
+        return Cow::Borrowed(text);
+    }
+    let escaped: String = text.chars().take(MAX_ID_BYTES).flat_map(char::escape_debug).take(MAX_ID_BYTES).collect();
+    if text.len() > MAX_ID_BYTES {
+        Cow::Owned(format!("{escaped}… ({} bytes)", text.len()))
+    } else {
+        Cow::Owned(escaped)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +101,15 @@ mod tests {
         assert_eq!(check_document(&over), Err(Refusal::TooDeep { max: MAX_DEPTH }));
         let brackets_in_strings = format!("{{\"a\":\"{}\\\"{}\"}}", "[".repeat(100), "{".repeat(100));
         assert!(check_document(&brackets_in_strings).is_ok());
+    }
+
+    #[test]
+    fn shown_text_is_printable_and_bounded() {
+        assert_eq!(shown("item-1"), "item-1");
+        assert_eq!(shown("a\0b"), "a\\0b");
+        assert_eq!(shown(""), "");
+        let long = shown(&"x".repeat(10_000_000));
+        assert!(long.len() < 2 * MAX_ID_BYTES && long.ends_with("(10000000 bytes)"), "{long}");
     }
 
     #[test]

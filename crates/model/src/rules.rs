@@ -137,7 +137,7 @@ impl Rule {
 /// Why a change may not be written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Refusal {
-    #[error("`{0}` is not a synced table")]
+    #[error("`{}` is not a synced table", crate::limits::shown(.0))]
     UnknownTable(String),
     #[error("{what} may only be written on {writer}, not on site `{site}`{why}")]
     NotAuthorised { what: String, writer: String, site: SiteId, why: String },

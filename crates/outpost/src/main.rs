@@ -203,6 +203,15 @@ enum CentralSiteCommand {
         #[command(flatten)]
         data: CentralDb,
     },
+    /// List a site's refused changes that wait for an administrator (a site with too many is
+    /// quarantined); `--clear` marks them as looked at, keeps them, and lifts the quarantine.
+    Rejected {
+        name: String,
+        #[arg(long)]
+        clear: bool,
+        #[command(flatten)]
+        data: CentralDb,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -375,6 +384,25 @@ fn central(command: CentralCommand) -> Result<(), String> {
         CentralCommand::Site(CentralSiteCommand::ResetPassword { name, data }) => {
             let password = admin::reset_password(&engine(&data)?, &name).map_err(|e| e.to_string())?;
             println!("new password for `{name}` (shown once):\n{password}");
+        }
+        CentralCommand::Site(CentralSiteCommand::Rejected { name, clear, data }) => {
+            let db = data.open()?;
+            let open = db.open_rejections(&name).map_err(|e| e.to_string())?;
+            for r in &open {
+                println!("{}  {} `{}` (change {}): {}", r.at, r.table, r.id, r.seq, r.reason);
+            }
+            let quarantined = open.len() as u64 >= central::engine::MAX_OPEN_REJECTIONS;
+            match (open.len(), clear) {
+                (0, _) => println!("no refused changes of `{name}` wait for an administrator"),
+                (n, false) => println!(
+                    "{n} refused change(s) of `{name}` wait for an administrator{}; `--clear` marks them as looked at (they are kept)",
+                    if quarantined { " (the site is quarantined: its pushes are refused)" } else { "" }
+                ),
+                (_, true) => {
+                    let cleared = db.resolve_rejections(&name).map_err(|e| e.to_string())?;
+                    println!("{cleared} refused change(s) of `{name}` marked as looked at (kept); its pushes are accepted again");
+                }
+            }
         }
         CentralCommand::Store(CentralStoreCommand::Add { name, active_on, dispensary, data }) => {
             admin::add_store(&engine(&data)?, &name, &active_on, dispensary).map_err(|e| e.to_string())?;

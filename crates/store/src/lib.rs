@@ -31,6 +31,7 @@ pub use db::{Current, Db, Incoming, Tx, Written};
 pub use queries::{PullSource, Stored};
 pub use sync_state::{PushedBatch, RejectionRecord, SiteSyncRow};
 
+use model::limits::shown;
 use model::{Action, RecordId, Refusal};
 
 /// A write a person (or a program on their behalf) makes on this node.
@@ -68,9 +69,9 @@ pub enum StoreError {
     #[cfg(feature = "postgres")]
     #[error("PostgreSQL error: {}", postgres_message(.0))]
     Postgres(#[from] postgres::Error),
-    #[error("writing `{table}` record `{id}` was refused: {refusal}")]
+    #[error("writing `{}` record `{}` was refused: {refusal}", shown(table), shown(id.as_str()))]
     Refused { table: String, id: RecordId, refusal: Box<Refusal> },
-    #[error("`{table}` record `{id}` is not valid: {reason}")]
+    #[error("`{}` record `{}` is not valid: {reason}", shown(table), shown(id.as_str()))]
     Invalid { table: String, id: RecordId, reason: String },
     #[error("this database has not been initialised as a node (no local site id); run `init` first")]
     NotInitialised,

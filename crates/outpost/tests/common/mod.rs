@@ -31,7 +31,9 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A base command with a clean environment: nothing inherited may point it elsewhere.
 pub fn outpost() -> Command {
-    let mut command = Command::new(BIN);
+    // `OUTPOST_TEST_BIN` runs the suite against another build (an older one, to watch a test
+    // fail before its fix).
+    let mut command = Command::new(std::env::var_os("OUTPOST_TEST_BIN").unwrap_or_else(|| BIN.into()));
     command
         .env_remove("OUTPOST_DATA")
         .env_remove("OUTPOST_DATABASE")

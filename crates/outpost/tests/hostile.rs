@@ -1,0 +1,383 @@
+//! A site as a hostile client would be, and as an operator restoring a backup would be, against
+//! real processes over HTTP on loopback: a site never takes over another's records or speaks for
+//! another's store, a refused change does not stay on the site as if it were true, a site
+//! restored from a backup loses nothing it writes afterwards, impossible positions and cursors
+//! are refused, input has bounds, a site that floods rejections is quarantined, and a mobile
+//! site has one active store. Each on both central backends (`sqlite::…`, `postgres::…`).
+
+#[macro_use]
+mod common;
+
+use common::{change, count, record, rows, run, Backend, Http, Network};
+use model::Seq;
+use protocol::{Cursor, PullRequest, PushRequest};
+use rusqlite::params;
+use serde_json::json;
+
+on_each_backend!(
+    a_site_cannot_take_over_another_stores_record_by_rewriting_its_store_id,
+    a_message_in_the_name_of_another_sites_store_is_refused,
+    a_refused_change_is_put_back_on_the_site_and_kept_whole_in_rejected,
+    a_site_restored_from_a_backup_loses_nothing_it_writes_afterwards,
+    a_push_at_an_impossible_position_is_refused_and_changes_nothing,
+    a_pull_cursor_the_server_never_handed_out_is_refused,
+    ids_and_records_out_of_bounds_are_refused_on_the_site_and_on_the_central_server,
+    a_site_that_floods_rejections_is_quarantined_until_an_administrator_looks,
+    a_mobile_site_has_one_active_store,
+);
+
+/// Writes as an old or misbehaving site would: straight into its SQLite file, a record and its
+/// change-log entry in one transaction, without the checks that `outpost site write` makes.
+fn write_behind_the_checks(site: &common::Site, table: &str, id: &str, data: &serde_json::Value) -> i64 {
+    let mut conn = rusqlite::Connection::open(common::db_file(&site.data)).expect("open the site's file");
+    let tx = conn.transaction().expect("begin");
+    tx.execute(
+        "INSERT INTO change_log (tbl, record_id, action, origin_site) VALUES (?1, ?2, 'upsert', ?3)",
+        params![table, id, site.name],
+    )
+    .expect("log the change");
+    let seq = tx.last_insert_rowid();
+    let store = data.get("store_id").and_then(|s| s.as_str());
+    tx.execute(
+        "INSERT INTO record (tbl, id, store_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data, store_id = excluded.store_id, log_seq = excluded.log_seq",
+        params![table, id, store, data.to_string(), seq],
+    )
+    .expect("write the record");
+    tx.commit().expect("commit");
+    seq
+}
+
+fn rejections_of(node: &(impl common::Inspect + ?Sized), site: &str) -> Vec<(String, String, String)> {
+    rows(node, "SELECT tbl, record_id, reason FROM rejection WHERE site_id = $1 ORDER BY id", &[site])
+}
+
+fn a_site_cannot_take_over_another_stores_record_by_rewriting_its_store_id(backend: &Backend) {
+    let network = Network::new(backend, &["district-a", "clinic-b"]);
+    let (district, clinic) = (network.site("district-a"), network.site("clinic-b"));
+    let central = &network.central;
+    district.sync();
+    clinic.sync();
+    let theirs = json!({"store_id": "store-clinic-b", "item_id": "item-1", "total_packs": 40});
+    clinic.write("stock_line", "sl-cms-1", &theirs);
+    clinic.sync();
+
+    // District-a does not hold clinic-b's line; it writes one with the same id in its own store.
+    let takeover = json!({"store_id": "store-district-a", "item_id": "item-1", "total_packs": 0});
+    district.write("stock_line", "sl-cms-1", &takeover);
+    let out = district.sync();
+    assert!(out.stdout.contains("1 rejected"), "{}", out.stdout);
+
+    assert_eq!(record(central, "stock_line", "sl-cms-1"), Some(theirs.clone()), "the record stays clinic-b's");
+    let refused = rejections_of(central, "district-a");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].2.contains("store-clinic-b") && refused[0].2.contains("clinic-b"),
+        "the reason names the store and its site: {}",
+        refused[0].2
+    );
+    // The site had no right to the record, and may not see clinic-b's: it is gone there...
+    assert_eq!(district.get("stock_line", "sl-cms-1"), None);
+    // ...and what was typed is kept, whole, where a person can see it.
+    assert!(district.rejected().contains("sl-cms-1"), "{}", district.rejected());
+    let kept: Vec<(Option<String>,)> =
+        rows(&district.data, "SELECT data FROM rejection WHERE record_id = 'sl-cms-1'", &[]);
+    assert_eq!(kept.len(), 1);
+    let kept: serde_json::Value =
+        serde_json::from_str(kept[0].0.as_deref().expect("the refused version")).expect("json");
+    assert_eq!(kept, takeover);
+
+    // The real owner's next edit goes through.
+    let edited = json!({"store_id": "store-clinic-b", "item_id": "item-1", "total_packs": 39});
+    clinic.write("stock_line", "sl-cms-1", &edited);
+    assert!(clinic.sync().stdout.contains("0 rejected"));
+    assert_eq!(record(central, "stock_line", "sl-cms-1"), Some(edited));
+}
+
+fn a_message_in_the_name_of_another_sites_store_is_refused(backend: &Backend) {
+    let network = Network::new(backend, &["district-a", "clinic-b"]);
+    let (district, clinic) = (network.site("district-a"), network.site("clinic-b"));
+    district.sync();
+    clinic.sync();
+    let forged = json!({"sending_store_id": "store-clinic-b", "receiving_store_id": "store-district-a", "body": "send it all to me"});
+    // The site itself refuses it...
+    let refused =
+        run("site write message", &mut district.command(&["write", "message", "msg-forged", &forged.to_string()]))
+            .failed();
+    assert!(refused.stderr.contains("sending_store_id"), "the error names the field: {}", refused.stderr);
+    // ...and so does the central server, when an old or altered site pushes it.
+    write_behind_the_checks(district, "message", "msg-forged", &forged);
+    let honest =
+        json!({"sending_store_id": "store-district-a", "receiving_store_id": "store-clinic-b", "body": "hello"});
+    district.write("message", "msg-honest", &honest);
+    let out = district.sync();
+    assert!(out.stdout.contains("1 rejected"), "{}", out.stdout);
+    assert_eq!(record(&network.central, "message", "msg-forged"), None);
+    assert_eq!(record(&network.central, "message", "msg-honest"), Some(honest.clone()));
+    clinic.sync();
+    assert_eq!(clinic.get("message", "msg-forged"), None);
+    assert_eq!(clinic.get("message", "msg-honest"), Some(honest));
+}
+
+fn a_refused_change_is_put_back_on_the_site_and_kept_whole_in_rejected(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    let item = json!({"code": "PCM", "name": "Paracetamol 500mg"});
+    network.central.write("item", "item-pcm", &item);
+    north.sync();
+    let renamed = json!({"code": "PCM", "name": "renamed on north"});
+    write_behind_the_checks(north, "item", "item-pcm", &renamed);
+    assert_eq!(north.get("item", "item-pcm"), Some(renamed.clone()));
+    let out = north.sync();
+    assert!(out.stdout.contains("1 rejected"), "{}", out.stdout);
+
+    assert_eq!(north.get("item", "item-pcm"), Some(item.clone()), "the site shows what is true again");
+    let kept: Vec<(String, Option<String>, String)> =
+        rows(&north.data, "SELECT record_id, data, reason FROM rejection WHERE tbl = 'item'", &[]);
+    assert_eq!(kept.len(), 1);
+    let data: serde_json::Value = serde_json::from_str(kept[0].1.as_deref().expect("kept")).expect("json");
+    assert_eq!(data, renamed, "the refused version is kept whole");
+    assert!(kept[0].2.contains("may only be written on site `central`"), "{}", kept[0].2);
+    // Putting it back is not a change of the site's own: nothing waits to be pushed.
+    assert!(north.status().contains("waiting to push:   0 change(s)"), "{}", north.status());
+    assert!(north.sync().stdout.contains("pushed 0 (0 rejected)"));
+    assert_eq!(north.get("item", "item-pcm"), Some(item));
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create the copy");
+    for entry in std::fs::read_dir(from).expect("read the data directory") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy a file");
+    }
+}
+
+fn a_site_restored_from_a_backup_loses_nothing_it_writes_afterwards(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    let central = &network.central;
+    north.sync();
+    let line = |n: i64| json!({"store_id": "store-north", "item_id": format!("item-{n}"), "total_packs": n});
+    north.write("stock_line", "sl-1", &line(1));
+    north.sync();
+
+    let backup = network.root.path().join("north-backup");
+    copy_dir(&north.data, &backup);
+    // After the backup: more work, pushed and acknowledged.
+    north.write("stock_line", "sl-2", &line(2));
+    north.write("stock_line", "sl-3", &line(3));
+    north.write("stock_line", "sl-1", &line(10));
+    north.sync();
+    assert_eq!(count(central, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), 3);
+
+    // The disk fails; the backup is put back; the pharmacist goes on working.
+    std::fs::remove_dir_all(&north.data).expect("remove the data directory");
+    copy_dir(&backup, &north.data);
+    north.write("stock_line", "sl-4", &line(4));
+    north.write("stock_line", "sl-5", &line(5));
+    let out = north.sync();
+    assert!(out.stdout.contains("pushed 2"), "the new changes are pushed: {}", out.stdout);
+
+    for (id, n) in [("sl-1", 10), ("sl-2", 2), ("sl-3", 3), ("sl-4", 4), ("sl-5", 5)] {
+        assert_eq!(record(central, "stock_line", id), Some(line(n)), "the central server has {id}");
+        assert_eq!(north.get("stock_line", id), Some(line(n)), "the restored site has {id} again");
+    }
+    let status = north.status();
+    assert!(status.contains("restored from a backup"), "the site says what happened: {status}");
+    assert!(status.contains("waiting to push:   0 change(s)"), "{status}");
+    assert!(status.contains("last error:        none"), "{status}");
+    // And the next change after that goes through too.
+    north.write("stock_line", "sl-6", &line(6));
+    assert!(north.sync().stdout.contains("pushed 1"));
+    assert_eq!(record(central, "stock_line", "sl-6"), Some(line(6)));
+}
+
+fn stock_line(seq: i64) -> model::Change {
+    change(seq, "north", "stock_line", &format!("sl-{seq}"), &json!({"store_id": "store-north", "total_packs": seq}))
+}
+
+/// A push that must be refused with 400 and change nothing.
+fn assert_bad_push(http: &Http, site: &common::Site, central: &common::Central, batch: &PushRequest, why: &str) {
+    let before = common::footprint(central);
+    let answer = http.push(&site.name, &site.password, batch);
+    assert_eq!(answer.status, 400, "{why}: {}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.error_code(), "bad_request");
+    assert_eq!(common::footprint(central), before, "{why}: a refused push wrote something");
+}
+
+fn a_push_at_an_impossible_position_is_refused_and_changes_nothing(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    let central = &network.central;
+    north.sync();
+    let http = Http::new(&central.url());
+    let at = |seq: i64| {
+        let mut c = stock_line(1);
+        c.seq = Seq(seq);
+        c
+    };
+    assert_bad_push(&http, north, central, &PushRequest { after: Seq(0), changes: vec![at(i64::MAX)] }, "i64::MAX");
+    assert_bad_push(&http, north, central, &PushRequest { after: Seq(0), changes: vec![at(-5)] }, "negative");
+    assert_bad_push(&http, north, central, &PushRequest { after: Seq(0), changes: vec![at(0)] }, "zero");
+    assert_bad_push(&http, north, central, &PushRequest { after: Seq(-1), changes: vec![at(1)] }, "negative after");
+    assert_bad_push(&http, north, central, &PushRequest { after: Seq(5), changes: vec![at(3)] }, "below after");
+    // A batch that does not follow what was acknowledged applies nothing, and says so.
+    let ahead = http.push(&north.name, &north.password, &PushRequest { after: Seq(7), changes: vec![at(8)] });
+    let ahead = ahead.push_response();
+    assert!(ahead.out_of_step && ahead.applied == 0 && ahead.acked == Seq(0), "{ahead:?}");
+    // The site syncs on as if nothing happened.
+    north.write("stock_line", "sl-real", &json!({"store_id": "store-north", "total_packs": 1}));
+    assert!(north.sync().stdout.contains("pushed 1 (0 rejected)"));
+    assert_eq!(count(central, "SELECT acked_seq FROM site_sync WHERE site_id = 'north'") > 0, true);
+}
+
+fn a_pull_cursor_the_server_never_handed_out_is_refused(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    north.sync();
+    let http = Http::new(&network.central.url());
+    let pull = |cursor: Cursor| {
+        let body = protocol::encode(&PullRequest { cursor: Some(cursor), max_bytes: 1 << 20 });
+        http.post("north", "pull", &common::good_headers("north", &north.password).as_refs(), &body)
+    };
+    for (cursor, why) in [
+        (Cursor::Log { after: Seq(-1), after_xid: 0 }, "negative"),
+        (Cursor::Log { after: Seq(0), after_xid: -3 }, "negative transaction"),
+        (Cursor::Log { after: Seq(i64::MAX - 1), after_xid: i64::MAX - 1 }, "past the end"),
+        (
+            Cursor::Snapshot { after: None, log_from: Seq(-1), log_from_xid: 0, scanned: 0, total: 0 },
+            "negative snapshot",
+        ),
+        (
+            Cursor::Snapshot { after: None, log_from: Seq(0), log_from_xid: 0, scanned: 10, total: 1 },
+            "scanned more than there is",
+        ),
+    ] {
+        let answer = pull(cursor);
+        assert_eq!(answer.status, 400, "{why}: {}", String::from_utf8_lossy(&answer.body));
+        let message = String::from_utf8_lossy(&answer.body).to_string();
+        assert!(message.contains("reset-cursor"), "{why}: the error says what to do: {message}");
+    }
+    // The cursor the server did hand out still works.
+    assert!(north.sync().stdout.contains("pulled 0"));
+}
+
+fn ids_and_records_out_of_bounds_are_refused_on_the_site_and_on_the_central_server(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    let central = &network.central;
+    north.sync();
+    let doc = json!({"store_id": "store-north", "total_packs": 1});
+    let deep = format!("{{\"store_id\":\"store-north\",\"x\":{}1{}}}", "[".repeat(5_000), "]".repeat(5_000));
+
+    // On the site: refused before anything is written.
+    for (id, data, what) in [("", doc.to_string(), "an empty id"), ("sl-deep", deep.clone(), "5,000 levels deep")] {
+        let out = run("site write", &mut north.command(&["write", "stock_line", id, &data])).failed();
+        assert!(out.stderr.contains("error:"), "{what}: {}", out.stderr);
+    }
+    assert!(north.status().contains("waiting to push:   0 change(s)"));
+
+    // On the central server, from a site that skips its checks: refused, kept, nothing stored.
+    let http = Http::new(&central.url());
+    let long_id = "x".repeat(10_000_000 / 10);
+    let deep_change = {
+        let text = json!({"seq": 4, "table": "stock_line", "id": "sl-deep", "action": "upsert", "origin": "north"})
+            .to_string();
+        // Spliced in as text: a JSON value this deep cannot be built by serde_json itself.
+        let text = format!("{},\"data\":{deep}}}", &text[..text.len() - 1]);
+        serde_json::from_str::<model::Change>(&text).ok()
+    };
+    let mut changes = vec![
+        change(1, "north", "stock_line", "", &doc),
+        change(2, "north", "stock_line", "sl-\u{0}nul", &doc),
+        change(3, "north", "stock_line", &long_id, &doc),
+    ];
+    changes.extend(deep_change);
+    changes.push(change(5, "north", "stock_line", "sl-fine", &doc));
+    let answer = http.push("north", &north.password, &PushRequest { after: Seq(0), changes }).push_response();
+    assert_eq!(answer.applied, 1, "{answer:?}");
+    assert!(answer.rejections.len() >= 3, "{answer:?}");
+    for rejection in &answer.rejections {
+        assert!(
+            rejection.reason.contains("id") || rejection.reason.contains("deep"),
+            "the reason says what is wrong: {}",
+            rejection.reason
+        );
+    }
+    assert_eq!(count(central, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), 1);
+    assert_eq!(record(central, "stock_line", "sl-fine"), Some(doc));
+    assert_eq!(
+        count(central, "SELECT count(*) FROM rejection WHERE length(record_id) > 300"),
+        0,
+        "an id too long to store is not stored in a rejection either"
+    );
+}
+
+fn a_site_that_floods_rejections_is_quarantined_until_an_administrator_looks(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    let central = &network.central;
+    north.sync();
+    let http = Http::new(&central.url());
+    let max = central::engine::MAX_OPEN_REJECTIONS as i64;
+    // Items are not north's to write: every one is refused.
+    let flood: Vec<_> = (1..=max + 500).map(|i| change(i, "north", "item", &format!("i-{i}"), &json!({}))).collect();
+    let first = http.push("north", &north.password, &PushRequest { after: Seq(0), changes: flood }).push_response();
+    assert_eq!(first.acked, Seq(max), "the batch stops at the limit: the rest waits on the site");
+    assert_eq!(count(central, "SELECT count(*) FROM rejection WHERE site_id = 'north'"), max);
+
+    let next = http.push(
+        "north",
+        &north.password,
+        &PushRequest { after: Seq(max), changes: vec![change(max + 1, "north", "item", "i-x", &json!({}))] },
+    );
+    assert_eq!(next.status, 403, "{}", String::from_utf8_lossy(&next.body));
+    assert_eq!(next.error_code(), "quarantined");
+    assert!(String::from_utf8_lossy(&next.body).contains("outpost central site rejected north"));
+
+    let listed = central.admin("central site rejected", &["site", "rejected", "north"]).stdout;
+    assert!(listed.contains("quarantined") && listed.contains("i-1"), "{listed}");
+    let cleared = central.admin("central site rejected --clear", &["site", "rejected", "north", "--clear"]).stdout;
+    assert!(cleared.contains(&format!("{max} refused change(s)")), "{cleared}");
+    assert_eq!(
+        count(central, "SELECT count(*) FROM rejection WHERE site_id = 'north'"),
+        max,
+        "nothing kept is dropped"
+    );
+    let after =
+        http.push("north", &north.password, &PushRequest { after: Seq(max), changes: vec![stock_line(max + 1)] });
+    assert_eq!(after.push_response().applied, 1, "the site is accepted again");
+}
+
+fn a_mobile_site_has_one_active_store(backend: &Backend) {
+    let network = Network::new(backend, &[]);
+    let central = &network.central;
+    central.admin("central site add", &["site", "add", "tablet", "--mobile"]);
+    central.add_store("tablet-store", "tablet");
+    let second = run(
+        "central store add",
+        common::outpost().args(["central", "store", "add", "second", "--active-on", "tablet"]).args(central.db.args()),
+    )
+    .failed();
+    assert!(
+        second.stderr.contains("a mobile site has one active store") && second.stderr.contains("tablet-store"),
+        "{}",
+        second.stderr
+    );
+    central.admin("central site add", &["site", "add", "desk"]);
+    central.add_store("desk-store", "desk");
+    let moved = run(
+        "central store sync-type",
+        common::outpost()
+            .args(["central", "store", "sync-type", "desk-store", "tablet", "active"])
+            .args(central.db.args()),
+    )
+    .failed();
+    assert!(moved.stderr.contains("a mobile site has one active store"), "{}", moved.stderr);
+    assert_eq!(record(central, "store", "second"), None, "nothing of the refused command was written");
+    // A site with two stores cannot be turned into a mobile one either (behind the CLI's back).
+    central.add_store("desk-store-2", "desk");
+    let network_view = central.db.open().network();
+    assert_eq!(network_view.active_stores(&model::SiteId::from("desk")).len(), 2);
+    assert_eq!(network_view.active_stores(&model::SiteId::from("tablet")).len(), 1);
+}

@@ -108,7 +108,8 @@ mod tests {
         assert_eq!(shown("item-1"), "item-1");
         assert_eq!(shown("a\0b"), "a\\0b");
         assert_eq!(shown(""), "");
-        let long = shown(&"x".repeat(10_000_000));
+        let ten_megabytes = "x".repeat(10_000_000);
+        let long = shown(&ten_megabytes);
         assert!(long.len() < 2 * MAX_ID_BYTES && long.ends_with("(10000000 bytes)"), "{long}");
     }
 

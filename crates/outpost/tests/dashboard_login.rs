@@ -392,7 +392,7 @@ impl Serve {
                 }
             }
         });
-        let mut line = || receiver.recv_timeout(Duration::from_secs(20)).expect("a line").expect("readable");
+        let line = || receiver.recv_timeout(Duration::from_secs(20)).expect("a line").expect("readable");
         let first = line();
         let sync_url = first.strip_prefix("central server listening on ").expect(&first).trim().to_owned();
         let second = line();
@@ -443,6 +443,6 @@ fn admin_logins_are_slowed_down_after_repeated_failures() {
         assert_eq!(page.status, 401, "{}", page.body);
     }
     let page = refused.expect("thirty wrong administrator passwords in a row are slowed down");
-    assert!(page.retry_after.is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s >= 1)), "{page:?}");
+    assert!(page.retry_after.as_ref().is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s >= 1)), "{page:?}");
     assert!(visible_text(&page.body).contains("Too many wrong passwords"), "{}", page.body);
 }

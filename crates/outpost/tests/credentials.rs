@@ -56,11 +56,7 @@ fn a_password_reset_from_another_process_is_seen_by_every_running_server(backend
         assert_eq!(status, 401, "the old password still works on {url}: {body}");
         assert_eq!(status_request(&agent, &url, "north", &new).0, 200, "the new password works on {url}");
     }
-    let synced = run(
-        "site sync with the old password",
-        &mut north.command(&["sync"]),
-    )
-    .failed();
+    let synced = run("site sync with the old password", &mut north.command(&["sync"])).failed();
     assert!(synced.stderr.contains("401 unauthorized"), "{}", synced.stderr);
 }
 

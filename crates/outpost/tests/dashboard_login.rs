@@ -97,8 +97,13 @@ impl Browser {
     fn page(mut response: ureq::http::Response<ureq::Body>) -> Page {
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (location, retry_after) = (header("location"), header("retry-after"));
-        let set_cookies =
-            response.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect();
+        let set_cookies = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect();
         Page {
             status: response.status().as_u16(),
             location,
@@ -164,7 +169,11 @@ fn visible_text(html: &str) -> String {
         }
     }
     let text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&");
-    text.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn the_dashboard_needs_a_login(backend: &Backend) {
@@ -335,22 +344,27 @@ Forgot the password? On the server, set a new one with outpost central admin set
 fn central_init_says_how_to_log_in_and_never_takes_the_password_from_the_command_line() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data = dir.path().join("central");
-    let init = |command: &mut std::process::Command| {
-        run("central init", command.args(["central", "init", "--data"]).arg(&data))
+    let init = |env: Option<&str>, extra: &[&std::ffi::OsStr]| {
+        let mut command = outpost();
+        command.args(["central", "init", "--data"]).arg(&data).args(extra);
+        if let Some(password) = env {
+            command.env("OUTPOST_ADMIN_PASSWORD", password);
+        }
+        run("central init", &mut command)
     };
     // No password at all: refused, saying where one comes from, and nothing is created.
-    let refused = init(&mut outpost()).failed();
+    let refused = init(None, &[]).failed();
     assert_eq!(
         refused.stderr.trim(),
         "error: no administrator password given (set OUTPOST_ADMIN_PASSWORD, use --admin-password-file FILE, or type it)"
     );
     assert!(!data.join("outpost.sqlite").exists(), "a half-made central server was left");
-    let short = init(outpost().env("OUTPOST_ADMIN_PASSWORD", "short")).failed();
+    let short = init(Some("short"), &[]).failed();
     assert!(short.stderr.contains("at least 10 characters"), "{}", short.stderr);
 
     let file = dir.path().join("admin-password");
     std::fs::write(&file, "from a file, kept safe\n").expect("write the password file");
-    let made = init(outpost().arg("--admin-password-file").arg(&file)).ok();
+    let made = init(None, &["--admin-password-file".as_ref(), file.as_os_str()]).ok();
     assert_eq!(
         made.stdout.replace(&data.display().to_string(), "DIR"),
         "central server `central` created in DIR
@@ -396,7 +410,8 @@ impl Serve {
         let first = line();
         let sync_url = first.strip_prefix("central server listening on ").expect(&first).trim().to_owned();
         let second = line();
-        let dashboard_url = second.strip_prefix("dashboard on ").expect(&second).trim().trim_end_matches('/').to_owned();
+        let dashboard_url =
+            second.strip_prefix("dashboard on ").expect(&second).trim().trim_end_matches('/').to_owned();
         Serve { sync_url, dashboard_url, _process: process }
     }
 }

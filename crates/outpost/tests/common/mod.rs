@@ -699,8 +699,11 @@ impl Central {
             #[cfg(feature = "postgres")]
             Backend::Postgres { url, .. } => CentralDb::Postgres(Box::new(pg::Schema::fresh(url))),
         };
-        run("central init", outpost().args(["central", "init"]).args(db.args()).env("OUTPOST_ADMIN_PASSWORD", ADMIN_PASSWORD))
-            .ok();
+        run(
+            "central init",
+            outpost().args(["central", "init"]).args(db.args()).env("OUTPOST_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        )
+        .ok();
         let server = Server::new("central", &db, root.join("central.log"));
         Central {
             server,

@@ -196,7 +196,9 @@ impl Verifier {
     ) -> Result<(), Refusal> {
         let Some(stored) = stored else {
             // Nothing to verify, so nothing costly; only the address is counted (account names
-            // that do not exist would let anyone fill the table).
+            // that do not exist would let anyone fill the table). A refused address is refused
+            // alike for every name, so that its answers do not tell which sites exist.
+            self.throttled(None, addr)?;
             self.failed(None, addr);
             return Err(Refusal::Wrong);
         };
@@ -204,13 +206,13 @@ impl Verifier {
         if self.verified.lock().is_ok_and(|v| v.get(account) == Some(&digest)) {
             return Ok(());
         }
-        self.throttled(account, addr)?;
+        self.throttled(Some(account), addr)?;
         let permit = match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
             Ok(Ok(permit)) => permit,
             _ => return Err(Refusal::Busy { retry_after: Duration::from_secs(1) }),
         };
         // Failures may have piled up while this request waited.
-        self.throttled(account, addr)?;
+        self.throttled(Some(account), addr)?;
         let mut memory = self.memory.lock().ok().and_then(|mut pool| pool.pop()).unwrap_or_default();
         let password_owned = password.to_owned();
         let (ok, memory) = tokio::task::spawn_blocking(move || {
@@ -251,10 +253,10 @@ impl Verifier {
         mac.finalize().into_bytes().into()
     }
 
-    fn throttled(&self, account: &Account, addr: Option<IpAddr>) -> Result<(), Refusal> {
+    fn throttled(&self, account: Option<&Account>, addr: Option<IpAddr>) -> Result<(), Refusal> {
         let now = Instant::now();
         let Ok(failures) = self.failures.lock() else { return Ok(()) };
-        let keys = std::iter::once(Key::Account(account.clone())).chain(addr.map(Key::Address));
+        let keys = account.map(|a| Key::Account(a.clone())).into_iter().chain(addr.map(Key::Address));
         let longest =
             keys.filter_map(|key| failures.blocked(&key, now).map(|wait| (wait, key))).max_by_key(|(w, _)| *w);
         match longest {
@@ -374,11 +376,33 @@ mod tests {
         let old = hash_password("old password").expect("hash");
         assert_eq!(verifier.check(&north, None, "old password", Some(old.clone())).await, Ok(()));
         assert!(verifier.verified.lock().expect("lock").contains_key(&north));
-        assert_eq!(verifier.check(&north, None, "old password", Some(old)).await, Ok(()));
+        assert_eq!(verifier.check(&north, None, "old password", Some(old.clone())).await, Ok(()));
+        // A wrong guess does not make the site pay argon2 (and risk a refusal) again.
+        assert_eq!(verifier.check(&north, None, "a guess", Some(old.clone())).await, Err(Refusal::Wrong));
+        let remembered = verifier.verified.lock().expect("lock").get(&north).copied();
+        assert_eq!(remembered, Some(verifier.digest(&north, "old password", &old)));
         let new = hash_password("new password").expect("hash");
         assert_eq!(verifier.check(&north, None, "old password", Some(new.clone())).await, Err(Refusal::Wrong));
         assert_eq!(verifier.check(&north, None, "new password", Some(new)).await, Ok(()));
         assert_eq!(verifier.check(&north, None, "new password", None).await, Err(Refusal::Wrong));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn argon2_memory_is_held_once_per_slot_whatever_the_load() {
+        let verifier = std::sync::Arc::new(Verifier::new(2));
+        let hash = hash_password("right").expect("hash");
+        let checks: Vec<_> = (0..12)
+            .map(|i| {
+                let (verifier, hash) = (verifier.clone(), hash.clone());
+                tokio::spawn(
+                    async move { verifier.check(&Account::Site(format!("s{i}")), None, "wrong", Some(hash)).await },
+                )
+            })
+            .collect();
+        for check in checks {
+            assert_eq!(check.await.expect("the check ran"), Err(Refusal::Wrong));
+        }
+        assert!(verifier.memory.lock().expect("lock").len() <= 2, "more argon2 memory blocks than slots");
     }
 
     #[test]

@@ -402,16 +402,18 @@ fn central(command: CentralCommand) -> Result<(), String> {
                     tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listening on {addr}: {e}"))
                 };
                 let listener = bind(listen).await?;
-                let sync_addr = listener.local_addr().map_err(|e| e.to_string())?;
-                println!("central server listening on http://{sync_addr}");
-                match dashboard_listen {
-                    None => {
-                        println!("dashboard on http://{sync_addr}/");
-                        central::serve(engine, listener).await.map_err(|e| e.to_string())
-                    }
-                    Some(addr) => {
-                        let dashboard = bind(addr).await?;
-                        println!("dashboard on http://{}/", dashboard.local_addr().map_err(|e| e.to_string())?);
+                let dashboard = match dashboard_listen {
+                    Some(addr) => Some(bind(addr).await?),
+                    None => None,
+                };
+                let local = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
+                let sync_addr = local(&listener)?;
+                let dashboard_addr = dashboard.as_ref().map_or(Ok(sync_addr), local)?;
+                // One write: a reader that stops after the first line does not break the second.
+                println!("central server listening on http://{sync_addr}\ndashboard on http://{dashboard_addr}/");
+                match dashboard {
+                    None => central::serve(engine, listener).await.map_err(|e| e.to_string()),
+                    Some(dashboard) => {
                         central::server::serve_apart(engine, listener, dashboard).await.map_err(|e| e.to_string())
                     }
                 }
@@ -530,11 +532,11 @@ fn serve_tls(
 ) -> Result<(), String> {
     let bind = |addr: SocketAddr| std::net::TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"));
     let listener = bind(listen)?;
-    let sync_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("central server listening on https://{sync_addr}");
     let dashboard = dashboard_listen.map(bind).transpose()?;
+    let sync_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let dashboard_addr = dashboard.as_ref().map_or(Ok(sync_addr), |d| d.local_addr()).map_err(|e| e.to_string())?;
-    println!("dashboard on https://{dashboard_addr}/");
+    // One write: a reader that stops after the first line does not break the second.
+    println!("central server listening on https://{sync_addr}\ndashboard on https://{dashboard_addr}/");
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime
         .block_on(central::serve_tls(engine, listener, dashboard, cert, key))

@@ -220,7 +220,10 @@ impl Verifier {
             (ok, memory)
         })
         .await
-        .unwrap_or_else(|_| (false, Vec::new()));
+        .unwrap_or_else(|e| {
+            tracing::error!(%account, error = %e, "checking a password failed; taken as a wrong password");
+            (false, Vec::new())
+        });
         if let Ok(mut pool) = self.memory.lock() {
             pool.push(memory);
         }

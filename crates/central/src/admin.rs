@@ -3,6 +3,7 @@
 //! routed write, so the sites learn of it on their next pull.
 
 use crate::engine::{Engine, EngineError};
+use crate::session::SessionKey;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use model::{SiteId, SyncType};
@@ -29,6 +30,8 @@ pub enum AdminError {
     Hash(String),
     #[error("a site id may hold only letters, digits, '-' and '_' (got `{0}`)")]
     BadName(String),
+    #[error("the administrator password must have at least {MIN_ADMIN_PASSWORD} characters")]
+    WeakAdminPassword,
 }
 
 /// Creates a central server's database. The central server is the primary unless `primary`
@@ -166,7 +169,8 @@ pub fn show_item(engine: &Engine, item: &str, store: &str) -> Result<(), AdminEr
     Ok(())
 }
 
-fn new_password() -> String {
+/// A new random password of 24 letters and digits (no look-alikes such as `l` and `1`).
+pub fn new_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut bytes = [0u8; 24];
     // The OS random source failing is not recoverable for a password generator.
@@ -176,7 +180,8 @@ fn new_password() -> String {
     bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
-fn hash_password(password: &str) -> Result<String, AdminError> {
+/// Hashes a password with argon2 (default parameters, a random salt), as a PHC string.
+pub fn hash_password(password: &str) -> Result<String, AdminError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| AdminError::Hash(e.to_string()))?;
     let salt = SaltString::encode_b64(&bytes).map_err(|e| AdminError::Hash(e.to_string()))?;
@@ -190,4 +195,75 @@ fn hash_password(password: &str) -> Result<String, AdminError> {
 pub fn verify_password(password: &str, stored_hash: &str) -> bool {
     PasswordHash::new(stored_hash)
         .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+}
+
+/// The shortest administrator password accepted: the dashboard may face the internet.
+pub const MIN_ADMIN_PASSWORD: usize = 10;
+
+const ADMIN_HASH: &str = "admin_password_hash";
+const SESSION_KEY: &str = "session_key";
+const SESSION_GENERATION: &str = "admin_session_generation";
+
+/// Refuses an administrator password too short to face the internet.
+pub fn check_admin_password(password: &str) -> Result<(), AdminError> {
+    if password.chars().count() < MIN_ADMIN_PASSWORD {
+        return Err(AdminError::WeakAdminPassword);
+    }
+    Ok(())
+}
+
+/// Sets the administrator's password (only its argon2 hash is kept). Sessions opened with an
+/// earlier password end; the key that signs sessions is made the first time.
+pub fn set_admin_password(db: &Db, password: &str) -> Result<(), AdminError> {
+    check_admin_password(password)?;
+    let hash = hash_password(password)?;
+    let key = match db.state(SESSION_KEY)?.as_deref().and_then(SessionKey::from_hex) {
+        Some(key) => key,
+        None => SessionKey::new(random_bytes().map_err(AdminError::Hash)?),
+    };
+    let generation = crate::session::to_hex(&random_bytes::<16>().map_err(AdminError::Hash)?);
+    db.transaction(|tx| {
+        tx.set_state(SESSION_KEY, &key.to_hex())?;
+        tx.set_state(SESSION_GENERATION, &generation)?;
+        tx.set_state(ADMIN_HASH, &hash)
+    })?;
+    Ok(())
+}
+
+/// What the dashboard needs to check the administrator: read from the database on every
+/// request, so that a change made by any process holds at once.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    pub hash: String,
+    pub key: SessionKey,
+    generation: String,
+}
+
+impl AdminAuth {
+    /// What a session is bound to: a new password or a logout changes it.
+    pub fn binding(&self) -> String {
+        format!("{}\0{}", self.hash, self.generation)
+    }
+}
+
+/// The administrator's credentials, or `None` when no administrator has been set.
+pub fn admin_auth(db: &Db) -> Result<Option<AdminAuth>, StoreError> {
+    let Some(hash) = db.state(ADMIN_HASH)?.filter(|h| !h.is_empty()) else { return Ok(None) };
+    let Some(key) = db.state(SESSION_KEY)?.as_deref().and_then(SessionKey::from_hex) else { return Ok(None) };
+    let generation = db.state(SESSION_GENERATION)?.unwrap_or_default();
+    Ok(Some(AdminAuth { hash, key, generation }))
+}
+
+/// Ends every administrator session, on every server process (a logout).
+pub fn end_sessions(db: &Db) -> Result<(), AdminError> {
+    let generation = crate::session::to_hex(&random_bytes::<16>().map_err(AdminError::Hash)?);
+    db.set_state(SESSION_GENERATION, &generation)?;
+    Ok(())
+}
+
+/// Random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| format!("the operating system's random source failed: {e}"))?;
+    Ok(bytes)
 }

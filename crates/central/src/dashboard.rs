@@ -77,11 +77,23 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-pub fn render(view: &DashboardView) -> String {
-    let mut html = String::from(
-        "<!doctype html><html><head><meta charset=utf-8><title>Outpost central server</title><style>\
-         body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}\
-         td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.stale{background:#fdd}</style></head><body>",
+/// The start of every page: inline style only, nothing loaded from elsewhere.
+fn head(title: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>{}</title><style>\
+         body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}\
+         td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}.stale{{background:#fdd}}\
+         .error{{color:#a00}}form.signout{{float:right}}</style></head><body>",
+        escape(title)
+    )
+}
+
+/// The dashboard, with a sign-out form carrying the session's CSRF token.
+pub fn render(view: &DashboardView, csrf: &str) -> String {
+    let mut html = head("Outpost central server");
+    html += &format!(
+        "<form class=signout method=post action=/logout><input type=hidden name=csrf value=\"{}\"><button>Sign out</button></form>",
+        escape(csrf)
     );
     html += &format!(
         "<h1>Outpost — central server <code>{}</code></h1><p>Primary: <code>{}</code>. Generated {}.</p>",
@@ -120,6 +132,57 @@ pub fn render(view: &DashboardView) -> String {
     }
     html += "</table></body></html>";
     html
+}
+
+/// The administrator's sign-in page; `message` says why the last attempt failed.
+pub fn login_page(message: Option<&str>, csrf: &str) -> String {
+    let mut html = head("Outpost — sign in");
+    html += "<h1>Outpost central server</h1>";
+    if let Some(message) = message {
+        html += &format!("<p class=error>{}</p>", escape(message));
+    }
+    html += &format!(
+        "<p>Sign in as the administrator to see the dashboard.</p>\
+         <form method=post action=/login><label>Administrator password \
+         <input type=password name=password autocomplete=current-password autofocus required></label> \
+         <input type=hidden name=csrf value=\"{}\"> <button>Sign in</button></form>\
+         <p>Forgot the password? On the server, set a new one with \
+         <code>outpost central admin set-password --data DIR</code>.</p></body></html>",
+        escape(csrf)
+    );
+    html
+}
+
+/// What the dashboard says while no administrator has been set (a database made before there
+/// were administrators): it stays closed, and says how to open it.
+pub fn no_admin_page() -> String {
+    head("Outpost — no administrator yet")
+        + "<h1>No administrator yet</h1>\
+           <p>This central server has no administrator password, so its dashboard stays closed.</p>\
+           <p>On the server, set one with:</p><pre>outpost central admin set-password --data DIR</pre>\
+           <p>(or <code>--database URL</code> for PostgreSQL). The password is read from a prompt, from \
+           <code>--admin-password-file FILE</code>, or from <code>OUTPOST_ADMIN_PASSWORD</code>.</p>\
+           <p>Then reload this page.</p></body></html>"
+}
+
+/// A form whose CSRF token does not match (posted from elsewhere, or too old).
+pub fn stale_form_page() -> String {
+    head("Outpost — form refused")
+        + "<h1>Form refused</h1><p>This form has expired or was not sent from this server's own page, \
+           so nothing was done.</p><p><a href=/login>Open the sign-in page again</a>.</p></body></html>"
+}
+
+/// Sign-ins refused for a while.
+pub fn too_many_page(refusal: &crate::auth::Refusal, seconds: u64) -> String {
+    let why = match refusal {
+        crate::auth::Refusal::Busy { .. } => "The server is busy checking passwords.",
+        _ => "Too many wrong passwords.",
+    };
+    head("Outpost — try again later")
+        + &format!(
+            "<h1>Outpost central server</h1><p class=error>{why} Try again in {seconds} s.</p>\
+             <p><a href=/login>Back to the sign-in page</a>.</p></body></html>"
+        )
 }
 
 pub use protocol::now_rfc3339;

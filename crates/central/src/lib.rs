@@ -6,12 +6,16 @@
 //! pulls and the initialisation of new sites, and shows a dashboard.
 //!
 //! [`engine`] is the sync logic over the storage; [`admin`] the administration of sites and
-//! stores; [`server`] the HTTP API.
+//! stores; [`server`] the sync API over HTTP; `web` the dashboard behind the administrator's
+//! login ([`session`]); [`auth`] checks passwords with bounded cost.
 
 pub mod admin;
+pub mod auth;
 pub mod dashboard;
 pub mod engine;
 pub mod server;
+pub mod session;
+mod web;
 
 pub use engine::{Engine, EngineError};
 #[cfg(feature = "tls")]

@@ -1,20 +1,23 @@
-//! The central server's HTTP API (`/api/v1/sites/{site}/push|pull|status`) and dashboard.
+//! The central server's HTTP API (`/api/v1/sites/{site}/push|pull|status`), its listeners, and
+//! the one error answer.
 
-use crate::admin::verify_password;
+use crate::auth::{Account, Refusal, Verifier};
 use crate::dashboard;
 use crate::engine::{Engine, EngineError};
+use crate::web;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use blake2::{Blake2s256, Digest};
 use model::SiteId;
 use protocol::{ErrorBody, ErrorDetail, PullRequest, PushRequest, StatusResponse, PROTOCOL_VERSION, VERSION_HEADER};
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::future::IntoFuture;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// How to run the server.
@@ -23,51 +26,113 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
 }
 
+/// What every request handler shares, on every listener of one process.
 #[derive(Debug)]
-struct AppState {
-    engine: Engine,
-    /// A fast digest of credentials already verified with argon2, so that a sync of several
-    /// requests pays for argon2 once, not per request. Dropped when a password is wrong.
-    verified: Mutex<HashMap<String, [u8; 32]>>,
+pub(crate) struct AppState {
+    pub(crate) engine: Engine,
+    /// Site and administrator passwords, checked with bounded cost and remembered once
+    /// verified (see [`crate::auth`]).
+    pub(crate) verifier: Verifier,
+    /// Whether cookies are marked `Secure` (the server speaks HTTPS).
+    pub(crate) secure_cookies: bool,
 }
 
-/// Builds the router (tests and `serve` share it).
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serves {
+    /// The sync API and the dashboard, on one address.
+    Everything,
+    SyncApi,
+    Dashboard,
+}
+
+fn build(state: Arc<AppState>, serves: Serves) -> Router {
+    let mut router = Router::new();
+    if serves != Serves::Dashboard {
+        router = router
+            .route("/api/v1/sites/{site}/push", post(push))
+            .route("/api/v1/sites/{site}/pull", post(pull))
+            .route("/api/v1/sites/{site}/status", get(status));
+    }
+    if serves != Serves::SyncApi {
+        router = router.merge(web::routes());
+    }
+    let missing = match serves {
+        Serves::Everything => "no such endpoint; the sync API is under /api/v1/sites/{site}/, the dashboard at /",
+        Serves::SyncApi => "no such endpoint; this address serves the sync API (/api/v1/sites/{site}/) only",
+        Serves::Dashboard => "no such page; this address serves the dashboard (/) only",
+    };
+    router.fallback(move || async move { ApiError::new(StatusCode::NOT_FOUND, "not_found", missing) }).with_state(state)
+}
+
+fn state(engine: Engine, secure_cookies: bool) -> Arc<AppState> {
+    Arc::new(AppState { engine, verifier: Verifier::default(), secure_cookies })
+}
+
+/// Builds the router of the sync API and the dashboard on one address (tests and `serve`).
 pub fn router(engine: Engine) -> Router {
-    let state = Arc::new(AppState { engine, verified: Mutex::new(HashMap::new()) });
-    Router::new()
-        .route("/", get(dashboard_page))
-        .route("/api/v1/dashboard", get(dashboard_json))
-        .route("/api/v1/sites/{site}/push", post(push))
-        .route("/api/v1/sites/{site}/pull", post(pull))
-        .route("/api/v1/sites/{site}/status", get(status))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint; the sync API is under /api/v1/sites/{site}/",
-            )
-        })
-        .with_state(state)
+    build(state(engine, false), Serves::Everything)
 }
 
-/// Serves the API on an already-bound listener until the process is stopped.
+/// Serves the sync API and the dashboard on an already-bound listener until the process is
+/// stopped.
 pub async fn serve(engine: Engine, listener: TcpListener) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "central server listening");
-    axum::serve(listener, router(engine)).await
+    let app = build(state(engine, false), Serves::Everything);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
-/// Serves the API over HTTPS (rustls) with a PEM certificate chain and key.
+/// Serves the sync API on `sync` and the dashboard on `dashboard` (an address that need not
+/// face the sites), until the process is stopped.
+pub async fn serve_apart(engine: Engine, sync: TcpListener, dashboard: TcpListener) -> std::io::Result<()> {
+    tracing::info!(sync = %sync.local_addr()?, dashboard = %dashboard.local_addr()?, "central server listening");
+    let shared = state(engine, false);
+    let sync_app = build(shared.clone(), Serves::SyncApi).into_make_service_with_connect_info::<SocketAddr>();
+    let dashboard_app = build(shared, Serves::Dashboard).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::try_join!(axum::serve(sync, sync_app).into_future(), axum::serve(dashboard, dashboard_app).into_future())?;
+    Ok(())
+}
+
+/// Serves over HTTPS (rustls) with a PEM certificate chain and key: the sync API and the
+/// dashboard on `listener`, or the dashboard apart on `dashboard`.
 #[cfg(feature = "tls")]
 pub async fn serve_tls(
     engine: Engine,
     listener: std::net::TcpListener,
+    dashboard: Option<std::net::TcpListener>,
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> std::io::Result<()> {
     let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
     tracing::info!(addr = %listener.local_addr()?, "central server listening (TLS)");
-    listener.set_nonblocking(true)?;
-    axum_server::from_tcp_rustls(listener, config)?.serve(router(engine).into_make_service()).await
+    let shared = state(engine, true);
+    let serve_one = |listener: std::net::TcpListener, serves: Serves| {
+        let app = build(shared.clone(), serves).into_make_service_with_connect_info::<SocketAddr>();
+        let config = config.clone();
+        async move {
+            listener.set_nonblocking(true)?;
+            axum_server::from_tcp_rustls(listener, config)?.serve(app).await
+        }
+    };
+    match dashboard {
+        None => serve_one(listener, Serves::Everything).await,
+        Some(dashboard) => {
+            tokio::try_join!(serve_one(listener, Serves::SyncApi), serve_one(dashboard, Serves::Dashboard))?;
+            Ok(())
+        }
+    }
+}
+
+/// The address a request came from (the TCP peer; a forwarded-for header could be forged).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Peer, Self::Rejection> {
+        Ok(Peer(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())))
+    }
 }
 
 /// An error answer: a status, a stable code, and a message a person can act on. Logged here,
@@ -77,17 +142,42 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header (with 429).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), retry_after: None }
     }
     fn bad_request(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
-    fn internal(context: &str, error: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(context: &str, error: impl std::fmt::Display) -> ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{context}: {error}"))
+    }
+    /// 429: come back in `seconds`.
+    pub(crate) fn too_many_requests(message: impl Into<String>, seconds: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(seconds),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+        }
+    }
+
+    /// The answer to a password that was not accepted.
+    pub(crate) fn refused(refusal: &Refusal) -> ApiError {
+        let seconds = refusal.retry_after_secs().unwrap_or(1);
+        match refusal {
+            Refusal::Wrong => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown site or wrong password"),
+            Refusal::Throttled { because, .. } => Self::too_many_requests(
+                format!("too many failed sign-ins {because}; try again in {seconds} s"),
+                seconds,
+            ),
+            Refusal::Busy { .. } => Self::too_many_requests(
+                format!("the central server is busy checking passwords; try again in {seconds} s"),
+                seconds,
+            ),
+        }
     }
 }
 
@@ -95,11 +185,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, code = self.code, message = %self.message, "request failed");
+        } else if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // A flood is logged where it starts (`auth`), not once per refused request.
+            tracing::debug!(status = %self.status, code = self.code, message = %self.message, "request refused");
         } else {
             tracing::warn!(status = %self.status, code = self.code, message = %self.message, "request refused");
         }
         let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -132,9 +229,14 @@ fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Checks HTTP Basic credentials against the site's stored hash, and that the site asks only
-/// for its own data.
-async fn authenticate(state: &Arc<AppState>, headers: &HeaderMap, path_site: &str) -> Result<SiteId, ApiError> {
-    let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown site or wrong password");
+/// for its own data. The hash is read on every request (cheap), so a password changed by any
+/// process is seen at once; argon2 itself runs only for credentials not verified before.
+async fn authenticate(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    peer: Peer,
+    path_site: &str,
+) -> Result<SiteId, ApiError> {
     let (site, password) = basic_credentials(headers).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -142,32 +244,14 @@ async fn authenticate(state: &Arc<AppState>, headers: &HeaderMap, path_site: &st
             "this request needs the site's credentials (HTTP Basic)",
         )
     })?;
-    let digest: [u8; 32] = Blake2s256::new()
-        .chain_update(site.as_bytes())
-        .chain_update([0])
-        .chain_update(password.as_bytes())
-        .finalize()
-        .into();
-    let cached = state.verified.lock().map(|cache| cache.get(&site) == Some(&digest)).unwrap_or(false);
-    if !cached {
-        let engine = state.engine.clone();
-        let (who, pw) = (site.clone(), password.clone());
-        let ok = tokio::task::spawn_blocking(move || -> Result<bool, EngineError> {
-            Ok(engine.password_hash(&who)?.is_some_and(|hash| verify_password(&pw, &hash)))
-        })
+    let engine = state.engine.clone();
+    let who = site.clone();
+    let stored = blocking(move || engine.password_hash(&who)).await?;
+    state
+        .verifier
+        .check(&Account::Site(site.clone()), peer.0, &password, stored)
         .await
-        .map_err(|e| ApiError::internal("checking credentials", e))??;
-        if !ok {
-            tracing::warn!(site = %site, "authentication failed: unknown site or wrong password");
-            if let Ok(mut cache) = state.verified.lock() {
-                cache.remove(&site);
-            }
-            return Err(unauthorized());
-        }
-        if let Ok(mut cache) = state.verified.lock() {
-            cache.insert(site.clone(), digest);
-        }
-    }
+        .map_err(|r| ApiError::refused(&r))?;
     if site != path_site {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -244,7 +328,7 @@ fn compressed(body: Vec<u8>) -> Response {
     response
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
@@ -259,11 +343,12 @@ async fn sync_request<T: for<'de> serde::Deserialize<'de>>(
     state: &Arc<AppState>,
     path_site: &str,
     headers: &HeaderMap,
+    peer: Peer,
     body: Body,
     what: &str,
 ) -> Result<(SiteId, T), ApiError> {
     check_version(headers)?;
-    let site = authenticate(state, headers, path_site).await?;
+    let site = authenticate(state, headers, peer, path_site).await?;
     let body = read_body(body).await?;
     let request = protocol::decode(&body).map_err(|e| ApiError::bad_request(format!("reading {what}: {e}")))?;
     Ok((site, request))
@@ -272,10 +357,12 @@ async fn sync_request<T: for<'de> serde::Deserialize<'de>>(
 async fn push(
     State(state): State<Arc<AppState>>,
     Path(site): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (site, request): (SiteId, PushRequest) = sync_request(&state, &site, &headers, body, "the push batch").await?;
+    let (site, request): (SiteId, PushRequest) =
+        sync_request(&state, &site, &headers, peer, body, "the push batch").await?;
     let engine = state.engine.clone();
     let count = request.changes.len();
     let who = site.clone();
@@ -287,11 +374,12 @@ async fn push(
 async fn pull(
     State(state): State<Arc<AppState>>,
     Path(site): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (site, request): (SiteId, PullRequest) =
-        sync_request(&state, &site, &headers, body, "the pull request").await?;
+        sync_request(&state, &site, &headers, peer, body, "the pull request").await?;
     let engine = state.engine.clone();
     let who = site.clone();
     let max_bytes = request.max_bytes.clamp(1024, protocol::MAX_DECODED_BYTES / 2);
@@ -308,10 +396,11 @@ async fn pull(
 async fn status(
     State(state): State<Arc<AppState>>,
     Path(site): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_version(&headers)?;
-    let site = authenticate(&state, &headers, &site).await?;
+    let site = authenticate(&state, &headers, peer, &site).await?;
     let engine = state.engine.clone();
     let response = blocking(move || {
         Ok(StatusResponse {
@@ -325,18 +414,6 @@ async fn status(
     })
     .await?;
     Ok(encoded(&response))
-}
-
-async fn dashboard_page(State(state): State<Arc<AppState>>) -> Result<Html<String>, ApiError> {
-    let engine = state.engine.clone();
-    let view = blocking(move || dashboard::view(&engine)).await?;
-    Ok(Html(dashboard::render(&view)))
-}
-
-async fn dashboard_json(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let engine = state.engine.clone();
-    let view = blocking(move || dashboard::view(&engine)).await?;
-    Ok(Json(view).into_response())
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub fn run(dir: &Path, transactions: usize) -> Result<(), String> {
     // The central server, which is also the primary.
     let central_db = Arc::new(open(&dir.join("central"))?);
     let engine = admin::init(&central_db, "central", None).map_err(|e| fail("creating the central server")(&e))?;
+    let admin_password = admin::new_password();
+    admin::set_admin_password(&central_db, &admin_password).map_err(|e| fail("setting the administrator")(&e))?;
     admin::add_store(&engine, "central-warehouse", "central", false).map_err(|e| e.to_string())?;
     let mut passwords = Vec::new();
     for (site, store, mobile) in SITES {
@@ -105,7 +107,7 @@ pub fn run(dir: &Path, transactions: usize) -> Result<(), String> {
         println!("  {line}");
     }
     println!(
-        "\ndone in {:.1?}. The data is in {}: try `outpost site status --data {}/north`,\n`outpost central status --data {}/central`, or `outpost central serve --data {}/central` for the dashboard.",
+        "\ndone in {:.1?}. The data is in {}: try `outpost site status --data {}/north`,\n`outpost central status --data {}/central`, or `outpost central serve --data {}/central` for the dashboard\n(http://127.0.0.1:8640/), which asks for the administrator password: {admin_password}",
         started.elapsed(),
         dir.display(),
         dir.display(),

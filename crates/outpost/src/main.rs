@@ -137,6 +137,10 @@ enum CentralCommand {
         /// Mirrored sync: the remote site that edits central data (add it with `site add`).
         #[arg(long)]
         primary: Option<String>,
+        /// Read the dashboard administrator's password from this file (else from
+        /// OUTPOST_ADMIN_PASSWORD, else from a prompt; never from the command line).
+        #[arg(long)]
+        admin_password_file: Option<PathBuf>,
     },
     /// Serve the sync API and the dashboard.
     Serve {
@@ -144,6 +148,9 @@ enum CentralCommand {
         data: CentralDb,
         #[arg(long, default_value = "127.0.0.1:8640")]
         listen: SocketAddr,
+        /// Serve the dashboard on this address instead, and only the sync API on --listen.
+        #[arg(long)]
+        dashboard_listen: Option<SocketAddr>,
         /// Serve HTTPS with this PEM certificate chain (needs --tls-key; feature `tls`).
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -154,6 +161,9 @@ enum CentralCommand {
     /// Sites: add one, or give one a new password.
     #[command(subcommand)]
     Site(CentralSiteCommand),
+    /// The dashboard's administrator.
+    #[command(subcommand)]
+    Admin(CentralAdminCommand),
     /// Stores: add one, set its sync type on a site.
     #[command(subcommand)]
     Store(CentralStoreCommand),
@@ -211,6 +221,19 @@ enum CentralSiteCommand {
         clear: bool,
         #[command(flatten)]
         data: CentralDb,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CentralAdminCommand {
+    /// Set a new administrator password (from OUTPOST_ADMIN_PASSWORD, --admin-password-file,
+    /// or a prompt). Every open dashboard session ends.
+    #[command(visible_alias = "reset-password")]
+    SetPassword {
+        #[command(flatten)]
+        data: CentralDb,
+        #[arg(long)]
+        admin_password_file: Option<PathBuf>,
     },
 }
 
@@ -359,22 +382,50 @@ fn central(command: CentralCommand) -> Result<(), String> {
     use central::admin;
     let engine = |data: &CentralDb| data.open().map(central::Engine::new);
     match command {
-        CentralCommand::Init { data, name, primary } => {
+        CentralCommand::Init { data, name, primary, admin_password_file } => {
+            // Asked first, so that nothing is created without an administrator.
+            let admin_password = read_admin_password(admin_password_file.as_deref())?;
             let db = data.open_or_create(true)?;
             admin::init(&db, &name, primary.as_deref()).map_err(|e| e.to_string())?;
+            admin::set_admin_password(&db, &admin_password).map_err(|e| e.to_string())?;
             println!("central server `{name}` created in {}", data.describe());
+            println!(
+                "administrator password set: `outpost central serve` asks for it at /login before it shows the dashboard"
+            );
         }
-        CentralCommand::Serve { data, listen, tls_cert: Some(cert), tls_key: Some(key) } => {
-            serve_tls(engine(&data)?, listen, &cert, &key)?;
+        CentralCommand::Admin(CentralAdminCommand::SetPassword { data, admin_password_file }) => {
+            let admin_password = read_admin_password(admin_password_file.as_deref())?;
+            let db = data.open()?;
+            db.local_site().map_err(|e| format!("{}: {e}", data.describe()))?;
+            admin::set_admin_password(&db, &admin_password).map_err(|e| e.to_string())?;
+            println!("administrator password set for {}; every open dashboard session has ended", data.describe());
         }
-        CentralCommand::Serve { data, listen, .. } => {
+        CentralCommand::Serve { data, listen, dashboard_listen, tls_cert: Some(cert), tls_key: Some(key) } => {
+            serve_tls(engine(&data)?, listen, dashboard_listen, &cert, &key)?;
+        }
+        CentralCommand::Serve { data, listen, dashboard_listen, .. } => {
             let engine = engine(&data)?;
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             runtime.block_on(async move {
-                let listener =
-                    tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("listening on {listen}: {e}"))?;
-                println!("central server listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-                central::serve(engine, listener).await.map_err(|e| e.to_string())
+                let bind = |addr: SocketAddr| async move {
+                    tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listening on {addr}: {e}"))
+                };
+                let listener = bind(listen).await?;
+                let dashboard = match dashboard_listen {
+                    Some(addr) => Some(bind(addr).await?),
+                    None => None,
+                };
+                let local = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
+                let sync_addr = local(&listener)?;
+                let dashboard_addr = dashboard.as_ref().map_or(Ok(sync_addr), local)?;
+                // One write: a reader that stops after the first line does not break the second.
+                println!("central server listening on http://{sync_addr}\ndashboard on http://{dashboard_addr}/");
+                match dashboard {
+                    None => central::serve(engine, listener).await.map_err(|e| e.to_string()),
+                    Some(dashboard) => {
+                        central::server::serve_apart(engine, listener, dashboard).await.map_err(|e| e.to_string())
+                    }
+                }
             })?;
         }
         CentralCommand::Site(CentralSiteCommand::Add { name, mobile, data }) => {
@@ -443,25 +494,47 @@ fn central(command: CentralCommand) -> Result<(), String> {
     Ok(())
 }
 
+/// A site's password: from OUTPOST_SITE_PASSWORD, a file, or standard input.
 fn read_password(file: Option<&Path>) -> Result<String, String> {
-    if let Ok(password) = std::env::var("OUTPOST_SITE_PASSWORD") {
-        return Ok(password);
+    read_secret("OUTPOST_SITE_PASSWORD", file, "password for this site: ")?
+        .ok_or_else(|| "no password given (set OUTPOST_SITE_PASSWORD, use --password-file, or type it)".into())
+}
+
+/// The dashboard administrator's password: from OUTPOST_ADMIN_PASSWORD, a file, or standard
+/// input; long enough to face the internet.
+fn read_admin_password(file: Option<&Path>) -> Result<String, String> {
+    let password = read_secret("OUTPOST_ADMIN_PASSWORD", file, "administrator password for the dashboard: ")?.ok_or(
+        "no administrator password given (set OUTPOST_ADMIN_PASSWORD, use --admin-password-file FILE, or type it)",
+    )?;
+    central::admin::check_admin_password(&password).map_err(|e| e.to_string())?;
+    if std::env::var_os("OUTPOST_ADMIN_PASSWORD").is_none() && file.is_none() && std::io::stdin().is_terminal() {
+        let again = read_secret("", None, "the same again: ")?.unwrap_or_default();
+        if again != password {
+            return Err("the two passwords differ; nothing was changed".into());
+        }
+    }
+    Ok(password)
+}
+
+/// A secret from the environment variable `var`, else from `file`, else a line of standard
+/// input (prompted on a terminal); never from the command line, where `ps` shows it. `None`
+/// when nothing was given.
+fn read_secret(var: &str, file: Option<&Path>, prompt: &str) -> Result<Option<String>, String> {
+    if let Some(secret) = std::env::var(var).ok().filter(|_| !var.is_empty()) {
+        return Ok(Some(secret));
     }
     if let Some(file) = file {
         let text = std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
-        return Ok(text.trim().to_owned());
+        return Ok(Some(text.trim().to_owned()));
     }
     if std::io::stdin().is_terminal() {
-        eprint!("password for this site: ");
+        eprint!("{prompt}");
         let _ = std::io::stderr().flush();
     }
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).map_err(|e| format!("reading the password: {e}"))?;
-    let password = line.trim().to_owned();
-    if password.is_empty() {
-        return Err("no password given (set OUTPOST_SITE_PASSWORD, use --password-file, or type it)".into());
-    }
-    Ok(password)
+    let secret = line.trim().to_owned();
+    Ok((!secret.is_empty()).then_some(secret))
 }
 
 fn client_for(db: &Db) -> Result<site::Client, String> {
@@ -478,15 +551,34 @@ fn client_for(db: &Db) -> Result<site::Client, String> {
 }
 
 #[cfg(feature = "tls")]
-fn serve_tls(engine: central::Engine, listen: SocketAddr, cert: &Path, key: &Path) -> Result<(), String> {
-    let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("listening on {listen}: {e}"))?;
-    println!("central server listening on https://{}", listener.local_addr().map_err(|e| e.to_string())?);
+fn serve_tls(
+    engine: central::Engine,
+    listen: SocketAddr,
+    dashboard_listen: Option<SocketAddr>,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), String> {
+    let bind = |addr: SocketAddr| std::net::TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"));
+    let listener = bind(listen)?;
+    let dashboard = dashboard_listen.map(bind).transpose()?;
+    let sync_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let dashboard_addr = dashboard.as_ref().map_or(Ok(sync_addr), |d| d.local_addr()).map_err(|e| e.to_string())?;
+    // One write: a reader that stops after the first line does not break the second.
+    println!("central server listening on https://{sync_addr}\ndashboard on https://{dashboard_addr}/");
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    runtime.block_on(central::serve_tls(engine, listener, cert, key)).map_err(|e| format!("serving HTTPS: {e}"))
+    runtime
+        .block_on(central::serve_tls(engine, listener, dashboard, cert, key))
+        .map_err(|e| format!("serving HTTPS: {e}"))
 }
 
 #[cfg(not(feature = "tls"))]
-fn serve_tls(_engine: central::Engine, _listen: SocketAddr, _cert: &Path, _key: &Path) -> Result<(), String> {
+fn serve_tls(
+    _engine: central::Engine,
+    _listen: SocketAddr,
+    _dashboard_listen: Option<SocketAddr>,
+    _cert: &Path,
+    _key: &Path,
+) -> Result<(), String> {
     Err("this outpost was built without TLS; build it with `--features tls`".into())
 }
 

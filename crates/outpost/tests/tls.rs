@@ -34,7 +34,10 @@ impl Drop for Server {
 fn a_site_syncs_over_https_with_a_central_server_it_trusts_and_refuses_one_it_does_not() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let central = dir.path().join("central");
-    run(outpost().args(["central", "init", "--data"]).arg(&central));
+    run(outpost()
+        .args(["central", "init", "--data"])
+        .arg(&central)
+        .env("OUTPOST_ADMIN_PASSWORD", "test admin passphrase"));
     let added = run(outpost().args(["central", "site", "add", "north", "--data"]).arg(&central));
     let password = String::from_utf8_lossy(&added.stdout).lines().last().expect("a password").trim().to_owned();
     run(outpost()

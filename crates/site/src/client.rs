@@ -19,11 +19,12 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether trying again later may succeed (the link, not the request, was the problem).
+    /// Whether trying again later may succeed: the link, not the request, was the problem, or
+    /// the central server asked to come back later (429, too many sign-ins at once).
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Transport { .. } | ClientError::Decode(_) => true,
-            ClientError::Refused { status, .. } => *status >= 500,
+            ClientError::Refused { status, .. } => *status >= 500 || *status == 429,
             ClientError::Certificate(_) => false,
         }
     }
@@ -132,6 +133,11 @@ impl Client {
         };
         let mut response = result.map_err(transport)?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let bytes = response
             .body_mut()
             .with_config()
@@ -143,6 +149,13 @@ impl Client {
             let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(body) => (body.error.code, body.error.message),
                 Err(_) => ("unknown".to_owned(), String::from_utf8_lossy(&bytes).into_owned()),
+            };
+            // A refusal for now, not for good: say when to come back if the server did not.
+            let message = match retry_after {
+                Some(secs) if status == 429 && !message.contains("try again") => {
+                    format!("{message}; this is temporary, try again in {secs} s")
+                }
+                _ => message,
             };
             return Err(ClientError::Refused { status, code, message });
         }

@@ -39,6 +39,7 @@ pub fn outpost() -> Command {
         .env_remove("OUTPOST_DATABASE")
         .env_remove("OUTPOST_DB_SCHEMA")
         .env_remove("OUTPOST_SITE_PASSWORD")
+        .env_remove("OUTPOST_ADMIN_PASSWORD")
         .env("OUTPOST_LOG", "warn");
     command
 }
@@ -700,7 +701,11 @@ impl Central {
             #[cfg(feature = "postgres")]
             Backend::Postgres { url, .. } => CentralDb::Postgres(Box::new(pg::Schema::fresh(url))),
         };
-        run("central init", outpost().args(["central", "init"]).args(db.args())).ok();
+        run(
+            "central init",
+            outpost().args(["central", "init"]).args(db.args()).env("OUTPOST_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        )
+        .ok();
         let server = Server::new("central", &db, root.join("central.log"));
         Central {
             server,
@@ -1193,5 +1198,41 @@ fn pump(
             }
             return;
         }
+    }
+}
+
+/// The administrator's password of every test central server (`central init` takes it from
+/// `OUTPOST_ADMIN_PASSWORD`).
+pub const ADMIN_PASSWORD: &str = "test admin passphrase";
+
+impl Server {
+    /// The process id of the running `serve` process (to read its memory use).
+    pub fn pid(&self) -> u32 {
+        let process = self.process.as_ref().unwrap_or_else(|| panic!("the central server `{}` runs", self.name));
+        process.child.as_ref().map(Child::id).expect("a running child")
+    }
+}
+
+impl Central {
+    /// The process id of the running `central serve` process.
+    pub fn pid(&self) -> u32 {
+        self.server.pid()
+    }
+}
+
+/// The peak resident memory of a process, in KiB (`VmHWM` of `/proc/PID/status`, Linux).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmHWM line")
+}
+
+impl ChildGuard {
+    /// The child's piped standard output (to read what it prints).
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.child.as_mut().and_then(|c| c.stdout.take()).expect("a piped stdout")
     }
 }

@@ -1,0 +1,189 @@
+//! Wrong passwords against a real `outpost central serve` process: 1,000 requests with wrong
+//! passwords from 200 connections at once, while a site keeps syncing (one record written,
+//! pushed, then a pull). Prints the server's peak resident memory (`VmHWM`, before and after the
+//! flood), how the flood was answered, and the latency of the site's syncs during the flood beside
+//! the same syncs measured just before it, with no flood.
+//!
+//! `cargo bench -p outpost --bench auth_flood` (Linux: reads /proc). OUTPOST_FLOOD_REQUESTS and
+//! OUTPOST_FLOOD_CONNECTIONS change the shape.
+
+use central::admin;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use store::{Db, Write};
+
+const BIN: &str = env!("CARGO_BIN_EXE_outpost");
+const BASELINE_SYNCS: usize = 50;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The server process, killed when the benchmark ends however it ends.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Result<Server, Box<dyn std::error::Error>> {
+        let mut child = Command::new(BIN)
+            .args(["central", "serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("OUTPOST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().ok_or("the server said nothing")??;
+        let url = first.strip_prefix("central server listening on ").ok_or("no address")?.trim().to_owned();
+        // Keep draining what it prints.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Server { child, url })
+    }
+
+    /// Peak resident memory so far, in MiB.
+    fn peak_rss_mib(&self) -> Result<u64, Box<dyn std::error::Error>> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or("no VmHWM")?;
+        Ok(kib / 1024)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn summary(mut latencies: Vec<Duration>) -> String {
+    latencies.sort();
+    format!(
+        "{} syncs, p50 {:.1?}, p99 {:.1?}, max {:.1?}",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default()
+    )
+}
+
+/// One sync of the site, with one new record to push; its duration.
+fn sync(db: &Db, client: &site::Client, n: usize) -> Result<Duration, Box<dyn std::error::Error>> {
+    db.write(&[Write::upsert(
+        "stock_line",
+        format!("sl-{n}").as_str(),
+        &json!({"store_id": "clinic-store", "total_packs": n}),
+    )])?;
+    let started = Instant::now();
+    site::sync_once(db, client, &mut |_: site::sync::Step, _: u64, _: u64| {})?;
+    Ok(started.elapsed())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let requests = env("OUTPOST_FLOOD_REQUESTS", 1000);
+    let connections = env("OUTPOST_FLOOD_CONNECTIONS", 200).max(1);
+    let dir = tempfile::tempdir()?;
+    let central_dir = dir.path().join("central");
+    std::fs::create_dir_all(&central_dir)?;
+    let password = {
+        let db = Arc::new(Db::open(&central_dir.join("outpost.sqlite"))?);
+        let engine = admin::init(&db, "central", None)?;
+        admin::set_admin_password(&db, "bench admin passphrase")?;
+        admin::add_site(&engine, "victim", false)?;
+        let password = admin::add_site(&engine, "clinic", false)?;
+        admin::add_store(&engine, "clinic-store", "clinic", false)?;
+        password
+    };
+    let server = Server::start(&central_dir)?;
+
+    let site_dir = dir.path().join("clinic");
+    let init = Command::new(BIN)
+        .args(["site", "init", "--site", "clinic", "--central", &server.url, "--data"])
+        .arg(&site_dir)
+        .env("OUTPOST_SITE_PASSWORD", &password)
+        .output()?;
+    if !init.status.success() {
+        return Err(format!("site init: {}", String::from_utf8_lossy(&init.stderr)).into());
+    }
+    let site_db = Db::open(&site_dir.join("outpost.sqlite"))?;
+    let client = site::Client::new(&server.url, "clinic", &password);
+    site::sync_once(&site_db, &client, &mut |_: site::sync::Step, _: u64, _: u64| {})?;
+    let baseline = (0..BASELINE_SYNCS).map(|n| sync(&site_db, &client, n)).collect::<Result<Vec<_>, _>>()?;
+    let rss_before = server.peak_rss_mib()?;
+
+    println!(
+        "auth flood: {requests} requests with wrong passwords from {connections} connections at once, against a real \
+         `outpost central serve`, while site `clinic` syncs"
+    );
+    let start = Arc::new(Barrier::new(connections + 1));
+    let flood: Vec<_> = (0..connections)
+        .map(|i| {
+            let (url, start) = (server.url.clone(), start.clone());
+            let share = requests / connections + usize::from(i < requests % connections);
+            std::thread::spawn(move || {
+                let mut answers = BTreeMap::<String, usize>::new();
+                start.wait();
+                for j in 0..share {
+                    // Guesses at a real site, at the syncing site, and at one that does not exist.
+                    let target = ["victim", "clinic", "nobody"][(i + j) % 3];
+                    let guess = site::Client::new(&url, target, &format!("guess-{i}-{j}"));
+                    let answer = match guess.status() {
+                        Ok(_) => "200 (a wrong password got in!)".to_owned(),
+                        Err(site::ClientError::Refused { status, code, .. }) => format!("{status} {code}"),
+                        Err(e) => format!("error: {e}"),
+                    };
+                    *answers.entry(answer).or_default() += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+    let during = {
+        let mut latencies = Vec::new();
+        let started = Instant::now();
+        start.wait();
+        let mut n = BASELINE_SYNCS;
+        let mut answers = BTreeMap::<String, usize>::new();
+        let mut threads = flood.into_iter().peekable();
+        // Syncs go on until every flood connection has had all its answers.
+        while threads.peek().is_some() {
+            latencies.push(sync(&site_db, &client, n)?);
+            n += 1;
+            while let Some(thread) = threads.next_if(|t| t.is_finished()) {
+                for (answer, count) in thread.join().map_err(|_| "a flood thread panicked")? {
+                    *answers.entry(answer).or_default() += count;
+                }
+            }
+        }
+        let elapsed = started.elapsed();
+        let answers: Vec<String> = answers.iter().map(|(answer, count)| format!("{count} × {answer}")).collect();
+        println!("  the flood was answered in {elapsed:.2?}: {}", answers.join(", "));
+        latencies
+    };
+    let rss_after = server.peak_rss_mib()?;
+    println!(
+        "  server peak RSS (VmHWM): {rss_before} MiB before the flood, {rss_after} MiB after (target: under 300 MB)"
+    );
+    println!("  site syncs with no flood (baseline): {}", summary(baseline));
+    println!("  site syncs during the flood:         {} (target: p99 under 1 s)", summary(during));
+    Ok(())
+}

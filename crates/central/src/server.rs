@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use model::SiteId;
-use protocol::{ErrorBody, ErrorDetail, PullRequest, PushRequest, StatusResponse, PROTOCOL_VERSION, VERSION_HEADER};
+use protocol::{ErrorBody, ErrorDetail, PullRequest, PushRequest, StatusResponse, MACHINE_HEADER, PROTOCOL_VERSION, VERSION_HEADER};
 use std::future::IntoFuture;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -259,7 +259,35 @@ async fn authenticate(
             format!("site `{site}` may not sync as site `{path_site}`"),
         ));
     }
+    check_machine(state, headers, &site).await?;
     Ok(SiteId(site))
+}
+
+/// A site syncs from the machine of its first sync: a copy of its database elsewhere, with its
+/// credentials, is refused, so that two machines never write the same stores.
+async fn check_machine(state: &Arc<AppState>, headers: &HeaderMap, site: &str) -> Result<(), ApiError> {
+    let machine = headers.get(MACHINE_HEADER).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default();
+    if machine.is_empty() || machine.len() > 128 {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "machine_unknown",
+            format!("this request does not say which machine it comes from (the `{MACHINE_HEADER}` header, which every Outpost site sends)"),
+        ));
+    }
+    let engine = state.engine.clone();
+    let (who, this) = (site.to_owned(), machine.to_owned());
+    let bound = blocking(move || Ok(engine.db().bind_machine(&who, &this)?)).await?;
+    if bound.as_deref() != Some(machine) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_machine",
+            format!(
+                "site `{site}` is bound to another machine; this looks like a copy of its database. A copy may not sync as the site. \
+                 If the site moved to new hardware on purpose, run `outpost central site unbind {site}` on the central server"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {

@@ -213,6 +213,13 @@ enum CentralSiteCommand {
         #[command(flatten)]
         data: CentralDb,
     },
+    /// Let a site sync from new hardware: it is bound to the machine of its first sync, and
+    /// its next sync binds it to the machine it comes from.
+    Unbind {
+        name: String,
+        #[command(flatten)]
+        data: CentralDb,
+    },
     /// List a site's refused changes that wait for an administrator (a site with too many is
     /// quarantined); `--clear` marks them as looked at, keeps them, and lifts the quarantine.
     Rejected {
@@ -435,6 +442,12 @@ fn central(command: CentralCommand) -> Result<(), String> {
         CentralCommand::Site(CentralSiteCommand::ResetPassword { name, data }) => {
             let password = admin::reset_password(&engine(&data)?, &name).map_err(|e| e.to_string())?;
             println!("new password for `{name}` (shown once):\n{password}");
+        }
+        CentralCommand::Site(CentralSiteCommand::Unbind { name, data }) => {
+            if !data.open()?.unbind_machine(&name).map_err(|e| e.to_string())? {
+                return Err(format!("there is no site `{name}`"));
+            }
+            println!("site `{name}` is no longer bound to a machine; its next sync binds it to the machine it comes from");
         }
         CentralCommand::Site(CentralSiteCommand::Rejected { name, clear, data }) => {
             let db = data.open()?;

@@ -118,12 +118,14 @@ fn an_oversized_batch_is_refused_as_too_large(backend: &Backend) {
 }
 
 /// Well-formed headers with these credentials.
-fn with_auth(authorization: &str) -> [(&str, &str); 3] {
-    const VERSION: &str = match protocol::PROTOCOL_VERSION {
-        2 => "2",
-        _ => panic!("name the current protocol version here"),
-    };
-    [("authorization", authorization), ("outpost-protocol", VERSION), ("content-encoding", "zstd")]
+fn with_auth(authorization: &str) -> common::Headers {
+    // North's machine: these requests are refused for their credentials, not their machine.
+    common::Headers(vec![
+        ("authorization".into(), authorization.into()),
+        ("outpost-protocol".into(), protocol::PROTOCOL_VERSION.to_string()),
+        (protocol::MACHINE_HEADER.into(), common::machine("north")),
+        ("content-encoding".into(), "zstd".into()),
+    ])
 }
 
 fn a_wrong_password_or_an_unknown_site_is_unauthorized(backend: &Backend) {
@@ -131,13 +133,13 @@ fn a_wrong_password_or_an_unknown_site_is_unauthorized(backend: &Backend) {
     let password = f.password("north");
     let body = protocol::encode(&PushRequest { after: Seq(0), changes: vec![stock_line(1)] });
     let wrong = basic("north", "not-the-password");
-    f.refused(401, "unauthorized", |http| http.post("north", "push", &with_auth(&wrong), &body));
+    f.refused(401, "unauthorized", |http| http.post("north", "push", &with_auth(&wrong).as_refs(), &body));
     // North's good password was used in between (see `refused`): a cached good password does
     // not let a wrong one through.
-    f.refused(401, "unauthorized", |http| http.post("north", "push", &with_auth(&wrong), &body));
+    f.refused(401, "unauthorized", |http| http.post("north", "push", &with_auth(&wrong).as_refs(), &body));
     let unknown = basic("west", &password);
-    f.refused(401, "unauthorized", |http| http.post("west", "push", &with_auth(&unknown), &body));
-    f.refused(401, "unauthorized", |http| http.post("north", "pull", &with_auth("Basic !!!not-base64"), &body));
+    f.refused(401, "unauthorized", |http| http.post("west", "push", &with_auth(&unknown).as_refs(), &body));
+    f.refused(401, "unauthorized", |http| http.post("north", "pull", &with_auth("Basic !!!not-base64").as_refs(), &body));
     f.refused(401, "unauthorized", |http| {
         let version = protocol::PROTOCOL_VERSION.to_string();
         http.post("north", "push", &[("outpost-protocol", version.as_str()), ("content-encoding", "zstd")], &body)

@@ -24,6 +24,7 @@ on_each_backend!(
     ids_and_records_out_of_bounds_are_refused_on_the_site_and_on_the_central_server,
     a_site_that_floods_rejections_is_quarantined_until_an_administrator_looks,
     a_mobile_site_has_one_active_store,
+    a_copy_of_a_sites_database_on_another_machine_cannot_sync_as_that_site,
 );
 
 /// Writes as an old or misbehaving site would: straight into its SQLite file, a record and its
@@ -380,4 +381,39 @@ fn a_mobile_site_has_one_active_store(backend: &Backend) {
     let network_view = central.db.open().network();
     assert_eq!(network_view.active_stores(&model::SiteId::from("desk")).len(), 2);
     assert_eq!(network_view.active_stores(&model::SiteId::from("tablet")).len(), 1);
+}
+
+fn a_copy_of_a_sites_database_on_another_machine_cannot_sync_as_that_site(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    north.sync();
+    let copy = common::Site {
+        name: north.name.clone(),
+        data: network.root.path().join("north-copy"),
+        password: north.password.clone(),
+    };
+    copy_dir(&north.data, &copy.data);
+    let elsewhere = network.root.path().join("another-machine-id");
+    std::fs::write(&elsewhere, "another machine").expect("another machine's identity");
+    let sync_elsewhere = |site: &common::Site| {
+        run("site sync (another machine)", site.command(&["sync"]).env("OUTPOST_MACHINE_ID_FILE", &elsewhere))
+    };
+
+    let refused = sync_elsewhere(&copy).failed();
+    assert!(
+        refused.stderr.contains("bound to another machine") && refused.stderr.contains("outpost central site unbind north"),
+        "the error names the cause and the way out: {}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("403"), "{}", refused.stderr);
+    // The site on its own machine goes on; a backup restored there is not refused (see above).
+    north.write("stock_line", "sl-1", &json!({"store_id": "store-north", "total_packs": 1}));
+    assert!(north.sync().stdout.contains("pushed 1"));
+
+    // Moved to new hardware on purpose: the administrator unbinds, the new machine binds.
+    let out = network.central.admin("central site unbind", &["site", "unbind", "north"]).stdout;
+    assert!(out.contains("no longer bound"), "{out}");
+    sync_elsewhere(&copy).ok();
+    let old_machine = north.try_sync().failed();
+    assert!(old_machine.stderr.contains("bound to another machine"), "{}", old_machine.stderr);
 }

@@ -20,6 +20,9 @@ use std::io::Read;
 pub const PROTOCOL_VERSION: u32 = 2;
 /// The header that carries the protocol version on every request.
 pub const VERSION_HEADER: &str = "outpost-protocol";
+/// The header that carries the site's machine fingerprint on every sync request: the central
+/// server binds a site to the machine of its first sync, and refuses a copy elsewhere.
+pub const MACHINE_HEADER: &str = "outpost-machine";
 /// The largest compressed request body the central server accepts.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 /// The largest decompressed body either side accepts (a zip bomb stops here).

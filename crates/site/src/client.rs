@@ -1,7 +1,8 @@
 //! The HTTP client a site uses to talk to the central server.
 
 use protocol::{
-    ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, StatusResponse, PROTOCOL_VERSION, VERSION_HEADER,
+    ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, StatusResponse, MACHINE_HEADER, PROTOCOL_VERSION,
+    VERSION_HEADER,
 };
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ pub struct Client {
     base: String,
     site: String,
     authorization: String,
+    /// This machine's fingerprint ([`crate::machine`]), sent with every request.
+    machine: String,
     /// Bytes sent and received so far (compressed, as on the wire; bodies only).
     pub sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub received: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -54,6 +57,7 @@ impl Client {
             base: central_url.trim_end_matches('/').to_owned(),
             site: site.to_owned(),
             authorization: format!("Basic {}", base64_encode(format!("{site}:{password}").as_bytes())),
+            machine: crate::machine::fingerprint(site).unwrap_or_default(),
             sent: Default::default(),
             received: Default::default(),
         }
@@ -120,6 +124,7 @@ impl Client {
                     .post(&url)
                     .header("authorization", &self.authorization)
                     .header(VERSION_HEADER, PROTOCOL_VERSION.to_string())
+                    .header(MACHINE_HEADER, &self.machine)
                     .header("content-type", "application/json")
                     .header("content-encoding", "zstd")
                     .send(&body[..])
@@ -129,6 +134,7 @@ impl Client {
                 .get(&url)
                 .header("authorization", &self.authorization)
                 .header(VERSION_HEADER, PROTOCOL_VERSION.to_string())
+                .header(MACHINE_HEADER, &self.machine)
                 .call(),
         };
         let mut response = result.map_err(transport)?;

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod local_api;
+pub mod machine;
 pub mod status;
 pub mod sync;
 

@@ -680,6 +680,27 @@ impl<C: GenericClient> Session<'_, C> {
         Ok(())
     }
 
+    pub(crate) fn bind_machine(&mut self, site: &str, machine: &str) -> Result<Option<String>> {
+        self.execute("UPDATE site_sync SET hardware_id = $2 WHERE site_id = $1 AND hardware_id IS NULL", &[&site, &machine])?;
+        Ok(self
+            .query_opt("SELECT hardware_id FROM site_sync WHERE site_id = $1", &[&site])?
+            .map(|r| r.try_get::<_, Option<String>>(0))
+            .transpose()?
+            .flatten())
+    }
+
+    pub(crate) fn bound_machine(&mut self, site: &str) -> Result<Option<String>> {
+        Ok(self
+            .query_opt("SELECT hardware_id FROM site_sync WHERE site_id = $1", &[&site])?
+            .map(|r| r.try_get::<_, Option<String>>(0))
+            .transpose()?
+            .flatten())
+    }
+
+    pub(crate) fn unbind_machine(&mut self, site: &str) -> Result<bool> {
+        Ok(self.execute("UPDATE site_sync SET hardware_id = NULL WHERE site_id = $1", &[&site])? > 0)
+    }
+
     pub(crate) fn password_hash(&mut self, site: &str) -> Result<Option<String>> {
         self.query_opt("SELECT password_hash FROM site_sync WHERE site_id = $1", &[&site])?
             .map(|r| Ok(r.try_get(0)?))

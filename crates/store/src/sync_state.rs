@@ -218,6 +218,47 @@ impl Db {
         })
     }
 
+    /// Central server: the machine a site is bound to, binding it to `machine` if it is bound to
+    /// none yet (its first sync, or after `unbind`). Returns the machine it is bound to now.
+    pub fn bind_machine(&self, site: &str, machine: &str) -> Result<Option<String>> {
+        // Every sync request asks; almost always the site is bound already: a read, no write.
+        let bound = self.read(|conn| match conn {
+            Conn::Sqlite(conn) => Ok(conn
+                .prepare_cached("SELECT hardware_id FROM site_sync WHERE site_id = ?1")?
+                .query_row([site], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten()),
+            #[cfg(feature = "postgres")]
+            Conn::Postgres(conn) => conn.session().bound_machine(site),
+        })?;
+        if bound.is_some() {
+            return Ok(bound);
+        }
+        self.transaction(|tx| match &mut tx.sql {
+            TxSql::Sqlite(sql) => {
+                sql.prepare_cached("UPDATE site_sync SET hardware_id = ?2 WHERE site_id = ?1 AND hardware_id IS NULL")?
+                    .execute(params![site, machine])?;
+                Ok(sql
+                    .prepare_cached("SELECT hardware_id FROM site_sync WHERE site_id = ?1")?
+                    .query_row([site], |r| r.get(0))
+                    .optional()?
+                    .flatten())
+            }
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().bind_machine(site, machine),
+        })
+    }
+
+    /// Central server: forgets the machine a site is bound to, so that its next sync binds it to
+    /// the machine it comes from (a site moved to new hardware on purpose). Whether it exists.
+    pub fn unbind_machine(&self, site: &str) -> Result<bool> {
+        self.transaction(|tx| match &mut tx.sql {
+            TxSql::Sqlite(sql) => Ok(sql.execute("UPDATE site_sync SET hardware_id = NULL WHERE site_id = ?1", [site])? > 0),
+            #[cfg(feature = "postgres")]
+            TxSql::Postgres(pg) => pg.get_mut().session().unbind_machine(site),
+        })
+    }
+
     /// Central server: every site's bookkeeping, by site id.
     pub fn site_sync_rows(&self) -> Result<Vec<SiteSyncRow>> {
         self.read(|conn| match conn {

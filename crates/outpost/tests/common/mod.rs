@@ -23,6 +23,30 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The machine every process of the tests runs on, unless a test says otherwise: its identity
+/// file is given to every `outpost` command (`OUTPOST_MACHINE_ID_FILE`), and raw requests carry
+/// the fingerprint the binary would send ([`machine`]).
+pub const TEST_MACHINE_ID: &str = "outpost-test-machine";
+
+/// A file holding [`TEST_MACHINE_ID`], written once per test process (atomically: a command
+/// must never read it half written).
+pub fn test_machine_file() -> &'static Path {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("outpost-test-machine-{}", std::process::id()));
+        let partial = dir.join(format!("outpost-test-machine-{}.partial", std::process::id()));
+        std::fs::write(&partial, TEST_MACHINE_ID).expect("write the test machine's identity");
+        std::fs::rename(&partial, &path).expect("put the test machine's identity in place");
+        path
+    })
+}
+
+/// What `site` sends as its machine from the test machine.
+pub fn machine(site: &str) -> String {
+    site::machine::fingerprint_of(TEST_MACHINE_ID, site)
+}
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_outpost");
 
@@ -40,6 +64,7 @@ pub fn outpost() -> Command {
         .env_remove("OUTPOST_DB_SCHEMA")
         .env_remove("OUTPOST_SITE_PASSWORD")
         .env_remove("OUTPOST_ADMIN_PASSWORD")
+        .env("OUTPOST_MACHINE_ID_FILE", test_machine_file())
         .env("OUTPOST_LOG", "warn");
     command
 }
@@ -1037,7 +1062,7 @@ impl Http {
 }
 
 /// The headers of a well-formed request.
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(pub Vec<(String, String)>);
 
 impl Headers {
     pub fn as_refs(&self) -> Vec<(&str, &str)> {
@@ -1049,6 +1074,7 @@ pub fn good_headers(site: &str, password: &str) -> Headers {
     Headers(vec![
         ("authorization".into(), basic(site, password)),
         ("outpost-protocol".into(), protocol::PROTOCOL_VERSION.to_string()),
+        (protocol::MACHINE_HEADER.into(), machine(site)),
         ("content-type".into(), "application/json".into()),
         ("content-encoding".into(), "zstd".into()),
     ])

@@ -425,8 +425,9 @@ fn central(command: CentralCommand) -> Result<(), String> {
                 let local = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
                 let sync_addr = local(&listener)?;
                 let dashboard_addr = dashboard.as_ref().map_or(Ok(sync_addr), local)?;
-                // One write: a reader that stops after the first line does not break the second.
-                println!("central server listening on http://{sync_addr}\ndashboard on http://{dashboard_addr}/");
+                announce(&format!(
+                    "central server listening on http://{sync_addr}\ndashboard on http://{dashboard_addr}/\n"
+                ));
                 match dashboard {
                     None => central::serve(engine, listener).await.map_err(|e| e.to_string()),
                     Some(dashboard) => {
@@ -507,6 +508,16 @@ fn central(command: CentralCommand) -> Result<(), String> {
     Ok(())
 }
 
+/// Says where a server listens, in one write, and goes on serving if nobody reads it: a
+/// supervisor that reads only the first line and closes the pipe must not stop the server (as
+/// `println!` would, panicking on the broken pipe).
+fn announce(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, "could not print where the server listens");
+    }
+}
+
 /// A site's password: from OUTPOST_SITE_PASSWORD, a file, or standard input.
 fn read_password(file: Option<&Path>) -> Result<String, String> {
     read_secret("OUTPOST_SITE_PASSWORD", file, "password for this site: ")?
@@ -576,8 +587,7 @@ fn serve_tls(
     let dashboard = dashboard_listen.map(bind).transpose()?;
     let sync_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let dashboard_addr = dashboard.as_ref().map_or(Ok(sync_addr), |d| d.local_addr()).map_err(|e| e.to_string())?;
-    // One write: a reader that stops after the first line does not break the second.
-    println!("central server listening on https://{sync_addr}\ndashboard on https://{dashboard_addr}/");
+    announce(&format!("central server listening on https://{sync_addr}\ndashboard on https://{dashboard_addr}/\n"));
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime
         .block_on(central::serve_tls(engine, listener, dashboard, cert, key))

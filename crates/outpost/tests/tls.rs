@@ -88,3 +88,46 @@ fn a_site_syncs_over_https_with_a_central_server_it_trusts_and_refuses_one_it_do
     assert!(String::from_utf8_lossy(&item.stdout).contains("Amoxicillin 250 mg"));
     drop(server);
 }
+
+#[test]
+fn over_https_the_dashboard_cookies_are_secure() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let central = dir.path().join("central");
+    run(outpost()
+        .args(["central", "init", "--data"])
+        .arg(&central)
+        .env("OUTPOST_ADMIN_PASSWORD", "test admin passphrase"));
+    let mut child = outpost()
+        .args(["central", "serve", "--listen", "127.0.0.1:0", "--dashboard-listen", "127.0.0.1:0", "--data"])
+        .arg(&central)
+        .arg("--tls-cert")
+        .arg(fixture("cert.pem"))
+        .arg("--tls-key")
+        .arg(fixture("key.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let _server = Server(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let _sync = lines.next().expect("the sync address").expect("readable");
+    let dashboard = lines.next().expect("the dashboard address").expect("readable");
+    let url = dashboard.trim().rsplit(' ').next().expect("an address").trim_end_matches('/').to_owned();
+    assert!(url.starts_with("https://127.0.0.1:"), "{dashboard}");
+
+    let pem = std::fs::read(fixture("ca.pem")).expect("the test CA");
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect();
+    let tls =
+        ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs))).build();
+    let agent: ureq::Agent = ureq::Agent::config_builder().tls_config(tls).http_status_as_error(false).build().into();
+    let response = agent.get(format!("{url}/login")).call().expect("the login page over HTTPS");
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers().get("set-cookie").and_then(|v| v.to_str().ok()).expect("a login cookie");
+    assert!(cookie.split("; ").any(|a| a == "Secure"), "`{cookie}` is not marked Secure over HTTPS");
+}

@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use model::SiteId;
-use protocol::{ErrorBody, ErrorDetail, PullRequest, PushRequest, StatusResponse, MACHINE_HEADER, PROTOCOL_VERSION, VERSION_HEADER};
+use protocol::{
+    ErrorBody, ErrorDetail, PullRequest, PushRequest, StatusResponse, MACHINE_HEADER, PROTOCOL_VERSION, VERSION_HEADER,
+};
 use std::future::IntoFuture;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

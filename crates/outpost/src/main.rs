@@ -448,7 +448,9 @@ fn central(command: CentralCommand) -> Result<(), String> {
             if !data.open()?.unbind_machine(&name).map_err(|e| e.to_string())? {
                 return Err(format!("there is no site `{name}`"));
             }
-            println!("site `{name}` is no longer bound to a machine; its next sync binds it to the machine it comes from");
+            println!(
+                "site `{name}` is no longer bound to a machine; its next sync binds it to the machine it comes from"
+            );
         }
         CentralCommand::Site(CentralSiteCommand::Rejected { name, clear, data }) => {
             let db = data.open()?;

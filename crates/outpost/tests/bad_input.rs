@@ -139,7 +139,9 @@ fn a_wrong_password_or_an_unknown_site_is_unauthorized(backend: &Backend) {
     f.refused(401, "unauthorized", |http| http.post("north", "push", &with_auth(&wrong).as_refs(), &body));
     let unknown = basic("west", &password);
     f.refused(401, "unauthorized", |http| http.post("west", "push", &with_auth(&unknown).as_refs(), &body));
-    f.refused(401, "unauthorized", |http| http.post("north", "pull", &with_auth("Basic !!!not-base64").as_refs(), &body));
+    f.refused(401, "unauthorized", |http| {
+        http.post("north", "pull", &with_auth("Basic !!!not-base64").as_refs(), &body)
+    });
     f.refused(401, "unauthorized", |http| {
         let version = protocol::PROTOCOL_VERSION.to_string();
         http.post("north", "push", &[("outpost-protocol", version.as_str()), ("content-encoding", "zstd")], &body)

@@ -19,6 +19,7 @@ fn status_request(agent: &ureq::Agent, base: &str, site: &str, password: &str) -
         .get(format!("{base}/api/v1/sites/{site}/status"))
         .header("authorization", basic(site, password))
         .header("outpost-protocol", protocol::PROTOCOL_VERSION.to_string())
+        .header(protocol::MACHINE_HEADER, common::machine(site))
         .call()
         .expect("the server answers");
     let status = response.status().as_u16();

@@ -401,7 +401,8 @@ fn a_copy_of_a_sites_database_on_another_machine_cannot_sync_as_that_site(backen
 
     let refused = sync_elsewhere(&copy).failed();
     assert!(
-        refused.stderr.contains("bound to another machine") && refused.stderr.contains("outpost central site unbind north"),
+        refused.stderr.contains("bound to another machine")
+            && refused.stderr.contains("outpost central site unbind north"),
         "the error names the cause and the way out: {}",
         refused.stderr
     );

@@ -58,6 +58,10 @@ pub fn fingerprint(site: &str) -> Option<String> {
 
 /// The fingerprint of site `site` on the machine whose identity is `machine_id`.
 pub fn fingerprint_of(machine_id: &str, site: &str) -> String {
-    let digest = Blake2s256::new().chain_update(machine_id.as_bytes()).chain_update([0]).chain_update(site.as_bytes()).finalize();
+    let digest = Blake2s256::new()
+        .chain_update(machine_id.as_bytes())
+        .chain_update([0])
+        .chain_update(site.as_bytes())
+        .finalize();
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }

@@ -681,7 +681,10 @@ impl<C: GenericClient> Session<'_, C> {
     }
 
     pub(crate) fn bind_machine(&mut self, site: &str, machine: &str) -> Result<Option<String>> {
-        self.execute("UPDATE site_sync SET hardware_id = $2 WHERE site_id = $1 AND hardware_id IS NULL", &[&site, &machine])?;
+        self.execute(
+            "UPDATE site_sync SET hardware_id = $2 WHERE site_id = $1 AND hardware_id IS NULL",
+            &[&site, &machine],
+        )?;
         Ok(self
             .query_opt("SELECT hardware_id FROM site_sync WHERE site_id = $1", &[&site])?
             .map(|r| r.try_get::<_, Option<String>>(0))

@@ -253,7 +253,9 @@ impl Db {
     /// the machine it comes from (a site moved to new hardware on purpose). Whether it exists.
     pub fn unbind_machine(&self, site: &str) -> Result<bool> {
         self.transaction(|tx| match &mut tx.sql {
-            TxSql::Sqlite(sql) => Ok(sql.execute("UPDATE site_sync SET hardware_id = NULL WHERE site_id = ?1", [site])? > 0),
+            TxSql::Sqlite(sql) => {
+                Ok(sql.execute("UPDATE site_sync SET hardware_id = NULL WHERE site_id = ?1", [site])? > 0)
+            }
             #[cfg(feature = "postgres")]
             TxSql::Postgres(pg) => pg.get_mut().session().unbind_machine(site),
         })

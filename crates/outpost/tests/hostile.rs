@@ -19,6 +19,7 @@ on_each_backend!(
     a_message_in_the_name_of_another_sites_store_is_refused,
     a_refused_change_is_put_back_on_the_site_and_kept_whole_in_rejected,
     a_site_restored_from_a_backup_loses_nothing_it_writes_afterwards,
+    a_push_answer_lost_on_the_way_back_costs_nothing_even_if_the_site_edits_meanwhile,
     a_push_at_an_impossible_position_is_refused_and_changes_nothing,
     a_pull_cursor_the_server_never_handed_out_is_refused,
     ids_and_records_out_of_bounds_are_refused_on_the_site_and_on_the_central_server,
@@ -417,4 +418,36 @@ fn a_copy_of_a_sites_database_on_another_machine_cannot_sync_as_that_site(backen
     sync_elsewhere(&copy).ok();
     let old_machine = north.try_sync().failed();
     assert!(old_machine.stderr.contains("bound to another machine"), "{}", old_machine.stderr);
+}
+
+fn a_push_answer_lost_on_the_way_back_costs_nothing_even_if_the_site_edits_meanwhile(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    let central = &network.central;
+    north.sync();
+    let line = |n: i64| json!({"store_id": "store-north", "item_id": format!("item-{n}"), "total_packs": n});
+    for n in 1..=3 {
+        north.write("stock_line", &format!("sl-{n}"), &line(n));
+    }
+    let proxy = common::Proxy::start(central.addr());
+    north.set_central(&proxy.url());
+    proxy.set(common::Cut::Responses(50));
+    north.try_sync().failed();
+    assert_eq!(count(central, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), 3, "the push went in");
+
+    // Before the next sync, a pharmacist edits a line of that batch: the batch sent again is
+    // not the same, yet it is no restore either.
+    north.write("stock_line", "sl-2", &line(20));
+    proxy.set(common::Cut::Never);
+    let out = north.sync();
+    assert!(out.stdout.contains("pushed 1 (0 rejected), pulled 0"), "only the edit travels: {}", out.stdout);
+    for (id, n) in [("sl-1", 1), ("sl-2", 20), ("sl-3", 3)] {
+        assert_eq!(record(central, "stock_line", id), Some(line(n)));
+    }
+    assert!(!north.status().contains("restored"), "{}", north.status());
+    assert_eq!(
+        count(central, "SELECT count(*) FROM change_log WHERE tbl = 'stock_line' AND origin_site = 'north'"),
+        3,
+        "one log entry per record"
+    );
 }

@@ -130,6 +130,9 @@ fn push(
         let batch =
             db.changes_after(acked, me, PUSH_LIMIT, PUSH_MAX_BYTES).map_err(store_err("reading the change log"))?;
         let Some(last) = batch.last().map(|c| c.seq) else { return Ok(()) };
+        // Remembered until the answer is: an answer lost on the way back is then told apart
+        // from a restore from a backup (see `realign`).
+        db.set_state(IN_FLIGHT, &format!("{}:{}", acked.0, last.0)).map_err(store_err("noting the push in flight"))?;
         let response = client
             .push(&PushRequest { after: acked, changes: batch })
             .map_err(|source| SyncError::Client { step: "pushing changes to the central server", source })?;
@@ -160,6 +163,7 @@ fn push(
                 })?;
                 tx.undo_refused(&rejection.table, &rejection.id, rejection.seq, rejection.central_version.as_deref())?;
             }
+            tx.set_state(IN_FLIGHT, "")?;
             tx.set_state("pushed_seq", &response.acked.0.to_string())
         })
         .map_err(store_err("recording the push acknowledgement"))?;
@@ -183,45 +187,58 @@ fn push(
     }
 }
 
+/// The state key of the push sent and not answered yet: `AFTER:LAST`.
+const IN_FLIGHT: &str = "push_in_flight";
+
 /// The central server acknowledged `theirs` where this site believed `ours`.
 ///
-/// Behind (`ours < theirs`): this database was restored from a backup taken before changes the
-/// central server holds. The changes written since the restore move up past `theirs` (so they
-/// are pushed as new, never taken for ones already held), and the next pull starts again from
-/// a snapshot, which brings back this site's own records written after the backup. Ahead: the
-/// central server lost what it acknowledged (restored itself); push again from its position.
+/// - A push of this site after `ours`, up to at least `theirs`, was sent and its answer never
+///   came: the central server applied it, and nothing else since. The site moves on to `theirs`
+///   (its changes up to there went in as they stand in its log; a record edited since has a
+///   later position and is pushed again).
+/// - Otherwise, behind (`ours < theirs`): this database was restored from a backup taken before
+///   changes the central server holds. The changes written since move up past `theirs` (so they
+///   are pushed as new, never taken for ones already held), and the next pull starts again from
+///   a snapshot, which brings back this site's own records written after the backup.
+/// - Ahead (`ours > theirs`): the central server lost what it acknowledged (it was restored
+///   itself); the site pushes again from its position.
 fn realign(db: &Db, ours: Seq, theirs: Seq) -> Result<(), SyncError> {
     let now = now_text();
+    let in_flight = db.state(IN_FLIGHT).map_err(store_err("reading the push in flight"))?.unwrap_or_default();
+    let lost_answer = in_flight
+        .split_once(':')
+        .and_then(|(after, last)| Some((after.parse::<i64>().ok()?, last.parse::<i64>().ok()?)))
+        .is_some_and(|(after, last)| after == ours.0 && ours < theirs && theirs.0 <= last);
     let notice = db
         .transaction(|tx| {
-            let notice = if ours < theirs {
-                // A log that never reached `theirs` is certainly older than what it pushed. One
-                // that did may only have lost a push answer on the way back; its changes are
-                // renumbered all the same (pushing a few again is harmless), but the whole
-                // snapshot is fetched only when the log proves a restore.
-                let restored = tx.last_seq()? < theirs;
+            let notice = if lost_answer {
+                None
+            } else if ours < theirs {
                 let moved = tx.renumber_after(ours, theirs)?;
-                if restored {
-                    tx.set_state("pull_cursor", "")?;
-                }
-                format!(
-                    "{now}: the central server holds this site's changes up to {theirs}, but this database only up to {ours}{}. \
-                     {moved} change(s) written since were renumbered after {theirs} and pushed{}",
-                    if restored { ": it was restored from a backup" } else { " (a push answer was lost, or a backup restored)" },
-                    if restored { "; this site's records are fetched again from the central server" } else { "" },
-                )
+                tx.set_state("pull_cursor", "")?;
+                Some(format!(
+                    "{now}: the central server holds this site's changes up to {theirs}, but this database only up to {ours}: \
+                     it was restored from a backup. {moved} change(s) written since were renumbered after {theirs} and pushed; \
+                     this site's records are fetched again from the central server"
+                ))
             } else {
-                format!(
+                Some(format!(
                     "{now}: the central server holds this site's changes only up to {theirs}, not {ours} as it once said \
                      (was the central server restored?); pushing again from {theirs}"
-                )
+                ))
             };
+            tx.set_state(IN_FLIGHT, "")?;
             tx.set_state("pushed_seq", &theirs.0.to_string())?;
-            tx.set_state("last_notice", &notice)?;
+            if let Some(notice) = &notice {
+                tx.set_state("last_notice", notice)?;
+            }
             Ok(notice)
         })
         .map_err(store_err("realigning the push position"))?;
-    tracing::warn!("{notice}");
+    match notice {
+        Some(notice) => tracing::warn!("{notice}"),
+        None => tracing::info!(%ours, %theirs, "the answer to the last push was lost; the central server holds it"),
+    }
     Ok(())
 }
 

@@ -892,15 +892,6 @@ impl Tx<'_> {
         Ok(true)
     }
 
-    /// The highest position in this node's change log (0 when empty).
-    pub fn last_seq(&self) -> Result<Seq> {
-        match &self.sql {
-            TxSql::Sqlite(sql) => crate::queries::last_seq(sql),
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.borrow_mut().session().last_seq(),
-        }
-    }
-
     /// How many of `origin`'s own changes come after `after` (what still waits to be pushed).
     pub fn count_changes_after(&self, after: Seq, origin: &SiteId) -> Result<u64> {
         match &self.sql {

@@ -149,13 +149,19 @@ fn sync_row(store: &str, site: &str, sync: SyncType) -> Write {
     )
 }
 
-/// Makes a name (customer, supplier, patient) visible in a store.
+/// Makes a name (customer, supplier, patient) visible in a store. Visibility between stores
+/// is symmetric (the seeds: "if store A is visible in store B, then store B is automatically
+/// visible in store A"), so showing a store in another also shows the other in it, in the same
+/// transaction.
 pub fn show_name(engine: &Engine, name: &str, store: &str) -> Result<(), AdminError> {
-    engine.write(&[Write::upsert(
-        "name_visibility",
-        format!("{name}@{store}"),
-        &json!({"name_id": name, "store_id": store}),
-    )])?;
+    let visibility = |name: &str, store: &str| {
+        Write::upsert("name_visibility", format!("{name}@{store}"), &json!({"name_id": name, "store_id": store}))
+    };
+    let mut writes = vec![visibility(name, store)];
+    if name != store && engine.db().record("store", name)?.is_some() {
+        writes.push(visibility(store, name));
+    }
+    engine.write(&writes)?;
     Ok(())
 }
 

@@ -377,11 +377,27 @@ fn a_mobile_site_has_one_active_store(backend: &Backend) {
     .failed();
     assert!(moved.stderr.contains("a mobile site has one active store"), "{}", moved.stderr);
     assert_eq!(record(central, "store", "second"), None, "nothing of the refused command was written");
-    // A site with two stores cannot be turned into a mobile one either (behind the CLI's back).
     central.add_store("desk-store-2", "desk");
     let network_view = central.db.open().network();
     assert_eq!(network_view.active_stores(&model::SiteId::from("desk")).len(), 2);
     assert_eq!(network_view.active_stores(&model::SiteId::from("tablet")).len(), 1);
+
+    // Store visibility is symmetric: showing the tablet's store in the desk's shows both ways.
+    central.admin("central show-name", &["show-name", "tablet-store", "desk-store"]);
+    let visible = |name: &str, store: &str| {
+        network_view_now(central)
+            .name_visibility
+            .get(&model::RecordId::from(name))
+            .is_some_and(|s| s.contains(&model::StoreId::from(store)))
+    };
+    assert!(visible("tablet-store", "desk-store") && visible("desk-store", "tablet-store"));
+    // A customer is not a store: only the one way.
+    central.admin("central show-name", &["show-name", "village-clinic", "desk-store"]);
+    assert!(visible("village-clinic", "desk-store") && !visible("desk-store", "village-clinic"));
+}
+
+fn network_view_now(central: &common::Central) -> model::Network {
+    central.db.open().network()
 }
 
 fn a_copy_of_a_sites_database_on_another_machine_cannot_sync_as_that_site(backend: &Backend) {

@@ -8,10 +8,9 @@
 #[macro_use]
 mod common;
 
-use common::{change, count, record, rows, run, Backend, Http, Network};
+use common::{change, count, record, rows, run, write_behind_the_checks, Backend, Http, Network};
 use model::Seq;
 use protocol::{Cursor, PullRequest, PushRequest};
-use rusqlite::params;
 use serde_json::json;
 
 on_each_backend!(
@@ -27,28 +26,6 @@ on_each_backend!(
     a_mobile_site_has_one_active_store,
     a_copy_of_a_sites_database_on_another_machine_cannot_sync_as_that_site,
 );
-
-/// Writes as an old or misbehaving site would: straight into its SQLite file, a record and its
-/// change-log entry in one transaction, without the checks that `outpost site write` makes.
-fn write_behind_the_checks(site: &common::Site, table: &str, id: &str, data: &serde_json::Value) -> i64 {
-    let mut conn = rusqlite::Connection::open(common::db_file(&site.data)).expect("open the site's file");
-    let tx = conn.transaction().expect("begin");
-    tx.execute(
-        "INSERT INTO change_log (tbl, record_id, action, origin_site) VALUES (?1, ?2, 'upsert', ?3)",
-        params![table, id, site.name],
-    )
-    .expect("log the change");
-    let seq = tx.last_insert_rowid();
-    let store = data.get("store_id").and_then(|s| s.as_str());
-    tx.execute(
-        "INSERT INTO record (tbl, id, store_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data, store_id = excluded.store_id, log_seq = excluded.log_seq",
-        params![table, id, store, data.to_string(), seq],
-    )
-    .expect("write the record");
-    tx.commit().expect("commit");
-    seq
-}
 
 fn rejections_of(node: &(impl common::Inspect + ?Sized), site: &str) -> Vec<(String, String, String)> {
     rows(node, "SELECT tbl, record_id, reason FROM rejection WHERE site_id = $1 ORDER BY id", &[site])

@@ -6,37 +6,15 @@
 #[macro_use]
 mod common;
 
-use common::{change, count, dump, footprint, record, rows, Backend, Central, Http, Network};
+use common::{change, count, dump, footprint, record, rows, write_behind_the_checks, Backend, Central, Http, Network};
 use model::Seq;
 use protocol::PushRequest;
-use rusqlite::params;
 use serde_json::json;
 
 on_each_backend!(
     a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the_rest_of_its_batch_lands,
     the_same_push_batch_sent_twice_leaves_the_same_state,
 );
-
-/// Writes as an old or misbehaving site would: straight into its SQLite file, a record and its
-/// change-log entry in one transaction, as `Tx::put` does, without the authority check that
-/// `outpost site write` makes.
-fn write_behind_the_checks(site: &common::Site, table: &str, id: &str, data: &serde_json::Value) {
-    let mut conn = rusqlite::Connection::open(common::db_file(&site.data)).expect("open the site's file");
-    let tx = conn.transaction().expect("begin");
-    tx.execute(
-        "INSERT INTO change_log (tbl, record_id, action, origin_site) VALUES (?1, ?2, 'upsert', ?3)",
-        params![table, id, site.name],
-    )
-    .expect("log the change");
-    let seq = tx.last_insert_rowid();
-    tx.execute(
-        "INSERT INTO record (tbl, id, data, log_seq) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data, log_seq = excluded.log_seq",
-        params![table, id, data.to_string(), seq],
-    )
-    .expect("write the record");
-    tx.commit().expect("commit");
-}
 
 fn a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the_rest_of_its_batch_lands(
     backend: &Backend,

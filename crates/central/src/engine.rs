@@ -511,3 +511,28 @@ fn route(tx: &mut Tx<'_>, seq: Seq, audience: &Audience, origin: &SiteId) -> Res
     };
     tx.set_bucket(seq, bucket)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: i64, id: &str, packs: i64) -> Change {
+        let text = serde_json::json!({
+            "seq": seq, "table": "stock_line", "id": id, "action": "upsert",
+            "data": {"store_id": "store-north", "total_packs": packs}, "origin": "north",
+        })
+        .to_string();
+        serde_json::from_str(&text).expect("a change")
+    }
+
+    #[test]
+    fn a_batch_is_a_resend_only_when_its_changes_are_the_same() {
+        let sent = [line(2, "sl-n1", 1)];
+        let last = PushedBatch { from: Seq(1), acked: Seq(2), digest: digest(sent.iter()) };
+        assert!(is_resend(&last, Seq(1), &sent));
+        assert!(is_resend(&last, Seq(1), &[line(2, "sl-n1", 1), line(3, "sl-n3", 3)]), "more after it");
+        assert!(!is_resend(&last, Seq(1), &[line(2, "sl-n2", 2)]), "another change at the same position");
+        assert!(!is_resend(&last, Seq(1), &[line(2, "sl-n1", 5)]), "another version of the record");
+        assert!(!is_resend(&last, Seq(0), &sent), "another start");
+    }
+}

@@ -444,3 +444,79 @@ fn a_push_answer_lost_on_the_way_back_costs_nothing_even_if_the_site_edits_meanw
         "one log entry per record"
     );
 }
+
+/// Replaces what changes from run to run (times, the server's port) in text a person reads.
+fn masked(text: &str, central_url: &str) -> String {
+    let text = text.replace(central_url, "http://<central>");
+    let mut out = String::new();
+    for word in text.split_inclusive(char::is_whitespace) {
+        let bare = word.trim_end().trim_end_matches(':');
+        let is_time = bare.len() >= 20 && bare.as_bytes().get(4) == Some(&b'-') && bare.contains('T');
+        out.push_str(&if is_time { word.replacen(bare, "<time>", 1) } else { word.to_owned() });
+    }
+    out
+}
+
+/// What a person reads about a refused change, a refused command and a restore, to the letter.
+#[test]
+fn what_a_person_reads_about_refused_and_restored_changes() {
+    let network = Network::new(&Backend::Sqlite, &["north", "south"]);
+    let (north, south) = (network.site("north"), network.site("south"));
+    let central = &network.central;
+    let url = central.url();
+    north.sync();
+    south.sync();
+    south.write("stock_line", "sl-s", &json!({"store_id": "store-south", "total_packs": 1}));
+    south.sync();
+    north.write("stock_line", "sl-s", &json!({"store_id": "store-north", "total_packs": 0}));
+    north.sync();
+    let reason = "writing `stock_line` record `sl-s` was refused: Store data (`stock_line`, \"Stock and replenishments\") \
+                  may only be written on site `south`, not on site `north` (the record's `store_id` is `store-south`, which \
+                  is active there); write it in a store of this site, or on the site where `store-south` is active";
+    assert_eq!(masked(&north.rejected(), &url), format!("<time>  stock_line `sl-s` (change 1 from north): {reason}\n"));
+    assert_eq!(
+        masked(&central.admin("central site rejected", &["site", "rejected", "north"]).stdout, &url),
+        format!(
+            "<time>  stock_line `sl-s` (change 1): {reason}\n\
+             1 refused change(s) of `north` wait for an administrator; `--clear` marks them as looked at (they are kept)\n"
+        )
+    );
+
+    central.admin("central site add", &["site", "add", "tab", "--mobile"]);
+    central.add_store("tab-1", "tab");
+    let second = run(
+        "central store add",
+        common::outpost().args(["central", "store", "add", "tab-2", "--active-on", "tab"]).args(central.db.args()),
+    )
+    .failed();
+    assert_eq!(
+        second.stderr,
+        "error: writing `store_sync` record `tab-2@tab` was refused: store `tab-2` cannot be active on mobile site \
+         `tab`: a mobile site has one active store, and `tab-1` is active there; move `tab-1` first or use another site\n"
+    );
+
+    let backup = network.root.path().join("backup");
+    copy_dir(&north.data, &backup);
+    north.write("stock_line", "sl-n1", &json!({"store_id": "store-north", "total_packs": 1}));
+    north.sync();
+    std::fs::remove_dir_all(&north.data).expect("remove the data directory");
+    copy_dir(&backup, &north.data);
+    north.write("stock_line", "sl-n2", &json!({"store_id": "store-north", "total_packs": 2}));
+    north.sync();
+    assert_eq!(
+        masked(&north.status(), &url),
+        "site:              north
+central server:    http://<central>
+sync:              active
+waiting to push:   0 change(s)
+last good sync:    <time>
+last error:        none
+rejected changes:  1 (see `outpost site rejected`)
+initialised:       yes
+records held:      10
+notice:            <time>: the central server holds this site's changes up to 2, but this database knew of only 1 pushed: \
+it was restored from a backup. 1 change(s) written since were renumbered after 2 and pushed; this site's records are \
+fetched again from the central server
+"
+    );
+}

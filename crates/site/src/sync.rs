@@ -125,6 +125,11 @@ fn push(
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
     let mut realigned = 0;
+    // A push of an earlier sync whose answer never came (read before this sync sends its own).
+    let mut unanswered = db.state(IN_FLIGHT).map_err(store_err("reading the push in flight"))?.and_then(|text| {
+        let (after, last) = text.split_once(':')?;
+        Some((Seq(after.parse().ok()?), Seq(last.parse().ok()?)))
+    });
     loop {
         let acked = pushed_up_to(db).map_err(store_err("reading the push position"))?;
         let batch =
@@ -141,7 +146,7 @@ fn push(
             if realigned > MAX_REALIGNS {
                 return Err(SyncError::OutOfStep { ours: acked, theirs: response.acked });
             }
-            realign(db, acked, response.acked)?;
+            realign(db, acked, response.acked, unanswered.take())?;
             continue;
         }
         let batch_len = db.count_changes_after(acked, me).map_err(store_err("counting the change log"))?;
@@ -192,8 +197,8 @@ const IN_FLIGHT: &str = "push_in_flight";
 
 /// The central server acknowledged `theirs` where this site believed `ours`.
 ///
-/// - A push of this site after `ours`, up to at least `theirs`, was sent and its answer never
-///   came: the central server applied it, and nothing else since. The site moves on to `theirs`
+/// - A push of an earlier sync (`unanswered`) after `ours`, up to at least `theirs`, was sent and
+///   its answer never came: the central server applied it, and nothing else since. The site moves on to `theirs`
 ///   (its changes up to there went in as they stand in its log; a record edited since has a
 ///   later position and is pushed again).
 /// - Otherwise, behind (`ours < theirs`): this database was restored from a backup taken before
@@ -202,13 +207,9 @@ const IN_FLIGHT: &str = "push_in_flight";
 ///   a snapshot, which brings back this site's own records written after the backup.
 /// - Ahead (`ours > theirs`): the central server lost what it acknowledged (it was restored
 ///   itself); the site pushes again from its position.
-fn realign(db: &Db, ours: Seq, theirs: Seq) -> Result<(), SyncError> {
+fn realign(db: &Db, ours: Seq, theirs: Seq, unanswered: Option<(Seq, Seq)>) -> Result<(), SyncError> {
     let now = now_text();
-    let in_flight = db.state(IN_FLIGHT).map_err(store_err("reading the push in flight"))?.unwrap_or_default();
-    let lost_answer = in_flight
-        .split_once(':')
-        .and_then(|(after, last)| Some((after.parse::<i64>().ok()?, last.parse::<i64>().ok()?)))
-        .is_some_and(|(after, last)| after == ours.0 && ours < theirs && theirs.0 <= last);
+    let lost_answer = unanswered.is_some_and(|(after, last)| after == ours && ours < theirs && theirs <= last);
     let notice = db
         .transaction(|tx| {
             let notice = if lost_answer {
@@ -217,8 +218,8 @@ fn realign(db: &Db, ours: Seq, theirs: Seq) -> Result<(), SyncError> {
                 let moved = tx.renumber_after(ours, theirs)?;
                 tx.set_state("pull_cursor", "")?;
                 Some(format!(
-                    "{now}: the central server holds this site's changes up to {theirs}, but this database only up to {ours}: \
-                     it was restored from a backup. {moved} change(s) written since were renumbered after {theirs} and pushed; \
+                    "{now}: the central server holds this site's changes up to {theirs}, but this database knew of only {ours} \
+                     pushed: it was restored from a backup. {moved} change(s) written since were renumbered after {theirs} and pushed; \
                      this site's records are fetched again from the central server"
                 ))
             } else {

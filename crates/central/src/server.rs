@@ -248,7 +248,11 @@ async fn authenticate(
     })?;
     let engine = state.engine.clone();
     let who = site.clone();
-    let stored = blocking(move || engine.password_hash(&who)).await?;
+    let credentials = blocking(move || Ok(engine.db().site_credentials(&who)?)).await?;
+    let (stored, bound) = match credentials {
+        Some(c) => (Some(c.password_hash), c.machine),
+        None => (None, None),
+    };
     state
         .verifier
         .check(&Account::Site(site.clone()), peer.0, &password, stored)
@@ -261,13 +265,18 @@ async fn authenticate(
             format!("site `{site}` may not sync as site `{path_site}`"),
         ));
     }
-    check_machine(state, headers, &site).await?;
+    check_machine(state, headers, &site, bound).await?;
     Ok(SiteId(site))
 }
 
 /// A site syncs from the machine of its first sync: a copy of its database elsewhere, with its
 /// credentials, is refused, so that two machines never write the same stores.
-async fn check_machine(state: &Arc<AppState>, headers: &HeaderMap, site: &str) -> Result<(), ApiError> {
+async fn check_machine(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    site: &str,
+    bound: Option<String>,
+) -> Result<(), ApiError> {
     let machine = headers.get(MACHINE_HEADER).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default();
     if machine.is_empty() || machine.len() > 128 {
         return Err(ApiError::new(
@@ -276,9 +285,14 @@ async fn check_machine(state: &Arc<AppState>, headers: &HeaderMap, site: &str) -
             format!("this request does not say which machine it comes from (the `{MACHINE_HEADER}` header, which every Outpost site sends)"),
         ));
     }
-    let engine = state.engine.clone();
-    let (who, this) = (site.to_owned(), machine.to_owned());
-    let bound = blocking(move || Ok(engine.db().bind_machine(&who, &this)?)).await?;
+    let bound = match bound {
+        Some(bound) => Some(bound),
+        None => {
+            let engine = state.engine.clone();
+            let (who, this) = (site.to_owned(), machine.to_owned());
+            blocking(move || Ok(engine.db().bind_machine(&who, &this)?)).await?
+        }
+    };
     if bound.as_deref() != Some(machine) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

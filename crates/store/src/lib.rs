@@ -29,7 +29,7 @@ mod sync_state;
 
 pub use db::{Current, Db, Incoming, Tx, Written};
 pub use queries::{PullSource, Stored};
-pub use sync_state::{PushedBatch, RejectionRecord, SiteSyncRow};
+pub use sync_state::{PushedBatch, RejectionRecord, SiteCredentials, SiteSyncRow};
 
 use model::limits::shown;
 use model::{Action, RecordId, Refusal};

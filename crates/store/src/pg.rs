@@ -19,7 +19,7 @@
 
 use crate::db::{network_from_records, Current, Put, Tx};
 use crate::queries::{change_from_parts, PullSource, Stored};
-use crate::sync_state::{PushedBatch, RejectionRecord, SiteSyncRow};
+use crate::sync_state::{PushedBatch, RejectionRecord, SiteCredentials, SiteSyncRow};
 use crate::Result;
 use model::network::TOPOLOGY_TABLES;
 use model::{Change, LogPos, Network, RecordId, RecordKeys, Registry, Seq, SiteId};
@@ -692,12 +692,10 @@ impl<C: GenericClient> Session<'_, C> {
             .flatten())
     }
 
-    pub(crate) fn bound_machine(&mut self, site: &str) -> Result<Option<String>> {
-        Ok(self
-            .query_opt("SELECT hardware_id FROM site_sync WHERE site_id = $1", &[&site])?
-            .map(|r| r.try_get::<_, Option<String>>(0))
-            .transpose()?
-            .flatten())
+    pub(crate) fn site_credentials(&mut self, site: &str) -> Result<Option<SiteCredentials>> {
+        self.query_opt("SELECT password_hash, hardware_id FROM site_sync WHERE site_id = $1", &[&site])?
+            .map(|r| Ok(SiteCredentials { password_hash: r.try_get(0)?, machine: r.try_get(1)? }))
+            .transpose()
     }
 
     pub(crate) fn unbind_machine(&mut self, site: &str) -> Result<bool> {

@@ -47,6 +47,14 @@ fn rejection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RejectionRecord
     })
 }
 
+/// What the central server checks a site's sync requests against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteCredentials {
+    pub password_hash: String,
+    /// The machine fingerprint the site is bound to, once it has synced.
+    pub machine: Option<String>,
+}
+
 /// The last batch a site pushed, as the central server remembers it: the position it
 /// followed, the position it reached, and a digest of its changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,22 +226,22 @@ impl Db {
         })
     }
 
-    /// Central server: the machine a site is bound to, binding it to `machine` if it is bound to
-    /// none yet (its first sync, or after `unbind`). Returns the machine it is bound to now.
-    pub fn bind_machine(&self, site: &str, machine: &str) -> Result<Option<String>> {
-        // Every sync request asks; almost always the site is bound already: a read, no write.
-        let bound = self.read(|conn| match conn {
+    /// Central server: a site's password hash and the machine it is bound to, in one read (every
+    /// sync request needs both); `None` for an unknown site.
+    pub fn site_credentials(&self, site: &str) -> Result<Option<SiteCredentials>> {
+        self.read(|conn| match conn {
             Conn::Sqlite(conn) => Ok(conn
-                .prepare_cached("SELECT hardware_id FROM site_sync WHERE site_id = ?1")?
-                .query_row([site], |r| r.get::<_, Option<String>>(0))
-                .optional()?
-                .flatten()),
+                .prepare_cached("SELECT password_hash, hardware_id FROM site_sync WHERE site_id = ?1")?
+                .query_row([site], |r| Ok(SiteCredentials { password_hash: r.get(0)?, machine: r.get(1)? }))
+                .optional()?),
             #[cfg(feature = "postgres")]
-            Conn::Postgres(conn) => conn.session().bound_machine(site),
-        })?;
-        if bound.is_some() {
-            return Ok(bound);
-        }
+            Conn::Postgres(conn) => conn.session().site_credentials(site),
+        })
+    }
+
+    /// Central server: binds a site to `machine` if it is bound to none yet (its first sync, or
+    /// after `unbind`). Returns the machine it is bound to now.
+    pub fn bind_machine(&self, site: &str, machine: &str) -> Result<Option<String>> {
         self.transaction(|tx| match &mut tx.sql {
             TxSql::Sqlite(sql) => {
                 sql.prepare_cached("UPDATE site_sync SET hardware_id = ?2 WHERE site_id = ?1 AND hardware_id IS NULL")?

@@ -35,12 +35,6 @@ const SOUTH: &str = "south";
 const NORTH_STORE: &str = "store-north";
 const SOUTH_STORE: &str = "store-south";
 
-/// Tolerate the one bug these properties found that is not fixed yet, so that they keep
-/// guarding everything else: a site's upsert of a patient it homes sets the network's home store
-/// from the document (`Network::absorb`), so it moves the patient to another store, or leaves it
-/// with none, which no change may do (`model::rules::home_store`). Set to `false` to see it fail.
-const KNOWN_BUGS: bool = true;
-
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(CASES);
     // No persisted regressions: a failure is reported with its input, to be turned into a test.
@@ -831,10 +825,6 @@ fn check_authority(
     for (patient, home) in &before.home_stores {
         let key = ("patient".to_owned(), patient.0.clone());
         let kept = after.home_stores.get(patient) == Some(home) || !after.records.contains_key(&key);
-        if !kept && KNOWN_BUGS && *home == StoreId::from(NORTH_STORE) {
-            // Known bug: north's upsert of its own patient moves it (see `KNOWN_BUGS`).
-            continue;
-        }
         prop_assert!(
             kept,
             "patient {patient} was homed in {home}, and after north's push is in {:?}",
@@ -863,9 +853,6 @@ fn check_authority(
         let now = ChangeRef { table, op: &op, keys: &keys };
         let allowed = check_write(registry, network_before, &now, &north)
             .or_else(|_| check_write(registry, &network, &now, &north));
-        if allowed.is_err() && KNOWN_BUGS && gave_away_own_patient(before, after, table, id) {
-            continue;
-        }
         prop_assert!(allowed.is_ok(), "north wrote {table}/{id} as it now stands ({op:?}, {keys:?}): {allowed:?}");
         if let Some(was) = was {
             let then = ChangeRef { table, op: &op, keys: &was.keys };
@@ -874,15 +861,6 @@ fn check_authority(
         }
     }
     Ok(())
-}
-
-/// The known bug (see [`KNOWN_BUGS`]): north's upsert left a patient that was not south's with
-/// a home store other than north's, or none.
-fn gave_away_own_patient(before: &State, after: &State, table: &str, id: &str) -> bool {
-    let (id, north) = (RecordId::from(id), StoreId::from(NORTH_STORE));
-    matches!(table, "patient" | "prescriber")
-        && before.home_stores.get(&id).is_none_or(|home| *home == north)
-        && after.home_stores.get(&id) != Some(&north)
 }
 
 proptest! {
@@ -925,10 +903,9 @@ struct Sent {
     answer: Option<PushResponse>,
 }
 
-/// The bug [`KNOWN_BUGS`] tolerates, by itself: north may edit the patient it homes, but its
-/// upsert saying another home store (or none) must not move the patient there.
+/// Found by the property above: north may edit the patient it homes, but its upsert saying
+/// another home store (or none) must not move the patient there (it did, once).
 #[test]
-#[ignore = "known bug: a pushed upsert of a patient moves it to the home store its document says"]
 fn a_pushed_patient_upsert_does_not_move_the_patient() {
     let central = central();
     let north = SiteId::from(NORTH);

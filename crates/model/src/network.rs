@@ -327,6 +327,30 @@ impl Network {
         }
     }
 
+    /// A change to a patient or prescriber record keeps its home store, unless the central
+    /// server writes it: moving a patient is done there (the seeds), never by a site's edit,
+    /// which would hand the patient and everything routed by it to another site.
+    pub fn check_home_store(
+        &self,
+        table: &str,
+        id: &RecordId,
+        new_home: Option<&StoreId>,
+        writer: &SiteId,
+    ) -> Result<(), Refusal> {
+        if !matches!(table, "patient" | "prescriber") || *writer == self.central {
+            return Ok(());
+        }
+        match self.home_stores.get(id) {
+            Some(known) if new_home != Some(known) => Err(Refusal::HomeStoreChanged {
+                name: id.clone(),
+                from: known.clone(),
+                to: new_home.map_or_else(|| "none".to_owned(), |s| format!("`{s}`")),
+                site: writer.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The stores active on a site.
     pub fn active_stores(&self, site: &SiteId) -> Vec<StoreId> {
         self.stores.values().filter(|info| info.active_site == *site).map(|info| info.id.clone()).collect()

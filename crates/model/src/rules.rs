@@ -155,6 +155,8 @@ pub enum Refusal {
     TooLarge { bytes: usize, max: usize },
     #[error("the record nests objects and lists more than {max} deep")]
     TooDeep { max: usize },
+    #[error("`{name}` cannot be moved to home store {to} by site `{site}` (its home store is `{from}`): a patient is moved to another home store only on the central server")]
+    HomeStoreChanged { name: RecordId, from: StoreId, to: String, site: SiteId },
     #[error("store `{store}` cannot be active on mobile site `{site}`: a mobile site has one active store, and `{active}` is active there; move `{active}` first or use another site")]
     MobileHasActiveStore { store: StoreId, site: SiteId, active: StoreId },
     #[error(

@@ -566,6 +566,12 @@ impl Tx<'_> {
                 }
             }
         }
+        if *change.action == Action::Upsert {
+            self.network
+                .get()
+                .check_home_store(change.table, change.id, keys.home_store.as_ref(), writer)
+                .map_err(refused)?;
+        }
         let audience = recipients(self.registry, self.network.get(), &as_written).map_err(refused)?;
         self.check_topology(&put).map_err(refused)?;
         let seq = self.put_with_current(&put, current)?;

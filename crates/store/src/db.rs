@@ -497,6 +497,8 @@ impl Tx<'_> {
     /// - the table is synced and the document is a JSON object with readable routing keys;
     /// - `writer` has authority over the record as it arrives, and, when the change re-keys a
     ///   stored record (another store, name or sending store), over the record as it is stored;
+    /// - a site's edit of a patient or prescriber keeps its home store (only the central server
+    ///   moves a patient);
     /// - the change can be routed (its recipients resolve);
     /// - a topology record keeps the network possible (a mobile site has one active store).
     ///

@@ -130,10 +130,14 @@ fn push(
         let (after, last) = text.split_once(':')?;
         Some((Seq(after.parse().ok()?), Seq(last.parse().ok()?)))
     });
+    // What was waiting when the sync started is pushed; what people write meanwhile waits for
+    // the next sync, so that a busy site still gets to its pull every time.
+    let mut waiting_up_to = db.last_seq().map_err(store_err("reading the change log"))?;
     loop {
         let acked = pushed_up_to(db).map_err(store_err("reading the push position"))?;
-        let batch =
+        let mut batch =
             db.changes_after(acked, me, PUSH_LIMIT, PUSH_MAX_BYTES).map_err(store_err("reading the change log"))?;
+        batch.retain(|c| c.seq <= waiting_up_to);
         let Some(last) = batch.last().map(|c| c.seq) else { return Ok(()) };
         // Remembered until the answer is: an answer lost on the way back is then told apart
         // from a restore from a backup (see `realign`).
@@ -147,6 +151,8 @@ fn push(
                 return Err(SyncError::OutOfStep { ours: acked, theirs: response.acked });
             }
             realign(db, acked, response.acked, unanswered.take())?;
+            // Renumbering moved what was waiting up the log.
+            waiting_up_to = db.last_seq().map_err(store_err("reading the change log"))?;
             continue;
         }
         let batch_len = db.count_changes_after(acked, me).map_err(store_err("counting the change log"))?;

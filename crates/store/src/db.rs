@@ -119,7 +119,11 @@ impl Db {
                 let mut guard = Self::lock(inner);
                 let inner = &mut *guard;
                 let result = {
-                    let sql = inner.conn.transaction()?;
+                    // Immediate: the write lock is taken (waiting up to the busy timeout) before
+                    // the first read. A deferred transaction that reads, then writes, fails at
+                    // once with "database is locked" when another process (a person's write
+                    // beside a running sync) committed in between.
+                    let sql = inner.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     let mut tx = Tx {
                         sql: TxSql::Sqlite(sql),
                         network: NetSlot::Borrowed(&mut inner.network),

@@ -44,19 +44,7 @@ fn a_site_syncs_over_https_with_a_central_server_it_trusts_and_refuses_one_it_do
         .args(["central", "write", "item", "item-1", r#"{"name":"Amoxicillin 250 mg"}"#, "--data"])
         .arg(&central));
 
-    let mut child = outpost()
-        .args(["central", "serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&central)
-        .arg("--tls-cert")
-        .arg(fixture("cert.pem"))
-        .arg("--tls-key")
-        .arg(fixture("key.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let server = Server(child);
+    let (server, stdout) = serve_tls(&central, &[]);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).expect("the server says where it listens");
     let url = line.trim().rsplit(' ').next().expect("an address").to_owned();
@@ -97,19 +85,7 @@ fn over_https_the_dashboard_cookies_are_secure() {
         .args(["central", "init", "--data"])
         .arg(&central)
         .env("OUTPOST_ADMIN_PASSWORD", "test admin passphrase"));
-    let mut child = outpost()
-        .args(["central", "serve", "--listen", "127.0.0.1:0", "--dashboard-listen", "127.0.0.1:0", "--data"])
-        .arg(&central)
-        .arg("--tls-cert")
-        .arg(fixture("cert.pem"))
-        .arg("--tls-key")
-        .arg(fixture("key.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let _server = Server(child);
+    let (_server, stdout) = serve_tls(&central, &["--dashboard-listen", "127.0.0.1:0"]);
     let mut lines = BufReader::new(stdout).lines();
     let _sync = lines.next().expect("the sync address").expect("readable");
     let dashboard = lines.next().expect("the dashboard address").expect("readable");
@@ -130,4 +106,24 @@ fn over_https_the_dashboard_cookies_are_secure() {
     assert_eq!(response.status(), 200);
     let cookie = response.headers().get("set-cookie").and_then(|v| v.to_str().ok()).expect("a login cookie");
     assert!(cookie.split("; ").any(|a| a == "Secure"), "`{cookie}` is not marked Secure over HTTPS");
+}
+
+/// `outpost central serve` over HTTPS with the test certificate, on a free port; the running
+/// server and its standard output (where it says where it listens).
+fn serve_tls(central: &std::path::Path, extra: &[&str]) -> (Server, std::process::ChildStdout) {
+    let mut child = outpost()
+        .args(["central", "serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--data")
+        .arg(central)
+        .arg("--tls-cert")
+        .arg(fixture("cert.pem"))
+        .arg("--tls-key")
+        .arg(fixture("key.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    (Server(child), stdout)
 }

@@ -99,8 +99,7 @@ impl Engine {
             if open >= MAX_OPEN_REJECTIONS {
                 return Ok(Err(EngineError::Quarantined { site: site.clone(), open, max: MAX_OPEN_REJECTIONS }));
             }
-            let mut acked = acked;
-            let mut applied = 0;
+            let (mut acked, mut applied) = (acked, 0);
             let mut rejections = Vec::new();
             for change in changes {
                 if open >= MAX_OPEN_REJECTIONS {
@@ -110,25 +109,8 @@ impl Engine {
                 match apply_pushed(tx, site, change)? {
                     Ok(()) => applied += 1,
                     Err(reason) => {
-                        tracing::warn!(site = %site, seq = %change.seq, table = %shown(&change.table), id = %shown(change.id.as_str()), %reason, "rejected a pushed change");
-                        // Kept as a person can read it, within bounds: an id or a table name
-                        // from the wire is shown escaped and cut, a record too large to store
-                        // is not stored here either (the site keeps what it wrote).
-                        let (table, id) = (shown(&change.table).into_owned(), shown(change.id.as_str()).into_owned());
-                        let data = change.data.as_ref().map(|d| d.get()).filter(|d| d.len() <= limits::MAX_RECORD_BYTES);
-                        tx.keep_rejection(&RejectionRecord {
-                            from: site.to_string(),
-                            seq: change.seq,
-                            table: table.clone(),
-                            id: id.clone(),
-                            action: change.action.code().to_owned(),
-                            data: data.map(str::to_owned),
-                            reason: reason.clone(),
-                            at: String::new(),
-                        })?;
+                        rejections.push(reject(tx, site, change, reason)?);
                         open += 1;
-                        let central_version = version_for(tx, site, &change.table, change.id.as_str())?;
-                        rejections.push(Rejection { seq: change.seq, table, id, reason, central_version });
                     }
                 }
                 acked = change.seq;
@@ -143,11 +125,6 @@ impl Engine {
     /// Notes that a site pulled (for the dashboard's "last synced").
     pub fn mark_pulled(&self, site: &SiteId) -> Result<(), EngineError> {
         Ok(self.db.mark_pulled(site)?)
-    }
-
-    /// The stored password hash of a site, if the site exists.
-    pub fn password_hash(&self, site: &str) -> Result<Option<String>, EngineError> {
-        Ok(self.db.password_hash(site)?)
     }
 
     /// The acknowledged push position of a site.
@@ -476,6 +453,27 @@ fn apply_pushed(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<Resul
         Err(refused @ (StoreError::Refused { .. } | StoreError::Invalid { .. })) => Ok(Err(refused.to_string())),
         Err(other) => Err(other),
     }
+}
+
+/// Keeps a refused change where a person can see it, and says what the site is told. Kept
+/// within bounds: an id or a table name from the wire is escaped and cut, and a record too large
+/// to store is not stored here either (the site keeps what it wrote).
+fn reject(tx: &mut Tx<'_>, site: &SiteId, change: &Change, reason: String) -> Result<Rejection, StoreError> {
+    let (table, id) = (shown(&change.table).into_owned(), shown(change.id.as_str()).into_owned());
+    tracing::warn!(site = %site, seq = %change.seq, %table, %id, %reason, "rejected a pushed change");
+    let data = change.data.as_ref().map(|d| d.get()).filter(|d| d.len() <= limits::MAX_RECORD_BYTES);
+    tx.keep_rejection(&RejectionRecord {
+        from: site.to_string(),
+        seq: change.seq,
+        table: table.clone(),
+        id: id.clone(),
+        action: change.action.code().to_owned(),
+        data: data.map(str::to_owned),
+        reason: reason.clone(),
+        at: String::new(),
+    })?;
+    let central_version = version_for(tx, site, &change.table, change.id.as_str())?;
+    Ok(Rejection { seq: change.seq, table, id, reason, central_version })
 }
 
 /// The record as this server holds it, if `site` may hold it: what a site puts back in place of

@@ -132,6 +132,20 @@ impl Engine {
         Ok(self.db.transaction(|tx| tx.acked(site))?)
     }
 
+    /// The last push batch applied from `site`, if it is still the acknowledged position: a
+    /// site whose answer was lost on the way back learns from it that it need not send the
+    /// batch again (unless changes were refused, whose reasons only the answer carries).
+    pub fn last_push(&self, site: &SiteId) -> Result<Option<protocol::LastPush>, EngineError> {
+        Ok(self.db.transaction(|tx| {
+            let Some(last) = tx.last_push(site)?.filter(|last| last.acked > last.from) else { return Ok(None) };
+            if tx.acked(site)? != last.acked {
+                return Ok(None);
+            }
+            let rejected = tx.rejections_between(site.as_str(), Seq(last.from.0 + 1), last.acked)?.len() as u64;
+            Ok(Some(protocol::LastPush { after: last.from, acked: last.acked, rejected }))
+        })?)
+    }
+
     /// The next pull batch for `site` after `cursor`, as wire types.
     pub fn pull(&self, site: &SiteId, cursor: Option<Cursor>, max_bytes: usize) -> Result<PullResponse, EngineError> {
         Ok(self.pull_page(site, cursor, max_bytes)?.into_response())

@@ -452,6 +452,7 @@ async fn status(
             protocol: PROTOCOL_VERSION,
             central: engine.central()?,
             acked: engine.acked(&site)?,
+            last_push: engine.last_push(&site)?,
             site,
             clock: dashboard::now_rfc3339(),
         })

@@ -1,10 +1,12 @@
 //! `outpost`: the one binary. A thin command line over the library crates.
 
 mod demo;
+mod progress;
 mod rules;
 
 use clap::{Args, Parser, Subcommand};
 use model::SyncType;
+pub(crate) use site::client::human_bytes;
 use std::io::{IsTerminal, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -358,7 +360,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| default_level.into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
         .init();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -653,7 +655,7 @@ fn site(command: SiteCommand) -> Result<(), String> {
         SiteCommand::Sync { data } => {
             let db = data.open()?;
             let client = client_for(&db)?;
-            let mut bar = TerminalProgress::new();
+            let mut bar = progress::Terminal::new(client.link().clone());
             let report = site::sync_once(&db, &client, &mut bar).map_err(|e| e.to_string());
             bar.finish();
             let report = report?;
@@ -721,54 +723,4 @@ fn site(command: SiteCommand) -> Result<(), String> {
         },
     }
     Ok(())
-}
-
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
-}
-
-/// A one-line progress display on a terminal; silent otherwise.
-struct TerminalProgress {
-    on_terminal: bool,
-    drew: bool,
-}
-
-impl TerminalProgress {
-    fn new() -> Self {
-        TerminalProgress { on_terminal: std::io::stderr().is_terminal(), drew: false }
-    }
-    fn finish(&self) {
-        if self.drew {
-            eprintln!();
-        }
-    }
-}
-
-impl site::Progress for TerminalProgress {
-    fn step(&mut self, step: site::sync::Step, sent: u64, received: u64) {
-        if !self.on_terminal {
-            return;
-        }
-        let line = match step {
-            site::sync::Step::Pushing { pushed, waiting } => {
-                bar("push", pushed, pushed + waiting) + &format!(" {pushed} pushed, {waiting} waiting")
-            }
-            site::sync::Step::Pulling { pulled, remaining } => {
-                bar("pull", pulled, pulled + remaining) + &format!(" {pulled} pulled, {remaining} remaining")
-            }
-        };
-        eprint!("\r\x1b[2K{line} | {} sent, {} received", human_bytes(sent), human_bytes(received));
-        let _ = std::io::stderr().flush();
-        self.drew = true;
-    }
-}
-
-fn bar(label: &str, done: u64, total: u64) -> String {
-    const WIDTH: u64 = 24;
-    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH).min(WIDTH);
-    format!("{label} [{}{}]", "#".repeat(filled as usize), "-".repeat((WIDTH - filled) as usize))
 }

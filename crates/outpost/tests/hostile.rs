@@ -605,7 +605,7 @@ fn a_push_answer_lost_on_the_way_back_costs_nothing_even_if_the_site_edits_meanw
     let proxy = common::Proxy::start(central.addr());
     north.set_central(&proxy.url());
     proxy.set(common::Cut::Responses(50));
-    north.try_sync().failed();
+    north.try_sync_once().failed();
     assert_eq!(count(central, "SELECT count(*) FROM record WHERE tbl = 'stock_line'"), 3, "the push went in");
 
     // Before the next sync, a pharmacist edits a line of that batch: the batch sent again is

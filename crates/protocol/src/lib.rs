@@ -141,6 +141,19 @@ pub struct StatusResponse {
     pub acked: Seq,
     /// The server's clock, RFC 3339, so a site can tell when its own clock is wrong.
     pub clock: String,
+    /// The last push batch applied from this site, so that a site whose answer was lost asks
+    /// instead of sending the batch again.
+    #[serde(default)]
+    pub last_push: Option<LastPush>,
+}
+
+/// A push batch the central server applied: it followed `after`, took the site to `acked`,
+/// and `rejected` of its changes were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastPush {
+    pub after: Seq,
+    pub acked: Seq,
+    pub rejected: u64,
 }
 
 /// The body of every error response: `{"error":{"code":…,"message":…}}`.
@@ -226,8 +239,12 @@ pub fn encode_pull_response(changes: &[OutgoingChange], next: &Cursor, remaining
 /// Serialises and compresses a body.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising our own types to a Vec cannot fail (no maps with non-string keys).
-    let json = serde_json::to_vec(value).unwrap_or_default();
-    zstd::bulk::compress(&json, ZSTD_LEVEL).unwrap_or_default()
+    compress(&serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Compresses a JSON body as every body travels.
+pub fn compress(json: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(json, ZSTD_LEVEL).unwrap_or_default()
 }
 
 /// Decompresses (bounded) and parses a body.

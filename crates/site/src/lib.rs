@@ -8,6 +8,7 @@
 //! covers, so it never moves past anything that was not committed.
 
 pub mod client;
+pub mod link;
 pub mod local_api;
 pub mod machine;
 pub mod status;

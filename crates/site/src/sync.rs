@@ -2,6 +2,7 @@
 //! it, in batches, each committed before the next position is remembered.
 
 use crate::client::{Client, ClientError};
+use crate::link::{Direction, Link};
 use crate::status::SyncState;
 use model::{Change, Seq, SiteId};
 use protocol::{Cursor, PullRequest, PullResponse, PushRequest};
@@ -11,10 +12,27 @@ use store::{Db, RejectionRecord, StoreError};
 
 /// Push batches hold at most this many changes...
 pub const PUSH_LIMIT: usize = 5_000;
-/// ...and about this many bytes of records (before compression).
+/// ...and at most this many bytes of records (before compression). Within the bounds, a batch
+/// is sized to take about [`crate::link::PAGE_SECS`] on the link as measured ([`Link::page_bytes`]).
 pub const PUSH_MAX_BYTES: usize = 2 * 1024 * 1024;
-/// Pull batches ask for about this many bytes of records (about 20,000 typical records).
+/// Pull pages ask for at most this many bytes of records (about 20,000 typical records), sized
+/// to the link like push batches.
 pub const PULL_MAX_BYTES: usize = 6 * 1024 * 1024;
+/// The first page each way, before anything is measured: about 10 KB on the wire, 8 s at
+/// 9.6 kbit/s.
+pub const FIRST_PAGE_BYTES: usize = 64 * 1024;
+/// The smallest page each way (a page of one record is sent even if the record is larger).
+pub const MIN_PAGE_BYTES: usize = 16 * 1024;
+
+/// How many times one sync tries an exchange that the link broke, unless `OUTPOST_SYNC_ATTEMPTS`
+/// says otherwise. Counting starts again each time something is delivered, so a sync rides
+/// out any number of short cuts, and gives up after a minute or so of a dead link (the next
+/// sync goes on from there).
+pub const SYNC_ATTEMPTS: u32 = 8;
+/// The environment variable that changes [`SYNC_ATTEMPTS`].
+pub const ATTEMPTS_ENV: &str = "OUTPOST_SYNC_ATTEMPTS";
+/// The waits between attempts, in seconds (the last one repeats).
+const BACKOFF_SECS: [u64; 4] = [2, 4, 8, 15];
 
 /// How long to wait before asking again when the central server holds changes it cannot order
 /// yet (a transaction is still running there), and how many times; the rest comes next sync.
@@ -28,7 +46,9 @@ pub enum SyncError {
     #[error("sync is {0} on this site; `outpost site resume` turns it back on")]
     NotActive(SyncState),
     #[error("{step}: {source}")]
-    Client { step: &'static str, source: ClientError },
+    Client { step: String, source: ClientError },
+    #[error("{step}: {source}; gave up after {attempts} attempt(s) ({delivered}); the rest waits on this site for the next sync")]
+    GaveUp { step: String, source: ClientError, attempts: u32, delivered: String },
     #[error("{step}: {source}")]
     Store { step: &'static str, source: Box<StoreError> },
     #[error("the stored pull position is unreadable ({0}); `outpost site reset-cursor` starts the pull again")]
@@ -40,8 +60,14 @@ pub enum SyncError {
 /// Where a sync is, for a progress bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// The sync began; nothing has been answered yet.
+    Connecting,
+    /// `pushed` of this sync's changes are delivered, `waiting` are still to go.
     Pushing { pushed: u64, waiting: u64 },
+    /// `pulled` changes are applied, the central server holds about `remaining` more.
     Pulling { pulled: u64, remaining: u64 },
+    /// The link failed (the reason is logged); attempt `attempt` of `of` starts in `in_secs`.
+    Retrying { attempt: u32, of: u32, in_secs: u64 },
 }
 
 /// Something that shows progress (a terminal bar, a log line, nothing).
@@ -79,9 +105,16 @@ pub fn sync_once(db: &Db, client: &Client, progress: &mut dyn Progress) -> Resul
         return Err(SyncError::NotActive(state));
     }
     let started = Instant::now();
-    let sent0 = client.sent.load(std::sync::atomic::Ordering::Relaxed);
-    let received0 = client.received.load(std::sync::atomic::Ordering::Relaxed);
+    let link = client.link();
+    let (sent0, received0) = (link.sent(), link.received());
+    // Page sizes start from what the last sync measured, not from nothing.
+    if let Ok(Some(rates)) = db.state(LINK_RATES) {
+        link.resume_from_state(&rates);
+    }
     let result = push_then_pull(db, client, progress);
+    if let Some(rates) = link.to_state() {
+        let _ = db.set_state(LINK_RATES, &rates);
+    }
     let now = now_text();
     match &result {
         Ok(_) => {
@@ -95,17 +128,87 @@ pub fn sync_once(db: &Db, client: &Client, progress: &mut dyn Progress) -> Resul
     }
     let mut report = result?;
     report.duration = started.elapsed();
-    report.bytes_sent = client.sent.load(std::sync::atomic::Ordering::Relaxed) - sent0;
-    report.bytes_received = client.received.load(std::sync::atomic::Ordering::Relaxed) - received0;
+    report.bytes_sent = link.sent() - sent0;
+    report.bytes_received = link.received() - received0;
     Ok(report)
 }
+
+/// The state key of the link rates measured by the last sync (see [`Link::to_state`]).
+const LINK_RATES: &str = "link_rates";
 
 fn push_then_pull(db: &Db, client: &Client, progress: &mut dyn Progress) -> Result<SyncReport, SyncError> {
     let me = db.local_site().map_err(store_err("reading this site's id"))?;
     let mut report = SyncReport::default();
-    push(db, client, &me, progress, &mut report)?;
-    pull(db, client, &me, progress, &mut report)?;
+    show(progress, client, Step::Connecting);
+    // What was waiting when the sync started is pushed; what people write meanwhile waits for
+    // the next sync, so that a busy site still gets to its pull every time.
+    let mut waiting_up_to = db.last_seq().map_err(store_err("reading the change log"))?;
+    let mut retry = Retry::new();
+    let mut sent = None;
+    while let Err(e) = push(db, client, &me, progress, &mut report, &mut waiting_up_to, &mut sent) {
+        retry.after(e, &report, client, progress)?;
+    }
+    while let Err(e) = pull(db, client, &me, progress, &mut report) {
+        retry.after(e, &report, client, progress)?;
+    }
     Ok(report)
+}
+
+fn show(progress: &mut dyn Progress, client: &Client, step: Step) {
+    progress.step(step, client.link().sent(), client.link().received());
+}
+
+/// Tries again when the link broke an exchange: a new connection, from what was committed.
+#[derive(Debug)]
+struct Retry {
+    attempts: u32,
+    failures: u32,
+    /// Changes delivered either way when the last failure came.
+    delivered: u64,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        let attempts = std::env::var(ATTEMPTS_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(SYNC_ATTEMPTS);
+        Retry { attempts: attempts.max(1), failures: 0, delivered: 0 }
+    }
+
+    /// Waits before the next attempt after `error`, or gives the error back when trying again
+    /// cannot help or the link has failed too many times in a row.
+    fn after(
+        &mut self,
+        error: SyncError,
+        report: &SyncReport,
+        client: &Client,
+        progress: &mut dyn Progress,
+    ) -> Result<(), SyncError> {
+        let SyncError::Client { step, source } = error else { return Err(error) };
+        if !source.is_transient() {
+            return Err(SyncError::Client { step, source });
+        }
+        let delivered = report.pushed + report.pulled;
+        if delivered > self.delivered {
+            self.failures = 0;
+            self.delivered = delivered;
+        }
+        self.failures += 1;
+        let so_far = format!("{} pushed and {} pulled so far", report.pushed, report.pulled);
+        if self.failures >= self.attempts {
+            return Err(SyncError::GaveUp { step, source, attempts: self.failures, delivered: so_far });
+        }
+        if source.is_link() {
+            client.link().slowed();
+        }
+        let wait = BACKOFF_SECS[(self.failures as usize - 1).min(BACKOFF_SECS.len() - 1)];
+        tracing::warn!(
+            "{step}: {source}; {so_far}; retrying in {wait} s (attempt {} of {})",
+            self.failures + 1,
+            self.attempts
+        );
+        show(progress, client, Step::Retrying { attempt: self.failures + 1, of: self.attempts, in_secs: wait });
+        std::thread::sleep(Duration::from_secs(wait));
+        Ok(())
+    }
 }
 
 /// The position up to which the central server has acknowledged this site's changes.
@@ -123,28 +226,56 @@ fn push(
     me: &SiteId,
     progress: &mut dyn Progress,
     report: &mut SyncReport,
+    waiting_up_to: &mut Seq,
+    sent: &mut Option<(Seq, Seq)>,
 ) -> Result<(), SyncError> {
     let mut realigned = 0;
-    // A push of an earlier sync whose answer never came (read before this sync sends its own).
+    // A push of an earlier sync, or of an earlier attempt of this one, whose answer never came.
     let mut unanswered = db.state(IN_FLIGHT).map_err(store_err("reading the push in flight"))?.and_then(|text| {
         let (after, last) = text.split_once(':')?;
         Some((Seq(after.parse().ok()?), Seq(last.parse().ok()?)))
     });
-    // What was waiting when the sync started is pushed; what people write meanwhile waits for
-    // the next sync, so that a busy site still gets to its pull every time.
-    let mut waiting_up_to = db.last_seq().map_err(store_err("reading the change log"))?;
+    if let Some(in_flight) = unanswered {
+        if let Some(delivered) = took_lost_push(db, client, me, in_flight)? {
+            // Counted if this sync sent it (an attempt before this one); an earlier sync's
+            // batch was delivered by that sync.
+            if *sent == Some(in_flight) {
+                report.pushed += delivered;
+            }
+            unanswered = None;
+        }
+    }
+    let start = pushed_up_to(db).map_err(store_err("reading the push position"))?;
+    let to_push = count_between(db, me, start, *waiting_up_to)?;
+    let pushed_before = report.pushed;
+    let mut batch_bytes = None;
     loop {
         let acked = pushed_up_to(db).map_err(store_err("reading the push position"))?;
+        let max_bytes =
+            client.link().page_bytes(Direction::Up, batch_bytes, FIRST_PAGE_BYTES, MIN_PAGE_BYTES, PUSH_MAX_BYTES);
+        batch_bytes = Some(max_bytes);
         let mut batch =
-            db.changes_after(acked, me, PUSH_LIMIT, PUSH_MAX_BYTES).map_err(store_err("reading the change log"))?;
-        batch.retain(|c| c.seq <= waiting_up_to);
+            db.changes_after(acked, me, PUSH_LIMIT, max_bytes).map_err(store_err("reading the change log"))?;
+        batch.retain(|c| c.seq <= *waiting_up_to);
         let Some(last) = batch.last().map(|c| c.seq) else { return Ok(()) };
+        let sending = batch.len();
         // Remembered until the answer is: an answer lost on the way back is then told apart
-        // from a restore from a backup (see `realign`).
+        // from a restore from a backup (see `realign`), and not sent again (`took_lost_push`).
         db.set_state(IN_FLIGHT, &format!("{}:{}", acked.0, last.0)).map_err(store_err("noting the push in flight"))?;
-        let response = client
-            .push(&PushRequest { after: acked, changes: batch })
-            .map_err(|source| SyncError::Client { step: "pushing changes to the central server", source })?;
+        *sent = Some((acked, last));
+        let response = match client.push(&PushRequest { after: acked, changes: batch }) {
+            Ok(response) => response,
+            Err(source) => {
+                if !source.may_have_arrived() {
+                    // The central server cannot have applied a request it did not receive whole:
+                    // nothing to ask about next time.
+                    let _ = db.set_state(IN_FLIGHT, "");
+                    *sent = None;
+                }
+                let step = format!("pushing {sending} change(s) to the central server");
+                return Err(SyncError::Client { step, source });
+            }
+        };
         if response.out_of_step {
             realigned += 1;
             if realigned > MAX_REALIGNS {
@@ -152,10 +283,9 @@ fn push(
             }
             realign(db, acked, response.acked, unanswered.take())?;
             // Renumbering moved what was waiting up the log.
-            waiting_up_to = db.last_seq().map_err(store_err("reading the change log"))?;
+            *waiting_up_to = db.last_seq().map_err(store_err("reading the change log"))?;
             continue;
         }
-        let batch_len = db.count_changes_after(acked, me).map_err(store_err("counting the change log"))?;
         db.transaction(|tx| {
             for rejection in &response.rejections {
                 // What the person wrote is kept whole beside the reason; the record itself goes
@@ -181,21 +311,51 @@ fn push(
         for rejection in &response.rejections {
             tracing::warn!(table = %rejection.table, id = %rejection.id, reason = %rejection.reason, "the central server rejected a change; the record is put back as the central server holds it, and the refused version is kept in `outpost site rejected`");
         }
-        let pushed = response.acked.0.min(last.0) - acked.0;
         report.pushed += response.applied;
         report.rejected += response.rejections.len() as u64;
-        let waiting = batch_len.saturating_sub(pushed.max(0) as u64);
-        progress.step(
-            Step::Pushing { pushed: report.pushed, waiting },
-            client.sent.load(std::sync::atomic::Ordering::Relaxed),
-            client.received.load(std::sync::atomic::Ordering::Relaxed),
-        );
+        let done = report.pushed + report.rejected - pushed_before;
+        show(progress, client, Step::Pushing { pushed: report.pushed, waiting: to_push.saturating_sub(done) });
         if response.acked < last {
             // The server acknowledged less than we sent (a quarantine stops a batch midway):
             // the rest waits for the next sync rather than looping.
             return Ok(());
         }
     }
+}
+
+/// How many of this site's changes lie in `(after, up_to]`.
+fn count_between(db: &Db, me: &SiteId, after: Seq, up_to: Seq) -> Result<u64, SyncError> {
+    let count = |from| db.count_changes_after(from, me).map_err(store_err("counting the change log"));
+    Ok(count(after)?.saturating_sub(count(up_to)?))
+}
+
+/// A push was sent and its answer never came (`in_flight` = its `after` and last position).
+/// Before sending it again, the site asks the central server what it holds: when that batch
+/// arrived whole and nothing in it was refused, the site moves on without sending a byte of it
+/// again (at 20 kbit/s, a full batch again is most of a minute). Refusals travel only in the
+/// answer, so a batch with refusals is sent again and answered again, reasons included.
+/// Returns how many changes the central server held, if it held the batch.
+fn took_lost_push(db: &Db, client: &Client, me: &SiteId, (after, last): (Seq, Seq)) -> Result<Option<u64>, SyncError> {
+    if after != pushed_up_to(db).map_err(store_err("reading the push position"))? {
+        return Ok(None);
+    }
+    let status = client.status().map_err(|source| SyncError::Client {
+        step: "pushing changes: asking the central server what arrived of the last push".to_owned(),
+        source,
+    })?;
+    let Some(held) = status.last_push else { return Ok(None) };
+    let whole = held.after == after && held.acked == status.acked && held.acked > after && held.acked <= last;
+    if !whole || held.rejected > 0 {
+        return Ok(None);
+    }
+    let delivered = count_between(db, me, after, held.acked)?;
+    db.transaction(|tx| {
+        tx.set_state(IN_FLIGHT, "")?;
+        tx.set_state("pushed_seq", &held.acked.0.to_string())
+    })
+    .map_err(store_err("recording the push acknowledgement"))?;
+    tracing::info!(delivered, acked = %held.acked, "the answer to the last push was lost on its way back; the central server holds its changes, so they are not sent again");
+    Ok(Some(delivered))
 }
 
 /// The state key of the push sent and not answered yet: `AFTER:LAST`.
@@ -269,15 +429,19 @@ fn pull(
     let start = load_cursor(db)?;
     let (sender, receiver) = mpsc::sync_channel::<Result<PullResponse, ClientError>>(2);
     let fetcher_client = client.clone();
+    let link: &Link = client.link();
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut cursor = start;
-            // A small first batch fills the pipeline sooner; the rest are full size.
-            let mut max_bytes = PULL_MAX_BYTES / 16;
             let mut waited = 0;
+            let mut page = None;
             loop {
+                // Each page sized to take about `link::PAGE_SECS` at the rate measured so far:
+                // small on a slow link (a cut costs little), large on a fast one.
+                let max_bytes =
+                    link.page_bytes(Direction::Down, page, FIRST_PAGE_BYTES, MIN_PAGE_BYTES, PULL_MAX_BYTES);
+                page = Some(max_bytes);
                 let answer = fetcher_client.pull(&PullRequest { cursor: cursor.clone(), max_bytes });
-                max_bytes = PULL_MAX_BYTES;
                 let done = match &answer {
                     Ok(batch) => {
                         let in_log = matches!(batch.next, Cursor::Log { .. });
@@ -300,15 +464,13 @@ fn pull(
             }
         });
         for answer in receiver {
-            let batch = answer
-                .map_err(|source| SyncError::Client { step: "pulling changes from the central server", source })?;
+            let batch = answer.map_err(|source| SyncError::Client {
+                step: format!("pulling changes from the central server ({} received so far)", report.pulled),
+                source,
+            })?;
             apply_batch(db, me, &batch.changes, &batch.next)?;
             report.pulled += batch.changes.len() as u64;
-            progress.step(
-                Step::Pulling { pulled: report.pulled, remaining: batch.remaining },
-                client.sent.load(std::sync::atomic::Ordering::Relaxed),
-                client.received.load(std::sync::atomic::Ordering::Relaxed),
-            );
+            show(progress, client, Step::Pulling { pulled: report.pulled, remaining: batch.remaining });
         }
         Ok(())
     })

@@ -851,6 +851,15 @@ impl Site {
         run(&format!("site sync ({})", self.name), &mut self.command(&["sync"]))
     }
 
+    /// `outpost site sync` that tries each exchange once (no retry after a broken link), which
+    /// may fail.
+    pub fn try_sync_once(&self) -> Run {
+        run(
+            &format!("site sync, one attempt ({})", self.name),
+            self.command(&["sync"]).env(site::sync::ATTEMPTS_ENV, "1"),
+        )
+    }
+
     /// `outpost site sync`, which must succeed.
     pub fn sync(&self) -> Run {
         self.try_sync().ok()

@@ -7,6 +7,9 @@
 //!
 //! Every child process is owned by a guard that kills it (SIGKILL) when dropped, so a failing
 //! test leaves nothing running.
+//!
+//! Between the processes, [`Proxy`] cuts connections after so many bytes, and [`link::Link`]
+//! shapes a slow link: rates, delay, stalls, cuts, a link that is down or a peer that vanished.
 
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
@@ -22,6 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+pub mod link;
 
 /// The machine every process of the tests runs on, unless a test says otherwise: its identity
 /// file is given to every `outpost` command (`OUTPOST_MACHINE_ID_FILE`), and raw requests carry

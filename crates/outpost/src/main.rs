@@ -668,6 +668,12 @@ fn site(command: SiteCommand) -> Result<(), String> {
                 human_bytes(report.bytes_sent),
                 human_bytes(report.bytes_received)
             );
+            if report.confirmed > 0 {
+                println!(
+                    "{} change(s) sent by an earlier sync had arrived (its answer was lost on the way back): not sent again",
+                    report.confirmed
+                );
+            }
             if report.rejected > 0 {
                 println!("see `outpost site rejected` for the reasons");
             }

@@ -173,7 +173,8 @@ fn bar(label: &str, done: u64, total: u64) -> String {
     format!("{label} [{}{}]", "#".repeat(filled as usize), "-".repeat((WIDTH - filled) as usize))
 }
 
-/// The progress line of one sync: silent when standard error is not a terminal.
+/// The progress line of one sync: silent when standard error is not a terminal (unless
+/// `OUTPOST_PROGRESS=always`).
 #[derive(Debug)]
 pub struct Terminal {
     state: Option<Arc<Mutex<State>>>,
@@ -184,7 +185,14 @@ pub struct Terminal {
 impl Terminal {
     pub fn new(link: Arc<Link>) -> Terminal {
         let stop = Arc::new(AtomicBool::new(false));
-        if !std::io::stderr().is_terminal() {
+        // `OUTPOST_PROGRESS=always` draws the line even into a file or a pipe (a log viewer, a
+        // test), `never` not even on a terminal.
+        let wanted = match std::env::var("OUTPOST_PROGRESS").as_deref() {
+            Ok("always") => true,
+            Ok("never") => false,
+            _ => std::io::stderr().is_terminal(),
+        };
+        if !wanted {
             return Terminal { state: None, stop, ticker: None };
         }
         let state = Arc::new(Mutex::new(State::new(Instant::now())));

@@ -12,14 +12,15 @@
 #[macro_use]
 mod common;
 
-use common::{count, dump, dump_table, state, wait_until, Backend, Central, Cut, Network, Proxy, Site};
+use common::{
+    count, dump, dump_table, state, wait_until, write_items, write_stock_lines, Backend, Central, Cut, Network, Proxy,
+    Site,
+};
 use model::Seq;
 use protocol::Cursor;
 use serde_json::json;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use store::Write;
+use std::time::Duration;
 
 on_each_backend!(
     the_central_server_killed_in_the_middle_of_a_push_loses_and_duplicates_nothing,
@@ -40,40 +41,6 @@ mod sqlite_only {
 /// Writes `n` items on the central server with the library (through `Engine::write`, checked,
 /// logged and routed like `outpost central write`, but in one transaction); `edition` tells
 /// one version of them from the next.
-fn write_items(central: &Central, n: usize, edition: u32) {
-    let started = Instant::now();
-    let engine = central::Engine::new(Arc::new(central.db.open()));
-    let writes: Vec<Write> = (0..n)
-        .map(|i| {
-            Write::upsert(
-                "item",
-                format!("item-{i:06}"),
-                &json!({"code": format!("C{i:06}"), "name": format!("Essential medicine {i} ({edition})"), "unit_id": "unit-tab", "default_pack_size": 10 + i % 90}),
-            )
-        })
-        .collect();
-    engine.write(&writes).expect("write the items");
-    eprintln!("wrote {n} items on the central server in {:.1?}", started.elapsed());
-}
-
-/// Writes `n` stock lines of the site's store on the site, with the library (checked and logged
-/// like `outpost site write`, in one transaction).
-fn write_stock_lines(site: &Site, n: usize) {
-    let started = Instant::now();
-    let store = format!("store-{}", site.name);
-    let writes: Vec<Write> = (1..=n)
-        .map(|i| {
-            Write::upsert(
-                "stock_line",
-                format!("sl-{i:06}"),
-                &json!({"store_id": store, "item_id": format!("item-{:06}", i % 1000), "batch": format!("B{i:06}"), "expiry_date": "2027-12-31", "pack_size": 10, "total_packs": i % 500, "cost_price_per_pack": 2.5}),
-            )
-        })
-        .collect();
-    site.db().write(&writes).expect("write the stock lines");
-    eprintln!("wrote {n} stock lines on `{}` in {:.1?}", site.name, started.elapsed());
-}
-
 fn pull_cursor(data: &Path) -> Option<Cursor> {
     state(data, "pull_cursor").filter(|c| !c.is_empty()).map(|c| serde_json::from_str(&c).expect("a cursor"))
 }

@@ -265,6 +265,35 @@ pub fn decompress(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
     Ok(out)
 }
 
+/// The changes of a pull answer whose body was cut part way: every change that arrived whole,
+/// in order. A cut on a slow link then costs only the bytes that were in flight, not the page.
+/// zstd gives back data a block at a time (at most 128 KiB of records), so the changes of the
+/// last, unfinished block are lost with it.
+pub fn changes_of_cut_pull(prefix: &[u8]) -> Vec<Change> {
+    let mut json = Vec::new();
+    if let Ok(mut decoder) = zstd::stream::read::Decoder::new(prefix) {
+        // The read fails at the cut; what came before it stays in `json`.
+        let _ = (&mut decoder).take(MAX_DECODED_BYTES as u64).read_to_end(&mut json);
+    }
+    let Some(mut rest) = json.strip_prefix(b"{\"changes\":[".as_slice()) else { return Vec::new() };
+    let mut changes = Vec::new();
+    loop {
+        let mut parser = serde_json::Deserializer::from_slice(rest).into_iter::<Change>();
+        let Some(Ok(change)) = parser.next() else { return changes };
+        let used = parser.byte_offset();
+        // A change is whole only when what follows it arrived too (`,` or the end of the list).
+        match rest.get(used) {
+            Some(b',') => rest = &rest[used + 1..],
+            Some(b']') => {
+                changes.push(change);
+                return changes;
+            }
+            _ => return changes,
+        }
+        changes.push(change);
+    }
+}
+
 /// The current UTC time as RFC 3339, without a date-time dependency.
 pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
@@ -337,6 +366,33 @@ mod tests {
         assert_eq!(back.changes[1].action, model::Action::MergeInto("i1".into()));
         assert!(back.changes[1].data.is_none());
         assert_eq!(back.changes[1].origin.as_str(), "north");
+    }
+
+    #[test]
+    fn the_whole_changes_of_a_cut_pull_answer_are_kept() {
+        let changes: Vec<OutgoingChange> = (0..3_000)
+            .map(|n| OutgoingChange {
+                seq: Seq(n + 1),
+                table: "item".into(),
+                id: format!("item-{n}"),
+                action: model::Action::Upsert,
+                data: Some(format!(r#"{{"code":"C{n}","name":"item number {n} with a longer name","pack":{n}}}"#)),
+                origin: "central".into(),
+            })
+            .collect();
+        let body = encode_pull_response(&changes, &Cursor::Log { after: Seq(3_000), after_xid: 0 }, 0);
+        let whole = changes_of_cut_pull(&body);
+        assert_eq!(whole.len(), 3_000, "an uncut answer gives every change");
+        let mut last = 0;
+        for cut in [0, 10, body.len() / 3, body.len() / 2, body.len() - 10] {
+            let kept = changes_of_cut_pull(&body[..cut]);
+            assert!(kept.len() >= last && kept.len() < 3_000, "cut at {cut}: {} changes", kept.len());
+            for (n, change) in kept.iter().enumerate() {
+                assert_eq!((change.seq, change.id.as_str()), (Seq(n as i64 + 1), format!("item-{n}").as_str()));
+            }
+            last = kept.len();
+        }
+        assert!(last > 0, "most of a cut answer is kept");
     }
 
     #[test]

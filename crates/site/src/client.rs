@@ -36,6 +36,9 @@ pub enum ClientError {
 pub struct Interrupted {
     pub how: Interruption,
     pub when: Phase,
+    /// The part of the answer that arrived before the interruption (a cut pull page still
+    /// holds whole changes: [`protocol::changes_of_cut_pull`]).
+    pub partial: Vec<u8>,
 }
 
 /// How an exchange stopped.
@@ -274,13 +277,16 @@ impl Client {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let how = if e.kind() == std::io::ErrorKind::TimedOut {
-                        Interruption::Silent(self.stall)
-                    } else {
-                        Interruption::Cut(e.to_string())
-                    };
+                    // ureq says a read timed out with its own error inside an I/O error.
+                    let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+                        || e.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()).is_some_and(|inner| {
+                            matches!(inner, ureq::Error::Timeout(_))
+                                || matches!(inner, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
+                        });
+                    let how =
+                        if timed_out { Interruption::Silent(self.stall) } else { Interruption::Cut(e.to_string()) };
                     let when = Phase::Receiving { received: bytes.len() as u64 };
-                    return Err(ClientError::Interrupted(Box::new(Interrupted { how, when })));
+                    return Err(ClientError::Interrupted(Box::new(Interrupted { how, when, partial: bytes })));
                 }
             }
         }
@@ -321,7 +327,7 @@ impl Client {
             other if sent == 0 => return ClientError::Unusable { url: url.to_owned(), reason: other.to_string() },
             other => Interruption::Cut(other.to_string()),
         };
-        ClientError::Interrupted(Box::new(Interrupted { how, when }))
+        ClientError::Interrupted(Box::new(Interrupted { how, when, partial: Vec::new() }))
     }
 
     fn exchange_decoded<T: for<'de> serde::Deserialize<'de>>(

@@ -85,6 +85,9 @@ impl<F: FnMut(Step, u64, u64)> Progress for F {
 #[derive(Debug, Clone, Default)]
 pub struct SyncReport {
     pub pushed: u64,
+    /// Changes an earlier sync sent whose answer was lost: this sync learnt that they arrived,
+    /// and did not send them again.
+    pub confirmed: u64,
     pub rejected: u64,
     pub pulled: u64,
     pub bytes_sent: u64,
@@ -237,10 +240,11 @@ fn push(
     });
     if let Some(in_flight) = unanswered {
         if let Some(delivered) = took_lost_push(db, client, me, in_flight)? {
-            // Counted if this sync sent it (an attempt before this one); an earlier sync's
-            // batch was delivered by that sync.
+            // Pushed by this sync if an attempt of this one sent it; else confirmed now.
             if *sent == Some(in_flight) {
                 report.pushed += delivered;
+            } else {
+                report.confirmed += delivered;
             }
             unanswered = None;
         }
@@ -427,7 +431,7 @@ fn pull(
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
     let start = load_cursor(db)?;
-    let (sender, receiver) = mpsc::sync_channel::<Result<PullResponse, ClientError>>(2);
+    let (sender, receiver) = mpsc::sync_channel::<(Option<Cursor>, Result<PullResponse, ClientError>)>(2);
     let fetcher_client = client.clone();
     let link: &Link = client.link();
     std::thread::scope(|scope| {
@@ -441,6 +445,7 @@ fn pull(
                 let max_bytes =
                     link.page_bytes(Direction::Down, page, FIRST_PAGE_BYTES, MIN_PAGE_BYTES, PULL_MAX_BYTES);
                 page = Some(max_bytes);
+                let asked = cursor.clone();
                 let answer = fetcher_client.pull(&PullRequest { cursor: cursor.clone(), max_bytes });
                 let done = match &answer {
                     Ok(batch) => {
@@ -458,22 +463,62 @@ fn pull(
                     }
                     Err(_) => true,
                 };
-                if sender.send(answer).is_err() || done {
+                if sender.send((asked, answer)).is_err() || done {
                     return;
                 }
             }
         });
-        for answer in receiver {
-            let batch = answer.map_err(|source| SyncError::Client {
-                step: format!("pulling changes from the central server ({} received so far)", report.pulled),
-                source,
-            })?;
+        for (asked, answer) in receiver {
+            let batch = match answer {
+                Ok(batch) => batch,
+                Err(source) => {
+                    keep_cut_page(db, me, asked, &source, report)?;
+                    let step = format!("pulling changes from the central server ({} received so far)", report.pulled);
+                    return Err(SyncError::Client { step, source });
+                }
+            };
             apply_batch(db, me, &batch.changes, &batch.next)?;
             report.pulled += batch.changes.len() as u64;
             show(progress, client, Step::Pulling { pulled: report.pulled, remaining: batch.remaining });
         }
         Ok(())
     })
+}
+
+/// A pull page cut part way still holds the changes that arrived whole: they are applied, with
+/// the position after the last of them, so that trying again asks only for the rest. Only
+/// where a change's own position is a position to continue from: in a snapshot (records in
+/// (table, id) order) and in a log ordered by sequence alone (a PostgreSQL central server
+/// orders its log by transaction first, which a change does not carry).
+fn keep_cut_page(
+    db: &Db,
+    me: &SiteId,
+    asked: Option<Cursor>,
+    error: &ClientError,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    let ClientError::Interrupted(interrupted) = error else { return Ok(()) };
+    let changes = protocol::changes_of_cut_pull(&interrupted.partial);
+    let Some(last) = changes.last() else { return Ok(()) };
+    let next = match asked {
+        None => return Ok(()),
+        Some(Cursor::Snapshot { log_from, log_from_xid, scanned, total, .. }) => Cursor::Snapshot {
+            after: Some((last.table.clone(), last.id.to_string())),
+            log_from,
+            log_from_xid,
+            scanned: (scanned + changes.len() as u64).min(total),
+            total,
+        },
+        Some(Cursor::Log { after_xid: 0, after }) if last.seq > after => Cursor::Log { after: last.seq, after_xid: 0 },
+        Some(Cursor::Log { .. }) => return Ok(()),
+    };
+    apply_batch(db, me, &changes, &next)?;
+    report.pulled += changes.len() as u64;
+    tracing::info!(
+        kept = changes.len(),
+        "a pull page was cut; the changes that arrived whole are applied, and the next attempt asks for the rest"
+    );
+    Ok(())
 }
 
 /// Commits one pulled batch and the position after it, in one transaction. A change that

@@ -1271,6 +1271,11 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 impl ChildGuard {
+    /// The child's piped standard error (to read what it logs).
+    pub fn take_stderr(&mut self) -> std::process::ChildStderr {
+        self.child.as_mut().and_then(|c| c.stderr.take()).expect("a piped stderr")
+    }
+
     /// The child's piped standard output (to read what it prints).
     pub fn take_stdout(&mut self) -> std::process::ChildStdout {
         self.child.as_mut().and_then(|c| c.stdout.take()).expect("a piped stdout")
@@ -1297,4 +1302,40 @@ pub fn write_behind_the_checks(site: &Site, table: &str, id: &str, data: &serde_
     .expect("write the record");
     tx.commit().expect("commit");
     seq
+}
+
+/// Writes `n` items on the central server (central data: every site receives them), all in
+/// one transaction; `edition` changes their names, for a new version of each.
+pub fn write_items(central: &Central, n: usize, edition: u32) {
+    let started = Instant::now();
+    let engine = central::Engine::new(Arc::new(central.db.open()));
+    let writes: Vec<store::Write> = (0..n)
+        .map(|i| {
+            store::Write::upsert(
+                "item",
+                format!("item-{i:06}"),
+                &serde_json::json!({"code": format!("C{i:06}"), "name": format!("Essential medicine {i} ({edition})"), "unit_id": "unit-tab", "default_pack_size": 10 + i % 90}),
+            )
+        })
+        .collect();
+    engine.write(&writes).expect("write the items");
+    eprintln!("wrote {n} items on the central server in {:.1?}", started.elapsed());
+}
+
+/// Writes `n` stock lines of the site's store on the site, with the library (checked and logged
+/// like `outpost site write`, in one transaction).
+pub fn write_stock_lines(site: &Site, n: usize) {
+    let started = Instant::now();
+    let store = format!("store-{}", site.name);
+    let writes: Vec<store::Write> = (1..=n)
+        .map(|i| {
+            store::Write::upsert(
+                "stock_line",
+                format!("sl-{i:06}"),
+                &serde_json::json!({"store_id": store, "item_id": format!("item-{:06}", i % 1000), "batch": format!("B{i:06}"), "expiry_date": "2027-12-31", "pack_size": 10, "total_packs": i % 500, "cost_price_per_pack": 2.5}),
+            )
+        })
+        .collect();
+    site.db().write(&writes).expect("write the stock lines");
+    eprintln!("wrote {n} stock lines on `{}` in {:.1?}", site.name, started.elapsed());
 }

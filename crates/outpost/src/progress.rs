@@ -142,6 +142,7 @@ pub fn render(state: &State, now: Instant, sent: u64, received: u64, rate: f64, 
             pushed + waiting,
             left(pushed, waiting, sent - state.base.0)
         ),
+        Step::Pulling { pulled: 0, remaining: 0 } => format!("pull: waiting for the first page | {bytes}{speed}"),
         Step::Pulling { pulled, remaining } => format!(
             "{} {pulled} pulled, {remaining} remaining | {bytes}{speed}{}",
             bar("pull", pulled, pulled + remaining),
@@ -286,6 +287,16 @@ mod tests {
         assert_eq!(
             render(&state, now, 200, 8_000, 0.0, Some(6_000.0)),
             "pull [##----------------------] 1000 pulled, 9000 remaining | 200 B sent, 7.8 KiB received | about 12 s left"
+        );
+    }
+
+    #[test]
+    fn a_pull_says_so_before_its_first_page() {
+        let mut state = State::new(Instant::now());
+        let now = at(&mut state, Step::Pulling { pulled: 0, remaining: 0 }, 2, 300, 2_000);
+        assert_eq!(
+            render(&state, now, 300, 2_000, 1_000.0, None),
+            "pull: waiting for the first page | 300 B sent, 2.0 KiB received, 1000 B/s"
         );
     }
 

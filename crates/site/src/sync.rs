@@ -252,6 +252,9 @@ fn push(
     let start = pushed_up_to(db).map_err(store_err("reading the push position"))?;
     let to_push = count_between(db, me, start, *waiting_up_to)?;
     let pushed_before = report.pushed;
+    if to_push > 0 {
+        show(progress, client, Step::Pushing { pushed: report.pushed, waiting: to_push });
+    }
     let mut batch_bytes = None;
     loop {
         let acked = pushed_up_to(db).map_err(store_err("reading the push position"))?;
@@ -431,6 +434,7 @@ fn pull(
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
     let start = load_cursor(db)?;
+    show(progress, client, Step::Pulling { pulled: report.pulled, remaining: 0 });
     let (sender, receiver) = mpsc::sync_channel::<(Option<Cursor>, Result<PullResponse, ClientError>)>(2);
     let fetcher_client = client.clone();
     let link: &Link = client.link();

@@ -148,7 +148,11 @@ fn repeated_wrong_passwords_are_refused_for_a_while_with_retry_after() {
     assert!(out.stderr.contains("429 too_many_requests") && out.stderr.contains("try again"), "{}", out.stderr);
     // A sync that may try again waits, and gets in once the refusal is over.
     let waited = south.sync();
-    assert!(waited.stderr.contains("429 too_many_requests") && waited.stderr.contains("retrying in"), "{}", waited.stderr);
+    assert!(
+        waited.stderr.contains("429 too_many_requests") && waited.stderr.contains("retrying in"),
+        "{}",
+        waited.stderr
+    );
     // Another site is not held up by south's failures.
     let north = network.site("north");
     let http = Http::new(&url);

@@ -331,7 +331,9 @@ fn the_progress_line_moves_from_the_first_second_and_logs_stay_above_it(backend:
     let pieces = pieces.lock().expect("pieces");
     let text: String = pieces.iter().map(|(_, t)| t.as_str()).collect();
 
-    let first_line = pieces.iter().find(|(_, t)| t.contains("connecting to the central server"));
+    let first_line = pieces.iter().find(|(_, t)| {
+        t.contains("connecting to the central server") || t.contains("pull: waiting for the first page")
+    });
     assert!(
         first_line.is_some_and(|(at, _)| *at < Duration::from_millis(1_500)),
         "nothing said in the first second: {pieces:?}"

@@ -323,6 +323,10 @@ impl Client {
             }
             ureq::Error::Timeout(_) => Interruption::Silent(self.stall),
             ureq::Error::Io(e) if e.kind() == Kind::TimedOut => Interruption::Silent(self.stall),
+            // TLS refusing the certificate, or an answer that is not HTTP: no retry helps.
+            ureq::Error::Io(e) if e.kind() == Kind::InvalidData => {
+                return ClientError::Unusable { url: url.to_owned(), reason: e.to_string() }
+            }
             ureq::Error::Io(e) => Interruption::Cut(e.to_string()),
             other if sent == 0 => return ClientError::Unusable { url: url.to_owned(), reason: other.to_string() },
             other => Interruption::Cut(other.to_string()),

@@ -151,7 +151,8 @@ fn push_then_pull(db: &Db, client: &Client, progress: &mut dyn Progress) -> Resu
     while let Err(e) = push(db, client, &me, progress, &mut report, &mut waiting_up_to, &mut sent) {
         retry.after(e, &report, client, progress)?;
     }
-    while let Err(e) = pull(db, client, &me, progress, &mut report) {
+    let mut remaining = 0;
+    while let Err(e) = pull(db, client, &me, progress, &mut report, &mut remaining) {
         retry.after(e, &report, client, progress)?;
     }
     Ok(report)
@@ -432,9 +433,10 @@ fn pull(
     me: &SiteId,
     progress: &mut dyn Progress,
     report: &mut SyncReport,
+    remaining: &mut u64,
 ) -> Result<(), SyncError> {
     let start = load_cursor(db)?;
-    show(progress, client, Step::Pulling { pulled: report.pulled, remaining: 0 });
+    show(progress, client, Step::Pulling { pulled: report.pulled, remaining: *remaining });
     let (sender, receiver) = mpsc::sync_channel::<(Option<Cursor>, Result<PullResponse, ClientError>)>(2);
     let fetcher_client = client.clone();
     let link: &Link = client.link();
@@ -483,6 +485,7 @@ fn pull(
             };
             apply_batch(db, me, &batch.changes, &batch.next)?;
             report.pulled += batch.changes.len() as u64;
+            *remaining = batch.remaining;
             show(progress, client, Step::Pulling { pulled: report.pulled, remaining: batch.remaining });
         }
         Ok(())

@@ -9,9 +9,9 @@
 //!   ([`Gate`]);
 //! - over TLS, the handshake must end within [`Limits::idle`];
 //! - the socket ([`IdleIo`]) closes a connection whose request head is not complete
-//!   [`Limits::idle`] after the connection fell idle (it was accepted, or it finished an answer),
-//!   which also ends the keep-alive connections nobody uses, and a connection whose client reads
-//!   nothing of its answer for as long;
+//!   [`Limits::idle`] after the connection fell idle (it was accepted, or it finished sending an
+//!   answer), which also ends the keep-alive connections nobody uses, and a connection whose
+//!   client reads nothing of its answer for [`WRITE_STALL_IDLES`] times as long;
 //! - the request body ([`IdleBody`]) fails a request, and so closes its connection, when no
 //!   byte of it arrives for [`Limits::idle`]. A body is timed on its silences, not its length: a
 //!   site on a slow link that keeps sending is never cut, however long its push takes.
@@ -45,13 +45,20 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 /// How long a client may keep the server waiting, by default: for the rest of a request head,
-/// for the next byte of a request body, for the next bytes of an answer to be read.
+/// for the end of a TLS handshake, for the next byte of a request body (and, ten times as
+/// long, for the client to read an answer).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many connections one client address may have open at once, by default. A site syncs over
 /// one or two; sites behind one address (a NAT, a reverse proxy on the server's machine) share
 /// the limit, which `central serve --max-connections-per-address` raises.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
+
+/// How many idle times an answer may wait for its client to read on. A socket accepts no
+/// more bytes while its kernel buffer is full, and that buffer holds minutes of a slow link
+/// (measured on loopback: 75 s without room for a byte while the client read 1.2 KB/s), so a
+/// write that waits says little at first about whether the client still reads.
+const WRITE_STALL_IDLES: u32 = 10;
 
 /// Each kind of report (a refusal, a connection closed while waiting for something) is logged at
 /// most this often per address, with the count of those not logged.
@@ -270,8 +277,8 @@ struct ConnState {
     /// Whether the connection speaks HTTP/2, whose idle connections exchange frames too: bytes
     /// that arrive when no request is open are no sign of a request head begun.
     multiplexed: bool,
-    /// The task reading the socket, woken when the connection falls idle so that the head
-    /// deadline starts even if nothing else wakes it.
+    /// The task reading the socket, woken when the connection falls idle (or a waiting write
+    /// goes through) so that the head deadline starts even if nothing else wakes it.
     reader: Option<Waker>,
 }
 
@@ -366,6 +373,11 @@ struct Silence {
 }
 
 impl Silence {
+    /// Whether a wait is pending.
+    fn waiting(&self) -> bool {
+        self.since.is_some()
+    }
+
     /// The wait is still pending: whether it has lasted `idle`.
     fn too_long(&mut self, idle: Duration, cx: &mut Context<'_>) -> bool {
         let since = *self.since.get_or_insert_with(Instant::now);
@@ -386,20 +398,31 @@ pub(crate) struct IdleIo<T> {
     conn: Arc<Conn>,
     head: Timer,
     writes: Silence,
+    /// When a write last went through: an answer is still being sent after its body was handed
+    /// over (hyper holds it), and the head deadline starts when the sending ends.
+    wrote_at: Instant,
     _permit: Permit,
 }
 
 impl<T> IdleIo<T> {
     pub(crate) fn new(io: T, conn: Arc<Conn>, permit: Permit) -> IdleIo<T> {
-        IdleIo { io, conn, head: Timer::default(), writes: Silence::default(), _permit: permit }
+        IdleIo {
+            io,
+            conn,
+            head: Timer::default(),
+            writes: Silence::default(),
+            wrote_at: Instant::now(),
+            _permit: permit,
+        }
     }
 
     /// A read found nothing to read: the error to close with, once the head deadline has passed
-    /// on an idle connection.
+    /// on an idle connection (no request open, no answer being sent).
     fn head_overdue(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
         let (deadline, stall) = {
             let mut state = self.conn.lock();
-            if state.busy > 0 {
+            // While a write waits it is timed instead; the reader is woken when it goes through.
+            if state.busy > 0 || self.writes.waiting() {
                 match &mut state.reader {
                     Some(reader) => reader.clone_from(cx.waker()),
                     None => state.reader = Some(cx.waker().clone()),
@@ -408,19 +431,26 @@ impl<T> IdleIo<T> {
             }
             let unused = state.served && (!state.heard || state.multiplexed);
             let stall = if unused { Stall::NextRequest } else { Stall::Headers };
-            (state.idle_since + self.conn.idle(), stall)
+            (state.idle_since.max(self.wrote_at) + self.conn.idle(), stall)
         };
         self.head.passed(deadline, cx).then(|| io::Error::new(io::ErrorKind::TimedOut, self.conn.stalled(stall)))
     }
 
-    /// The result of a write (or flush): a write that cannot go on is an error once the client
-    /// has read nothing for the idle time.
+    /// The result of a write (or flush): a write that cannot go on is an error once it has
+    /// waited [`WRITE_STALL_IDLES`] idle times.
     fn wrote<R>(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if result.is_ready() {
-            self.writes.progressed();
+            if self.writes.waiting() {
+                self.writes.progressed();
+                let reader = self.conn.lock().reader.take();
+                if let Some(reader) = reader {
+                    reader.wake();
+                }
+            }
+            self.wrote_at = Instant::now();
             return result;
         }
-        if self.writes.too_long(self.conn.idle(), cx) {
+        if self.writes.too_long(self.conn.idle() * WRITE_STALL_IDLES, cx) {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, self.conn.stalled(Stall::Reader))));
         }
         Poll::Pending
@@ -774,10 +804,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_answer_nobody_reads_is_cut_after_the_idle_time() {
-        let idle = Duration::from_millis(200);
+    async fn an_answer_nobody_reads_is_cut_after_ten_idle_times() {
+        let idle = Duration::from_millis(50);
         let (mut server, _conn, _client) = idle_io(idle);
+        let started = Instant::now();
         let error = server.write_all(&[0u8; 1024]).await.expect_err("the client reads nothing");
         assert_eq!(stall_of(&error), Some(Stall::Reader));
+        assert!(started.elapsed() >= idle * WRITE_STALL_IDLES, "cut after {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_its_answer_is_not_timed_on_its_reads() {
+        let idle = Duration::from_millis(100);
+        let (server, _conn, mut client) = idle_io(idle);
+        let (mut reads, mut writes) = tokio::io::split(server);
+        // The answer leaves slowly, for far longer than the idle time, as hyper sends it after the
+        // handler is done; meanwhile hyper reads, waiting for the next request.
+        let sending = tokio::spawn(async move {
+            writes.write_all(&[0u8; 4096]).await.map(|()| Instant::now()).map_err(|e| stall_of(&e))
+        });
+        let reading = tokio::spawn(async move { reads.read(&mut [0u8; 8]).await.map_err(|e| stall_of(&e)) });
+        let mut received = 0;
+        while received < 4096 {
+            received += client.read(&mut [0u8; 64]).await.expect("the answer");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let sent = sending.await.expect("the writer").expect("the answer is sent whole");
+        let read = tokio::time::timeout(idle * 10, reading).await.expect("the connection is closed when idle");
+        assert_eq!(read.expect("the reader"), Err(Some(Stall::Headers)));
+        assert!(sent.elapsed() >= idle, "the head deadline ran while the answer was sent");
     }
 }

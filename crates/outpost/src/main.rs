@@ -206,8 +206,9 @@ enum CentralCommand {
 struct ConnectionLimits {
     /// Close a connection that keeps the server waiting this long: a request head not complete
     /// this long after the connection opened or sent its last answer, a request body of which
-    /// no byte arrives for this long, an answer the client reads nothing of for this long, a
-    /// TLS handshake that takes longer. A slow upload that keeps sending is never cut.
+    /// no byte arrives for this long, a TLS handshake that takes longer; and an answer the
+    /// client reads nothing of for ten times as long. A slow transfer that keeps moving is never
+    /// cut.
     #[arg(long, env = "OUTPOST_IDLE_TIMEOUT_SECS", value_name = "SECONDS",
           default_value_t = central::server::DEFAULT_IDLE_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -5,7 +5,8 @@
 //!   syncing;
 //! - a connection whose request head or body stops arriving is closed after the idle timeout,
 //!   and the server's log says what it waited for;
-//! - an honest upload, slow but steady, is never cut, however long it takes.
+//! - an honest upload, slow but steady, is never cut, however long it takes, nor a download
+//!   that goes on after its handler is done.
 //!
 //! The slow clients connect from addresses of 127.0.0.0/8 other than 127.0.0.1 (Linux loopback
 //! answers them all), so that each address has its own count of connections.
@@ -15,7 +16,7 @@ mod common;
 
 use common::{change, good_headers, record, Backend, Central, Network, Site};
 use model::Seq;
-use protocol::PushRequest;
+use protocol::{PullRequest, PushRequest};
 use serde_json::json;
 use socket2::{Domain, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
@@ -76,6 +77,39 @@ fn wait_closed(stream: &mut TcpStream, limit: Duration) -> Option<(Duration, Vec
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
             Err(_) => return Some((started.elapsed(), received)),
         }
+    }
+}
+
+/// Reads one answer, its head (in lower case) and its body (by its content-length), pausing
+/// `pause` after each read of at most 4 KB; panics if the connection closes first.
+fn read_answer(stream: &mut TcpStream, pause: Duration) -> (String, Vec<u8>) {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
+    let mut answer = Vec::new();
+    let mut head: Option<(String, usize)> = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some((text, length)) = &head {
+            if answer.len() >= *length {
+                return (text.clone(), answer);
+            }
+        }
+        let n = stream.read(&mut buf).unwrap_or_else(|e| panic!("reading the answer: {e}"));
+        assert!(n > 0, "the connection closed after {} bytes of the answer, {:?}", answer.len(), started.elapsed());
+        answer.extend_from_slice(&buf[..n]);
+        if head.is_none() {
+            if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&answer[..end]).to_lowercase();
+                let length = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("no content-length in {text}"));
+                answer.drain(..end + 4);
+                head = Some((text, length));
+            }
+        }
+        std::thread::sleep(pause);
     }
 }
 
@@ -292,32 +326,56 @@ fn an_honest_slow_upload_is_not_cut(backend: &Backend) {
     let sending = started.elapsed();
     assert!(sending > Duration::from_secs(2 * IDLE), "the upload took {sending:?}");
 
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
-    let head_end = loop {
-        let n = stream.read(&mut buf).expect("the answer");
-        assert!(n > 0, "the connection closed before the answer: {}", String::from_utf8_lossy(&answer));
-        answer.extend_from_slice(&buf[..n]);
-        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&answer[..head_end]).to_lowercase();
+    let (head, answer) = read_answer(&mut stream, Duration::ZERO);
     assert!(head.starts_with("http/1.1 200"), "{head}");
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("a content-length");
-    while answer.len() < head_end + length {
-        let n = stream.read(&mut buf).expect("the answer's body");
-        assert!(n > 0, "the answer was cut");
-        answer.extend_from_slice(&buf[..n]);
-    }
-    let pushed: protocol::PushResponse = protocol::decode(&answer[head_end..]).expect("a push answer");
+    let pushed: protocol::PushResponse = protocol::decode(&answer).expect("a push answer");
     let count = batch.changes.len();
     eprintln!("{} bytes ({count} changes) uploaded in {sending:?}, all applied", body.len());
     assert_eq!(pushed.applied, count as u64, "{pushed:?}");
     assert!(record(central, "stock_line", &format!("slow-{count}")).is_some());
+}
+
+/// The answer to a pull goes on being sent after its handler is done (hyper holds what the
+/// socket has no room for yet): a slow reader of a big answer is not taken for a connection
+/// waiting for its next request. Transport alone: on SQLite only.
+#[test]
+fn an_honest_slow_download_is_not_cut() {
+    let network = impatient(&Backend::Sqlite);
+    let (central, north) = (&network.central, network.site("north"));
+    // Items that compress poorly: a first pull page of some 4 MB, more than the sockets hold.
+    let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+    let items: Vec<store::Write> = (0..20_000)
+        .map(|i| {
+            let note: String = (0..24)
+                .map(|_| {
+                    noise ^= noise << 13;
+                    noise ^= noise >> 7;
+                    noise ^= noise << 17;
+                    format!("{noise:016x}")
+                })
+                .collect();
+            store::Write::upsert("item", format!("item-{i:05}"), &json!({"code": format!("C{i:05}"), "note": note}))
+        })
+        .collect();
+    central::Engine::new(Arc::new(central.db.open())).write(&items).expect("write the items");
+    let pull = protocol::encode(&PullRequest { cursor: None, max_bytes: 32 << 20 });
+    let mut head =
+        format!("POST /api/v1/sites/north/pull HTTP/1.1\r\nhost: central\r\ncontent-length: {}\r\n", pull.len());
+    for (name, value) in good_headers(&north.name, &north.password).0 {
+        head += &format!("{name}: {value}\r\n");
+    }
+    head += "\r\n";
+    let mut stream = connect_from(Ipv4Addr::new(127, 0, 60, 1), central.addr());
+    stream.write_all(head.as_bytes()).expect("the head");
+    stream.write_all(&pull).expect("the body");
+
+    // About 400 KB/s: some ten seconds, five times the idle timeout.
+    let started = Instant::now();
+    let (head, answer) = read_answer(&mut stream, Duration::from_millis(10));
+    let took = started.elapsed();
+    eprintln!("{} bytes downloaded in {took:?}", answer.len());
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(took > Duration::from_secs(2 * IDLE), "the download took only {took:?}");
+    let page: protocol::PullResponse = protocol::decode(&answer).expect("a pull page");
+    assert_eq!(page.changes.iter().filter(|c| c.table == "item").count(), 20_000);
 }

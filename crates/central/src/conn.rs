@@ -436,6 +436,15 @@ impl<T> IdleIo<T> {
         self.head.passed(deadline, cx).then(|| io::Error::new(io::ErrorKind::TimedOut, self.conn.stalled(stall)))
     }
 
+    /// The result of a write: bytes that went through move the head deadline (a flush, which
+    /// hyper calls at every turn, does not).
+    fn sent(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.wrote_at = Instant::now();
+        }
+        self.wrote(cx, result)
+    }
+
     /// The result of a write (or flush): a write that cannot go on is an error once it has
     /// waited [`WRITE_STALL_IDLES`] idle times.
     fn wrote<R>(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
@@ -447,7 +456,6 @@ impl<T> IdleIo<T> {
                     reader.wake();
                 }
             }
-            self.wrote_at = Instant::now();
             return result;
         }
         if self.writes.too_long(self.conn.idle() * WRITE_STALL_IDLES, cx) {
@@ -482,7 +490,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.wrote(cx, result)
+        this.sent(cx, result)
     }
 
     fn poll_write_vectored(
@@ -492,7 +500,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.wrote(cx, result)
+        this.sent(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -833,5 +841,23 @@ mod tests {
         let read = tokio::time::timeout(idle * 10, reading).await.expect("the connection is closed when idle");
         assert_eq!(read.expect("the reader"), Err(Some(Stall::Headers)));
         assert!(sent.elapsed() >= idle, "the head deadline ran while the answer was sent");
+    }
+
+    #[tokio::test]
+    async fn flushes_with_nothing_to_send_do_not_put_off_the_head_deadline() {
+        let idle = Duration::from_millis(200);
+        let (server, _conn, _client) = idle_io(idle);
+        let (mut reads, mut writes) = tokio::io::split(server);
+        // hyper flushes at every turn of its loop, a request or not.
+        let flushing = tokio::spawn(async move {
+            loop {
+                writes.flush().await.expect("a flush");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let read = tokio::time::timeout(idle * 5, reads.read(&mut [0u8; 8])).await;
+        flushing.abort();
+        let error = read.expect("the head deadline passed").expect_err("no request came");
+        assert_eq!(stall_of(&error), Some(Stall::Headers));
     }
 }

@@ -6,11 +6,13 @@
 //! pulls and the initialisation of new sites, and shows a dashboard.
 //!
 //! [`engine`] is the sync logic over the storage; [`admin`] the administration of sites and
-//! stores; [`server`] the sync API over HTTP; `web` the dashboard behind the administrator's
-//! login ([`session`]); [`auth`] checks passwords with bounded cost.
+//! stores; [`server`] the sync API over HTTP; [`conn`] its connections (a limit per client
+//! address, and clients that keep the server waiting closed); `web` the dashboard behind the
+//! administrator's login ([`session`]); [`auth`] checks passwords with bounded cost.
 
 pub mod admin;
 pub mod auth;
+pub mod conn;
 pub mod dashboard;
 pub mod engine;
 pub mod server;
@@ -20,4 +22,4 @@ mod web;
 pub use engine::{Engine, EngineError};
 #[cfg(feature = "tls")]
 pub use server::serve_tls;
-pub use server::{serve, ServerConfig};
+pub use server::{serve, Limits, ServerConfig};

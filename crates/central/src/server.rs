@@ -2,6 +2,7 @@
 //! the one error answer.
 
 use crate::auth::{Account, Refusal, Verifier};
+use crate::conn::{self, Gate, Stalled, Transport};
 use crate::dashboard;
 use crate::engine::{Engine, EngineError};
 use crate::web;
@@ -17,10 +18,11 @@ use model::SiteId;
 use protocol::{
     ErrorBody, ErrorDetail, PullRequest, PushRequest, StatusResponse, MACHINE_HEADER, PROTOCOL_VERSION, VERSION_HEADER,
 };
-use std::future::IntoFuture;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+pub use crate::conn::{Limits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS};
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -77,26 +79,35 @@ pub fn router(engine: Engine) -> Router {
 }
 
 /// Serves the sync API and the dashboard on an already-bound listener until the process is
-/// stopped.
-pub async fn serve(engine: Engine, listener: TcpListener) -> std::io::Result<()> {
+/// stopped, each connection within `limits` (see [`crate::conn`]).
+pub async fn serve(engine: Engine, listener: TcpListener, limits: Limits) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "central server listening");
     let app = build(state(engine, false), Serves::Everything);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+    conn::serve(listener, app, Gate::new(limits), Transport::Http).await;
+    Ok(())
 }
 
 /// Serves the sync API on `sync` and the dashboard on `dashboard` (an address that need not
-/// face the sites), until the process is stopped.
-pub async fn serve_apart(engine: Engine, sync: TcpListener, dashboard: TcpListener) -> std::io::Result<()> {
+/// face the sites), until the process is stopped. The two share the per-address limit.
+pub async fn serve_apart(
+    engine: Engine,
+    sync: TcpListener,
+    dashboard: TcpListener,
+    limits: Limits,
+) -> std::io::Result<()> {
     tracing::info!(sync = %sync.local_addr()?, dashboard = %dashboard.local_addr()?, "central server listening");
     let shared = state(engine, false);
-    let sync_app = build(shared.clone(), Serves::SyncApi).into_make_service_with_connect_info::<SocketAddr>();
-    let dashboard_app = build(shared, Serves::Dashboard).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::try_join!(axum::serve(sync, sync_app).into_future(), axum::serve(dashboard, dashboard_app).into_future())?;
+    let gate = Gate::new(limits);
+    tokio::join!(
+        conn::serve(sync, build(shared.clone(), Serves::SyncApi), gate.clone(), Transport::Http),
+        conn::serve(dashboard, build(shared, Serves::Dashboard), gate, Transport::Http),
+    );
     Ok(())
 }
 
 /// Serves over HTTPS (rustls) with a PEM certificate chain and key: the sync API and the
-/// dashboard on `listener`, or the dashboard apart on `dashboard`.
+/// dashboard on `listener`, or the dashboard apart on `dashboard`. The connections have the
+/// limits of plain HTTP, and a TLS handshake must end within the idle time too.
 #[cfg(feature = "tls")]
 pub async fn serve_tls(
     engine: Engine,
@@ -104,16 +115,20 @@ pub async fn serve_tls(
     dashboard: Option<std::net::TcpListener>,
     cert: &std::path::Path,
     key: &std::path::Path,
+    limits: Limits,
 ) -> std::io::Result<()> {
     let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
     tracing::info!(addr = %listener.local_addr()?, "central server listening (TLS)");
+    let tls = Transport::Https(axum_server::tls_rustls::RustlsAcceptor::new(config).handshake_timeout(limits.idle));
     let shared = state(engine, true);
+    let gate = Gate::new(limits);
     let serve_one = |listener: std::net::TcpListener, serves: Serves| {
-        let app = build(shared.clone(), serves).into_make_service_with_connect_info::<SocketAddr>();
-        let config = config.clone();
+        let app = build(shared.clone(), serves);
+        let (gate, tls) = (gate.clone(), tls.clone());
         async move {
             listener.set_nonblocking(true)?;
-            axum_server::from_tcp_rustls(listener, config)?.serve(app).await
+            conn::serve(TcpListener::from_std(listener)?, app, gate, tls).await;
+            Ok::<(), std::io::Error>(())
         }
     };
     match dashboard {
@@ -187,8 +202,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, code = self.code, message = %self.message, "request failed");
-        } else if self.status == StatusCode::TOO_MANY_REQUESTS {
-            // A flood is logged where it starts (`auth`), not once per refused request.
+        } else if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::REQUEST_TIMEOUT {
+            // A flood is logged where it starts (`auth`), and a stalled body where it stalled
+            // (`conn`, once a minute per address), not once per refused request.
             tracing::debug!(status = %self.status, code = self.code, message = %self.message, "request refused");
         } else {
             tracing::warn!(status = %self.status, code = self.code, message = %self.message, "request refused");
@@ -346,9 +362,13 @@ fn base64_decode(input: &str) -> Option<Vec<u8>> {
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, protocol::MAX_REQUEST_BYTES).await.map_err(|e| {
-        let too_large = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-            .any(|e| e.is::<http_body_util::LengthLimitError>());
-        if too_large {
+        if let Some(stalled) = cause::<Stalled>(&e) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("{stalled}; the connection is closed"),
+            )
+        } else if cause::<http_body_util::LengthLimitError>(&e).is_some() {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
@@ -358,6 +378,11 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
             ApiError::bad_request(format!("the request body could not be read (the connection may have been cut): {e}"))
         }
     })
+}
+
+/// The first error of type `T` in the chain of `error`.
+fn cause<'a, T: std::error::Error + 'static>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref::<T>())
 }
 
 fn encoded(value: &impl serde::Serialize) -> Response {

@@ -59,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Runtime::new()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
-    runtime.spawn(central::serve(engine.clone(), listener));
+    runtime.spawn(central::serve(engine.clone(), listener, central::Limits::default()));
     let counted = Arc::new(AtomicU64::new(0));
     let proxy = counting_proxy(addr, counted.clone())?;
 

@@ -45,7 +45,7 @@ pub fn run(dir: &Path, transactions: usize) -> Result<(), String> {
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| e.to_string())?;
     let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
     let server = engine.clone();
-    runtime.spawn(async move { central::serve(server, listener).await });
+    runtime.spawn(async move { central::serve(server, listener, central::Limits::default()).await });
     println!("central server listening on {url}\n");
 
     // Each site: initialise, then receive its first data.

@@ -159,6 +159,8 @@ enum CentralCommand {
         /// The PEM private key of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        #[command(flatten)]
+        limits: ConnectionLimits,
     },
     /// Sites: add one, or give one a new password.
     #[command(subcommand)]
@@ -197,6 +199,34 @@ enum CentralCommand {
         #[command(flatten)]
         data: CentralDb,
     },
+}
+
+/// What `central serve` allows a client before it closes its connection.
+#[derive(Args, Debug)]
+struct ConnectionLimits {
+    /// Close a connection that keeps the server waiting this long: a request head not complete
+    /// this long after the connection opened or sent its last answer, a request body of which
+    /// no byte arrives for this long, a TLS handshake that takes longer; and an answer the
+    /// client reads nothing of for ten times as long. A slow transfer that keeps moving is never
+    /// cut.
+    #[arg(long, env = "OUTPOST_IDLE_TIMEOUT_SECS", value_name = "SECONDS",
+          default_value_t = central::server::DEFAULT_IDLE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: u64,
+    /// How many connections one client address may have open at once (0: no limit). Sites
+    /// behind one address (a NAT, a reverse proxy on this machine) share it.
+    #[arg(long, env = "OUTPOST_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N",
+          default_value_t = central::server::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
+}
+
+impl ConnectionLimits {
+    fn limits(&self) -> central::Limits {
+        central::Limits {
+            idle: Duration::from_secs(self.idle_timeout_secs),
+            per_address: self.max_connections_per_address,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -409,11 +439,12 @@ fn central(command: CentralCommand) -> Result<(), String> {
             admin::set_admin_password(&db, &admin_password).map_err(|e| e.to_string())?;
             println!("administrator password set for {}; every open dashboard session has ended", data.describe());
         }
-        CentralCommand::Serve { data, listen, dashboard_listen, tls_cert: Some(cert), tls_key: Some(key) } => {
-            serve_tls(engine(&data)?, listen, dashboard_listen, &cert, &key)?;
+        CentralCommand::Serve { data, listen, dashboard_listen, tls_cert: Some(cert), tls_key: Some(key), limits } => {
+            serve_tls(engine(&data)?, listen, dashboard_listen, &cert, &key, limits.limits())?;
         }
-        CentralCommand::Serve { data, listen, dashboard_listen, .. } => {
+        CentralCommand::Serve { data, listen, dashboard_listen, limits, .. } => {
             let engine = engine(&data)?;
+            let limits = limits.limits();
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             runtime.block_on(async move {
                 let bind = |addr: SocketAddr| async move {
@@ -431,10 +462,10 @@ fn central(command: CentralCommand) -> Result<(), String> {
                     "central server listening on http://{sync_addr}\ndashboard on http://{dashboard_addr}/\n"
                 ));
                 match dashboard {
-                    None => central::serve(engine, listener).await.map_err(|e| e.to_string()),
-                    Some(dashboard) => {
-                        central::server::serve_apart(engine, listener, dashboard).await.map_err(|e| e.to_string())
-                    }
+                    None => central::serve(engine, listener, limits).await.map_err(|e| e.to_string()),
+                    Some(dashboard) => central::server::serve_apart(engine, listener, dashboard, limits)
+                        .await
+                        .map_err(|e| e.to_string()),
                 }
             })?;
         }
@@ -585,6 +616,7 @@ fn serve_tls(
     dashboard_listen: Option<SocketAddr>,
     cert: &Path,
     key: &Path,
+    limits: central::Limits,
 ) -> Result<(), String> {
     let bind = |addr: SocketAddr| std::net::TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"));
     let listener = bind(listen)?;
@@ -594,7 +626,7 @@ fn serve_tls(
     announce(&format!("central server listening on https://{sync_addr}\ndashboard on https://{dashboard_addr}/\n"));
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime
-        .block_on(central::serve_tls(engine, listener, dashboard, cert, key))
+        .block_on(central::serve_tls(engine, listener, dashboard, cert, key, limits))
         .map_err(|e| format!("serving HTTPS: {e}"))
 }
 
@@ -605,6 +637,7 @@ fn serve_tls(
     _dashboard_listen: Option<SocketAddr>,
     _cert: &Path,
     _key: &Path,
+    _limits: central::Limits,
 ) -> Result<(), String> {
     Err("this outpost was built without TLS; build it with `--features tls`".into())
 }

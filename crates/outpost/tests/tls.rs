@@ -2,9 +2,11 @@
 //! signed by a throwaway test CA (tests/fixtures), and the site trusting only that CA.
 #![cfg(feature = "tls")]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn outpost() -> Command {
     Command::new(env!("CARGO_BIN_EXE_outpost"))
@@ -108,8 +110,63 @@ fn over_https_the_dashboard_cookies_are_secure() {
     assert!(cookie.split("; ").any(|a| a == "Secure"), "`{cookie}` is not marked Secure over HTTPS");
 }
 
+#[test]
+fn over_https_a_handshake_that_stalls_is_closed_after_the_idle_timeout_and_logged() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let central = dir.path().join("central");
+    run(outpost()
+        .args(["central", "init", "--data"])
+        .arg(&central)
+        .env("OUTPOST_ADMIN_PASSWORD", "test admin passphrase"));
+    let (server, stdout) = serve_tls(&central, &["--idle-timeout-secs", "2"]);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("the server says where it listens");
+    let addr: std::net::SocketAddr =
+        line.trim().rsplit("https://").next().and_then(|a| a.parse().ok()).expect("an address");
+
+    // One client sends nothing, another the first bytes of a TLS ClientHello, each from its own
+    // loopback address (what is logged is held back per address).
+    let stalled =
+        [(Ipv4Addr::new(127, 0, 70, 1), &b""[..]), (Ipv4Addr::new(127, 0, 70, 2), &[0x16, 0x03, 0x01, 0x00][..])];
+    let started = Instant::now();
+    for (source, sent) in stalled {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+        socket.bind(&std::net::SocketAddr::from((source, 0)).into()).expect("bind to a loopback address");
+        socket.connect(&addr.into()).expect("connect");
+        let mut stream: TcpStream = socket.into();
+        stream.write_all(sent).expect("write");
+        stream.set_read_timeout(Some(Duration::from_secs(7))).expect("a read timeout");
+        let read = stream.read(&mut [0u8; 64]);
+        assert!(
+            matches!(&read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the stalled handshake from {source} is still open after {:?}: {read:?}",
+            started.elapsed()
+        );
+    }
+    // The socket closes as the handshake gives up, a moment before the log says so.
+    let told = |log: &str| {
+        stalled.iter().all(|(source, _)| {
+            log.lines().any(|l| l.contains(&format!("{source}:")) && l.contains("the TLS handshake"))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut log = String::new();
+    while !told(&log) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        log = std::fs::read_to_string(server_log(&central)).expect("the server's log");
+    }
+    assert!(told(&log), "the log says why each connection was closed:\n{log}");
+    drop(server);
+}
+
+/// Where [`serve_tls`] writes the server's log (standard error).
+fn server_log(central: &Path) -> PathBuf {
+    central.with_extension("log")
+}
+
 /// `outpost central serve` over HTTPS with the test certificate, on a free port; the running
-/// server and its standard output (where it says where it listens).
+/// server and its standard output (where it says where it listens). Its log goes to
+/// [`server_log`].
 fn serve_tls(central: &std::path::Path, extra: &[&str]) -> (Server, std::process::ChildStdout) {
     let mut child = outpost()
         .args(["central", "serve", "--listen", "127.0.0.1:0"])
@@ -121,7 +178,7 @@ fn serve_tls(central: &std::path::Path, extra: &[&str]) -> (Server, std::process
         .arg("--tls-key")
         .arg(fixture("key.pem"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(server_log(central)).expect("the server's log"))
         .spawn()
         .expect("the server starts");
     let stdout = child.stdout.take().expect("stdout");

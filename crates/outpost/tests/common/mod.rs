@@ -69,6 +69,8 @@ pub fn outpost() -> Command {
         .env_remove("OUTPOST_DB_SCHEMA")
         .env_remove("OUTPOST_SITE_PASSWORD")
         .env_remove("OUTPOST_ADMIN_PASSWORD")
+        .env_remove("OUTPOST_IDLE_TIMEOUT_SECS")
+        .env_remove("OUTPOST_MAX_CONNECTIONS_PER_ADDRESS")
         .env("OUTPOST_MACHINE_ID_FILE", test_machine_file())
         .env("OUTPOST_LOG", "warn");
     command
@@ -607,11 +609,20 @@ pub struct Server {
     log: PathBuf,
     addr: Option<SocketAddr>,
     process: Option<ChildGuard>,
+    /// More arguments for `central serve` (see [`Central::serve_with`]).
+    serve_args: Mutex<Vec<OsString>>,
 }
 
 impl Server {
     fn new(name: &str, db: &CentralDb, log: PathBuf) -> Server {
-        Server { name: name.to_owned(), db_args: db.args(), log, addr: None, process: None }
+        Server {
+            name: name.to_owned(),
+            db_args: db.args(),
+            log,
+            addr: None,
+            process: None,
+            serve_args: Mutex::default(),
+        }
     }
 
     /// Starts the server and waits for it to say where it listens; returns its URL.
@@ -642,6 +653,7 @@ impl Server {
             outpost()
                 .args(["central", "serve", "--listen", listen])
                 .args(&self.db_args)
+                .args(self.serve_args.lock().expect("serve arguments").iter())
                 .env("OUTPOST_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -793,6 +805,12 @@ impl Central {
     /// a restart) and waits for it to say where it listens.
     pub fn start(&mut self) -> String {
         self.server.start()
+    }
+
+    /// More arguments for `outpost central serve` from its next start on (e.g. small timeouts);
+    /// callable from [`Network::with`]'s `prepare`.
+    pub fn serve_with(&self, args: &[&str]) {
+        *self.server.serve_args.lock().expect("serve arguments") = args.iter().map(OsString::from).collect();
     }
 
     /// Another `outpost central serve` process on the same database (not started yet).

@@ -84,11 +84,12 @@ impl std::fmt::Display for Interrupted {
 
 impl ClientError {
     /// Whether trying again later may succeed: the link, not the request, was the problem, or
-    /// the central server asked to come back later (429, too many sign-ins at once).
+    /// the central server asked to come back later (429, too many sign-ins at once), or it gave
+    /// up on a request body that stopped arriving (408).
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Unreachable { .. } | ClientError::Interrupted(_) | ClientError::Decode(_) => true,
-            ClientError::Refused { status, .. } => *status >= 500 || *status == 429,
+            ClientError::Refused { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             ClientError::Certificate(_) | ClientError::Unusable { .. } => false,
         }
     }

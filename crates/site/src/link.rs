@@ -3,17 +3,21 @@
 //!
 //! Our sites sit on links from 9.6 kbit/s to a LAN. One fixed page size cannot suit both: a
 //! page that takes a second on loopback takes ten minutes at 9.6 kbit/s, and a cut near its end
-//! throws all of it away. So every push batch and pull page is sized to take about
-//! [`PAGE_SECS`] at the rate measured so far, and the timeouts are about silence
-//! ([`stall_timeout`]), never about the length of honest work.
+//! throws all of it away. So every push batch and pull page is sized to take a bounded time
+//! ([`PUSH_SECS`], [`PULL_SECS`]) at the rate measured so far, and the timeouts are about
+//! silence ([`stall_timeout`]), never about the length of honest work.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// How long a page should take on the wire. Long enough that a round trip of a second is a
-/// small part of it, short enough that a cut costs little and progress is seen.
-pub const PAGE_SECS: f64 = 10.0;
+/// How long a push batch should take on the wire. Long enough that a round trip of a second is
+/// a small part of it, short enough that a cut (which costs the whole batch) costs little.
+pub const PUSH_SECS: f64 = 10.0;
+/// How long a pull page should take. Longer than a push batch: a cut page keeps what arrived
+/// whole of it, so a long page costs little more when cut, and each page costs a round trip
+/// (the next is asked for once this one is in).
+pub const PULL_SECS: f64 = 20.0;
 
 /// The site gives a connection up after this long without a byte moving either way, unless
 /// `OUTPOST_STALL_SECS` says otherwise. TCP backs off its retransmissions after a cut (up to a
@@ -129,7 +133,8 @@ impl Link {
         measured.down = measured.down.map(|r| r / 2.0);
     }
 
-    /// The bytes of records the next page one way should hold: about [`PAGE_SECS`] at the
+    /// The bytes of records the next page one way should hold: about [`PUSH_SECS`] or
+    /// [`PULL_SECS`] at the
     /// measured rate, between `min` and `max`, and never more than four times `previous` (a
     /// page grows only as fast as its measurements can follow). `first` is the size of a page
     /// when nothing is measured yet.
@@ -142,13 +147,13 @@ impl Link {
         max: usize,
     ) -> usize {
         let measured = self.measured();
-        let (rate, ratio) = match direction {
-            Direction::Up => (measured.up, measured.up_ratio),
-            Direction::Down => (measured.down, measured.down_ratio),
+        let (rate, ratio, secs) = match direction {
+            Direction::Up => (measured.up, measured.up_ratio, PUSH_SECS),
+            Direction::Down => (measured.down, measured.down_ratio, PULL_SECS),
         };
         let Some(rate) = rate else { return previous.unwrap_or(first).clamp(min, max) };
         // Before the first measured page, assume records compress as ours do (about 1:7).
-        let wire = rate * PAGE_SECS;
+        let wire = rate * secs;
         let records = (wire * ratio.unwrap_or(7.0)) as usize;
         let records = previous.map_or(records, |p| records.min(p.saturating_mul(4)));
         records.clamp(min, max)
@@ -203,10 +208,14 @@ mod tests {
     #[test]
     fn pages_are_sized_to_the_measured_link() {
         let slow = Link::default();
-        // 9.6 kbit/s: 1,200 bytes/s; records compress 1:7.
+        // 9.6 kbit/s: 1,200 bytes/s; records compress 1:7. A pull page takes 20 s, a push
+        // batch 10 s.
         slow.record(Direction::Down, 12_000, Duration::from_secs(10));
         slow.record_ratio(Direction::Down, 84_000, 12_000);
-        assert_eq!(slow.page_bytes(Direction::Down, None, FIRST, MIN, MAX), 84_000);
+        assert_eq!(slow.page_bytes(Direction::Down, None, FIRST, MIN, MAX), 168_000);
+        slow.record(Direction::Up, 12_000, Duration::from_secs(10));
+        slow.record_ratio(Direction::Up, 84_000, 12_000);
+        assert_eq!(slow.page_bytes(Direction::Up, None, FIRST, MIN, MAX), 84_000);
 
         let loopback = Link::default();
         loopback.record(Direction::Down, 50_000_000, Duration::from_secs(1));

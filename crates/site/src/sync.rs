@@ -13,10 +13,10 @@ use store::{Db, RejectionRecord, StoreError};
 /// Push batches hold at most this many changes...
 pub const PUSH_LIMIT: usize = 5_000;
 /// ...and at most this many bytes of records (before compression). Within the bounds, a batch
-/// is sized to take about [`crate::link::PAGE_SECS`] on the link as measured ([`Link::page_bytes`]).
+/// is sized to take about [`crate::link::PUSH_SECS`] on the link as measured ([`Link::page_bytes`]).
 pub const PUSH_MAX_BYTES: usize = 2 * 1024 * 1024;
 /// Pull pages ask for at most this many bytes of records (about 20,000 typical records), sized
-/// to the link like push batches.
+/// to the link like push batches ([`crate::link::PULL_SECS`]).
 pub const PULL_MAX_BYTES: usize = 6 * 1024 * 1024;
 /// The first page each way, before anything is measured: about 10 KB on the wire, 8 s at
 /// 9.6 kbit/s.
@@ -446,7 +446,7 @@ fn pull(
             let mut waited = 0;
             let mut page = None;
             loop {
-                // Each page sized to take about `link::PAGE_SECS` at the rate measured so far:
+                // Each page sized to take about `link::PULL_SECS` at the rate measured so far:
                 // small on a slow link (a cut costs little), large on a fast one.
                 let max_bytes =
                     link.page_bytes(Direction::Down, page, FIRST_PAGE_BYTES, MIN_PAGE_BYTES, PULL_MAX_BYTES);

@@ -65,7 +65,7 @@ impl Central {
         let engine = admin::init(&db, "central", None)?;
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
-        runtime.spawn(central::serve(engine.clone(), listener));
+        runtime.spawn(central::serve(engine.clone(), listener, central::Limits::default()));
         Ok(Central { engine, addr })
     }
 

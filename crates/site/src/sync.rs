@@ -115,25 +115,36 @@ pub fn sync_once(db: &Db, client: &Client, progress: &mut dyn Progress) -> Resul
         link.resume_from_state(&rates);
     }
     let result = push_then_pull(db, client, progress);
-    if let Some(rates) = link.to_state() {
-        let _ = db.set_state(LINK_RATES, &rates);
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, "sync failed");
     }
-    let now = now_text();
-    match &result {
-        Ok(_) => {
-            let _ = db.set_state("last_sync_at", &now);
-            let _ = db.set_state("last_error", "");
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "sync failed");
-            let _ = db.set_state("last_error", &format!("{now}: {e}"));
-        }
+    if let Err(e) = record_outcome(db, link, &result) {
+        // The sync's own outcome stands; only `site status` will be behind.
+        tracing::warn!(error = %e, "the outcome of the sync could not be recorded for `site status`");
     }
     let mut report = result?;
     report.duration = started.elapsed();
     report.bytes_sent = link.sent() - sent0;
     report.bytes_received = link.received() - received0;
     Ok(report)
+}
+
+/// Notes in the site's state what `site status` shows of this sync, and the link rates it
+/// measured, in one transaction.
+fn record_outcome(db: &Db, link: &Link, result: &Result<SyncReport, SyncError>) -> Result<(), StoreError> {
+    let now = now_text();
+    db.transaction(|tx| {
+        if let Some(rates) = link.to_state() {
+            tx.set_state(LINK_RATES, &rates)?;
+        }
+        match result {
+            Ok(_) => {
+                tx.set_state("last_sync_at", &now)?;
+                tx.set_state("last_error", "")
+            }
+            Err(e) => tx.set_state("last_error", &format!("{now}: {e}")),
+        }
+    })
 }
 
 /// The state key of the link rates measured by the last sync (see [`Link::to_state`]).
@@ -276,8 +287,10 @@ fn push(
             Err(source) => {
                 if !source.may_have_arrived() {
                     // The central server cannot have applied a request it did not receive whole:
-                    // nothing to ask about next time.
-                    let _ = db.set_state(IN_FLIGHT, "");
+                    // nothing to ask about next time (if the note stays, the next sync asks).
+                    if let Err(e) = db.set_state(IN_FLIGHT, "") {
+                        tracing::debug!(error = %e, "the push in flight could not be cleared; the next attempt asks about it");
+                    }
                     *sent = None;
                 }
                 let step = format!("pushing {sending} change(s) to the central server");

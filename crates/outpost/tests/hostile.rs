@@ -625,18 +625,6 @@ fn a_push_answer_lost_on_the_way_back_costs_nothing_even_if_the_site_edits_meanw
     );
 }
 
-/// Replaces what changes from run to run (times, the server's port) in text a person reads.
-fn masked(text: &str, central_url: &str) -> String {
-    let text = text.replace(central_url, "http://<central>");
-    let mut out = String::new();
-    for word in text.split_inclusive(char::is_whitespace) {
-        let bare = word.trim_end().trim_end_matches(':');
-        let is_time = bare.len() >= 20 && bare.as_bytes().get(4) == Some(&b'-') && bare.contains('T');
-        out.push_str(&if is_time { word.replacen(bare, "<time>", 1) } else { word.to_owned() });
-    }
-    out
-}
-
 /// What a person reads about a refused change, a refused command and a restore, to the letter.
 #[test]
 fn what_a_person_reads_about_refused_and_restored_changes() {
@@ -653,9 +641,12 @@ fn what_a_person_reads_about_refused_and_restored_changes() {
     let reason = "writing `stock_line` record `sl-s` was refused: Store data (`stock_line`, \"Stock and replenishments\") \
                   may only be written on site `south`, not on site `north` (the record's `store_id` is `store-south`, which \
                   is active there); write it in a store of this site, or on the site where `store-south` is active";
-    assert_eq!(masked(&north.rejected(), &url), format!("<time>  stock_line `sl-s` (change 1 from north): {reason}\n"));
     assert_eq!(
-        masked(&central.admin("central site rejected", &["site", "rejected", "north"]).stdout, &url),
+        common::masked(&north.rejected(), &url),
+        format!("<time>  stock_line `sl-s` (change 1 from north): {reason}\n")
+    );
+    assert_eq!(
+        common::masked(&central.admin("central site rejected", &["site", "rejected", "north"]).stdout, &url),
         format!(
             "<time>  stock_line `sl-s` (change 1): {reason}\n\
              1 refused change(s) of `north` wait for an administrator; `--clear` marks them as looked at (they are kept)\n"
@@ -684,7 +675,7 @@ fn what_a_person_reads_about_refused_and_restored_changes() {
     north.write("stock_line", "sl-n2", &json!({"store_id": "store-north", "total_packs": 2}));
     north.sync();
     assert_eq!(
-        masked(&north.status(), &url),
+        common::masked(&north.status(), &url),
         "site:              north
 central server:    http://<central>
 sync:              active

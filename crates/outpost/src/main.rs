@@ -651,38 +651,11 @@ fn site(command: SiteCommand) -> Result<(), String> {
                 Some(file) => std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?,
                 None => String::new(),
             };
-            let mut client = site::Client::new(&central, &site, &password);
-            if !ca_pem.is_empty() {
-                client = client.trusting(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
-            }
-            let answer =
-                client.status().map_err(|e| format!("checking the credentials with the central server: {e}"))?;
-            std::fs::create_dir_all(&data.data).map_err(|e| format!("creating {}: {e}", data.data.display()))?;
-            let db = Db::open(&db_file(&data.data)).map_err(|e| e.to_string())?;
-            if let Ok(existing) = db.local_site() {
-                return Err(format!("{} is already site `{existing}`", data.data.display()));
-            }
-            db.transaction(|tx| {
-                // A site initialised again (its disk was lost) numbers its new changes after those
-                // the central server already acknowledged from it; otherwise the server would skip
-                // them as already applied, and they would be lost without a word. An entry with no
-                // record marks where the log starts: it is never pushed nor counted as waiting.
-                tx.start_log_after(answer.acked)?;
-                for (key, value) in [
-                    ("local_site", site.as_str()),
-                    ("central_url", central.as_str()),
-                    ("password", password.as_str()),
-                    ("ca_cert_pem", ca_pem.as_str()),
-                    ("role", "site"),
-                ] {
-                    tx.set_state(key, value)?;
-                }
-                Ok(())
-            })
-            .map_err(|e| e.to_string())?;
+            let report =
+                site::initialise(&data.data, &central, &site, &password, &ca_pem).map_err(|e| e.to_string())?;
             println!(
                 "site `{site}` initialised against central server `{}`; run `outpost site sync` to receive its data",
-                answer.central
+                report.central
             );
         }
         SiteCommand::Sync { data } => {

@@ -143,8 +143,8 @@ fn sync(site: &str, what: &str, db: &Db, client: &site::Client) -> Result<String
         report.pushed,
         report.rejected,
         report.pulled,
-        crate::human_bytes(report.bytes_sent),
-        crate::human_bytes(report.bytes_received)
+        crate::output::human_bytes(report.bytes_sent),
+        crate::output::human_bytes(report.bytes_received)
     );
     println!("{line}");
     Ok(line)

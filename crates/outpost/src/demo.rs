@@ -51,11 +51,8 @@ pub fn run(dir: &Path, transactions: usize) -> Result<(), String> {
     // Each site: initialise, then receive its first data.
     let mut sites = Vec::new();
     for ((site, store, _), password) in SITES.iter().zip(&passwords) {
-        let db = open(&dir.join(site))?;
-        for (key, value) in [("local_site", *site), ("central_url", url.as_str()), ("password", password.as_str())] {
-            db.set_state(key, value).map_err(|e| e.to_string())?;
-        }
-        let client = site::Client::new(&url, site, password);
+        let site::InitReport { db, client, .. } = site::initialise(&dir.join(site), &url, site, password, "")
+            .map_err(|e| format!("initialising {site}: {e}"))?;
         sites.push((*site, *store, db, client));
     }
     let mut timings = Vec::new();
@@ -146,8 +143,8 @@ fn sync(site: &str, what: &str, db: &Db, client: &site::Client) -> Result<String
         report.pushed,
         report.rejected,
         report.pulled,
-        crate::human_bytes(report.bytes_sent),
-        crate::human_bytes(report.bytes_received)
+        crate::output::human_bytes(report.bytes_sent),
+        crate::output::human_bytes(report.bytes_received)
     );
     println!("{line}");
     Ok(line)

@@ -8,6 +8,7 @@
 //! covers, so it never moves past anything that was not committed.
 
 pub mod client;
+pub mod init;
 pub mod link;
 pub mod local_api;
 pub mod machine;
@@ -15,5 +16,6 @@ pub mod status;
 pub mod sync;
 
 pub use client::{Client, ClientError};
+pub use init::{initialise, InitError, InitReport};
 pub use status::{SiteStatus, SyncState};
 pub use sync::{sync_once, Progress, SyncError, SyncReport};

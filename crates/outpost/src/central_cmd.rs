@@ -1,0 +1,168 @@
+//! `outpost central ...`: the central server's commands.
+
+use crate::cli::{CentralAdminCommand, CentralCommand, CentralDb, CentralSiteCommand, CentralStoreCommand};
+use crate::input::{parse_json, read_admin_password};
+use crate::output::announce;
+use model::SyncType;
+use std::net::SocketAddr;
+use std::path::Path;
+use store::Write;
+
+pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
+    use central::admin;
+    let engine = |data: &CentralDb| data.open().map(central::Engine::new);
+    match command {
+        CentralCommand::Init { data, name, primary, admin_password_file } => {
+            // Asked first, so that nothing is created without an administrator.
+            let admin_password = read_admin_password(admin_password_file.as_deref())?;
+            let db = data.open_or_create(true)?;
+            admin::init(&db, &name, primary.as_deref()).map_err(|e| e.to_string())?;
+            admin::set_admin_password(&db, &admin_password).map_err(|e| e.to_string())?;
+            println!("central server `{name}` created in {}", data.describe());
+            println!(
+                "administrator password set: `outpost central serve` asks for it at /login before it shows the dashboard"
+            );
+        }
+        CentralCommand::Admin(CentralAdminCommand::SetPassword { data, admin_password_file }) => {
+            let admin_password = read_admin_password(admin_password_file.as_deref())?;
+            let db = data.open()?;
+            db.local_site().map_err(|e| format!("{}: {e}", data.describe()))?;
+            admin::set_admin_password(&db, &admin_password).map_err(|e| e.to_string())?;
+            println!("administrator password set for {}; every open dashboard session has ended", data.describe());
+        }
+        CentralCommand::Serve { data, listen, dashboard_listen, tls_cert: Some(cert), tls_key: Some(key), limits } => {
+            serve_tls(engine(&data)?, listen, dashboard_listen, &cert, &key, limits.limits())?;
+        }
+        CentralCommand::Serve { data, listen, dashboard_listen, limits, .. } => {
+            let engine = engine(&data)?;
+            let limits = limits.limits();
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let bind = |addr: SocketAddr| async move {
+                    tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listening on {addr}: {e}"))
+                };
+                let listener = bind(listen).await?;
+                let dashboard = match dashboard_listen {
+                    Some(addr) => Some(bind(addr).await?),
+                    None => None,
+                };
+                let local = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
+                let sync_addr = local(&listener)?;
+                let dashboard_addr = dashboard.as_ref().map_or(Ok(sync_addr), local)?;
+                announce(&format!(
+                    "central server listening on http://{sync_addr}\ndashboard on http://{dashboard_addr}/\n"
+                ));
+                match dashboard {
+                    None => central::serve(engine, listener, limits).await.map_err(|e| e.to_string()),
+                    Some(dashboard) => central::server::serve_apart(engine, listener, dashboard, limits)
+                        .await
+                        .map_err(|e| e.to_string()),
+                }
+            })?;
+        }
+        CentralCommand::Site(CentralSiteCommand::Add { name, mobile, data }) => {
+            let password = admin::add_site(&engine(&data)?, &name, mobile).map_err(|e| e.to_string())?;
+            println!("site `{name}` added. Its password (shown once, keep it safe):\n{password}");
+        }
+        CentralCommand::Site(CentralSiteCommand::ResetPassword { name, data }) => {
+            let password = admin::reset_password(&engine(&data)?, &name).map_err(|e| e.to_string())?;
+            println!("new password for `{name}` (shown once):\n{password}");
+        }
+        CentralCommand::Site(CentralSiteCommand::Unbind { name, data }) => {
+            if !data.open()?.unbind_machine(&name).map_err(|e| e.to_string())? {
+                return Err(format!("there is no site `{name}`"));
+            }
+            println!(
+                "site `{name}` is no longer bound to a machine; its next sync binds it to the machine it comes from"
+            );
+        }
+        CentralCommand::Site(CentralSiteCommand::Rejected { name, clear, data }) => {
+            let db = data.open()?;
+            let open = db.open_rejections(&name).map_err(|e| e.to_string())?;
+            for r in &open {
+                println!("{}  {} `{}` (change {}): {}", r.at, r.table, r.id, r.seq, r.reason);
+            }
+            let quarantined = open.len() as u64 >= central::engine::MAX_OPEN_REJECTIONS;
+            match (open.len(), clear) {
+                (0, _) => println!("no refused changes of `{name}` wait for an administrator"),
+                (n, false) => println!(
+                    "{n} refused change(s) of `{name}` wait for an administrator{}; `--clear` marks them as looked at (they are kept)",
+                    if quarantined { " (the site is quarantined: its pushes are refused)" } else { "" }
+                ),
+                (_, true) => {
+                    let cleared = db.resolve_rejections(&name).map_err(|e| e.to_string())?;
+                    println!("{cleared} refused change(s) of `{name}` marked as looked at (kept); its pushes are accepted again");
+                }
+            }
+        }
+        CentralCommand::Store(CentralStoreCommand::Add { name, active_on, dispensary, data }) => {
+            admin::add_store(&engine(&data)?, &name, &active_on, dispensary).map_err(|e| e.to_string())?;
+            println!("store `{name}` added, active on `{active_on}`");
+        }
+        CentralCommand::Store(CentralStoreCommand::SyncType { store, site, sync_type, data }) => {
+            let sync = SyncType::parse(&sync_type)
+                .ok_or_else(|| format!("`{sync_type}` is not a sync type: use active, collector, transfer or none"))?;
+            admin::set_sync_type(&engine(&data)?, &store, &site, sync).map_err(|e| e.to_string())?;
+            println!("store `{store}` is now `{}` on `{site}`", sync.as_str());
+        }
+        CentralCommand::ShowName { name, store, data } => {
+            admin::show_name(&engine(&data)?, &name, &store).map_err(|e| e.to_string())?;
+        }
+        CentralCommand::ShowItem { item, store, data } => {
+            admin::show_item(&engine(&data)?, &item, &store).map_err(|e| e.to_string())?;
+        }
+        CentralCommand::Write { table, id, json, data } => {
+            let doc = parse_json(&json)?;
+            engine(&data)?.write(&[Write::upsert(&table, id.as_str(), &doc)]).map_err(|e| e.to_string())?;
+        }
+        CentralCommand::Status { data } => {
+            let view = central::dashboard::view(&engine(&data)?).map_err(|e| e.to_string())?;
+            println!("central `{}`, primary `{}`", view.central, view.primary);
+            for s in &view.sites {
+                println!(
+                    "  {:<16} {:<8} last push {:<24} last pull {:<24} rejected {}{}",
+                    s.site,
+                    s.kind,
+                    s.last_push_at.as_deref().unwrap_or("never"),
+                    s.last_pull_at.as_deref().unwrap_or("never"),
+                    s.rejections,
+                    if s.stale { "  (no sync for over a month)" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "tls")]
+fn serve_tls(
+    engine: central::Engine,
+    listen: SocketAddr,
+    dashboard_listen: Option<SocketAddr>,
+    cert: &Path,
+    key: &Path,
+    limits: central::Limits,
+) -> Result<(), String> {
+    let bind = |addr: SocketAddr| std::net::TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"));
+    let listener = bind(listen)?;
+    let dashboard = dashboard_listen.map(bind).transpose()?;
+    let sync_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let dashboard_addr = dashboard.as_ref().map_or(Ok(sync_addr), |d| d.local_addr()).map_err(|e| e.to_string())?;
+    announce(&format!("central server listening on https://{sync_addr}\ndashboard on https://{dashboard_addr}/\n"));
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime
+        .block_on(central::serve_tls(engine, listener, dashboard, cert, key, limits))
+        .map_err(|e| format!("serving HTTPS: {e}"))
+}
+
+#[cfg(not(feature = "tls"))]
+fn serve_tls(
+    _engine: central::Engine,
+    _listen: SocketAddr,
+    _dashboard_listen: Option<SocketAddr>,
+    _cert: &Path,
+    _key: &Path,
+    _limits: central::Limits,
+) -> Result<(), String> {
+    Err("this outpost was built without TLS; build it with `--features tls`".into())
+}

@@ -21,6 +21,8 @@ pub enum EngineError {
     TooManyChanges(usize),
     #[error("change {seq} is at an impossible position: {why}")]
     BadPosition { seq: Seq, why: &'static str },
+    #[error("the batch says it follows position {0}, which no site's log can hold (0 to {max})", max = protocol::MAX_SEQ)]
+    BadAfter(Seq),
     #[error("site `{site}` is quarantined: {open} of its changes were refused and wait for an administrator (the most is {max}); its changes wait safely on the site. On the central server: `outpost central site rejected {site}`, then `--clear`")]
     Quarantined { site: SiteId, open: u64, max: u64 },
     #[error("the pull position is not one this central server handed out: {0}; `outpost site reset-cursor` on the site starts the pull again")]
@@ -393,7 +395,7 @@ impl HoldCache {
 /// was acknowledged, strictly increasing, and within [`protocol::MAX_SEQ`].
 fn check_positions(after: Seq, changes: &[Change]) -> Result<(), EngineError> {
     if after.0 < 0 || after.0 > protocol::MAX_SEQ {
-        return Err(EngineError::BadPosition { seq: after, why: "the acknowledged position is out of range" });
+        return Err(EngineError::BadAfter(after));
     }
     let mut previous = after;
     for change in changes {

@@ -224,9 +224,10 @@ impl From<EngineError> for ApiError {
             EngineError::TooManyChanges(_) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", error.to_string())
             }
-            EngineError::OutOfOrder { .. } | EngineError::BadPosition { .. } | EngineError::BadCursor(_) => {
-                ApiError::bad_request(error.to_string())
-            }
+            EngineError::OutOfOrder { .. }
+            | EngineError::BadPosition { .. }
+            | EngineError::BadAfter(_)
+            | EngineError::BadCursor(_) => ApiError::bad_request(error.to_string()),
             EngineError::Quarantined { .. } => ApiError::new(StatusCode::FORBIDDEN, "quarantined", error.to_string()),
             EngineError::Store(e) => ApiError::internal("applying the request to the central database", e),
         }

@@ -11,9 +11,13 @@
 //! the data down tenfold for a smoke run; `OUTPOST_LOG=outpost_site=debug` shows the site's logs.
 
 // The proxy of the real-process tests, not a copy of it; this program uses a part of its controls.
+#[path = "support/catalogue.rs"]
+mod catalogue;
 #[allow(dead_code)]
 #[path = "../tests/common/link.rs"]
 mod link;
+
+use catalogue::{DRUGS, FORMS};
 
 use central::{admin, Engine};
 use link::{Link, Shape};
@@ -385,30 +389,9 @@ fn hex_id(rng: &mut Rng) -> String {
     format!("{:016X}{:016X}", rng.next(), rng.next())
 }
 
-const DRUGS: [&str; 16] = [
-    "Amoxicillin",
-    "Paracetamol",
-    "Metformin",
-    "Artemether/Lumefantrine",
-    "Oxytocin",
-    "Ceftriaxone",
-    "Zinc sulfate",
-    "Oral rehydration salts",
-    "Cotrimoxazole",
-    "Ibuprofen",
-    "Salbutamol",
-    "Magnesium sulfate",
-    "Gentamicin",
-    "Ferrous sulfate",
-    "Nevirapine",
-    "Doxycycline",
-];
-
 /// An item of a real catalogue (as in the `sync` benchmark): random ids, names from a
 /// vocabulary, varied numbers. Edition 1 is the same item with its price and note revised.
 fn item(i: usize, edition: u64) -> Record {
-    const FORMS: [&str; 8] =
-        ["tablets", "capsules", "oral suspension", "injection", "vials", "sachets", "syrup", "inhaler"];
     let mut rng = Rng::seeded(1, i);
     let id = hex_id(&mut rng);
     let strength = 5 * (1 + rng.below(100));

@@ -8,6 +8,10 @@
 //!
 //! `cargo bench -p outpost --bench sync` (OUTPOST_BENCH_RECORDS changes the count).
 
+#[path = "support/catalogue.rs"]
+mod catalogue;
+
+use catalogue::{DRUGS, FORMS};
 use central::admin;
 use std::io::{Read, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -133,26 +137,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// An item as a real catalogue has them: a random 32-hex-digit id (as mSupply's), names drawn
 /// from a vocabulary, varied numbers, so that compression is not flattered by repetition.
 fn item(i: usize) -> (String, String) {
-    const DRUGS: [&str; 16] = [
-        "Amoxicillin",
-        "Paracetamol",
-        "Metformin",
-        "Artemether/Lumefantrine",
-        "Oxytocin",
-        "Ceftriaxone",
-        "Zinc sulfate",
-        "Oral rehydration salts",
-        "Cotrimoxazole",
-        "Ibuprofen",
-        "Salbutamol",
-        "Magnesium sulfate",
-        "Gentamicin",
-        "Ferrous sulfate",
-        "Nevirapine",
-        "Doxycycline",
-    ];
-    const FORMS: [&str; 8] =
-        ["tablets", "capsules", "oral suspension", "injection", "vials", "sachets", "syrup", "inhaler"];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let id = format!("{:016x}{:016x}", rng.next(), rng.next());
     let strength = 5 * (1 + rng.below(100));

@@ -35,11 +35,7 @@ impl Drop for Server {
 #[test]
 fn a_site_syncs_over_https_with_a_central_server_it_trusts_and_refuses_one_it_does_not() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let central = dir.path().join("central");
-    run(outpost()
-        .args(["central", "init", "--data"])
-        .arg(&central)
-        .env("OUTPOST_ADMIN_PASSWORD", "test admin passphrase"));
+    let central = init_central(dir.path());
     let added = run(outpost().args(["central", "site", "add", "north", "--data"]).arg(&central));
     let password = String::from_utf8_lossy(&added.stdout).lines().last().expect("a password").trim().to_owned();
     run(outpost()
@@ -82,11 +78,7 @@ fn a_site_syncs_over_https_with_a_central_server_it_trusts_and_refuses_one_it_do
 #[test]
 fn over_https_the_dashboard_cookies_are_secure() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let central = dir.path().join("central");
-    run(outpost()
-        .args(["central", "init", "--data"])
-        .arg(&central)
-        .env("OUTPOST_ADMIN_PASSWORD", "test admin passphrase"));
+    let central = init_central(dir.path());
     let (_server, stdout) = serve_tls(&central, &["--dashboard-listen", "127.0.0.1:0"]);
     let mut lines = BufReader::new(stdout).lines();
     let _sync = lines.next().expect("the sync address").expect("readable");
@@ -113,11 +105,7 @@ fn over_https_the_dashboard_cookies_are_secure() {
 #[test]
 fn over_https_a_handshake_that_stalls_is_closed_after_the_idle_timeout_and_logged() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let central = dir.path().join("central");
-    run(outpost()
-        .args(["central", "init", "--data"])
-        .arg(&central)
-        .env("OUTPOST_ADMIN_PASSWORD", "test admin passphrase"));
+    let central = init_central(dir.path());
     let (server, stdout) = serve_tls(&central, &["--idle-timeout-secs", "2"]);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).expect("the server says where it listens");
@@ -183,4 +171,14 @@ fn serve_tls(central: &std::path::Path, extra: &[&str]) -> (Server, std::process
         .expect("the server starts");
     let stdout = child.stdout.take().expect("stdout");
     (Server(child), stdout)
+}
+
+/// A new central server's data directory under `dir`.
+fn init_central(dir: &std::path::Path) -> std::path::PathBuf {
+    let central = dir.join("central");
+    run(outpost()
+        .args(["central", "init", "--data"])
+        .arg(&central)
+        .env("OUTPOST_ADMIN_PASSWORD", "test admin passphrase"));
+    central
 }

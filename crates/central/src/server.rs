@@ -152,6 +152,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
+/// How long a site is asked to wait when the database is busy.
+const BUSY_RETRY_SECS: u64 = 5;
+
 /// An error answer: a status, a stable code, and a message a person can act on. Logged here,
 /// once, where it is handled.
 #[derive(Debug)]
@@ -173,6 +176,18 @@ impl ApiError {
     pub(crate) fn internal(context: &str, error: impl std::fmt::Display) -> ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{context}: {error}"))
     }
+    /// 503: the database did not let the request in within its wait; the site tries again.
+    pub(crate) fn busy(why: &str) -> ApiError {
+        ApiError {
+            retry_after: Some(BUSY_RETRY_SECS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("the central server's database is busy ({why}); try again in {BUSY_RETRY_SECS} s"),
+            )
+        }
+    }
+
     /// 429: come back in `seconds`.
     pub(crate) fn too_many_requests(message: impl Into<String>, seconds: u64) -> ApiError {
         ApiError {
@@ -229,6 +244,7 @@ impl From<EngineError> for ApiError {
             | EngineError::BadAfter(_)
             | EngineError::BadCursor(_) => ApiError::bad_request(error.to_string()),
             EngineError::Quarantined { .. } => ApiError::new(StatusCode::FORBIDDEN, "quarantined", error.to_string()),
+            EngineError::Store(store::StoreError::Busy(why)) => ApiError::busy(&why),
             EngineError::Store(e) => ApiError::internal("applying the request to the central database", e),
         }
     }

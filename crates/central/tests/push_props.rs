@@ -308,7 +308,7 @@ fn state(central: &Central) -> State {
         last_seq: central.db.last_seq().expect("last seq"),
         rejections: central.db.count_rejections().expect("count rejections"),
         acked: central.engine.acked(&NORTH.into()).expect("north's acked"),
-        home_stores: central.db.network().home_stores,
+        home_stores: central.db.network().home_stores.clone(),
     }
 }
 

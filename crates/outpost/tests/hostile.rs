@@ -554,7 +554,7 @@ fn a_mobile_site_has_one_active_store(backend: &Backend) {
 }
 
 fn network_view_now(central: &common::Central) -> model::Network {
-    central.db.open().network()
+    model::Network::clone(&central.db.open().network())
 }
 
 fn a_copy_of_a_sites_database_on_another_machine_cannot_sync_as_that_site(backend: &Backend) {

@@ -1,183 +1,55 @@
+use crate::backend::{Backend, Deferred, Sql, TxSql};
 use crate::{Result, StoreError, Write};
 use model::network::TOPOLOGY_TABLES;
 use model::{
     check_write, recipients, registry, Action, Audience, ChangeRef, Network, Op, RecordId, RecordKeys, Registry, Seq,
     SiteId,
 };
-use rusqlite::{params, Connection, OptionalExtension};
 use std::cell::RefCell;
 use std::fmt;
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
-
-const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 2;
+use std::sync::Arc;
 
 /// A node's database: a SQLite file (every node), or a PostgreSQL database that several central
 /// server processes share (feature `postgres`). Cheap to share behind an `Arc`. On SQLite, one
-/// writer at a time, as SQLite allows; on PostgreSQL, a small pool of connections, so
-/// transactions run side by side.
+/// writer at a time, as SQLite allows, and readers beside it; on PostgreSQL, a pool of
+/// connections, so transactions run side by side. Which backend answers is the business of
+/// `backend/` alone.
 #[derive(Debug)]
 pub struct Db {
     backend: Backend,
     registry: &'static Registry,
 }
 
-#[derive(Debug)]
-enum Backend {
-    Sqlite(Mutex<Inner>),
-    #[cfg(feature = "postgres")]
-    Postgres(crate::pg::PgDb),
-}
-
-/// A connection to read from (the read-only queries of `queries.rs` and `sync_state.rs`).
-pub(crate) enum Conn<'a> {
-    Sqlite(&'a Connection),
-    #[cfg(feature = "postgres")]
-    Postgres(&'a mut crate::pg::PgConn),
-}
-
-#[derive(Debug)]
-struct Inner {
-    conn: Connection,
-    /// The network as this node's records describe it, kept in step with every topology write.
-    network: Network,
-    /// SQLite's `data_version` when the network was last read (it changes on other
-    /// connections' commits only).
-    data_version: Option<i64>,
-}
-
 impl Db {
-    /// Opens (creating if needed) a database file, in WAL mode, and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Db> {
-        Self::from_connection(Connection::open(path)?)
-    }
-
-    /// A private in-memory database, for tests and benchmarks.
-    pub fn open_in_memory() -> Result<Db> {
-        Self::from_connection(Connection::open_in_memory()?)
-    }
-
-    /// Opens a PostgreSQL database (`postgres://user@host:port/database`, or the `key=value`
-    /// form), shared with other server processes, and brings its schema up to date. With
-    /// `schema`, the tables live in that PostgreSQL schema, created if needed; without, in the
-    /// connection's default (`public`).
-    #[cfg(feature = "postgres")]
-    pub fn open_postgres(url: &str, schema: Option<&str>) -> Result<Db> {
-        Ok(Db { backend: Backend::Postgres(crate::pg::PgDb::open(url, schema)?), registry: registry() })
-    }
-
-    fn from_connection(conn: Connection) -> Result<Db> {
-        // Records are a few hundred bytes: larger pages mean fewer splits (only effective
-        // before the first table is created).
-        conn.pragma_update(None, "page_size", 16_384)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "cache_size", -262_144)?;
-        // Reads through a memory map, not a pread (and a copy) per page: an initialisation reads
-        // a whole store in key order, which is not the order the rows were written in.
-        conn.pragma_update(None, "mmap_size", 4_i64 << 30)?;
-        conn.pragma_update(None, "busy_timeout", 10_000)?;
-        migrate(&conn)?;
-        let network = load_network(&conn)?;
-        let data_version = conn.pragma_query_value(None, "data_version", |r| r.get(0)).ok();
-        Ok(Db { backend: Backend::Sqlite(Mutex::new(Inner { conn, network, data_version })), registry: registry() })
+    pub(crate) fn with_backend(backend: Backend) -> Db {
+        Db { backend, registry: registry() }
     }
 
     pub fn registry(&self) -> &'static Registry {
         self.registry
     }
 
-    fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave SQLite half-written (the transaction rolls
-        // back on drop), so a poisoned lock is still safe to use once the network, which may have
-        // absorbed records that rolled back, is read again from the database.
-        let mut guard = inner.lock().unwrap_or_else(|poisoned| {
-            let mut guard = poisoned.into_inner();
-            if let Ok(network) = load_network(&guard.conn) {
-                guard.network = network;
-                inner.clear_poison();
-            }
-            guard
-        });
-        // Another process (an admin command beside a running server) may have committed
-        // topology changes: SQLite's data_version says so, cheaply.
-        let version: Option<i64> = guard.conn.pragma_query_value(None, "data_version", |r| r.get(0)).ok();
-        if version.is_some() && version != guard.data_version {
-            if let Ok(network) = load_network(&guard.conn) {
-                guard.network = network;
-                guard.data_version = version;
-            }
-        }
-        guard
-    }
-
     /// Runs `f` in one transaction: all of it is committed, or none of it.
     pub fn transaction<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        match &self.backend {
-            Backend::Sqlite(inner) => {
-                let mut guard = Self::lock(inner);
-                let inner = &mut *guard;
-                let result = {
-                    // Immediate: the write lock is taken (waiting up to the busy timeout) before
-                    // the first read. A deferred transaction that reads, then writes, fails at
-                    // once with "database is locked" when another process (a person's write
-                    // beside a running sync) committed in between.
-                    let sql = inner.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                    let mut tx = Tx {
-                        sql: TxSql::Sqlite(sql),
-                        network: NetSlot::Borrowed(&mut inner.network),
-                        registry: self.registry,
-                        topology_changed: false,
-                        looked_up: RefCell::new(None),
-                    };
-                    match f(&mut tx) {
-                        Ok(value) => tx.commit().map(|_| value),
-                        Err(e) => Err(e),
-                    }
-                };
-                if result.is_err() {
-                    // The transaction rolled back; the network may have absorbed records that are
-                    // not there any more.
-                    inner.network = load_network(&inner.conn)?;
-                }
-                result
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pg) => pg.transaction(self.registry, f),
-        }
+        self.backend.transaction(self.registry, f)
     }
 
-    /// Runs a closure on a connection, outside any transaction: for reads, and for a single
-    /// statement that commits on its own (`mark_pulled`).
-    pub(crate) fn read<T>(&self, f: impl FnOnce(Conn<'_>) -> Result<T>) -> Result<T> {
-        match &self.backend {
-            Backend::Sqlite(inner) => {
-                let guard = Self::lock(inner);
-                f(Conn::Sqlite(&guard.conn))
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pg) => {
-                let mut conn = pg.connection()?;
-                f(Conn::Postgres(&mut conn))
-            }
-        }
+    /// Runs read-only statements outside any transaction (the queries of `queries.rs` and
+    /// `sync_state.rs`).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T> {
+        self.backend.read(f)
     }
 
-    /// A copy of the network as this node sees it.
-    pub fn network(&self) -> Network {
-        match &self.backend {
-            Backend::Sqlite(inner) => Self::lock(inner).network.clone(),
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pg) => match pg.network() {
-                Ok(network) => Network::clone(&network),
-                Err(e) => {
-                    // The last network read stands in until the database answers again.
-                    tracing::warn!(error = %e, "could not check the network for changes; using the last one read");
-                    Network::clone(&pg.cached_network())
-                }
-            },
-        }
+    /// Runs a single statement that commits on its own, when the writer is free
+    /// (`mark_pulled`).
+    pub(crate) fn write_soon(&self, f: Deferred) -> Result<()> {
+        self.backend.write_soon(f)
+    }
+
+    /// The network as this node sees it (shared: cheap to take, never waits for a writer on
+    /// SQLite).
+    pub fn network(&self) -> Arc<Network> {
+        self.backend.network()
     }
 
     /// This node's own site id, set when the node was initialised.
@@ -193,52 +65,12 @@ impl Db {
     }
 
     pub fn state(&self, key: &str) -> Result<Option<String>> {
-        self.read(|conn| match conn {
-            Conn::Sqlite(conn) => {
-                Ok(conn.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| r.get(0)).optional()?)
-            }
-            #[cfg(feature = "postgres")]
-            Conn::Postgres(conn) => conn.session().state(key),
-        })
+        self.read(|sql| sql.state(key))
     }
 
     pub fn set_state(&self, key: &str, value: &str) -> Result<()> {
         self.transaction(|tx| tx.set_state(key, value))
     }
-}
-
-fn migrate(conn: &Connection) -> Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version < 1 {
-        conn.execute_batch(SCHEMA)?;
-    } else if version < 2 {
-        // Version 2: refused changes an administrator has looked at; the last batch applied.
-        conn.execute_batch(
-            "ALTER TABLE rejection ADD COLUMN resolved_at TEXT;
-             ALTER TABLE site_sync ADD COLUMN push_from INTEGER;
-             ALTER TABLE site_sync ADD COLUMN push_digest TEXT;",
-        )?;
-    }
-    if version < SCHEMA_VERSION {
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    }
-    Ok(())
-}
-
-fn load_network(conn: &Connection) -> Result<Network> {
-    let placeholders = vec!["?"; TOPOLOGY_TABLES.len()].join(",");
-    let mut stmt = conn.prepare(&format!(
-        "SELECT tbl, id, data FROM record WHERE tbl IN ({placeholders}) AND data IS NOT NULL
-         ORDER BY CASE tbl WHEN 'site' THEN 0 WHEN 'store' THEN 1 ELSE 2 END"
-    ))?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(TOPOLOGY_TABLES), |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-    })?;
-    let mut records = Vec::new();
-    for row in rows {
-        records.push(row?);
-    }
-    network_from_records(records)
 }
 
 /// The network described by topology records (sites first, then stores, then the rest).
@@ -257,8 +89,10 @@ pub(crate) fn network_from_records(rows: Vec<(String, String, String)>) -> Resul
 
 /// One transaction on a node's database.
 pub struct Tx<'a> {
-    pub(crate) sql: TxSql<'a>,
-    network: NetSlot<'a>,
+    sql: TxSql<'a>,
+    /// The network this transaction sees and updates: copied on its first topology write if
+    /// others hold it too.
+    network: Arc<Network>,
     registry: &'static Registry,
     /// Whether a topology record was written (on PostgreSQL, other processes are told at commit).
     topology_changed: bool,
@@ -280,57 +114,17 @@ struct Lookup {
 
 impl fmt::Debug for Tx<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let backend = match &self.sql {
-            TxSql::Sqlite(_) => "sqlite",
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(_) => "postgres",
-        };
-        f.debug_struct("Tx").field("backend", &backend).field("topology_changed", &self.topology_changed).finish()
+        f.debug_struct("Tx")
+            .field("backend", &self.sql.name())
+            .field("topology_changed", &self.topology_changed)
+            .finish()
     }
 }
 
-/// The database transaction under a [`Tx`].
-pub(crate) enum TxSql<'a> {
-    Sqlite(rusqlite::Transaction<'a>),
-    /// In a `RefCell` because the postgres client needs `&mut` even to read, and `Tx`'s reads
-    /// take `&self`.
-    #[cfg(feature = "postgres")]
-    Postgres(RefCell<crate::pg::PgTx<'a>>),
-}
-
-/// The network a transaction sees and updates.
-pub(crate) enum NetSlot<'a> {
-    /// SQLite: the database's own copy, reloaded if the transaction fails.
-    Borrowed(&'a mut Network),
-    /// PostgreSQL: the copy shared by the handle's transactions, copied on the first topology
-    /// write (other transactions of this process run at the same time).
-    #[cfg(feature = "postgres")]
-    Shared(std::sync::Arc<Network>),
-}
-
-impl NetSlot<'_> {
-    fn get(&self) -> &Network {
-        match self {
-            NetSlot::Borrowed(network) => network,
-            #[cfg(feature = "postgres")]
-            NetSlot::Shared(network) => network,
-        }
-    }
-
-    fn get_mut(&mut self) -> &mut Network {
-        match self {
-            NetSlot::Borrowed(network) => network,
-            #[cfg(feature = "postgres")]
-            NetSlot::Shared(network) => std::sync::Arc::make_mut(network),
-        }
-    }
-}
-
-/// What a committed transaction leaves behind (read on PostgreSQL only).
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+/// What a committed transaction leaves behind.
 pub(crate) struct Committed {
-    /// The network as the transaction left it (SQLite's stays in place: `None`).
-    pub(crate) network: Option<std::sync::Arc<Network>>,
+    /// The network as the transaction left it.
+    pub(crate) network: Arc<Network>,
     pub(crate) topology_changed: bool,
 }
 
@@ -399,41 +193,26 @@ impl Put<'_> {
 }
 
 impl<'a> Tx<'a> {
+    pub(crate) fn new(sql: TxSql<'a>, network: Arc<Network>, registry: &'static Registry) -> Self {
+        Tx { sql, network, registry, topology_changed: false, looked_up: RefCell::new(None) }
+    }
+
     /// Commits, telling other processes of a topology change (PostgreSQL).
     pub(crate) fn commit(self) -> Result<Committed> {
         let Tx { sql, network, topology_changed, .. } = self;
-        match sql {
-            TxSql::Sqlite(sql) => sql.commit()?,
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.into_inner().commit(topology_changed)?,
-        }
-        let network = match network {
-            NetSlot::Borrowed(_) => None,
-            #[cfg(feature = "postgres")]
-            NetSlot::Shared(network) => Some(network),
-        };
+        sql.commit(topology_changed)?;
         Ok(Committed { network, topology_changed })
     }
 
-    #[cfg(feature = "postgres")]
-    pub(crate) fn postgres(
-        pg: crate::pg::PgTx<'a>,
-        network: std::sync::Arc<Network>,
-        registry: &'static Registry,
-    ) -> Self {
-        Tx {
-            sql: TxSql::Postgres(RefCell::new(pg)),
-            network: NetSlot::Shared(network),
-            registry,
-            topology_changed: false,
-            looked_up: RefCell::new(None),
-        }
+    /// Runs statements of this transaction.
+    pub(crate) fn sql<T>(&self, f: impl FnOnce(&mut dyn Sql) -> T) -> T {
+        self.sql.with(f)
     }
 }
 
 impl Tx<'_> {
     pub fn network(&self) -> &Network {
-        self.network.get()
+        &self.network
     }
 
     pub fn registry(&self) -> &Registry {
@@ -446,26 +225,7 @@ impl Tx<'_> {
         if let Some(found) = self.looked_up.borrow().as_ref().filter(|l| l.table == table && l.id == id) {
             return Ok(Some(found.current.clone()));
         }
-        let found = match &self.sql {
-            TxSql::Sqlite(sql) => {
-                let mut stmt = sql.prepare_cached(
-                    "SELECT data, log_seq, store_id, other_store_id, name_id FROM record WHERE tbl = ?1 AND id = ?2",
-                )?;
-                stmt.query_row(params![table, id], |r| {
-                    let current = Current { data: r.get(0)?, log_seq: r.get::<_, Option<i64>>(1)?.map(Seq) };
-                    let keys = RecordKeys {
-                        store: r.get::<_, Option<String>>(2)?.map(Into::into),
-                        other_store: r.get::<_, Option<String>>(3)?.map(Into::into),
-                        name: r.get::<_, Option<String>>(4)?.map(Into::into),
-                        home_store: None,
-                    };
-                    Ok((current, keys))
-                })
-                .optional()?
-            }
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.borrow_mut().session().current(table, id)?,
-        };
+        let found = self.sql(|sql| sql.current(table, id))?;
         Ok(found.map(|(current, keys)| {
             let lookup = Lookup { table: table.to_owned(), id: id.to_owned(), current: current.clone(), keys };
             *self.looked_up.borrow_mut() = Some(lookup);
@@ -550,8 +310,8 @@ impl Tx<'_> {
         // Most writes create a record: try that first, and look the record up only if it exists.
         if *change.action == Action::Upsert {
             let create = ChangeRef { table: change.table, op: &Op::Create, keys: &keys };
-            if check_write(self.registry, self.network.get(), &create, writer).is_ok() {
-                let audience = recipients(self.registry, self.network.get(), &create).map_err(refused)?;
+            if check_write(self.registry, &self.network, &create, writer).is_ok() {
+                let audience = recipients(self.registry, &self.network, &create).map_err(refused)?;
                 self.check_topology(&put).map_err(refused)?;
                 if let Some(seq) = self.insert_new(&put)? {
                     return Ok(Written { seq, op: Op::Create, keys: keys.clone(), audience });
@@ -561,24 +321,23 @@ impl Tx<'_> {
         let current = self.current(change.table, change.id.as_str())?;
         let op = Self::op_for(change.action, current.as_ref());
         let as_written = ChangeRef { table: change.table, op: &op, keys: &keys };
-        check_write(self.registry, self.network.get(), &as_written, writer).map_err(refused)?;
+        check_write(self.registry, &self.network, &as_written, writer).map_err(refused)?;
         if op != Op::Create {
             // A change that re-keys a record (moves it to another store or name) needs authority
             // over the record where it stands too, or a site could take over another's record.
             if let Some(stored) = self.stored_keys(change.table, change.id.as_str())? {
                 if (&stored.store, &stored.other_store, &stored.name) != (&keys.store, &keys.other_store, &keys.name) {
                     let as_stored = ChangeRef { table: change.table, op: &op, keys: &stored };
-                    check_write(self.registry, self.network.get(), &as_stored, writer).map_err(refused)?;
+                    check_write(self.registry, &self.network, &as_stored, writer).map_err(refused)?;
                 }
             }
         }
         if *change.action == Action::Upsert {
             self.network
-                .get()
                 .check_home_store(change.table, change.id, keys.home_store.as_ref(), writer)
                 .map_err(refused)?;
         }
-        let audience = recipients(self.registry, self.network.get(), &as_written).map_err(refused)?;
+        let audience = recipients(self.registry, &self.network, &as_written).map_err(refused)?;
         self.check_topology(&put).map_err(refused)?;
         let seq = self.put_with_current(&put, current)?;
         Ok(Written { seq, op, keys: keys.clone(), audience })
@@ -590,18 +349,14 @@ impl Tx<'_> {
             return Ok(());
         }
         let new = put.stored_data().and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
-        self.network.get().check_topology(put.table, put.id.as_str(), new.as_ref())
+        self.network.check_topology(put.table, put.id.as_str(), new.as_ref())
     }
 
     /// Inserts a record that does not exist yet, with its change-log entry; `None` (and nothing
     /// written) when it exists already.
     fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
         self.looked_up.get_mut().take();
-        let inserted = match &mut self.sql {
-            TxSql::Sqlite(sql) => sqlite_insert_new(sql, put)?,
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.get_mut().session().insert_new(put)?,
-        };
+        let inserted = self.sql(|sql| sql.insert_new(put))?;
         if inserted.is_some() {
             self.absorb(put, None)?;
         }
@@ -625,7 +380,7 @@ impl Tx<'_> {
             Action::Upsert => put.data.map(parse).transpose()?,
             _ => None,
         };
-        self.network.get_mut().absorb(put.table, put.id.as_str(), old.as_ref(), new.as_ref());
+        Arc::make_mut(&mut self.network).absorb(put.table, put.id.as_str(), old.as_ref(), new.as_ref());
         self.topology_changed = true;
         Ok(())
     }
@@ -635,25 +390,7 @@ impl Tx<'_> {
         if let Some(found) = self.looked_up.borrow().as_ref().filter(|l| l.table == table && l.id == id) {
             return Ok(Some(found.keys.clone()));
         }
-        match &self.sql {
-            TxSql::Sqlite(sql) => {
-                let mut stmt = sql.prepare_cached(
-                    "SELECT store_id, other_store_id, name_id FROM record WHERE tbl = ?1 AND id = ?2",
-                )?;
-                Ok(stmt
-                    .query_row(params![table, id], |r| {
-                        Ok(RecordKeys {
-                            store: r.get::<_, Option<String>>(0)?.map(Into::into),
-                            other_store: r.get::<_, Option<String>>(1)?.map(Into::into),
-                            name: r.get::<_, Option<String>>(2)?.map(Into::into),
-                            home_store: None,
-                        })
-                    })
-                    .optional()?)
-            }
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.borrow_mut().session().stored_keys(table, id),
-        }
+        self.sql(|sql| sql.stored_keys(table, id))
     }
 
     /// Writes a record and its change-log entry. Returns the entry's position (or the record's
@@ -678,131 +415,31 @@ impl Tx<'_> {
     fn put_with_current(&mut self, put: &Put<'_>, current: Option<Current>) -> Result<Seq> {
         self.looked_up.get_mut().take();
         let old_seq = current.as_ref().and_then(|c| c.log_seq);
-        let seq = match &mut self.sql {
-            TxSql::Sqlite(sql) => sqlite_write_record(sql, put, old_seq)?,
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.get_mut().session().write_record(put, old_seq)?,
-        };
+        let seq = self.sql(|sql| sql.write_record(put, old_seq))?;
         self.absorb(put, current.as_ref().and_then(|c| c.data.as_deref()))?;
         Ok(seq.or(old_seq).unwrap_or_default())
     }
 
     /// Puts a logged change in a shared bucket (a wide audience on the central server).
     pub fn set_bucket(&mut self, seq: Seq, bucket: &str) -> Result<()> {
-        match &mut self.sql {
-            TxSql::Sqlite(sql) => {
-                sql.prepare_cached("UPDATE change_log SET bucket = ?2 WHERE seq = ?1")?
-                    .execute(params![seq.0, bucket])?;
-            }
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.get_mut().session().set_bucket(seq, bucket)?,
-        }
+        self.sql(|sql| sql.set_bucket(seq, bucket))?;
         Ok(())
     }
 
     /// Sends a logged change to one site (a narrow audience on the central server).
     pub fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()> {
-        match &mut self.sql {
-            TxSql::Sqlite(sql) => {
-                sql.prepare_cached("INSERT OR IGNORE INTO outbox (site_id, seq) VALUES (?1, ?2)")?
-                    .execute(params![site.as_str(), seq.0])?;
-            }
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.get_mut().session().add_outbox(site, seq)?,
-        }
+        self.sql(|sql| sql.add_outbox(site, seq))?;
         Ok(())
     }
 
     pub fn state(&self, key: &str) -> Result<Option<String>> {
-        match &self.sql {
-            TxSql::Sqlite(sql) => {
-                Ok(sql.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| r.get(0)).optional()?)
-            }
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.borrow_mut().session().state(key),
-        }
+        self.sql(|sql| sql.state(key))
     }
 
     pub fn set_state(&mut self, key: &str, value: &str) -> Result<()> {
-        match &mut self.sql {
-            TxSql::Sqlite(sql) => {
-                sql.prepare_cached(
-                    "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                )?
-                .execute(params![key, value])?;
-            }
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.get_mut().session().set_state(key, value)?,
-        }
+        self.sql(|sql| sql.set_state(key, value))?;
         Ok(())
     }
-}
-
-/// SQLite: inserts a new record and its log entry; `None` (nothing written) if it exists.
-fn sqlite_insert_new(sql: &rusqlite::Transaction<'_>, put: &Put<'_>) -> Result<Option<Seq>> {
-    let seq = if put.log { Some(sqlite_append_log(sql, put)?) } else { None };
-    let keys = put.keys;
-    let inserted = sql
-        .prepare_cached(
-            "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (tbl, id) DO NOTHING",
-        )?
-        .execute(params![
-            put.table,
-            put.id.as_str(),
-            keys.store.as_ref().map(|s| s.as_str()),
-            keys.other_store.as_ref().map(|s| s.as_str()),
-            keys.name.as_ref().map(|s| s.as_str()),
-            put.data,
-            seq.map(|s| s.0),
-        ])?;
-    if inserted == 0 {
-        if let Some(seq) = seq {
-            // Nobody has seen this entry: it is the newest, and removing it leaves no gap.
-            sql.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([seq.0])?;
-        }
-        return Ok(None);
-    }
-    Ok(Some(seq.unwrap_or_default()))
-}
-
-fn sqlite_append_log(sql: &rusqlite::Transaction<'_>, put: &Put<'_>) -> Result<Seq> {
-    sql.prepare_cached(
-        "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![put.table, put.id.as_str(), put.action.code(), put.merge_into(), put.origin.as_str(), put.bucket])?;
-    Ok(Seq(sql.last_insert_rowid()))
-}
-
-/// SQLite: writes a record over its current state, with a new log entry that supersedes the old
-/// one when the change is logged. Returns the new entry's position, if any.
-fn sqlite_write_record(sql: &rusqlite::Transaction<'_>, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>> {
-    let seq = if put.log {
-        let seq = sqlite_append_log(sql, put)?;
-        if let Some(old) = old_seq {
-            // The record's earlier entry is superseded: a late reader needs only the latest.
-            sql.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([old.0])?;
-        }
-        Some(seq)
-    } else {
-        None
-    };
-    let keys = put.keys;
-    sql.prepare_cached(
-        "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
-           name_id = excluded.name_id, data = excluded.data, log_seq = COALESCE(excluded.log_seq, record.log_seq)",
-    )?
-    .execute(params![
-        put.table,
-        put.id.as_str(),
-        keys.store.as_ref().map(|s| s.as_str()),
-        keys.other_store.as_ref().map(|s| s.as_str()),
-        keys.name.as_ref().map(|s| s.as_str()),
-        put.stored_data(),
-        seq.map(|s| s.0),
-    ])?;
-    Ok(seq)
 }
 
 impl Tx<'_> {
@@ -842,7 +479,7 @@ impl Tx<'_> {
     /// into the `all` bucket like any central data. Refused once the network has a central server.
     pub fn write_founding_site(&mut self, site: &SiteId, data: &serde_json::Value) -> Result<Seq> {
         let id = RecordId::from(site.as_str());
-        if !self.network.get().central.as_str().is_empty() {
+        if !self.network.central.as_str().is_empty() {
             return Err(StoreError::Refused {
                 table: "site".into(),
                 id,
@@ -850,7 +487,7 @@ impl Tx<'_> {
                     what: "the founding site record".into(),
                     writer: "a database that is not a node yet".into(),
                     site: site.clone(),
-                    why: format!(" (this database's central server is `{}`)", self.network.get().central),
+                    why: format!(" (this database's central server is `{}`)", self.network.central),
                 }),
             });
         }
@@ -906,13 +543,7 @@ impl Tx<'_> {
 
     /// How many of `origin`'s own changes come after `after` (what still waits to be pushed).
     pub fn count_changes_after(&self, after: Seq, origin: &SiteId) -> Result<u64> {
-        match &self.sql {
-            TxSql::Sqlite(sql) => Ok(sql
-                .prepare_cached("SELECT count(*) FROM change_log WHERE seq > ?1 AND origin_site = ?2")?
-                .query_row(params![after.0, origin.as_str()], |r| r.get(0))?),
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(pg) => pg.borrow_mut().session().count_changes_after(after, origin),
-        }
+        self.sql(|sql| sql.count_changes_after(after, origin))
     }
 
     /// A site restored from a backup (the central server acknowledged `acked`, beyond what this
@@ -924,24 +555,7 @@ impl Tx<'_> {
         if shift <= 0 {
             return Ok(0);
         }
-        let moved = match &mut self.sql {
-            TxSql::Sqlite(sql) => {
-                // Through negative numbers: no entry takes a position another still holds.
-                let moved =
-                    sql.execute("UPDATE change_log SET seq = -(seq + ?2) WHERE seq > ?1", params![pushed.0, shift])?;
-                sql.execute("UPDATE change_log SET seq = -seq WHERE seq < 0", [])?;
-                sql.execute("UPDATE record SET log_seq = log_seq + ?2 WHERE log_seq > ?1", params![pushed.0, shift])?;
-                moved as u64
-            }
-            #[cfg(feature = "postgres")]
-            TxSql::Postgres(_) => {
-                return Err(StoreError::Invalid {
-                    table: "change_log".into(),
-                    id: RecordId::from(""),
-                    reason: "a central server's log is never renumbered".into(),
-                })
-            }
-        };
+        let moved = self.sql(|sql| sql.shift_log_after(pushed, shift))?;
         self.start_log_after(acked)?;
         Ok(moved)
     }

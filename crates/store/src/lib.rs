@@ -10,7 +10,7 @@
 //!
 //! Two backends sit behind the one API of [`Db`] and [`Tx`]: SQLite, every node's embedded
 //! default ([`Db::open`]), and PostgreSQL for central servers whose processes share one
-//! database (`Db::open_postgres`, feature `postgres`; see `src/pg.rs` for how positions,
+//! database (`Db::open_postgres`, feature `postgres`; see `src/backend/pg.rs` for how positions,
 //! concurrent writers and network changes work there).
 //!
 //! **Architecture invariant:** nothing writes the `record` table except `Tx::put` (private to
@@ -21,13 +21,15 @@
 //! **Architecture invariant:** [`Db::write`], the one entry point for a node's own edits, refuses
 //! a write this node has no authority for (see `model::check_write`).
 
+mod backend;
 mod db;
-#[cfg(feature = "postgres")]
-mod pg;
+mod migrations;
 mod queries;
 mod sync_state;
 
+pub use backend::DbError;
 pub use db::{Current, Db, Incoming, Tx, Written};
+pub use migrations::SCHEMA_VERSION;
 pub use queries::{PullSource, Stored};
 pub use sync_state::{PushedBatch, RejectionRecord, SiteCredentials, SiteSyncRow};
 
@@ -64,32 +66,25 @@ impl Write {
 /// What can go wrong in storage. Each variant says what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[cfg(feature = "postgres")]
-    #[error("PostgreSQL error: {}", postgres_message(.0))]
-    Postgres(#[from] postgres::Error),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// The database did not let this request in within its wait (every PostgreSQL connection
+    /// in use; another process holding SQLite's write lock). Worth trying again shortly.
+    #[error("the database is busy: {0}")]
+    Busy(String),
     #[error("writing `{}` record `{}` was refused: {refusal}", shown(table), shown(id.as_str()))]
     Refused { table: String, id: RecordId, refusal: Box<Refusal> },
     #[error("`{}` record `{}` is not valid: {reason}", shown(table), shown(id.as_str()))]
     Invalid { table: String, id: RecordId, reason: String },
     #[error("this database has not been initialised as a node (no local site id); run `init` first")]
     NotInitialised,
+    #[error(
+        "this database's schema is version {found}, newer than this outpost understands (version {known}): \
+         it was written by a newer release; run that release, or a newer one"
+    )]
+    NewerSchema { found: i64, known: i64 },
     #[error("the stored record `{table}`/`{id}` is not valid JSON: {source}")]
     CorruptRecord { table: String, id: String, source: serde_json::Error },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// A PostgreSQL error with the server's message and detail (the error's own `Display` says only
-/// "db error").
-#[cfg(feature = "postgres")]
-fn postgres_message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => match db.detail() {
-            Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
-            None => format!("{}: {}", db.severity(), db.message()),
-        },
-        None => e.to_string(),
-    }
-}

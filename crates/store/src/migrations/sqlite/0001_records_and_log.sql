@@ -1,4 +1,5 @@
--- Outpost storage, version 1. One schema for every node; a table a node does not use stays empty.
+-- Outpost storage on SQLite, migration 1: records, the change log, sync bookkeeping. One schema
+-- for every node; a table a node does not use stays empty.
 
 -- Every synced record, of every synced table, as a JSON document. The keys that route it are
 -- real columns, so that adding a table is a registry entry, not a migration.
@@ -43,11 +44,7 @@ CREATE TABLE IF NOT EXISTS site_sync (
     last_push_at   TEXT,
     last_pull_at   TEXT,
     last_error     TEXT,
-    hardware_id    TEXT,
-    -- The last batch applied: the position it followed and a digest of its changes, so that
-    -- the same batch sent again (its answer was lost) is recognised and answered again.
-    push_from      INTEGER,
-    push_digest    TEXT
+    hardware_id    TEXT
 );
 
 -- Changes that were refused, with the reason, kept where a person can see them (both sides).
@@ -61,9 +58,6 @@ CREATE TABLE IF NOT EXISTS rejection (
     data        TEXT,
     reason      TEXT NOT NULL,
     at          TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    -- When an administrator looked at it (`central site rejected SITE --clear`); until then it
-    -- counts towards the site's quarantine.
-    resolved_at TEXT,
     -- A pushed change is one (site, seq); received initialisation records all carry seq 0.
     UNIQUE (site_id, origin_seq, tbl, record_id)
 );

@@ -17,22 +17,29 @@
 //! - **Records written twice at once.** A write reads the record `FOR UPDATE`, so two
 //!   transactions writing the same record take turns, and each supersedes the other's log entry.
 
+use super::{change_columns, change_from_parts, take_bounded, Backend, Sql, TxSql};
 use crate::db::{network_from_records, Current, Put, Tx};
-use crate::queries::{change_from_parts, PullSource, Stored};
+use crate::migrations;
+use crate::queries::{PullSource, Stored};
 use crate::sync_state::{PushedBatch, RejectionRecord, SiteCredentials, SiteSyncRow};
-use crate::Result;
+use crate::{Db, DbError, Result, StoreError};
 use model::network::TOPOLOGY_TABLES;
 use model::{Change, LogPos, Network, RecordId, RecordKeys, Registry, Seq, SiteId};
 use postgres::types::ToSql;
 use postgres::{Client, Config, GenericClient, NoTls, Row, Statement, Transaction};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-const SCHEMA: &str = include_str!("schema_postgres.sql");
-const SCHEMA_VERSION: i32 = 2;
 /// Connections per handle: as many transactions of one process run at once.
-const POOL_SIZE: usize = 8;
+const POOL_SIZE: u32 = 8;
+/// How long a request waits for a connection before it is told the database is busy: 10 s, or
+/// `OUTPOST_PG_ACQUIRE_MS`.
+fn acquire_timeout() -> std::time::Duration {
+    let ms = std::env::var("OUTPOST_PG_ACQUIRE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    std::time::Duration::from_millis(ms)
+}
 /// The advisory lock that lets one process at a time create or migrate a schema.
 const MIGRATION_LOCK: i64 = 0x6f75_7470_6f73_7400;
 
@@ -45,35 +52,50 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A PostgreSQL database, as one [`Db`](crate::Db) handle uses it.
 pub(crate) struct PgDb {
-    config: Config,
-    /// `SET search_path ...`, run on every new connection when the tables live in a schema.
-    search_path: Option<String>,
-    pool: Mutex<Pool>,
-    returned: Condvar,
+    pool: r2d2::Pool<Connector>,
     network: Mutex<NetCache>,
 }
 
 impl fmt::Debug for PgDb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pool = lock(&self.pool);
-        f.debug_struct("PgDb")
-            .field("search_path", &self.search_path)
-            .field("open", &pool.open)
-            .field("idle", &pool.idle.len())
-            .finish()
+        let state = self.pool.state();
+        f.debug_struct("PgDb").field("open", &state.connections).field("idle", &state.idle_connections).finish()
     }
-}
-
-struct Pool {
-    idle: Vec<PgConn>,
-    /// Connections open, idle or in use.
-    open: usize,
 }
 
 struct NetCache {
     network: Arc<Network>,
     /// The sum of `topology_version` read before `network` was.
     version: i64,
+}
+
+/// Opens the pool's connections.
+#[derive(Debug)]
+pub(crate) struct Connector {
+    config: Config,
+    /// `SET search_path ...`, run on every new connection when the tables live in a schema.
+    search_path: Option<String>,
+}
+
+impl r2d2::ManageConnection for Connector {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, postgres::Error> {
+        let mut client = self.config.connect(NoTls)?;
+        if let Some(search_path) = &self.search_path {
+            client.batch_execute(search_path)?;
+        }
+        Ok(PgConn { client, statements: HashMap::new() })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+        conn.client.batch_execute("")
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
 }
 
 /// One connection, with the statements it has prepared.
@@ -88,95 +110,38 @@ impl PgConn {
     }
 }
 
-/// A connection taken from the pool; given back when dropped.
-pub(crate) struct Pooled<'a> {
-    db: &'a PgDb,
-    conn: Option<PgConn>,
-}
-
-impl std::ops::Deref for Pooled<'_> {
-    type Target = PgConn;
-    fn deref(&self) -> &PgConn {
-        self.conn.as_ref().unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
-    }
-}
-
-impl std::ops::DerefMut for Pooled<'_> {
-    fn deref_mut(&mut self) -> &mut PgConn {
-        self.conn.as_mut().unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
-    }
-}
-
-impl Drop for Pooled<'_> {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        // A connection dropped in a panic may be anywhere in a conversation: close it.
-        let keep = !conn.client.is_closed() && !std::thread::panicking();
-        let closed = {
-            let mut pool = lock(&self.db.pool);
-            if keep {
-                pool.idle.push(conn);
-                None
-            } else {
-                pool.open -= 1;
-                Some(conn)
-            }
-        };
-        drop(closed);
-        self.db.returned.notify_one();
-    }
-}
-
 impl PgDb {
     pub(crate) fn open(url: &str, schema: Option<&str>) -> Result<PgDb> {
         let mut config: Config = url.parse()?;
         if config.get_application_name().is_none() {
             config.application_name("outpost");
         }
-        let db = PgDb {
-            config,
-            search_path: schema.map(|s| format!("SET search_path TO {}", quote_ident(s))),
-            pool: Mutex::new(Pool { idle: Vec::new(), open: 0 }),
-            returned: Condvar::new(),
-            network: Mutex::new(NetCache { network: Arc::default(), version: -1 }),
-        };
+        let connector =
+            Connector { config, search_path: schema.map(|s| format!("SET search_path TO {}", quote_ident(s))) };
+        // The first connection is opened here, so that a wrong URL or password is an error now,
+        // with the server's words, and not a timeout later.
+        let mut first = r2d2::ManageConnection::connect(&connector)?;
+        migrate(&mut first.client, schema)?;
+        drop(first);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(0))
+            .connection_timeout(acquire_timeout())
+            // A broken connection is noticed by the statement that fails, not by a round trip
+            // before every use.
+            .test_on_check_out(false)
+            .build_unchecked(connector);
+        let db = PgDb { pool, network: Mutex::new(NetCache { network: Arc::default(), version: -1 }) };
         let mut conn = db.connection()?;
-        migrate(&mut conn.client, schema)?;
         db.network_now(&mut conn.session())?;
         drop(conn);
         Ok(db)
     }
 
-    fn connect(&self) -> Result<PgConn> {
-        let mut client = self.config.connect(NoTls)?;
-        if let Some(search_path) = &self.search_path {
-            client.batch_execute(search_path)?;
-        }
-        Ok(PgConn { client, statements: HashMap::new() })
-    }
-
-    /// A connection from the pool, opened if none is idle (waiting when all are in use).
-    pub(crate) fn connection(&self) -> Result<Pooled<'_>> {
-        let mut pool = lock(&self.pool);
-        loop {
-            if let Some(conn) = pool.idle.pop() {
-                return Ok(Pooled { db: self, conn: Some(conn) });
-            }
-            if pool.open < POOL_SIZE {
-                pool.open += 1;
-                break;
-            }
-            pool = self.returned.wait(pool).unwrap_or_else(PoisonError::into_inner);
-        }
-        drop(pool);
-        match self.connect() {
-            Ok(conn) => Ok(Pooled { db: self, conn: Some(conn) }),
-            Err(e) => {
-                lock(&self.pool).open -= 1;
-                self.returned.notify_one();
-                Err(e)
-            }
-        }
+    /// A connection from the pool, opened if none is idle. When every connection stays in use
+    /// for [`acquire_timeout`], the database is busy: an error a server answers with 503.
+    pub(crate) fn connection(&self) -> Result<r2d2::PooledConnection<Connector>> {
+        self.pool.get().map_err(|e| StoreError::Busy(format!("no PostgreSQL connection free: {e}")))
     }
 
     /// Runs `f` in one transaction on one connection of the pool.
@@ -189,13 +154,13 @@ impl PgDb {
         let PgConn { client, statements } = &mut *conn;
         let mut t = client.transaction()?;
         let (network, version) = self.network_now(&mut Session { client: &mut t, statements })?;
-        let mut tx = Tx::postgres(PgTx { t, statements }, network, registry);
+        let mut tx = Tx::new(TxSql::Postgres(RefCell::new(PgTx { t, statements })), network, registry);
         // An error (or a panic) drops the transaction, which rolls it back, with the copy of the
         // network it may have changed.
         let value = f(&mut tx)?;
         let committed = tx.commit()?;
-        if let (true, Some(network)) = (committed.topology_changed, committed.network) {
-            self.adopt(&mut conn, network, version);
+        if committed.topology_changed {
+            self.adopt(&mut conn, committed.network, version);
         }
         Ok(value)
     }
@@ -230,6 +195,12 @@ impl PgDb {
         }
     }
 
+    /// Runs statements on a connection of the pool, outside any transaction.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T> {
+        let mut conn = self.connection()?;
+        f(&mut conn.session())
+    }
+
     pub(crate) fn network(&self) -> Result<Arc<Network>> {
         let mut conn = self.connection()?;
         Ok(self.network_now(&mut conn.session())?.0)
@@ -245,8 +216,8 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Creates the schema (if asked) and its tables, or brings them up to date. One process at a
-/// time: a server started twice at once does not create the tables twice.
+/// Creates the schema (if asked) and brings its tables up to date (`migrations.rs`). One
+/// process at a time: a server started twice at once does not create the tables twice.
 fn migrate(client: &mut Client, schema: Option<&str>) -> Result<()> {
     let mut t = client.transaction()?;
     t.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
@@ -254,23 +225,43 @@ fn migrate(client: &mut Client, schema: Option<&str>) -> Result<()> {
         t.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)))?;
     }
     let exists: bool = t.query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])?.try_get(0)?;
-    let version: i32 =
+    let found: i32 =
         if exists { t.query_one("SELECT COALESCE(max(version), 0) FROM schema_version", &[])?.try_get(0)? } else { 0 };
-    if version < 1 {
-        t.batch_execute(SCHEMA)?;
-    } else if version < 2 {
-        // Version 2: refused changes an administrator has looked at; the last batch applied.
-        t.batch_execute(
-            "ALTER TABLE rejection ADD COLUMN IF NOT EXISTS resolved_at TEXT;
-             ALTER TABLE site_sync ADD COLUMN IF NOT EXISTS push_from BIGINT;
-             ALTER TABLE site_sync ADD COLUMN IF NOT EXISTS push_digest TEXT;",
-        )?;
-    }
-    if version < SCHEMA_VERSION {
-        t.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&SCHEMA_VERSION])?;
+    for migration in migrations::pending(i64::from(found))? {
+        t.batch_execute(migration.postgres)?;
+        let version = i32::try_from(migration.version).unwrap_or(i32::MAX);
+        t.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&version])?;
     }
     t.commit()?;
     Ok(())
+}
+
+impl Db {
+    /// Opens a PostgreSQL database (`postgres://user@host:port/database`, or the `key=value`
+    /// form), shared with other server processes, and brings its schema up to date. With
+    /// `schema`, the tables live in that PostgreSQL schema, created if needed; without, in the
+    /// connection's default (`public`).
+    pub fn open_postgres(url: &str, schema: Option<&str>) -> Result<Db> {
+        Ok(Db::with_backend(Backend::Postgres(PgDb::open(url, schema)?)))
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Database(DbError::Postgres(e))
+    }
+}
+
+/// A PostgreSQL error with the server's message and detail (the error's own `Display` says only
+/// "db error").
+pub(crate) fn message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
+            None => format!("{}: {}", db.severity(), db.message()),
+        },
+        None => e.to_string(),
+    }
 }
 
 /// One transaction on a pooled connection.
@@ -311,12 +302,6 @@ fn count(row: &Row) -> Result<u64> {
 
 fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-macro_rules! change_columns {
-    () => {
-        "l.seq, l.tbl, l.record_id, l.action, l.merge_into, l.origin_site, r.data"
-    };
 }
 
 const CHANGES_AFTER: &str = concat!(
@@ -434,12 +419,14 @@ impl<C: GenericClient> Session<'_, C> {
             .collect::<Result<Vec<(String, String, String)>>>()?;
         network_from_records(records)
     }
+}
 
+impl<C: GenericClient> Sql for Session<'_, C> {
     // Writes (in a transaction).
 
     /// The record as it stands, with its keys, locked until the transaction ends: a concurrent
     /// write of the same record waits, then sees this one's log entry and supersedes it.
-    pub(crate) fn current(&mut self, table: &str, id: &str) -> Result<Option<(Current, RecordKeys)>> {
+    fn current(&mut self, table: &str, id: &str) -> Result<Option<(Current, RecordKeys)>> {
         let row = self.query_opt(
             "SELECT data, log_seq, store_id, other_store_id, name_id FROM record WHERE tbl = $1 AND id = $2 FOR UPDATE",
             &[&table, &id],
@@ -451,7 +438,7 @@ impl<C: GenericClient> Session<'_, C> {
         .transpose()
     }
 
-    pub(crate) fn stored_keys(&mut self, table: &str, id: &str) -> Result<Option<RecordKeys>> {
+    fn stored_keys(&mut self, table: &str, id: &str) -> Result<Option<RecordKeys>> {
         let row = self.query_opt(
             "SELECT store_id, other_store_id, name_id FROM record WHERE tbl = $1 AND id = $2",
             &[&table, &id],
@@ -461,7 +448,7 @@ impl<C: GenericClient> Session<'_, C> {
 
     /// Inserts a record that does not exist yet and, when logged, its change-log entry, in one
     /// statement; `None` (nothing written) when the record exists.
-    pub(crate) fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
+    fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
         let keys = put.keys;
         let (store, other_store, name) = (
             keys.store.as_ref().map(|s| s.as_str()),
@@ -507,7 +494,7 @@ impl<C: GenericClient> Session<'_, C> {
 
     /// Writes a record over its current state; when logged, with a new entry that supersedes
     /// `old_seq`, all in one statement. Returns the new entry's position, if any.
-    pub(crate) fn write_record(&mut self, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>> {
+    fn write_record(&mut self, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>> {
         let keys = put.keys;
         let (store, other_store, name) = (
             keys.store.as_ref().map(|s| s.as_str()),
@@ -555,12 +542,12 @@ impl<C: GenericClient> Session<'_, C> {
         Ok(Some(Seq(row.try_get(0)?)))
     }
 
-    pub(crate) fn set_bucket(&mut self, seq: Seq, bucket: &str) -> Result<()> {
+    fn set_bucket(&mut self, seq: Seq, bucket: &str) -> Result<()> {
         self.execute("UPDATE change_log SET bucket = $2 WHERE seq = $1", &[&seq.0, &bucket])?;
         Ok(())
     }
 
-    pub(crate) fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()> {
+    fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()> {
         self.execute(
             // At the position of the log entry it points to (same transaction id), so adding it
             // again is a no-op.
@@ -570,11 +557,19 @@ impl<C: GenericClient> Session<'_, C> {
         Ok(())
     }
 
-    pub(crate) fn state(&mut self, key: &str) -> Result<Option<String>> {
+    fn shift_log_after(&mut self, _pushed: Seq, _shift: i64) -> Result<u64> {
+        Err(StoreError::Invalid {
+            table: "change_log".into(),
+            id: RecordId::from(""),
+            reason: "a central server's log is never renumbered".into(),
+        })
+    }
+
+    fn state(&mut self, key: &str) -> Result<Option<String>> {
         self.query_opt("SELECT value FROM state WHERE key = $1", &[&key])?.map(|r| Ok(r.try_get(0)?)).transpose()
     }
 
-    pub(crate) fn set_state(&mut self, key: &str, value: &str) -> Result<()> {
+    fn set_state(&mut self, key: &str, value: &str) -> Result<()> {
         self.execute(
             "INSERT INTO state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             &[&key, &value],
@@ -584,7 +579,7 @@ impl<C: GenericClient> Session<'_, C> {
 
     // Sync bookkeeping.
 
-    pub(crate) fn keep_rejection(&mut self, rejection: &RejectionRecord) -> Result<()> {
+    fn keep_rejection(&mut self, rejection: &RejectionRecord) -> Result<()> {
         self.execute(
             "INSERT INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -601,7 +596,7 @@ impl<C: GenericClient> Session<'_, C> {
         Ok(())
     }
 
-    pub(crate) fn rejections_between(&mut self, from: &str, first: Seq, last: Seq) -> Result<Vec<RejectionRecord>> {
+    fn rejections_between(&mut self, from: &str, first: Seq, last: Seq) -> Result<Vec<RejectionRecord>> {
         self.query(
             "SELECT site_id, origin_seq, tbl, record_id, action, data, reason, at FROM rejection
              WHERE site_id = $1 AND origin_seq BETWEEN $2 AND $3 ORDER BY origin_seq",
@@ -614,12 +609,12 @@ impl<C: GenericClient> Session<'_, C> {
 
     /// The site's acknowledged position, its row locked until the transaction ends: a second
     /// push of the same site (another process, another connection) waits for this one.
-    pub(crate) fn acked(&mut self, site: &SiteId) -> Result<Seq> {
+    fn acked(&mut self, site: &SiteId) -> Result<Seq> {
         let row = self.query_opt("SELECT acked_seq FROM site_sync WHERE site_id = $1 FOR UPDATE", &[&site.as_str()])?;
         Ok(Seq(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0)))
     }
 
-    pub(crate) fn record_push(&mut self, site: &SiteId, batch: &PushedBatch) -> Result<()> {
+    fn record_push(&mut self, site: &SiteId, batch: &PushedBatch) -> Result<()> {
         self.execute(
             r#"UPDATE site_sync SET acked_seq = $2, push_from = $3, push_digest = $4,
                  last_push_at = to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
@@ -629,7 +624,7 @@ impl<C: GenericClient> Session<'_, C> {
         Ok(())
     }
 
-    pub(crate) fn last_push(&mut self, site: &SiteId) -> Result<Option<PushedBatch>> {
+    fn last_push(&mut self, site: &SiteId) -> Result<Option<PushedBatch>> {
         let row = self.query_opt(
             "SELECT acked_seq, push_from, push_digest FROM site_sync WHERE site_id = $1 AND push_digest IS NOT NULL",
             &[&site.as_str()],
@@ -644,7 +639,7 @@ impl<C: GenericClient> Session<'_, C> {
         .transpose()
     }
 
-    pub(crate) fn set_password_hash(&mut self, site: &str, hash: &str, create: bool) -> Result<bool> {
+    fn set_password_hash(&mut self, site: &str, hash: &str, create: bool) -> Result<bool> {
         let changed = if create {
             self.execute(
                 "INSERT INTO site_sync (site_id, password_hash) VALUES ($1, $2)
@@ -658,7 +653,7 @@ impl<C: GenericClient> Session<'_, C> {
     }
 
     /// The marker entry at `seq`, and the sequence moved past it so new entries come after.
-    pub(crate) fn start_log_after(&mut self, seq: Seq) -> Result<()> {
+    fn start_log_after(&mut self, seq: Seq) -> Result<()> {
         self.execute(
             "INSERT INTO change_log (seq, tbl, record_id, action, origin_site) OVERRIDING SYSTEM VALUE
              VALUES ($1, '', '', 'upsert', '') ON CONFLICT DO NOTHING",
@@ -671,7 +666,7 @@ impl<C: GenericClient> Session<'_, C> {
         Ok(())
     }
 
-    pub(crate) fn mark_pulled(&mut self, site: &SiteId) -> Result<()> {
+    fn mark_pulled(&mut self, site: &SiteId) -> Result<()> {
         self.execute(
             r#"UPDATE site_sync SET last_pull_at = to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
                WHERE site_id = $1"#,
@@ -680,7 +675,7 @@ impl<C: GenericClient> Session<'_, C> {
         Ok(())
     }
 
-    pub(crate) fn bind_machine(&mut self, site: &str, machine: &str) -> Result<Option<String>> {
+    fn bind_machine(&mut self, site: &str, machine: &str) -> Result<Option<String>> {
         self.execute(
             "UPDATE site_sync SET hardware_id = $2 WHERE site_id = $1 AND hardware_id IS NULL",
             &[&site, &machine],
@@ -692,23 +687,23 @@ impl<C: GenericClient> Session<'_, C> {
             .flatten())
     }
 
-    pub(crate) fn site_credentials(&mut self, site: &str) -> Result<Option<SiteCredentials>> {
+    fn site_credentials(&mut self, site: &str) -> Result<Option<SiteCredentials>> {
         self.query_opt("SELECT password_hash, hardware_id FROM site_sync WHERE site_id = $1", &[&site])?
             .map(|r| Ok(SiteCredentials { password_hash: r.try_get(0)?, machine: r.try_get(1)? }))
             .transpose()
     }
 
-    pub(crate) fn unbind_machine(&mut self, site: &str) -> Result<bool> {
+    fn unbind_machine(&mut self, site: &str) -> Result<bool> {
         Ok(self.execute("UPDATE site_sync SET hardware_id = NULL WHERE site_id = $1", &[&site])? > 0)
     }
 
-    pub(crate) fn password_hash(&mut self, site: &str) -> Result<Option<String>> {
+    fn password_hash(&mut self, site: &str) -> Result<Option<String>> {
         self.query_opt("SELECT password_hash FROM site_sync WHERE site_id = $1", &[&site])?
             .map(|r| Ok(r.try_get(0)?))
             .transpose()
     }
 
-    pub(crate) fn site_sync_rows(&mut self) -> Result<Vec<SiteSyncRow>> {
+    fn site_sync_rows(&mut self) -> Result<Vec<SiteSyncRow>> {
         self.query(
             "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
                     COALESCE(now() - COALESCE(s.last_pull_at, s.last_push_at)::timestamptz > interval '30 days', true),
@@ -730,7 +725,7 @@ impl<C: GenericClient> Session<'_, C> {
         .collect()
     }
 
-    pub(crate) fn rejections(&mut self, limit: Option<usize>) -> Result<Vec<RejectionRecord>> {
+    fn rejections(&mut self, limit: Option<usize>) -> Result<Vec<RejectionRecord>> {
         let rows = match limit {
             Some(n) => self.query(
                 "SELECT site_id, origin_seq, tbl, record_id, action, data, reason, at FROM rejection
@@ -745,7 +740,7 @@ impl<C: GenericClient> Session<'_, C> {
         rows.iter().map(rejection_from_row).collect()
     }
 
-    pub(crate) fn open_rejections(&mut self, site: &str) -> Result<Vec<RejectionRecord>> {
+    fn open_rejections(&mut self, site: &str) -> Result<Vec<RejectionRecord>> {
         self.query(
             "SELECT site_id, origin_seq, tbl, record_id, action, data, reason, at FROM rejection
              WHERE site_id = $1 AND resolved_at IS NULL ORDER BY id",
@@ -756,7 +751,7 @@ impl<C: GenericClient> Session<'_, C> {
         .collect()
     }
 
-    pub(crate) fn resolve_rejections(&mut self, site: &str) -> Result<u64> {
+    fn resolve_rejections(&mut self, site: &str) -> Result<u64> {
         self.execute(
             r#"UPDATE rejection SET resolved_at = to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
                WHERE site_id = $1 AND resolved_at IS NULL"#,
@@ -764,38 +759,36 @@ impl<C: GenericClient> Session<'_, C> {
         )
     }
 
-    pub(crate) fn count_open_rejections(&mut self, site: &SiteId) -> Result<u64> {
+    fn count_open_rejections(&mut self, site: &SiteId) -> Result<u64> {
         count(&self.query_one(
             "SELECT count(*) FROM rejection WHERE site_id = $1 AND resolved_at IS NULL",
             &[&site.as_str()],
         )?)
     }
 
-    pub(crate) fn count_rejections(&mut self) -> Result<u64> {
+    fn count_rejections(&mut self) -> Result<u64> {
         count(&self.query_one("SELECT count(*) FROM rejection", &[])?)
     }
 
     // Reads for the sync engine.
 
-    pub(crate) fn changes_after(&mut self, after: Seq, origin: &SiteId, limit: usize) -> Result<Vec<(Change, usize)>> {
-        self.query(CHANGES_AFTER, &[&after.0, &origin.as_str(), &limit_param(limit)])?
-            .iter()
-            .map(change_from_row)
-            .collect()
+    fn changes_after(&mut self, after: Seq, origin: &SiteId, limit: usize, max_bytes: usize) -> Result<Vec<Change>> {
+        let rows = self.query(CHANGES_AFTER, &[&after.0, &origin.as_str(), &limit_param(limit)])?;
+        take_bounded(rows.iter().map(change_from_row), limit, max_bytes)
     }
 
-    pub(crate) fn count_changes_after(&mut self, after: Seq, origin: &SiteId) -> Result<u64> {
+    fn count_changes_after(&mut self, after: Seq, origin: &SiteId) -> Result<u64> {
         count(&self.query_one(
             "SELECT count(*) FROM change_log WHERE seq > $1 AND origin_site = $2",
             &[&after.0, &origin.as_str()],
         )?)
     }
 
-    pub(crate) fn last_seq(&mut self) -> Result<Seq> {
+    fn last_seq(&mut self) -> Result<Seq> {
         Ok(Seq(self.query_one("SELECT COALESCE(max(seq), 0)::bigint FROM change_log", &[])?.try_get(0)?))
     }
 
-    pub(crate) fn snapshot_after(&mut self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<Stored>> {
+    fn snapshot_after(&mut self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<Stored>> {
         let (tbl, id) = after.unwrap_or(("", ""));
         self.query(
             "SELECT tbl, id, store_id, other_store_id, name_id, data FROM record
@@ -814,12 +807,12 @@ impl<C: GenericClient> Session<'_, C> {
         .collect()
     }
 
-    pub(crate) fn count_records_after(&mut self, after: Option<(&str, &str)>) -> Result<u64> {
+    fn count_records_after(&mut self, after: Option<(&str, &str)>) -> Result<u64> {
         let (tbl, id) = after.unwrap_or(("", ""));
         count(&self.query_one("SELECT count(*) FROM record WHERE (tbl, id) > ($1, $2)", &[&tbl, &id])?)
     }
 
-    pub(crate) fn pull_from(
+    fn pull_from(
         &mut self,
         source: &PullSource,
         site: &SiteId,
@@ -845,7 +838,7 @@ impl<C: GenericClient> Session<'_, C> {
 
     /// Counts what waits, including changes of transactions a pull must still wait for (so a
     /// site that sees an empty batch but a count above zero knows to ask again shortly).
-    pub(crate) fn count_pull(&mut self, source: &PullSource, site: &SiteId, after: LogPos) -> Result<u64> {
+    fn count_pull(&mut self, source: &PullSource, site: &SiteId, after: LogPos) -> Result<u64> {
         let row = match source {
             PullSource::Bucket(bucket) => self.query_one(
                 "SELECT count(*) FROM change_log WHERE bucket = $1 AND (xid, seq) > ($2, $3) AND origin_site <> $4",
@@ -862,32 +855,32 @@ impl<C: GenericClient> Session<'_, C> {
 
     /// Where the log stands for a reader starting now: everything written by transactions
     /// older than the oldest still running is before it.
-    pub(crate) fn log_position(&mut self) -> Result<LogPos> {
+    fn log_position(&mut self) -> Result<LogPos> {
         let row = self.query_one(concat!("SELECT ", horizon!(), " - 1"), &[])?;
         Ok(LogPos::new(row.try_get(0)?, Seq(i64::MAX)))
     }
 
-    pub(crate) fn record(&mut self, table: &str, id: &str) -> Result<Option<Option<String>>> {
+    fn record(&mut self, table: &str, id: &str) -> Result<Option<Option<String>>> {
         self.query_opt("SELECT data FROM record WHERE tbl = $1 AND id = $2", &[&table, &id])?
             .map(|r| Ok(r.try_get(0)?))
             .transpose()
     }
 
-    pub(crate) fn dump(&mut self) -> Result<Vec<(String, String, String)>> {
+    fn dump(&mut self) -> Result<Vec<(String, String, String)>> {
         self.query("SELECT tbl, id, data FROM record WHERE data IS NOT NULL ORDER BY tbl, id", &[])?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect()
     }
 
-    pub(crate) fn counts_by_table(&mut self) -> Result<Vec<(String, u64)>> {
+    fn counts_by_table(&mut self) -> Result<Vec<(String, u64)>> {
         self.query("SELECT tbl, count(*) FROM record WHERE data IS NOT NULL GROUP BY tbl ORDER BY tbl", &[])?
             .iter()
             .map(|r| Ok((r.try_get(0)?, u64::try_from(r.try_get::<_, i64>(1)?).unwrap_or(0))))
             .collect()
     }
 
-    pub(crate) fn count_records(&mut self) -> Result<u64> {
+    fn count_records(&mut self) -> Result<u64> {
         count(&self.query_one("SELECT count(*) FROM record WHERE data IS NOT NULL", &[])?)
     }
 }

@@ -1,0 +1,735 @@
+//! The SQLite backend: every node's embedded default.
+//!
+//! - **One writer, several readers.** SQLite allows one writer at a time: a handle keeps one
+//!   write connection behind a lock. Reads go to a small pool of read-only connections, which
+//!   WAL lets read while a write transaction commits, so a pull, a status page or the dashboard
+//!   does not queue behind a push. (An in-memory database has only its writer.)
+//! - **The network.** The writer keeps the network its records describe, updated by every
+//!   topology write and read again when another process commits (SQLite's `data_version`
+//!   says so). A copy is published for readers that must not wait for the writer.
+//! - **Positions.** `change_log.seq` is a rowid: one writer means positions are handed out in
+//!   commit order, so a reader's cursor is the sequence number alone.
+
+use super::{change_columns, change_from_parts, take_bounded, Backend, Deferred, Sql, TxSql, REJECTION_COLUMNS};
+use crate::db::{network_from_records, Current, Put, Tx};
+use crate::migrations;
+use crate::queries::{PullSource, Stored};
+use crate::sync_state::{PushedBatch, RejectionRecord, SiteCredentials, SiteSyncRow};
+use crate::{Db, Result};
+use model::network::TOPOLOGY_TABLES;
+use model::{Change, LogPos, Network, RecordId, RecordKeys, Registry, Seq, SiteId};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+
+/// Read connections kept open per handle.
+const READERS: usize = 4;
+
+/// "Now" as SQLite writes it into bookkeeping columns (RFC 3339, milliseconds, UTC).
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+impl Db {
+    /// Opens (creating if needed) a database file, in WAL mode, and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Db> {
+        let writer = Connection::open(path)?;
+        Ok(Db::with_backend(Backend::Sqlite(SqliteDb::new(writer, Some(path.to_owned()))?)))
+    }
+
+    /// A private in-memory database, for tests and benchmarks.
+    pub fn open_in_memory() -> Result<Db> {
+        Ok(Db::with_backend(Backend::Sqlite(SqliteDb::new(Connection::open_in_memory()?, None)?)))
+    }
+}
+
+/// A SQLite database, as one [`Db`] handle uses it.
+pub(crate) struct SqliteDb {
+    /// Idle read connections. Declared before the writer, so they close first: the last
+    /// connection to close checkpoints the write-ahead log into the file and removes it, and a
+    /// read-only connection cannot.
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Writer>,
+    /// Where read connections open (`None`: in memory, the writer reads too).
+    path: Option<PathBuf>,
+    /// The network as the writer last saw it, for readers while the writer is busy.
+    published: Mutex<Arc<Network>>,
+    /// Bookkeeping left for the writer while it was busy (a pull's timestamp), run when the
+    /// transaction holding it ends.
+    deferred: Mutex<Vec<Deferred>>,
+}
+
+impl fmt::Debug for SqliteDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteDb").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    /// The network as this node's records describe it, kept in step with every topology write.
+    network: Arc<Network>,
+    /// SQLite's `data_version` when the network was last read (it changes on other
+    /// connections' commits only).
+    data_version: Option<i64>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing guarded this way is left half-changed by a panic (a list of idle connections, an
+    // `Arc` swapped whole).
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SqliteDb {
+    fn new(conn: Connection, path: Option<PathBuf>) -> Result<SqliteDb> {
+        migrations::check_sqlite(&conn)?;
+        // Records are a few hundred bytes: larger pages mean fewer splits (only effective
+        // before the first table is created).
+        conn.pragma_update(None, "page_size", 16_384)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -262_144)?;
+        // Reads through a memory map, not a pread (and a copy) per page: an initialisation reads
+        // a whole store in key order, which is not the order the rows were written in.
+        conn.pragma_update(None, "mmap_size", 4_i64 << 30)?;
+        conn.pragma_update(None, "busy_timeout", 10_000)?;
+        migrations::run_sqlite(&conn)?;
+        let network = Arc::new(load_network(&conn)?);
+        let data_version = data_version(&conn);
+        Ok(SqliteDb {
+            readers: Mutex::new(Vec::new()),
+            writer: Mutex::new(Writer { conn, network: network.clone(), data_version }),
+            path,
+            published: Mutex::new(network),
+            deferred: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The writer, with its network up to date.
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic while holding the lock cannot leave SQLite half-written (the transaction rolls
+        // back on drop), so a poisoned lock is still safe to use once the network, which may have
+        // absorbed records that rolled back, is read again from the database.
+        let mut guard = self.writer.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            if let Ok(network) = load_network(&guard.conn) {
+                guard.network = Arc::new(network);
+                self.writer.clear_poison();
+            }
+            guard
+        });
+        // Another process (an admin command beside a running server) may have committed
+        // topology changes: SQLite's data_version says so, cheaply.
+        let version = data_version(&guard.conn);
+        if version.is_some() && version != guard.data_version {
+            if let Ok(network) = load_network(&guard.conn) {
+                guard.network = Arc::new(network);
+                guard.data_version = version;
+            }
+        }
+        *lock(&self.published) = guard.network.clone();
+        guard
+    }
+
+    pub(crate) fn transaction<T>(
+        &self,
+        registry: &'static Registry,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut guard = self.writer();
+        let writer = &mut *guard;
+        // Immediate: the write lock is taken (waiting up to the busy timeout) before the first
+        // read. A deferred transaction that reads, then writes, fails at once with "database is
+        // locked" when another process (a person's write beside a running sync) committed in
+        // between.
+        let sql = writer.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // The transaction takes the network: it is copied only if a reader holds it too.
+        let network = std::mem::take(&mut writer.network);
+        let mut tx = Tx::new(TxSql::Sqlite(sql), network, registry);
+        let outcome = match f(&mut tx) {
+            Ok(value) => tx.commit().map(|committed| (value, committed)),
+            Err(e) => {
+                drop(tx);
+                Err(e)
+            }
+        };
+        let result = match outcome {
+            Ok((value, committed)) => {
+                writer.network = committed.network;
+                if committed.topology_changed {
+                    *lock(&self.published) = writer.network.clone();
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                // The transaction rolled back; the network may have absorbed records that are
+                // not there any more.
+                writer.network = Arc::new(load_network(&writer.conn)?);
+                *lock(&self.published) = writer.network.clone();
+                Err(e)
+            }
+        };
+        self.run_deferred(&writer.conn);
+        result
+    }
+
+    /// Runs what was left for the writer, each statement committing on its own. A failure is
+    /// logged: it is bookkeeping for status pages, not a record.
+    fn run_deferred(&self, conn: &Connection) {
+        let deferred = std::mem::take(&mut *lock(&self.deferred));
+        for f in deferred {
+            if let Err(e) = f(&mut Lite(conn)) {
+                tracing::warn!(error = %e, "could not write deferred bookkeeping");
+            }
+        }
+    }
+
+    pub(crate) fn write_soon(&self, f: Deferred) -> Result<()> {
+        let busy = matches!(self.writer.try_lock(), Err(TryLockError::WouldBlock));
+        if !busy {
+            return self.write_now(f);
+        }
+        lock(&self.deferred).push(f);
+        // The writer may have finished between the look and the push: run it now if so.
+        if !matches!(self.writer.try_lock(), Err(TryLockError::WouldBlock)) {
+            let guard = self.writer();
+            self.run_deferred(&guard.conn);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T> {
+        let Some(path) = &self.path else { return self.write_now(f) };
+        let idle = lock(&self.readers).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_reader(path)?,
+        };
+        let result = f(&mut Lite(&conn));
+        let mut readers = lock(&self.readers);
+        if readers.len() < READERS {
+            readers.push(conn);
+        }
+        result
+    }
+
+    pub(crate) fn write_now<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T> {
+        let guard = self.writer();
+        let result = f(&mut Lite(&guard.conn));
+        self.run_deferred(&guard.conn);
+        result
+    }
+
+    pub(crate) fn network(&self) -> Arc<Network> {
+        // A busy writer is in a transaction of this process, which will publish what it changes.
+        let busy = matches!(self.writer.try_lock(), Err(TryLockError::WouldBlock));
+        if busy {
+            lock(&self.published).clone()
+        } else {
+            self.writer().network.clone()
+        }
+    }
+}
+
+fn data_version(conn: &Connection) -> Option<i64> {
+    conn.pragma_query_value(None, "data_version", |r| r.get(0)).ok()
+}
+
+/// A read-only connection to the database file.
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    conn.pragma_update(None, "mmap_size", 4_i64 << 30)?;
+    conn.pragma_update(None, "busy_timeout", 10_000)?;
+    Ok(conn)
+}
+
+fn load_network(conn: &Connection) -> Result<Network> {
+    let placeholders = vec!["?"; TOPOLOGY_TABLES.len()].join(",");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT tbl, id, data FROM record WHERE tbl IN ({placeholders}) AND data IS NOT NULL
+         ORDER BY CASE tbl WHEN 'site' THEN 0 WHEN 'store' THEN 1 ELSE 2 END"
+    ))?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(TOPOLOGY_TABLES), |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+    })?;
+    network_from_records(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn change_from_row(row: &Row<'_>) -> rusqlite::Result<(Change, usize)> {
+    Ok(change_from_parts(
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        &row.get::<_, String>(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+fn rejection_from_row(r: &Row<'_>) -> rusqlite::Result<RejectionRecord> {
+    Ok(RejectionRecord {
+        from: r.get(0)?,
+        seq: Seq(r.get(1)?),
+        table: r.get(2)?,
+        id: r.get(3)?,
+        action: r.get(4)?,
+        data: r.get(5)?,
+        reason: r.get(6)?,
+        at: r.get(7)?,
+    })
+}
+
+fn keys_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<RecordKeys> {
+    Ok(RecordKeys {
+        store: r.get::<_, Option<String>>(first)?.map(Into::into),
+        other_store: r.get::<_, Option<String>>(first + 1)?.map(Into::into),
+        name: r.get::<_, Option<String>>(first + 2)?.map(Into::into),
+        home_store: None,
+    })
+}
+
+/// Statements on a SQLite connection (a transaction derefs to one).
+pub(crate) struct Lite<'c>(pub(crate) &'c Connection);
+
+impl Lite<'_> {
+    fn append_log(&self, put: &Put<'_>) -> Result<Seq> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                put.table,
+                put.id.as_str(),
+                put.action.code(),
+                put.merge_into(),
+                put.origin.as_str(),
+                put.bucket
+            ])?;
+        Ok(Seq(self.0.last_insert_rowid()))
+    }
+}
+
+impl Sql for Lite<'_> {
+    fn current(&mut self, table: &str, id: &str) -> Result<Option<(Current, RecordKeys)>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT data, log_seq, store_id, other_store_id, name_id FROM record WHERE tbl = ?1 AND id = ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![table, id], |r| {
+                let current = Current { data: r.get(0)?, log_seq: r.get::<_, Option<i64>>(1)?.map(Seq) };
+                Ok((current, keys_from_row(r, 2)?))
+            })
+            .optional()?)
+    }
+
+    fn stored_keys(&mut self, table: &str, id: &str) -> Result<Option<RecordKeys>> {
+        let mut stmt =
+            self.0.prepare_cached("SELECT store_id, other_store_id, name_id FROM record WHERE tbl = ?1 AND id = ?2")?;
+        Ok(stmt.query_row(params![table, id], |r| keys_from_row(r, 0)).optional()?)
+    }
+
+    fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
+        let seq = if put.log { Some(self.append_log(put)?) } else { None };
+        let keys = put.keys;
+        let inserted = self
+            .0
+            .prepare_cached(
+                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (tbl, id) DO NOTHING",
+            )?
+            .execute(params![
+                put.table,
+                put.id.as_str(),
+                keys.store.as_ref().map(|s| s.as_str()),
+                keys.other_store.as_ref().map(|s| s.as_str()),
+                keys.name.as_ref().map(|s| s.as_str()),
+                put.data,
+                seq.map(|s| s.0),
+            ])?;
+        if inserted == 0 {
+            if let Some(seq) = seq {
+                // Nobody has seen this entry: it is the newest, and removing it leaves no gap.
+                self.0.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([seq.0])?;
+            }
+            return Ok(None);
+        }
+        Ok(Some(seq.unwrap_or_default()))
+    }
+
+    fn write_record(&mut self, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>> {
+        let seq = if put.log {
+            let seq = self.append_log(put)?;
+            if let Some(old) = old_seq {
+                // The record's earlier entry is superseded: a late reader needs only the latest.
+                self.0.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([old.0])?;
+            }
+            Some(seq)
+        } else {
+            None
+        };
+        let keys = put.keys;
+        self.0
+            .prepare_cached(
+                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
+                   name_id = excluded.name_id, data = excluded.data, log_seq = COALESCE(excluded.log_seq, record.log_seq)",
+            )?
+            .execute(params![
+                put.table,
+                put.id.as_str(),
+                keys.store.as_ref().map(|s| s.as_str()),
+                keys.other_store.as_ref().map(|s| s.as_str()),
+                keys.name.as_ref().map(|s| s.as_str()),
+                put.stored_data(),
+                seq.map(|s| s.0),
+            ])?;
+        Ok(seq)
+    }
+
+    fn set_bucket(&mut self, seq: Seq, bucket: &str) -> Result<()> {
+        self.0.prepare_cached("UPDATE change_log SET bucket = ?2 WHERE seq = ?1")?.execute(params![seq.0, bucket])?;
+        Ok(())
+    }
+
+    fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()> {
+        self.0
+            .prepare_cached("INSERT OR IGNORE INTO outbox (site_id, seq) VALUES (?1, ?2)")?
+            .execute(params![site.as_str(), seq.0])?;
+        Ok(())
+    }
+
+    fn shift_log_after(&mut self, pushed: Seq, shift: i64) -> Result<u64> {
+        // Through negative numbers: no entry takes a position another still holds.
+        let moved =
+            self.0.execute("UPDATE change_log SET seq = -(seq + ?2) WHERE seq > ?1", params![pushed.0, shift])?;
+        self.0.execute("UPDATE change_log SET seq = -seq WHERE seq < 0", [])?;
+        self.0.execute("UPDATE record SET log_seq = log_seq + ?2 WHERE log_seq > ?1", params![pushed.0, shift])?;
+        Ok(moved as u64)
+    }
+
+    fn state(&mut self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT value FROM state WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_state(&mut self, key: &str, value: &str) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![key, value])?;
+        Ok(())
+    }
+
+    fn keep_rejection(&mut self, rejection: &RejectionRecord) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT OR IGNORE INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                rejection.from,
+                rejection.seq.0,
+                rejection.table,
+                rejection.id,
+                rejection.action,
+                rejection.data,
+                rejection.reason
+            ])?;
+        Ok(())
+    }
+
+    fn rejections_between(&mut self, from: &str, first: Seq, last: Seq) -> Result<Vec<RejectionRecord>> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {REJECTION_COLUMNS} FROM rejection WHERE site_id = ?1 AND origin_seq BETWEEN ?2 AND ?3 ORDER BY origin_seq"
+        ))?;
+        let rows = stmt.query_map(params![from, first.0, last.0], rejection_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn acked(&mut self, site: &SiteId) -> Result<Seq> {
+        let seq: Option<i64> = self
+            .0
+            .prepare_cached("SELECT acked_seq FROM site_sync WHERE site_id = ?1")?
+            .query_row([site.as_str()], |r| r.get(0))
+            .optional()?;
+        Ok(Seq(seq.unwrap_or(0)))
+    }
+
+    fn record_push(&mut self, site: &SiteId, batch: &PushedBatch) -> Result<()> {
+        self.0
+            .prepare_cached(&format!(
+                "UPDATE site_sync SET acked_seq = ?2, push_from = ?3, push_digest = ?4, last_push_at = {NOW} WHERE site_id = ?1"
+            ))?
+            .execute(params![site.as_str(), batch.acked.0, batch.from.0, batch.digest])?;
+        Ok(())
+    }
+
+    fn last_push(&mut self, site: &SiteId) -> Result<Option<PushedBatch>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT acked_seq, push_from, push_digest FROM site_sync WHERE site_id = ?1 AND push_digest IS NOT NULL",
+            )?
+            .query_row([site.as_str()], |r| {
+                Ok(PushedBatch {
+                    acked: Seq(r.get(0)?),
+                    from: Seq(r.get::<_, Option<i64>>(1)?.unwrap_or(0)),
+                    digest: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn set_password_hash(&mut self, site: &str, hash: &str, create: bool) -> Result<bool> {
+        let changed = if create {
+            self.0.execute(
+                "INSERT INTO site_sync (site_id, password_hash) VALUES (?1, ?2)
+                 ON CONFLICT (site_id) DO UPDATE SET password_hash = excluded.password_hash",
+                params![site, hash],
+            )?
+        } else {
+            self.0.execute("UPDATE site_sync SET password_hash = ?2 WHERE site_id = ?1", params![site, hash])?
+        };
+        Ok(changed > 0)
+    }
+
+    fn start_log_after(&mut self, seq: Seq) -> Result<()> {
+        self.0.execute(
+            "INSERT OR IGNORE INTO change_log (seq, tbl, record_id, action, origin_site) VALUES (?1, '', '', 'upsert', '')",
+            [seq.0],
+        )?;
+        Ok(())
+    }
+
+    fn mark_pulled(&mut self, site: &SiteId) -> Result<()> {
+        self.0
+            .prepare_cached(&format!("UPDATE site_sync SET last_pull_at = {NOW} WHERE site_id = ?1"))?
+            .execute([site.as_str()])?;
+        Ok(())
+    }
+
+    fn bind_machine(&mut self, site: &str, machine: &str) -> Result<Option<String>> {
+        self.0
+            .prepare_cached("UPDATE site_sync SET hardware_id = ?2 WHERE site_id = ?1 AND hardware_id IS NULL")?
+            .execute(params![site, machine])?;
+        Ok(self
+            .0
+            .prepare_cached("SELECT hardware_id FROM site_sync WHERE site_id = ?1")?
+            .query_row([site], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
+    fn site_credentials(&mut self, site: &str) -> Result<Option<SiteCredentials>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT password_hash, hardware_id FROM site_sync WHERE site_id = ?1")?
+            .query_row([site], |r| Ok(SiteCredentials { password_hash: r.get(0)?, machine: r.get(1)? }))
+            .optional()?)
+    }
+
+    fn unbind_machine(&mut self, site: &str) -> Result<bool> {
+        Ok(self.0.execute("UPDATE site_sync SET hardware_id = NULL WHERE site_id = ?1", [site])? > 0)
+    }
+
+    fn password_hash(&mut self, site: &str) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT password_hash FROM site_sync WHERE site_id = ?1")?
+            .query_row([site], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn site_sync_rows(&mut self) -> Result<Vec<SiteSyncRow>> {
+        let mut stmt = self.0.prepare(
+            "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
+                    COALESCE(julianday('now') - julianday(COALESCE(s.last_pull_at, s.last_push_at)), 1e9) > 30,
+                    (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id)
+             FROM site_sync s ORDER BY s.site_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SiteSyncRow {
+                site: r.get(0)?,
+                acked: Seq(r.get(1)?),
+                last_push_at: r.get(2)?,
+                last_pull_at: r.get(3)?,
+                stale: r.get(4)?,
+                rejections: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn rejections(&mut self, limit: Option<usize>) -> Result<Vec<RejectionRecord>> {
+        let sql = match limit {
+            Some(n) => format!("SELECT {REJECTION_COLUMNS} FROM rejection ORDER BY id DESC LIMIT {n}"),
+            None => format!("SELECT {REJECTION_COLUMNS} FROM rejection ORDER BY id"),
+        };
+        let mut stmt = self.0.prepare(&sql)?;
+        let rows = stmt.query_map([], rejection_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn open_rejections(&mut self, site: &str) -> Result<Vec<RejectionRecord>> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {REJECTION_COLUMNS} FROM rejection WHERE site_id = ?1 AND resolved_at IS NULL ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([site], rejection_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn resolve_rejections(&mut self, site: &str) -> Result<u64> {
+        Ok(self.0.execute(
+            &format!("UPDATE rejection SET resolved_at = {NOW} WHERE site_id = ?1 AND resolved_at IS NULL"),
+            [site],
+        )? as u64)
+    }
+
+    fn count_open_rejections(&mut self, site: &SiteId) -> Result<u64> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT count(*) FROM rejection WHERE site_id = ?1 AND resolved_at IS NULL")?
+            .query_row([site.as_str()], |r| r.get(0))?)
+    }
+
+    fn count_rejections(&mut self) -> Result<u64> {
+        Ok(self.0.query_row("SELECT count(*) FROM rejection", [], |r| r.get(0))?)
+    }
+
+    fn changes_after(&mut self, after: Seq, origin: &SiteId, limit: usize, max_bytes: usize) -> Result<Vec<Change>> {
+        let mut stmt = self.0.prepare_cached(concat!(
+            "SELECT ",
+            change_columns!(),
+            " FROM change_log l JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
+             WHERE l.seq > ?1 AND l.origin_site = ?2 ORDER BY l.seq"
+        ))?;
+        let rows = stmt.query_map(params![after.0, origin.as_str()], change_from_row)?;
+        take_bounded(rows, limit, max_bytes)
+    }
+
+    fn count_changes_after(&mut self, after: Seq, origin: &SiteId) -> Result<u64> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT count(*) FROM change_log WHERE seq > ?1 AND origin_site = ?2")?
+            .query_row(params![after.0, origin.as_str()], |r| r.get(0))?)
+    }
+
+    fn last_seq(&mut self) -> Result<Seq> {
+        Ok(Seq(self.0.query_row("SELECT COALESCE(MAX(seq), 0) FROM change_log", [], |r| r.get(0))?))
+    }
+
+    fn snapshot_after(&mut self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<Stored>> {
+        let (tbl, id) = after.unwrap_or(("", ""));
+        let mut stmt = self.0.prepare_cached(
+            "SELECT tbl, id, store_id, other_store_id, name_id, data FROM record
+             WHERE (tbl, id) > (?1, ?2) AND data IS NOT NULL ORDER BY tbl, id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![tbl, id, limit as i64], |r| {
+            Ok(Stored { table: r.get(0)?, id: RecordId(r.get(1)?), keys: keys_from_row(r, 2)?, data: r.get(5)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn count_records_after(&mut self, after: Option<(&str, &str)>) -> Result<u64> {
+        let (tbl, id) = after.unwrap_or(("", ""));
+        Ok(self.0.query_row(
+            // An estimate (tombstones count too) that reads the index only, not a record.
+            "SELECT count(*) FROM record WHERE (tbl, id) > (?1, ?2)",
+            params![tbl, id],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn pull_from(
+        &mut self,
+        source: &PullSource,
+        site: &SiteId,
+        after: LogPos,
+        limit: usize,
+    ) -> Result<Vec<(Change, LogPos, usize)>> {
+        let rows = match source {
+            PullSource::Bucket(bucket) => {
+                let mut stmt = self.0.prepare_cached(concat!(
+                    "SELECT ",
+                    change_columns!(),
+                    " FROM change_log l JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
+                     WHERE l.bucket = ?1 AND l.seq > ?2 AND l.origin_site != ?3 ORDER BY l.seq LIMIT ?4"
+                ))?;
+                let rows =
+                    stmt.query_map(params![bucket, after.seq.0, site.as_str(), limit as i64], change_from_row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            }
+            PullSource::Outbox => {
+                let mut stmt = self.0.prepare_cached(concat!(
+                    "SELECT ",
+                    change_columns!(),
+                    " FROM outbox o JOIN change_log l ON l.seq = o.seq
+                     JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
+                     WHERE o.site_id = ?1 AND o.seq > ?2 ORDER BY o.seq LIMIT ?3"
+                ))?;
+                let rows = stmt.query_map(params![site.as_str(), after.seq.0, limit as i64], change_from_row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            }
+        };
+        // One writer at a time: the sequence is the order changes became visible.
+        Ok(rows
+            .into_iter()
+            .map(|(change, size)| {
+                let pos = LogPos::new(0, change.seq);
+                (change, pos, size)
+            })
+            .collect())
+    }
+
+    fn count_pull(&mut self, source: &PullSource, site: &SiteId, after: LogPos) -> Result<u64> {
+        Ok(match source {
+            PullSource::Bucket(bucket) => self.0.query_row(
+                "SELECT count(*) FROM change_log WHERE bucket = ?1 AND seq > ?2 AND origin_site != ?3",
+                params![bucket, after.seq.0, site.as_str()],
+                |r| r.get(0),
+            )?,
+            PullSource::Outbox => self.0.query_row(
+                "SELECT count(*) FROM outbox o JOIN change_log l ON l.seq = o.seq WHERE o.site_id = ?1 AND o.seq > ?2",
+                params![site.as_str(), after.seq.0],
+                |r| r.get(0),
+            )?,
+        })
+    }
+
+    fn log_position(&mut self) -> Result<LogPos> {
+        Ok(LogPos::new(0, self.last_seq()?))
+    }
+
+    fn record(&mut self, table: &str, id: &str) -> Result<Option<Option<String>>> {
+        Ok(self
+            .0
+            .query_row("SELECT data FROM record WHERE tbl = ?1 AND id = ?2", params![table, id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn dump(&mut self) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self.0.prepare("SELECT tbl, id, data FROM record WHERE data IS NOT NULL ORDER BY tbl, id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn counts_by_table(&mut self) -> Result<Vec<(String, u64)>> {
+        let mut stmt =
+            self.0.prepare("SELECT tbl, count(*) FROM record WHERE data IS NOT NULL GROUP BY tbl ORDER BY tbl")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn count_records(&mut self) -> Result<u64> {
+        Ok(self.0.query_row("SELECT count(*) FROM record WHERE data IS NOT NULL", [], |r| r.get(0))?)
+    }
+}

@@ -9,7 +9,7 @@
 mod backends;
 
 use model::SiteId;
-use outpost_store::{Db, StoreError, Write};
+use outpost_store::{Db, Write};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +81,7 @@ fn sqlite_reads_answer_while_a_transaction_holds_the_writer() {
 #[test]
 fn postgres_with_every_connection_in_use_answers_busy_after_a_bounded_wait() {
     use backends::Fixture;
+    use outpost_store::StoreError;
     // This file's own process: the setting touches no other test.
     std::env::set_var("OUTPOST_PG_ACQUIRE_MS", "500");
     let Some(fixture) = Fixture::postgres() else { return };

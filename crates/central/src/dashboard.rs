@@ -2,6 +2,7 @@
 //! month), what waits for it, what was rejected, and how many records each table holds.
 
 use crate::engine::{Engine, EngineError};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use model::SiteId;
 use serde::Serialize;
 
@@ -73,103 +74,129 @@ pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
     })
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
+/// The page's only style, inline: nothing is loaded from elsewhere.
+const STYLE: &str =
+    "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}\
+     td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.stale{background:#fdd}\
+     .error{color:#a00}form.signout{float:right}";
 
-/// The start of every page: inline style only, nothing loaded from elsewhere.
-fn head(title: &str) -> String {
-    format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>{}</title><style>\
-         body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}\
-         td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}.stale{{background:#fdd}}\
-         .error{{color:#a00}}form.signout{{float:right}}</style></head><body>",
-        escape(title)
-    )
+/// A whole page: `title` in the head, `body` in the body. Every value in a template is escaped
+/// by `maud`; only the constant style sheet goes in as it is.
+fn page(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html {
+            head {
+                meta charset="utf-8";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { (body) }
+        }
+    }
+    .into_string()
 }
 
 /// The dashboard, with a sign-out form carrying the session's CSRF token.
 pub fn render(view: &DashboardView, csrf: &str) -> String {
-    let mut html = head("Outpost central server");
-    html += &format!(
-        "<form class=signout method=post action=/logout><input type=hidden name=csrf value=\"{}\"><button>Sign out</button></form>",
-        escape(csrf)
-    );
-    html += &format!(
-        "<h1>Outpost — central server <code>{}</code></h1><p>Primary: <code>{}</code>. Generated {}.</p>",
-        escape(&view.central),
-        escape(&view.primary),
-        escape(&view.generated_at)
-    );
-    html += "<h2>Sites</h2><table><tr><th>site</th><th>kind</th><th>last push</th><th>last pull</th><th>pushed up to</th><th>rejected</th></tr>";
-    for s in &view.sites {
-        let class = if s.stale { " class=stale" } else { "" };
-        html += &format!(
-            "<tr{class}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&s.site),
-            escape(&s.kind),
-            escape(s.last_push_at.as_deref().unwrap_or("never")),
-            escape(s.last_pull_at.as_deref().unwrap_or("never")),
-            s.acked,
-            s.rejections
-        );
-    }
-    html += "</table><h2>Rejected changes</h2><table><tr><th>site</th><th>seq</th><th>table</th><th>id</th><th>reason</th><th>at</th></tr>";
-    for r in &view.rejections {
-        html += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&r.site),
-            r.seq,
-            escape(&r.table),
-            escape(&r.id),
-            escape(&r.reason),
-            escape(&r.at)
-        );
-    }
-    html += "</table><h2>Records per table</h2><table><tr><th>table</th><th>records</th></tr>";
-    for (table, count) in &view.tables {
-        html += &format!("<tr><td>{}</td><td>{count}</td></tr>", escape(table));
-    }
-    html += "</table></body></html>";
-    html
+    page(
+        "Outpost central server",
+        html! {
+            form.signout method="post" action="/logout" {
+                input type="hidden" name="csrf" value=(csrf);
+                button { "Sign out" }
+            }
+            h1 { "Outpost — central server " code { (view.central) } }
+            p { "Primary: " code { (view.primary) } ". Generated " (view.generated_at) "." }
+            h2 { "Sites" }
+            table {
+                tr { th { "site" } th { "kind" } th { "last push" } th { "last pull" } th { "pushed up to" } th { "rejected" } }
+                @for s in &view.sites {
+                    tr class=[s.stale.then_some("stale")] {
+                        td { (s.site) }
+                        td { (s.kind) }
+                        td { (s.last_push_at.as_deref().unwrap_or("never")) }
+                        td { (s.last_pull_at.as_deref().unwrap_or("never")) }
+                        td { (s.acked) }
+                        td { (s.rejections) }
+                    }
+                }
+            }
+            h2 { "Rejected changes" }
+            table {
+                tr { th { "site" } th { "seq" } th { "table" } th { "id" } th { "reason" } th { "at" } }
+                @for r in &view.rejections {
+                    tr { td { (r.site) } td { (r.seq) } td { (r.table) } td { (r.id) } td { (r.reason) } td { (r.at) } }
+                }
+            }
+            h2 { "Records per table" }
+            table {
+                tr { th { "table" } th { "records" } }
+                @for (table, count) in &view.tables {
+                    tr { td { (table) } td { (count) } }
+                }
+            }
+        },
+    )
 }
 
 /// The administrator's sign-in page; `message` says why the last attempt failed.
 pub fn login_page(message: Option<&str>, csrf: &str) -> String {
-    let mut html = head("Outpost — sign in");
-    html += "<h1>Outpost central server</h1>";
-    if let Some(message) = message {
-        html += &format!("<p class=error>{}</p>", escape(message));
-    }
-    html += &format!(
-        "<p>Sign in as the administrator to see the dashboard.</p>\
-         <form method=post action=/login><label>Administrator password \
-         <input type=password name=password autocomplete=current-password autofocus required></label> \
-         <input type=hidden name=csrf value=\"{}\"> <button>Sign in</button></form>\
-         <p>Forgot the password? On the server, set a new one with \
-         <code>outpost central admin set-password --data DIR</code>.</p></body></html>",
-        escape(csrf)
-    );
-    html
+    page(
+        "Outpost — sign in",
+        html! {
+            h1 { "Outpost central server" }
+            @if let Some(message) = message {
+                p.error { (message) }
+            }
+            p { "Sign in as the administrator to see the dashboard." }
+            form method="post" action="/login" {
+                label {
+                    "Administrator password "
+                    input type="password" name="password" autocomplete="current-password" autofocus required;
+                }
+                " "
+                input type="hidden" name="csrf" value=(csrf);
+                " "
+                button { "Sign in" }
+            }
+            p {
+                "Forgot the password? On the server, set a new one with "
+                code { "outpost central admin set-password --data DIR" } "."
+            }
+        },
+    )
 }
 
 /// What the dashboard says while no administrator has been set (a database made before there
 /// were administrators): it stays closed, and says how to open it.
 pub fn no_admin_page() -> String {
-    head("Outpost — no administrator yet")
-        + "<h1>No administrator yet</h1>\
-           <p>This central server has no administrator password, so its dashboard stays closed.</p>\
-           <p>On the server, set one with:</p><pre>outpost central admin set-password --data DIR</pre>\
-           <p>(or <code>--database URL</code> for PostgreSQL). The password is read from a prompt, from \
-           <code>--admin-password-file FILE</code>, or from <code>OUTPOST_ADMIN_PASSWORD</code>.</p>\
-           <p>Then reload this page.</p></body></html>"
+    page(
+        "Outpost — no administrator yet",
+        html! {
+            h1 { "No administrator yet" }
+            p { "This central server has no administrator password, so its dashboard stays closed." }
+            p { "On the server, set one with:" }
+            pre { "outpost central admin set-password --data DIR" }
+            p {
+                "(or " code { "--database URL" } " for PostgreSQL). The password is read from a prompt, from "
+                code { "--admin-password-file FILE" } ", or from " code { "OUTPOST_ADMIN_PASSWORD" } "."
+            }
+            p { "Then reload this page." }
+        },
+    )
 }
 
 /// A form whose CSRF token does not match (posted from elsewhere, or too old).
 pub fn stale_form_page() -> String {
-    head("Outpost — form refused")
-        + "<h1>Form refused</h1><p>This form has expired or was not sent from this server's own page, \
-           so nothing was done.</p><p><a href=/login>Open the sign-in page again</a>.</p></body></html>"
+    page(
+        "Outpost — form refused",
+        html! {
+            h1 { "Form refused" }
+            p { "This form has expired or was not sent from this server's own page, so nothing was done." }
+            p { a href="/login" { "Open the sign-in page again" } "." }
+        },
+    )
 }
 
 /// Sign-ins refused for a while.
@@ -178,11 +205,44 @@ pub fn too_many_page(refusal: &crate::auth::Refusal, seconds: u64) -> String {
         crate::auth::Refusal::Busy { .. } => "The server is busy checking passwords.",
         _ => "Too many wrong passwords.",
     };
-    head("Outpost — try again later")
-        + &format!(
-            "<h1>Outpost central server</h1><p class=error>{why} Try again in {seconds} s.</p>\
-             <p><a href=/login>Back to the sign-in page</a>.</p></body></html>"
-        )
+    page(
+        "Outpost — try again later",
+        html! {
+            h1 { "Outpost central server" }
+            p.error { (why) " Try again in " (seconds) " s." }
+            p { a href="/login" { "Back to the sign-in page" } "." }
+        },
+    )
 }
 
 pub use protocol::now_rfc3339;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_site_is_marked_and_every_value_is_escaped() {
+        let view = DashboardView {
+            central: "central".into(),
+            primary: "central".into(),
+            generated_at: "2026-12-01T15:09:05Z".into(),
+            sites: vec![SiteRow {
+                site: "a&b".into(),
+                kind: "desktop".into(),
+                acked: 3,
+                last_push_at: None,
+                last_pull_at: Some("2026-10-01T00:00:00.000Z".into()),
+                stale: true,
+                rejections: 0,
+            }],
+            tables: vec![("<t>".into(), 1)],
+            rejections: Vec::new(),
+        };
+        let html = render(&view, "to\"ken");
+        assert!(html.contains("<tr class=\"stale\"><td>a&amp;b</td><td>desktop</td><td>never</td>"), "{html}");
+        assert!(html.contains("<td>&lt;t&gt;</td><td>1</td>"), "{html}");
+        assert!(html.contains("name=\"csrf\" value=\"to&quot;ken\""), "{html}");
+        assert!(login_page(Some("<b>"), "x").contains("<p class=\"error\">&lt;b&gt;</p>"));
+    }
+}

@@ -390,29 +390,38 @@ fn compressed(body: Vec<u8>) -> Response {
     response
 }
 
+/// Runs `work` on a blocking thread, off the async workers: every database call (the database
+/// is synchronous) and every CPU-heavy step (decompressing and decoding a request body).
+pub(crate) async fn off_worker<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal("running a sync step", e))?
+}
+
+/// [`off_worker`] for the engine's work, whose errors answer as [`ApiError::from`] says.
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::internal("running a sync step", e))?
-        .map_err(ApiError::from)
+    off_worker(move || work().map_err(ApiError::from)).await
 }
 
 /// What every sync request does first: check the protocol version and the credentials, then
-/// read and decode the body (`what` names it in the error a site sees).
-async fn sync_request<T: for<'de> serde::Deserialize<'de>>(
+/// read and decode the body (`what` names it in the error a site sees). Decoding (up to
+/// [`protocol::MAX_DECODED_BYTES`] of zstd and JSON) runs off the async workers.
+async fn sync_request<T: for<'de> serde::Deserialize<'de> + Send + 'static>(
     state: &Arc<AppState>,
     path_site: &str,
     headers: &HeaderMap,
     peer: Peer,
     body: Body,
-    what: &str,
+    what: &'static str,
 ) -> Result<(SiteId, T), ApiError> {
     check_version(headers)?;
     let site = authenticate(state, headers, peer, path_site).await?;
     let body = read_body(body).await?;
-    let request = protocol::decode(&body).map_err(|e| ApiError::bad_request(format!("reading {what}: {e}")))?;
+    let request =
+        off_worker(move || protocol::decode(&body).map_err(|e| ApiError::bad_request(format!("reading {what}: {e}"))))
+            .await?;
     Ok((site, request))
 }
 

@@ -11,7 +11,7 @@ use crate::admin::{self, AdminAuth};
 use crate::auth::{Account, Refusal};
 use crate::dashboard;
 use crate::engine::EngineError;
-use crate::server::{blocking, ApiError, AppState, Peer};
+use crate::server::{blocking, off_worker, ApiError, AppState, Peer};
 use crate::session::{self, SESSION_SECS};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -234,10 +234,7 @@ async fn logout(
                 return Ok(html(StatusCode::FORBIDDEN, dashboard::stale_form_page()));
             }
             let db = state.engine.db().clone();
-            tokio::task::spawn_blocking(move || admin::end_sessions(&db))
-                .await
-                .map_err(|e| ApiError::internal("signing out", e))?
-                .map_err(|e| ApiError::internal("signing out", e))?;
+            off_worker(move || admin::end_sessions(&db).map_err(|e| ApiError::internal("signing out", e))).await?;
             tracing::info!("the administrator signed out; every session ended");
             let mut response = redirect("/login");
             set_cookie(&mut response, SESSION_COOKIE, "", 0, state.secure_cookies);

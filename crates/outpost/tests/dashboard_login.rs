@@ -48,7 +48,7 @@ impl Page {
 
     /// The value of the hidden `csrf` field of the page's form.
     fn csrf(&self) -> String {
-        let marker = "name=csrf value=\"";
+        let marker = "name=\"csrf\" value=\"";
         let start = self.body.find(marker).unwrap_or_else(|| panic!("no CSRF field in: {}", self.body)) + marker.len();
         self.body[start..].split('"').next().expect("a quoted value").to_owned()
     }
@@ -326,7 +326,7 @@ fn the_login_page_reads_well() {
     let mut browser = Browser::new(&network.central.url());
     let page = browser.get("/login");
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("<form method=post action=/login>"), "{}", page.body);
+    assert!(page.body.contains(r#"<form method="post" action="/login">"#), "{}", page.body);
     assert!(!page.body.contains("http://") && !page.body.contains("https://"), "the page loads nothing from elsewhere");
     expect_text(
         &page.body,

@@ -1,11 +1,13 @@
-//! Snapshots of what a person reads: `outpost rules`, `central status`, `site status`, and the
-//! JSON error body of every kind of refusal. A change to any of them shows here as a diff, to
+//! Snapshots of what a person reads: `outpost rules`, `central status`, `site status`, the
+//! JSON error body of every kind of refusal, and the central server's dashboard page. A change to any of them shows here as a diff, to
 //! be reviewed on purpose; `UPDATE_EXPECT=1 cargo test -p outpost --test what_people_read`
 //! accepts it.
 
 mod common;
 
-use common::{basic, good_headers, masked, outpost, run, Backend, Http, Network};
+use common::{
+    basic, good_headers, masked, outpost, run, write_behind_the_checks, Backend, Http, Network, ADMIN_PASSWORD,
+};
 use expect_test::expect_file;
 use serde_json::json;
 
@@ -57,4 +59,99 @@ fn every_kind_of_refusal_has_one_json_body() {
     );
     show("no such endpoint", http.get("/api/v1/sites/north/nothing", &good.as_refs()));
     expect_file!["snapshots/error_bodies.txt"].assert_eq(&seen);
+}
+
+#[test]
+fn the_dashboard_as_the_administrator_reads_it() {
+    let network = Network::new(&Backend::Sqlite, &["north", "south"]);
+    let (north, south) = (network.site("north"), network.site("south"));
+    let item = json!({"code": "PCM", "name": "Paracetamol 500mg", "unit_id": "unit-tab"});
+    network.central.write("item", "item-pcm", &item);
+    north.sync();
+    south.sync();
+    north.write("stock_line", "sl-1", &json!({"store_id": "store-north", "item_id": "item-pcm", "total_packs": 10}));
+    // A change the central server refuses (a site may not write items), under an id that
+    // shows the page escapes what it shows.
+    let hostile = r#"<script>alert("&")</script>"#;
+    write_behind_the_checks(north, "item", hostile, &json!({"code": "X", "name": "made on north"}));
+    north.sync();
+    let html = dashboard_page(&network.central.url());
+    assert!(
+        !html.contains(hostile) && html.contains("&lt;script&gt;alert(&quot;&amp;&quot;)&lt;/script&gt;"),
+        "{html}"
+    );
+    expect_file!["snapshots/dashboard.html"].assert_eq(&readable(&html));
+}
+
+/// Signs in as the administrator (the login form, its CSRF token and cookie) and reads `/`.
+fn dashboard_page(url: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let cookie = |response: &ureq::http::Response<ureq::Body>, name: &str| {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.split(';').next().filter(|pair| pair.starts_with(&format!("{name}="))).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no `{name}` cookie"))
+    };
+    let mut form = agent.get(format!("{url}/login")).call().expect("GET /login");
+    let login_cookie = cookie(&form, "outpost_login");
+    let body = form.body_mut().read_to_string().expect("the login page");
+    let csrf = csrf_of(&body).unwrap_or_else(|| panic!("no CSRF field in: {body}"));
+    let encode = |v: &str| v.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let signed_in = agent
+        .post(format!("{url}/login"))
+        .header("cookie", &login_cookie)
+        .content_type("application/x-www-form-urlencoded")
+        .send(format!("password={}&csrf={}", encode(ADMIN_PASSWORD), encode(csrf)))
+        .expect("POST /login");
+    assert_eq!(signed_in.status(), 303, "the administrator could not sign in");
+    let session = cookie(&signed_in, "outpost_session");
+    let mut page = agent.get(format!("{url}/")).header("cookie", &session).call().expect("GET /");
+    assert_eq!(page.status(), 200);
+    page.body_mut().read_to_string().expect("the dashboard")
+}
+
+fn csrf_of(html: &str) -> Option<&str> {
+    let marker = r#"name="csrf" value=""#;
+    html.split_once(marker)?.1.split('"').next()
+}
+
+/// The page with a line per block (the HTML itself has none), and what changes from run to run
+/// (times, the CSRF token) masked.
+fn readable(html: &str) -> String {
+    let mut text = html.to_owned();
+    if let Some(csrf) = csrf_of(html) {
+        text = text.replace(csrf, "{csrf}");
+    }
+    for tag in ["<head", "<style", "<body", "<form", "<h1", "<h2", "<p", "<table", "<tr", "</table", "</body"] {
+        text = text.replace(tag, &format!("\n{tag}"));
+    }
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(|c: char| c.is_ascii_digit()) {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let b = rest.as_bytes();
+        let is_time = b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':';
+        match rest.find('Z').filter(|&z| is_time && z < 30) {
+            Some(z) => {
+                out.push_str("{time}");
+                rest = &rest[z + 1..];
+            }
+            None => {
+                out.push_str(&rest[..1]);
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out.push('\n');
+    out
 }

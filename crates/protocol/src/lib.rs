@@ -294,21 +294,14 @@ pub fn changes_of_cut_pull(prefix: &[u8]) -> Vec<Change> {
     }
 }
 
-/// The current UTC time as RFC 3339, without a date-time dependency.
+/// The current UTC time as RFC 3339, in whole seconds with `Z` (`2026-12-01T15:09:05Z`): the
+/// form every time this crate's users store and compare as text.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    rfc3339(jiff::Timestamp::now())
+}
+
+fn rfc3339(time: jiff::Timestamp) -> String {
+    time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 #[cfg(test)]
@@ -393,6 +386,17 @@ mod tests {
             last = kept.len();
         }
         assert!(last > 0, "most of a cut answer is kept");
+    }
+
+    #[test]
+    fn times_are_whole_seconds_in_utc_with_z() {
+        let at =
+            |second: i64, nanosecond: i32| rfc3339(jiff::Timestamp::new(second, nanosecond).expect("a time in range"));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400, 999_999_999), "2000-02-29T00:00:00Z", "cut, not rounded");
+        assert_eq!(at(1_796_137_745, 500_000_000), "2026-12-01T15:09:05Z");
+        let now = now_rfc3339();
+        assert_eq!((now.len(), &now[10..11], &now[19..]), (20, "T", "Z"), "{now}");
     }
 
     #[test]

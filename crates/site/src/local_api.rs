@@ -96,12 +96,24 @@ impl From<StoreError> for LocalError {
     }
 }
 
+/// Runs `work` on the site's database on a blocking thread: the database is synchronous, and an
+/// async handler must not hold a tokio worker while it waits on SQLite.
+async fn with_db<T: Send + 'static>(
+    state: &LocalState,
+    work: impl FnOnce(&Db) -> Result<T, LocalError> + Send + 'static,
+) -> Result<T, LocalError> {
+    let db = state.db.clone();
+    tokio::task::spawn_blocking(move || work(&db))
+        .await
+        .map_err(|e| LocalError(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the site's database: {e}")))?
+}
+
 async fn get_status(State(state): State<Arc<LocalState>>) -> Result<Json<status::SiteStatus>, LocalError> {
-    Ok(Json(status::status(&state.db)?))
+    Ok(Json(with_db(&state, |db| Ok(status::status(db)?)).await?))
 }
 
 async fn get_rejected(State(state): State<Arc<LocalState>>) -> Result<Json<Vec<status::RejectedChange>>, LocalError> {
-    Ok(Json(status::rejected(&state.db)?))
+    Ok(Json(with_db(&state, |db| Ok(status::rejected(db)?)).await?))
 }
 
 async fn sync_now(State(state): State<Arc<LocalState>>) -> Response {
@@ -118,7 +130,8 @@ async fn get_record(
     State(state): State<Arc<LocalState>>,
     Path((table, id)): Path<(String, String)>,
 ) -> Result<Response, LocalError> {
-    match state.db.record(&table, &id)? {
+    let (t, i) = (table.clone(), id.clone());
+    match with_db(&state, move |db| Ok(db.record(&t, &i)?)).await? {
         Some(doc) => Ok(Json(doc).into_response()),
         None => Err(LocalError(StatusCode::NOT_FOUND, format!("no `{table}` record `{id}` on this site"))),
     }
@@ -129,7 +142,7 @@ async fn put_record(
     Path((table, id)): Path<(String, String)>,
     Json(doc): Json<serde_json::Value>,
 ) -> Result<StatusCode, LocalError> {
-    state.db.write(&[Write::upsert(&table, RecordId(id), &doc)])?;
+    with_db(&state, move |db| Ok(db.write(&[Write::upsert(&table, RecordId(id), &doc)])?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -137,6 +150,6 @@ async fn delete_record(
     State(state): State<Arc<LocalState>>,
     Path((table, id)): Path<(String, String)>,
 ) -> Result<StatusCode, LocalError> {
-    state.db.write(&[Write::delete(&table, RecordId(id))])?;
+    with_db(&state, move |db| Ok(db.write(&[Write::delete(&table, RecordId(id))])?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

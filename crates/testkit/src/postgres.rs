@@ -10,8 +10,8 @@
 //! server returns early, which the harness counts as passed. So that a skip never passes for a
 //! green run unseen, [`url`] reports it by name:
 //!
-//! - it prints `SKIPPED <test name>: <reason>` to standard error (shown with `--nocapture`, or
-//!   under a failure);
+//! - it prints `SKIPPED <test name>: <reason>` to standard error, past the harness's capture,
+//!   so the line shows in every `cargo test` run beside the test's `ok`;
 //! - it appends a line `<test binary> <test name>: <reason>` to the skip report: the file named by
 //!   `OUTPOST_SKIP_REPORT`, else `postgres-skipped.txt` in the target directory (beside `debug/`).
 //!   The report only grows; delete it before a run to see that run's skips alone;
@@ -85,7 +85,9 @@ pub fn skip(reason: &str) {
         panic!("PostgreSQL is required here ({why}): {reason}");
     }
     let test = test_name();
-    eprintln!("SKIPPED {test}: {reason} (set OUTPOST_TEST_POSTGRES to run it)");
+    // Straight to the standard error, not through `eprintln!`, which the harness captures (and
+    // shows only for a failed test): a skip is seen in every run.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason} (set OUTPOST_TEST_POSTGRES to run it)");
     let report = skip_report();
     if let Err(e) = append_skip(&report, &test_binary(), &test, reason) {
         eprintln!("warning: cannot write the skip report {}: {e}", report.display());

@@ -10,17 +10,13 @@
 //! `cargo bench -p outpost --bench slow_link` (about 8 minutes). `OUTPOST_BENCH_QUICK=1` scales
 //! the data down tenfold for a smoke run; `OUTPOST_LOG=outpost_site=debug` shows the site's logs.
 
-// The proxy of the real-process tests, not a copy of it; this program uses a part of its controls.
 #[path = "support/catalogue.rs"]
 mod catalogue;
-#[allow(dead_code)]
-#[path = "../tests/common/link.rs"]
-mod link;
 
 use catalogue::{DRUGS, FORMS};
 
 use central::{admin, Engine};
-use link::{Link, Shape};
+// The proxy of the real-process tests (the test kit's), not a copy of it.
 use model::SyncType;
 use serde_json::json;
 use site::sync::Step;
@@ -31,6 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{Db, Write};
+use testkit::link::{Link, Shape};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 

@@ -3,10 +3,9 @@
 //! `Retry-After`), good syncs go on meanwhile, and a password reset made by another process is
 //! seen at once by every running server.
 
-#[macro_use]
 mod common;
 
-use common::{basic, good_headers, peak_rss_kib, run, Backend, Http, Network};
+use common::{basic, good_headers, on_each_backend, peak_rss_kib, run, Backend, Http, Network};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,10 +3,9 @@
 //! server process of one database accepts, CSRF tokens on every form, logout, a listener of its
 //! own for the dashboard, and the pages a person reads when something is missing.
 
-#[macro_use]
 mod common;
 
-use common::{outpost, run, Backend, ChildGuard, Network, ADMIN_PASSWORD};
+use common::{on_each_backend, outpost, run, Backend, ChildGuard, Network, ADMIN_PASSWORD};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;

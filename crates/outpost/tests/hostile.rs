@@ -12,12 +12,11 @@
 //!
 //! Each on both central backends (`sqlite::…`, `postgres::…`).
 
-#[macro_use]
 mod common;
 
 use common::{
-    basic, change, count, footprint, good_headers, record, rows, run, write_behind_the_checks, Answer, Backend, Http,
-    Network,
+    basic, change, count, footprint, good_headers, on_each_backend, record, rows, run, write_behind_the_checks, Answer,
+    Backend, Http, Network,
 };
 use model::Seq;
 use protocol::{Cursor, PullRequest, PushRequest, MAX_PUSH_CHANGES, MAX_REQUEST_BYTES};
@@ -561,11 +560,7 @@ fn a_copy_of_a_sites_database_on_another_machine_cannot_sync_as_that_site(backen
     let network = Network::new(backend, &["north"]);
     let north = network.site("north");
     north.sync();
-    let copy = common::Site {
-        name: north.name.clone(),
-        data: network.root.path().join("north-copy"),
-        password: north.password.clone(),
-    };
+    let copy = common::Site { data: network.root.path().join("north-copy"), ..north.clone() };
     copy_dir(&north.data, &copy.data);
     let elsewhere = network.root.path().join("another-machine-id");
     std::fs::write(&elsewhere, "another machine").expect("another machine's identity");

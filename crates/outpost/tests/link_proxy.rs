@@ -1,17 +1,15 @@
-//! The shaping proxy of the test kit ([`common::link::Link`]) against tiny servers on loopback:
+//! The shaping proxy of the test kit ([`testkit::link::Link`]) against tiny servers on loopback:
 //! it keeps its rate and its delay, and each of its controls does what the slow-link tests rely
 //! on (a stall holds bytes, a cut closes, a half-open link stays open and silent).
 
-mod common;
-
-use common::link::{Link, Shape};
-use common::wait_until;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use testkit::link::{Link, Shape};
+use testkit::wait_until;
 
 /// A server on loopback for a link to forward to, running `handle` on each connection in a
 /// thread of its own, and counting the connections whose end reached it.

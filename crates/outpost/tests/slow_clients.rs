@@ -11,10 +11,9 @@
 //! The slow clients connect from addresses of 127.0.0.0/8 other than 127.0.0.1 (Linux loopback
 //! answers them all), so that each address has its own count of connections.
 
-#[macro_use]
 mod common;
 
-use common::{change, good_headers, record, Backend, Central, Network, Site};
+use common::{change, good_headers, on_each_backend, record, Backend, Central, Network, Site};
 use model::Seq;
 use protocol::{PullRequest, PushRequest};
 use serde_json::json;

@@ -1,16 +1,14 @@
 //! Sync over the links our users have, between real processes, through the shaping proxy of
-//! the test kit (`common::link`): a few kilobits a second, a long round trip, cuts, stalls and
+//! the test kit (`testkit::link`): a few kilobits a second, a long round trip, cuts, stalls and
 //! peers that vanish. Each test names the point of issue 9 it holds to. The central server runs
 //! on each backend.
 //!
 //! The site's stall timeout is 2 s here (`OUTPOST_STALL_SECS`), so that a stall is told from
 //! honest slow work in seconds rather than in the 20 s a site waits by default.
 
-#[macro_use]
 mod common;
 
-use common::link::{Link, Shape};
-use common::{count, dump_table, write_items, write_stock_lines, Backend, ChildGuard, Network, Site};
+use common::{count, dump_table, on_each_backend, write_items, write_stock_lines, Backend, ChildGuard, Network, Site};
 use serde_json::json;
 use std::io::Read;
 use std::process::Stdio;
@@ -18,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store::Write;
+use testkit::link::{Link, Shape};
 
 on_each_backend!(
     a_busy_site_on_a_slow_link_still_pulls,

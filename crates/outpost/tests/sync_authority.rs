@@ -3,10 +3,12 @@
 //! sides and lets the rest of the batch in; and a batch sent twice changes nothing the second
 //! time. The central server runs on each backend (`sqlite::…`, `postgres::…`).
 
-#[macro_use]
 mod common;
 
-use common::{change, count, dump, footprint, record, rows, write_behind_the_checks, Backend, Central, Http, Network};
+use common::{
+    change, count, dump, footprint, on_each_backend, record, rows, write_behind_the_checks, Backend, Central, Http,
+    Network,
+};
 use model::Seq;
 use protocol::PushRequest;
 use serde_json::json;

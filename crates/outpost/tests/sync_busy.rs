@@ -2,10 +2,9 @@
 //! sync pushes what was waiting when it started, then pulls, every time; what is written
 //! meanwhile goes with the next sync. The central server runs on each backend.
 
-#[macro_use]
 mod common;
 
-use common::{count, record, Backend, Network};
+use common::{count, on_each_backend, record, Backend, Network};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

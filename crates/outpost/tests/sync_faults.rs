@@ -9,12 +9,11 @@
 //! 200,000 items that make its pull long enough to kill twice would take the central server
 //! minutes to write on PostgreSQL (a few round trips per record).
 
-#[macro_use]
 mod common;
 
 use common::{
-    count, dump, dump_table, state, wait_until, write_items, write_stock_lines, Backend, Central, Cut, Network, Proxy,
-    Site,
+    count, dump, dump_table, on_each_backend, state, wait_until, write_items, write_stock_lines, Backend, Central, Cut,
+    Network, Proxy, Site,
 };
 use model::Seq;
 use protocol::Cursor;

@@ -3,10 +3,9 @@
 //! central server on each backend (`sqlite::…`, `postgres::…`). Each test builds a small
 //! network, writes with the CLI, syncs, and asserts on what every database holds.
 
-#[macro_use]
 mod common;
 
-use common::{dump_table, record, Backend, Network};
+use common::{dump_table, on_each_backend, record, Backend, Network};
 use serde_json::json;
 
 on_each_backend!(

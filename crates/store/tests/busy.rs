@@ -5,7 +5,7 @@
 //! pooled connection stays in use, a request waits a bounded time and gets `Busy` (the central
 //! server answers 503 with Retry-After), never waits forever.
 
-#[allow(unused_macros)] // this file runs its own tests, not `on_each_backend!`
+#[allow(unused_macros, dead_code)] // this file runs its own tests (not `on_each_backend!`), on SQLite by hand
 mod backends;
 
 use model::SiteId;

@@ -5,7 +5,7 @@
 //! demo's central server and one of its sites, dumped with `sqlite3 .dump`, and that day's
 //! PostgreSQL schema, filled here with the central server's rows.
 
-#[allow(unused_macros)] // this file runs its own tests, not `on_each_backend!`
+#[allow(unused_macros, dead_code)] // this file runs its own tests (not `on_each_backend!`), on SQLite by hand
 mod backends;
 
 use model::{LogPos, Seq, SiteId};

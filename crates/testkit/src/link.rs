@@ -113,10 +113,6 @@ impl Link {
         format!("http://{}", self.addr)
     }
 
-    pub fn shape(&self) -> Shape {
-        *lock(&self.inner.shape)
-    }
-
     /// Shapes the bytes read from now on (those already in flight keep their arrival time).
     pub fn set_shape(&self, shape: Shape) {
         self.inner.set_shape(shape);

@@ -59,6 +59,7 @@ impl Engine {
     pub fn write(&self, writes: &[Write]) -> Result<Vec<Seq>, EngineError> {
         let me = self.central()?;
         Ok(self.db.transaction(|tx| {
+            tx.prefetch_all(writes.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
             let mut seqs = Vec::with_capacity(writes.len());
             for write in writes {
                 let written = tx.write_as(write.incoming(), &me)?;
@@ -103,6 +104,7 @@ impl Engine {
             }
             let (mut acked, mut applied) = (acked, 0);
             let mut rejections = Vec::new();
+            tx.prefetch_all(changes.iter().map(|c| (c.table.as_str(), c.id.as_str())))?;
             for change in changes {
                 if open >= MAX_OPEN_REJECTIONS {
                     // The rest waits on the site; the next push is refused until somebody looks.

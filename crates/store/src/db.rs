@@ -6,6 +6,7 @@ use model::{
     SiteId,
 };
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -61,7 +62,10 @@ impl Db {
     /// transaction. Returns each write's change-log position.
     pub fn write(&self, writes: &[Write]) -> Result<Vec<Seq>> {
         let me = self.local_site()?;
-        self.transaction(|tx| writes.iter().map(|w| tx.write_checked(w, &me)).collect())
+        self.transaction(|tx| {
+            tx.prefetch_all(writes.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
+            writes.iter().map(|w| tx.write_checked(w, &me)).collect()
+        })
     }
 
     pub fn state(&self, key: &str) -> Result<Option<String>> {
@@ -98,6 +102,9 @@ pub struct Tx<'a> {
     topology_changed: bool,
     /// The record [`Tx::current`] found last, until the transaction writes a record.
     looked_up: RefCell<Option<Lookup>>,
+    /// Records looked up together by [`Tx::prefetch`], by table and id: `None` for one that does
+    /// not exist. An entry goes once its record is written.
+    prefetched: HashMap<String, HashMap<String, Option<(Current, RecordKeys)>>>,
 }
 
 /// A record as [`Tx::current`] found it, with its keys. The write that usually follows the
@@ -194,7 +201,14 @@ impl Put<'_> {
 
 impl<'a> Tx<'a> {
     pub(crate) fn new(sql: TxSql<'a>, network: Arc<Network>, registry: &'static Registry) -> Self {
-        Tx { sql, network, registry, topology_changed: false, looked_up: RefCell::new(None) }
+        Tx {
+            sql,
+            network,
+            registry,
+            topology_changed: false,
+            looked_up: RefCell::new(None),
+            prefetched: HashMap::new(),
+        }
     }
 
     /// Commits, telling other processes of a topology change (PostgreSQL).
@@ -225,12 +239,54 @@ impl Tx<'_> {
         if let Some(found) = self.looked_up.borrow().as_ref().filter(|l| l.table == table && l.id == id) {
             return Ok(Some(found.current.clone()));
         }
-        let found = self.sql(|sql| sql.current(table, id))?;
+        let found = match self.prefetched(table, id) {
+            Some(found) => found.clone(),
+            None => self.sql(|sql| sql.current(table, id))?,
+        };
         Ok(found.map(|(current, keys)| {
             let lookup = Lookup { table: table.to_owned(), id: id.to_owned(), current: current.clone(), keys };
             *self.looked_up.borrow_mut() = Some(lookup);
             current
         }))
+    }
+
+    /// Looks up many records of one table before writing them: on PostgreSQL one round trip
+    /// (the rows that exist stay locked, as [`Tx::current`] locks one), after which the checks
+    /// of [`Tx::write_as`] need no look-up of their own and new records are sent together. On
+    /// SQLite, where a look-up is a call in the same process, it does nothing.
+    pub fn prefetch(&mut self, table: &str, ids: &[&str]) -> Result<()> {
+        let Some(found) = self.sql(|sql| sql.current_many(table, ids))? else { return Ok(()) };
+        let known = self.prefetched.entry(table.to_owned()).or_default();
+        for id in ids {
+            known.entry((*id).to_owned()).or_insert(None);
+        }
+        for (id, current, keys) in found {
+            known.insert(id, Some((current, keys)));
+        }
+        Ok(())
+    }
+
+    /// [`Tx::prefetch`] for the records of a batch, a table at a time. Ids beyond the limits are
+    /// left to the checked write, which refuses them.
+    pub fn prefetch_all<'r>(&mut self, records: impl Iterator<Item = (&'r str, &'r str)>) -> Result<()> {
+        let mut by_table: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+        for (table, id) in records.filter(|(_, id)| model::limits::check_id(id).is_ok()) {
+            by_table.entry(table).or_default().push(id);
+        }
+        for (table, ids) in by_table {
+            self.prefetch(table, &ids)?;
+        }
+        Ok(())
+    }
+
+    /// What [`Tx::prefetch`] found for a record: `Some(None)` when it does not exist.
+    fn prefetched(&self, table: &str, id: &str) -> Option<&Option<(Current, RecordKeys)>> {
+        self.prefetched.get(table).and_then(|known| known.get(id))
+    }
+
+    /// Forgets what [`Tx::prefetch`] found for a record about to be written; returns it.
+    fn forget_prefetched(&mut self, table: &str, id: &str) -> Option<Option<(Current, RecordKeys)>> {
+        self.prefetched.get_mut(table).and_then(|known| known.remove(id))
     }
 
     /// What a change does to a record that stands as `current`.
@@ -356,7 +412,15 @@ impl Tx<'_> {
     /// written) when it exists already.
     fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
         self.looked_up.get_mut().take();
-        let inserted = self.sql(|sql| sql.insert_new(put))?;
+        let inserted = match self.forget_prefetched(put.table, put.id.as_str()) {
+            Some(Some(found)) => {
+                // It exists: put back what was found, for the update that follows.
+                self.prefetched.entry(put.table.to_owned()).or_default().insert(put.id.to_string(), Some(found));
+                None
+            }
+            Some(None) => Some(self.sql(|sql| sql.insert_absent(put))?),
+            None => self.sql(|sql| sql.insert_new(put))?,
+        };
         if inserted.is_some() {
             self.absorb(put, None)?;
         }
@@ -390,6 +454,9 @@ impl Tx<'_> {
         if let Some(found) = self.looked_up.borrow().as_ref().filter(|l| l.table == table && l.id == id) {
             return Ok(Some(found.keys.clone()));
         }
+        if let Some(found) = self.prefetched(table, id) {
+            return Ok(found.as_ref().map(|(_, keys)| keys.clone()));
+        }
         self.sql(|sql| sql.stored_keys(table, id))
     }
 
@@ -414,6 +481,7 @@ impl Tx<'_> {
 
     fn put_with_current(&mut self, put: &Put<'_>, current: Option<Current>) -> Result<Seq> {
         self.looked_up.get_mut().take();
+        self.forget_prefetched(put.table, put.id.as_str());
         let old_seq = current.as_ref().and_then(|c| c.log_seq);
         let seq = self.sql(|sql| sql.write_record(put, old_seq))?;
         self.absorb(put, current.as_ref().and_then(|c| c.data.as_deref()))?;

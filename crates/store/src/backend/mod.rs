@@ -28,6 +28,12 @@ pub(crate) trait Sql {
     /// stays locked until the transaction ends, so a concurrent write of it waits.
     fn current(&mut self, table: &str, id: &str) -> Result<Option<(Current, RecordKeys)>>;
     fn stored_keys(&mut self, table: &str, id: &str) -> Result<Option<RecordKeys>>;
+    /// Many records of one table at once, with their keys, locked as [`Sql::current`] locks one;
+    /// `None` where one look-up per record costs nothing (SQLite, in process).
+    fn current_many(&mut self, table: &str, ids: &[&str]) -> Result<Option<Vec<(String, Current, RecordKeys)>>>;
+    /// Inserts a record [`Sql::current_many`] found absent, with its log entry when logged.
+    /// PostgreSQL holds it back and sends it with the others (see `pg.rs`, `Pending`).
+    fn insert_absent(&mut self, put: &Put<'_>) -> Result<Seq>;
     /// Inserts a record that does not exist yet and, when logged, its change-log entry; `None`
     /// (nothing written) when it exists.
     fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>>;

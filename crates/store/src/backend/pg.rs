@@ -106,7 +106,7 @@ pub(crate) struct PgConn {
 
 impl PgConn {
     pub(crate) fn session(&mut self) -> Session<'_, Client> {
-        Session { client: &mut self.client, statements: &mut self.statements }
+        Session { client: &mut self.client, statements: &mut self.statements, pending: None }
     }
 }
 
@@ -153,8 +153,9 @@ impl PgDb {
         let mut conn = self.connection()?;
         let PgConn { client, statements } = &mut *conn;
         let mut t = client.transaction()?;
-        let (network, version) = self.network_now(&mut Session { client: &mut t, statements })?;
-        let mut tx = Tx::new(TxSql::Postgres(RefCell::new(PgTx { t, statements })), network, registry);
+        let (network, version) = self.network_now(&mut Session { client: &mut t, statements, pending: None })?;
+        let pg = PgTx { t, statements, pending: Pending::default() };
+        let mut tx = Tx::new(TxSql::Postgres(RefCell::new(pg)), network, registry);
         // An error (or a panic) drops the transaction, which rolls it back, with the copy of the
         // network it may have changed.
         let value = f(&mut tx)?;
@@ -268,15 +269,17 @@ pub(crate) fn message(e: &postgres::Error) -> String {
 pub(crate) struct PgTx<'a> {
     t: Transaction<'a>,
     statements: &'a mut HashMap<&'static str, Statement>,
+    pending: Pending,
 }
 
 impl<'a> PgTx<'a> {
     pub(crate) fn session(&mut self) -> Session<'_, Transaction<'a>> {
-        Session { client: &mut self.t, statements: self.statements }
+        Session { client: &mut self.t, statements: self.statements, pending: Some(&mut self.pending) }
     }
 
     /// Commits; a transaction that changed the network first says so to every other one.
     pub(crate) fn commit(mut self, topology_changed: bool) -> Result<()> {
+        self.session().flush()?;
         if topology_changed {
             self.session().execute(
                 "INSERT INTO topology_version (backend_pid, v) VALUES (pg_backend_pid(), 1)
@@ -293,6 +296,111 @@ impl<'a> PgTx<'a> {
 pub(crate) struct Session<'s, C> {
     client: &'s mut C,
     statements: &'s mut HashMap<&'static str, Statement>,
+    /// A transaction's writes not sent yet (`None` outside a transaction).
+    pending: Option<&'s mut Pending>,
+}
+
+/// How many rows wait before they are sent.
+const PENDING_ROWS: usize = 2_000;
+/// Log positions taken from the sequence at once, for records known to be new.
+const SEQ_BLOCK: i64 = 512;
+
+/// New records a transaction writes, held until the next statement (or the commit) and then sent
+/// as three multi-row statements: one round trip per table for a whole batch, where writing
+/// them one by one took one or two per record. Only records the transaction looked up first
+/// ([`Sql::current_many`]) and found absent come here, with positions taken from the sequence in
+/// blocks; everything else is written at once, after what waits is sent, so statements still
+/// run in the order they were made.
+#[derive(Default)]
+pub(crate) struct Pending {
+    records: Vec<PendingRecord>,
+    log: Vec<PendingEntry>,
+    /// Where each waiting log entry is in `log`, by position (a bucket is set after the write).
+    log_at: HashMap<i64, usize>,
+    outbox: Vec<(String, i64)>,
+    /// Positions taken from the sequence and not used yet.
+    seqs: std::collections::VecDeque<i64>,
+}
+
+struct PendingRecord {
+    table: String,
+    id: String,
+    store: Option<String>,
+    other_store: Option<String>,
+    name: Option<String>,
+    data: Option<String>,
+    log_seq: Option<i64>,
+}
+
+struct PendingEntry {
+    seq: i64,
+    table: String,
+    id: String,
+    action: &'static str,
+    merge_into: Option<String>,
+    origin: String,
+    bucket: Option<String>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.outbox.is_empty()
+    }
+}
+
+/// The three multi-row statements of [`Pending`]: records, their log entries, then the outbox
+/// rows that point at those entries.
+fn send_pending<C: GenericClient>(
+    client: &mut C,
+    records: &[PendingRecord],
+    log: &[PendingEntry],
+    outbox: &[(String, i64)],
+) -> std::result::Result<(), postgres::Error> {
+    if !records.is_empty() {
+        let column = |f: fn(&PendingRecord) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
+        client.execute(
+            "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
+            &[
+                &column(|r| Some(&r.table)),
+                &column(|r| Some(&r.id)),
+                &column(|r| r.store.as_deref()),
+                &column(|r| r.other_store.as_deref()),
+                &column(|r| r.name.as_deref()),
+                &column(|r| r.data.as_deref()),
+                &records.iter().map(|r| r.log_seq).collect::<Vec<_>>(),
+            ],
+        )?;
+    }
+    if !log.is_empty() {
+        let column = |f: fn(&PendingEntry) -> Option<&str>| log.iter().map(f).collect::<Vec<_>>();
+        client.execute(
+            "INSERT INTO change_log (seq, tbl, record_id, action, merge_into, origin_site, bucket) OVERRIDING SYSTEM VALUE
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+            &[
+                &log.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                &column(|e| Some(&e.table)),
+                &column(|e| Some(&e.id)),
+                &column(|e| Some(e.action)),
+                &column(|e| e.merge_into.as_deref()),
+                &column(|e| Some(&e.origin)),
+                &column(|e| e.bucket.as_deref()),
+            ],
+        )?;
+    }
+    if !outbox.is_empty() {
+        client.execute(
+            "INSERT INTO outbox (site_id, xid, seq)
+             SELECT u.site_id, l.xid, l.seq FROM unnest($1::text[], $2::bigint[]) AS u (site_id, seq)
+             JOIN change_log l ON l.seq = u.seq
+             ON CONFLICT DO NOTHING",
+            &[
+                &outbox.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+                &outbox.iter().map(|(_, q)| *q).collect::<Vec<_>>(),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 fn count(row: &Row) -> Result<u64> {
@@ -372,6 +480,43 @@ fn keys_from_row(r: &Row, first: usize) -> Result<RecordKeys> {
 }
 
 impl<C: GenericClient> Session<'_, C> {
+    /// Sends the writes that wait, before any other statement: what runs next sees them.
+    fn flush(&mut self) -> Result<()> {
+        let Some(pending) = self.pending.as_deref_mut().filter(|p| !p.is_empty()) else { return Ok(()) };
+        let records = std::mem::take(&mut pending.records);
+        let log = std::mem::take(&mut pending.log);
+        let outbox = std::mem::take(&mut pending.outbox);
+        pending.log_at.clear();
+        let sent = send_pending(self.client, &records, &log, &outbox);
+        sent.map_err(|e| match e.code() {
+            // Another transaction wrote one of these records after this one looked: nothing of
+            // this one is kept, and the request is worth sending again.
+            Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => StoreError::Busy(format!(
+                "another server process wrote one of these records at the same moment ({})",
+                message(&e)
+            )),
+            _ => StoreError::from(e),
+        })
+    }
+
+    /// A position for a new log entry, from the block taken ahead.
+    fn next_seq(&mut self) -> Result<i64> {
+        let has = self.pending.as_deref().is_some_and(|p| !p.seqs.is_empty());
+        if !has {
+            let rows =
+                self.query("SELECT nextval('change_log_seq_seq') FROM generate_series(1, $1::bigint)", &[&SEQ_BLOCK])?;
+            let seqs = rows.iter().map(|r| r.try_get::<_, i64>(0)).collect::<Result<Vec<_>, _>>()?;
+            if let Some(pending) = self.pending.as_deref_mut() {
+                pending.seqs.extend(seqs);
+            }
+        }
+        self.pending.as_deref_mut().and_then(|p| p.seqs.pop_front()).ok_or_else(|| StoreError::Invalid {
+            table: "change_log".into(),
+            id: RecordId::from(""),
+            reason: "a record was held back outside a transaction".into(),
+        })
+    }
+
     fn prepared(&mut self, sql: &'static str) -> Result<Statement> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
@@ -382,21 +527,25 @@ impl<C: GenericClient> Session<'_, C> {
     }
 
     fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>> {
+        self.flush()?;
         let statement = self.prepared(sql)?;
         Ok(self.client.query(&statement, params)?)
     }
 
     fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>> {
+        self.flush()?;
         let statement = self.prepared(sql)?;
         Ok(self.client.query_opt(&statement, params)?)
     }
 
     fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row> {
+        self.flush()?;
         let statement = self.prepared(sql)?;
         Ok(self.client.query_one(&statement, params)?)
     }
 
     fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64> {
+        self.flush()?;
         let statement = self.prepared(sql)?;
         Ok(self.client.execute(&statement, params)?)
     }
@@ -492,6 +641,60 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         row.map(|r| Ok(Seq(r.try_get(0)?))).transpose()
     }
 
+    fn insert_absent(&mut self, put: &Put<'_>) -> Result<Seq> {
+        let seq = if put.log { Some(self.next_seq()?) } else { None };
+        let Some(pending) = self.pending.as_deref_mut() else {
+            // Outside a transaction nothing waits: written at once.
+            return self.insert_new(put)?.ok_or_else(|| StoreError::Invalid {
+                table: put.table.to_owned(),
+                id: put.id.clone(),
+                reason: "a record taken to be new exists".into(),
+            });
+        };
+        let keys = put.keys;
+        pending.records.push(PendingRecord {
+            table: put.table.to_owned(),
+            id: put.id.as_str().to_owned(),
+            store: keys.store.as_ref().map(|s| s.as_str().to_owned()),
+            other_store: keys.other_store.as_ref().map(|s| s.as_str().to_owned()),
+            name: keys.name.as_ref().map(|s| s.as_str().to_owned()),
+            data: put.data.map(str::to_owned),
+            log_seq: seq,
+        });
+        if let Some(seq) = seq {
+            pending.log_at.insert(seq, pending.log.len());
+            pending.log.push(PendingEntry {
+                seq,
+                table: put.table.to_owned(),
+                id: put.id.as_str().to_owned(),
+                action: put.action.code(),
+                merge_into: put.merge_into().map(str::to_owned),
+                origin: put.origin.as_str().to_owned(),
+                bucket: put.bucket.map(str::to_owned),
+            });
+        }
+        if pending.records.len() >= PENDING_ROWS {
+            self.flush()?;
+        }
+        Ok(Seq(seq.unwrap_or(0)))
+    }
+
+    /// Locks and reads every one of `ids` that exists, in one round trip.
+    fn current_many(&mut self, table: &str, ids: &[&str]) -> Result<Option<Vec<(String, Current, RecordKeys)>>> {
+        let rows = self.query(
+            "SELECT id, data, log_seq, store_id, other_store_id, name_id FROM record
+             WHERE tbl = $1 AND id = ANY($2) FOR UPDATE",
+            &[&table, &ids],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let current = Current { data: r.try_get(1)?, log_seq: r.try_get::<_, Option<i64>>(2)?.map(Seq) };
+                Ok((r.try_get(0)?, current, keys_from_row(r, 3)?))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
     /// Writes a record over its current state; when logged, with a new entry that supersedes
     /// `old_seq`, all in one statement. Returns the new entry's position, if any.
     fn write_record(&mut self, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>> {
@@ -543,11 +746,21 @@ impl<C: GenericClient> Sql for Session<'_, C> {
     }
 
     fn set_bucket(&mut self, seq: Seq, bucket: &str) -> Result<()> {
+        if let Some(pending) = self.pending.as_deref_mut() {
+            if let Some(&at) = pending.log_at.get(&seq.0) {
+                pending.log[at].bucket = Some(bucket.to_owned());
+                return Ok(());
+            }
+        }
         self.execute("UPDATE change_log SET bucket = $2 WHERE seq = $1", &[&seq.0, &bucket])?;
         Ok(())
     }
 
     fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()> {
+        if let Some(pending) = self.pending.as_deref_mut().filter(|p| p.log_at.contains_key(&seq.0)) {
+            pending.outbox.push((site.as_str().to_owned(), seq.0));
+            return Ok(());
+        }
         self.execute(
             // At the position of the log entry it points to (same transaction id), so adding it
             // again is a no-op.

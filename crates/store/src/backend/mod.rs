@@ -159,7 +159,7 @@ pub(crate) enum TxSql<'a> {
     /// In a `RefCell` because the postgres client needs `&mut` even to read, and `Tx`'s reads
     /// take `&self`.
     #[cfg(feature = "postgres")]
-    Postgres(std::cell::RefCell<pg::PgTx<'a>>),
+    Postgres(Box<std::cell::RefCell<pg::PgTx<'a>>>),
 }
 
 impl TxSql<'_> {

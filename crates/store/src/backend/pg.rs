@@ -155,7 +155,7 @@ impl PgDb {
         let mut t = client.transaction()?;
         let (network, version) = self.network_now(&mut Session { client: &mut t, statements, pending: None })?;
         let pg = PgTx { t, statements, pending: Pending::default() };
-        let mut tx = Tx::new(TxSql::Postgres(RefCell::new(pg)), network, registry);
+        let mut tx = Tx::new(TxSql::Postgres(Box::new(RefCell::new(pg))), network, registry);
         // An error (or a panic) drops the transaction, which rolls it back, with the copy of the
         // network it may have changed.
         let value = f(&mut tx)?;

@@ -35,7 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             chunk.iter().map(|(id, doc)| Write::upsert_text("item", id.as_str(), doc.clone())).collect();
         engine.write(&writes)?;
     }
-    println!("setup: {n} items written on the central server in {:.1?}", started.elapsed());
+    let setup_secs = started.elapsed().as_secs_f64();
+    println!("setup: {n} items written on the central server (SQLite) in {setup_secs:.1} s ({:.0} items/s)", n as f64 / setup_secs);
+    #[cfg(feature = "postgres")]
+    postgres_setup(&documents, setup_secs)?;
     let json_bytes: usize = documents
         .iter()
         .map(|(id, doc)| format!(r#"{{"table":"item","id":"{id}","data":{doc}}},"#).len())
@@ -131,6 +134,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         empty_secs * 1000.0,
         empty_wire
     );
+    Ok(())
+}
+
+/// The same setup on a PostgreSQL central server (`OUTPOST_TEST_POSTGRES`, else the local test
+/// database), in a schema of its own dropped afterwards, its rate beside SQLite's.
+#[cfg(feature = "postgres")]
+fn postgres_setup(documents: &[(String, String)], sqlite_secs: f64) -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::var("OUTPOST_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("outpost_bench_{}", std::process::id());
+    let db = Arc::new(Db::open_postgres(&url, Some(&schema))?);
+    let engine = admin::init(&db, "central", None)?;
+    let started = Instant::now();
+    for chunk in documents.chunks(100_000) {
+        let writes: Vec<Write> =
+            chunk.iter().map(|(id, doc)| Write::upsert_text("item", id.as_str(), doc.clone())).collect();
+        engine.write(&writes)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = documents.len() as f64;
+    println!(
+        "setup on PostgreSQL: {} items in {secs:.1} s ({:.0} items/s; SQLite {:.0} items/s, ratio {:.0}%)",
+        documents.len(),
+        n / secs,
+        n / sqlite_secs,
+        100.0 * sqlite_secs / secs
+    );
+    drop(engine);
+    drop(db);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+    client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))?;
     Ok(())
 }
 

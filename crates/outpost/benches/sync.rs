@@ -36,7 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         engine.write(&writes)?;
     }
     let setup_secs = started.elapsed().as_secs_f64();
-    println!("setup: {n} items written on the central server (SQLite) in {setup_secs:.1} s ({:.0} items/s)", n as f64 / setup_secs);
+    println!(
+        "setup: {n} items written on the central server (SQLite) in {setup_secs:.1} s ({:.0} items/s)",
+        n as f64 / setup_secs
+    );
     #[cfg(feature = "postgres")]
     postgres_setup(&documents, setup_secs)?;
     let json_bytes: usize = documents
@@ -48,9 +51,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Baseline: the best a person could do by hand with the same rows. They arrive at the site
     // sorted as the snapshot sends them, by (table, id), so they are written in that order (sorted
     // before the clock starts: the sort is the sender's work, not the writer's), into the same
-    // table as the site's `record` (crates/store/src/schema.sql: the same columns, the implicit
+    // table as the site's `record` (crates/store/src/migrations/sqlite/: the same columns, the implicit
     // rowid, the UNIQUE (tbl, id) index and no other), with the pragmas the site's database is
-    // opened with (crates/store/src/db.rs), in one transaction, through one prepared statement.
+    // opened with (crates/store/src/backend/sqlite.rs), in one transaction, through one prepared statement.
     let mut sorted: Vec<&(String, String)> = documents.iter().collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0)); // one table, "item": (table, id) order is id order
     let raw = rusqlite::Connection::open(dir.path().join("raw.sqlite"))?;
@@ -141,8 +144,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// database), in a schema of its own dropped afterwards, its rate beside SQLite's.
 #[cfg(feature = "postgres")]
 fn postgres_setup(documents: &[(String, String)], sqlite_secs: f64) -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::var("OUTPOST_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url =
+        std::env::var("OUTPOST_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let schema = format!("outpost_bench_{}", std::process::id());
     let db = Arc::new(Db::open_postgres(&url, Some(&schema))?);
     let engine = admin::init(&db, "central", None)?;

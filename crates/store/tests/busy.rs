@@ -119,3 +119,35 @@ fn postgres_with_every_connection_in_use_answers_busy_after_a_bounded_wait() {
     }
     assert_eq!(db.count_records().expect("count once free"), 51);
 }
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_a_new_record_written_meanwhile_by_another_process_fails_the_batch_as_busy_and_loses_nothing() {
+    use backends::Fixture;
+    use outpost_store::StoreError;
+    let Some(fixture) = Fixture::postgres() else { return };
+    let (ours, theirs) = (fixture.open(), fixture.open());
+    filled(&ours);
+    let me = SiteId("central".into());
+    let mine = [
+        Write::upsert("item", "item-race", &serde_json::json!({"code": "OURS"})),
+        Write::upsert("item", "item-ours-only", &serde_json::json!({"code": "ALSO OURS"})),
+    ];
+    let result = ours.transaction(|tx| {
+        tx.prefetch_all(mine.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
+        for write in &mine {
+            tx.write_checked(write, &me)?;
+        }
+        // Another server process creates the same record, and commits first.
+        theirs.write(&[Write::upsert("item", "item-race", &serde_json::json!({"code": "THEIRS"}))])?;
+        Ok(())
+    });
+    let err = result.expect_err("the batch that came second must not commit");
+    assert!(matches!(err, StoreError::Busy(_)), "{err}");
+    assert_eq!(theirs.record("item", "item-race").expect("read"), Some(serde_json::json!({"code": "THEIRS"})));
+    assert_eq!(theirs.record("item", "item-ours-only").expect("read"), None, "nothing of the failed batch is kept");
+    // Sent again, the batch sees the record and updates it.
+    ours.write(&mine).expect("the batch sent again");
+    assert_eq!(theirs.record("item", "item-race").expect("read"), Some(serde_json::json!({"code": "OURS"})));
+    assert!(theirs.record("item", "item-ours-only").expect("read").is_some());
+}

@@ -29,13 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = admin::init(&central_db, "central", None)?;
     let password = admin::add_site(&engine, "new-site", false)?;
     let documents: Vec<(String, String)> = (0..n).map(item).collect();
-    let started = Instant::now();
-    for chunk in documents.chunks(100_000) {
-        let writes: Vec<Write> =
-            chunk.iter().map(|(id, doc)| Write::upsert_text("item", id.as_str(), doc.clone())).collect();
-        engine.write(&writes)?;
-    }
-    let setup_secs = started.elapsed().as_secs_f64();
+    let setup_secs = write_items(&engine, &documents)?;
     println!(
         "setup: {n} items written on the central server (SQLite) in {setup_secs:.1} s ({:.0} items/s)",
         n as f64 / setup_secs
@@ -140,6 +134,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Writes the items on the central server, 100,000 to a transaction; the seconds it took.
+fn write_items(engine: &central::Engine, documents: &[(String, String)]) -> Result<f64, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    for chunk in documents.chunks(100_000) {
+        let writes: Vec<Write> =
+            chunk.iter().map(|(id, doc)| Write::upsert_text("item", id.as_str(), doc.clone())).collect();
+        engine.write(&writes)?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// The same setup on a PostgreSQL central server (`OUTPOST_TEST_POSTGRES`, else the local test
 /// database), in a schema of its own dropped afterwards, its rate beside SQLite's.
 #[cfg(feature = "postgres")]
@@ -149,13 +154,7 @@ fn postgres_setup(documents: &[(String, String)], sqlite_secs: f64) -> Result<()
     let schema = format!("outpost_bench_{}", std::process::id());
     let db = Arc::new(Db::open_postgres(&url, Some(&schema))?);
     let engine = admin::init(&db, "central", None)?;
-    let started = Instant::now();
-    for chunk in documents.chunks(100_000) {
-        let writes: Vec<Write> =
-            chunk.iter().map(|(id, doc)| Write::upsert_text("item", id.as_str(), doc.clone())).collect();
-        engine.write(&writes)?;
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = write_items(&engine, documents)?;
     let n = documents.len() as f64;
     println!(
         "setup on PostgreSQL: {} items in {secs:.1} s ({:.0} items/s; SQLite {:.0} items/s, ratio {:.0}%)",

@@ -190,6 +190,16 @@ impl Put<'_> {
         }
     }
 
+    /// The routing keys as the columns store them (store, other store, name).
+    pub(crate) fn key_columns(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        let keys = self.keys;
+        (
+            keys.store.as_ref().map(|s| s.as_str()),
+            keys.other_store.as_ref().map(|s| s.as_str()),
+            keys.name.as_ref().map(|s| s.as_str()),
+        )
+    }
+
     /// The document as stored: none for a delete or a merge.
     pub(crate) fn stored_data(&self) -> Option<&str> {
         match self.action {

@@ -598,12 +598,7 @@ impl<C: GenericClient> Sql for Session<'_, C> {
     /// Inserts a record that does not exist yet and, when logged, its change-log entry, in one
     /// statement; `None` (nothing written) when the record exists.
     fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
-        let keys = put.keys;
-        let (store, other_store, name) = (
-            keys.store.as_ref().map(|s| s.as_str()),
-            keys.other_store.as_ref().map(|s| s.as_str()),
-            keys.name.as_ref().map(|s| s.as_str()),
-        );
+        let (store, other_store, name) = put.key_columns();
         let id = put.id.as_str();
         if !put.log {
             let inserted = self.execute(
@@ -698,12 +693,7 @@ impl<C: GenericClient> Sql for Session<'_, C> {
     /// Writes a record over its current state; when logged, with a new entry that supersedes
     /// `old_seq`, all in one statement. Returns the new entry's position, if any.
     fn write_record(&mut self, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>> {
-        let keys = put.keys;
-        let (store, other_store, name) = (
-            keys.store.as_ref().map(|s| s.as_str()),
-            keys.other_store.as_ref().map(|s| s.as_str()),
-            keys.name.as_ref().map(|s| s.as_str()),
-        );
+        let (store, other_store, name) = put.key_columns();
         let id = put.id.as_str();
         let data = put.stored_data();
         if !put.log {

@@ -349,7 +349,7 @@ impl Sql for Lite<'_> {
 
     fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
         let seq = if put.log { Some(self.append_log(put)?) } else { None };
-        let keys = put.keys;
+        let (store, other_store, name) = put.key_columns();
         let inserted = self
             .0
             .prepare_cached(
@@ -359,9 +359,9 @@ impl Sql for Lite<'_> {
             .execute(params![
                 put.table,
                 put.id.as_str(),
-                keys.store.as_ref().map(|s| s.as_str()),
-                keys.other_store.as_ref().map(|s| s.as_str()),
-                keys.name.as_ref().map(|s| s.as_str()),
+                store,
+                other_store,
+                name,
                 put.data,
                 seq.map(|s| s.0),
             ])?;
@@ -386,7 +386,7 @@ impl Sql for Lite<'_> {
         } else {
             None
         };
-        let keys = put.keys;
+        let (store, other_store, name) = put.key_columns();
         self.0
             .prepare_cached(
                 "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -396,9 +396,9 @@ impl Sql for Lite<'_> {
             .execute(params![
                 put.table,
                 put.id.as_str(),
-                keys.store.as_ref().map(|s| s.as_str()),
-                keys.other_store.as_ref().map(|s| s.as_str()),
-                keys.name.as_ref().map(|s| s.as_str()),
+                store,
+                other_store,
+                name,
                 put.stored_data(),
                 seq.map(|s| s.0),
             ])?;

@@ -1,5 +1,6 @@
 //! Snapshots of what a person reads: `outpost rules`, `central status`, `site status`, the
-//! JSON error body of every kind of refusal, and the central server's dashboard page. A change to any of them shows here as a diff, to
+//! JSON error body of every kind of refusal, the refusal of a database from a newer release, and
+//! the central server's dashboard page. A change to any of them shows here as a diff, to
 //! be reviewed on purpose; `UPDATE_EXPECT=1 cargo test -p outpost --test what_people_read`
 //! accepts it.
 
@@ -30,6 +31,20 @@ fn the_status_of_a_network_and_of_a_site() {
     north.sync();
     expect_file!["snapshots/site_status_synced.txt"].assert_eq(&masked(&north.status(), &url));
     expect_file!["snapshots/central_status.txt"].assert_eq(&masked(&central.status(), &url));
+}
+
+#[test]
+fn a_database_from_a_newer_release_is_refused_in_words() {
+    let network = Network::new(&Backend::Sqlite, &["north"]);
+    let north = network.site("north");
+    let file = north.data.join("outpost.sqlite");
+    let conn = rusqlite::Connection::open(&file).expect("open the site's database");
+    let newer = store::SCHEMA_VERSION + 1;
+    conn.pragma_update(None, "user_version", newer).expect("as a newer release would leave it");
+    drop(conn);
+    let data = north.data.to_string_lossy().into_owned();
+    let refused = run("outpost site status", outpost().args(["site", "status", "--data", &data])).failed();
+    expect_file!["snapshots/newer_database.txt"].assert_eq(&refused.stderr.replace(&data, "{data}"));
 }
 
 #[test]

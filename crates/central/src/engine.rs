@@ -7,7 +7,8 @@ use model::{
 use protocol::{Cursor, OutgoingChange, PullResponse, PushResponse, Rejection};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use store::{Db, Incoming, PullSource, PushedBatch, RejectionRecord, StoreError, Tx, Write};
 
 /// What can go wrong while syncing, beyond a single rejected change (which is not an error).
@@ -38,11 +39,16 @@ pub const MAX_OPEN_REJECTIONS: u64 = 1_000;
 #[derive(Debug, Clone)]
 pub struct Engine {
     db: Arc<Db>,
+    /// When each site's pull was last noted in the database (see [`Engine::mark_pulled`]).
+    pulls_noted: Arc<Mutex<HashMap<SiteId, Instant>>>,
 }
+
+/// How often a site's pull is noted while its pages keep coming.
+const NOTE_PULLS_EVERY: Duration = Duration::from_secs(60);
 
 impl Engine {
     pub fn new(db: Arc<Db>) -> Engine {
-        Engine { db }
+        Engine { db, pulls_noted: Arc::default() }
     }
 
     pub fn db(&self) -> &Arc<Db> {
@@ -126,8 +132,20 @@ impl Engine {
         outcome
     }
 
-    /// Notes that a site pulled (for the dashboard's "last synced").
-    pub fn mark_pulled(&self, site: &SiteId) -> Result<(), EngineError> {
+    /// Notes that a site pulled (for the dashboard's "last synced"): on its last page
+    /// (`caught_up`), and at most once a minute while pages keep coming. Not on every page: each
+    /// write makes every read connection drop its cache, and an initialisation reads the whole
+    /// database in pages.
+    pub fn mark_pulled(&self, site: &SiteId, caught_up: bool) -> Result<(), EngineError> {
+        let now = Instant::now();
+        {
+            let mut noted = self.pulls_noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let recent = noted.get(site).is_some_and(|at| now.duration_since(*at) < NOTE_PULLS_EVERY);
+            if recent && !caught_up {
+                return Ok(());
+            }
+            noted.insert(site.clone(), now);
+        }
         Ok(self.db.mark_pulled(site)?)
     }
 

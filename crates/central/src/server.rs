@@ -456,7 +456,7 @@ async fn pull(
     let max_bytes = request.max_bytes.clamp(1024, protocol::MAX_DECODED_BYTES / 2);
     let (body, count, remaining) = blocking(move || {
         let page = engine.pull_page(&who, request.cursor, max_bytes)?;
-        engine.mark_pulled(&who)?;
+        engine.mark_pulled(&who, page.remaining == 0)?;
         Ok((page.encode(), page.changes.len(), page.remaining))
     })
     .await?;

@@ -242,7 +242,9 @@ fn open_reader(path: &Path) -> Result<Connection> {
             | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
             | rusqlite::OpenFlags::SQLITE_OPEN_URI,
     )?;
-    conn.pragma_update(None, "cache_size", -65_536)?;
+    // As large as the writer's: a snapshot reads a whole store in key order, and a small cache
+    // rebuilds pages it just had (the memory is taken only as pages are read).
+    conn.pragma_update(None, "cache_size", -262_144)?;
     conn.pragma_update(None, "mmap_size", 4_i64 << 30)?;
     conn.pragma_update(None, "busy_timeout", 10_000)?;
     Ok(conn)

@@ -9,7 +9,7 @@ use argon2::Argon2;
 use model::{SiteId, SyncType};
 use serde_json::json;
 use std::sync::Arc;
-use store::{Db, StoreError, Write};
+use store::{Db, StateKey, StoreError, Write};
 
 /// What administration refuses.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +41,8 @@ pub fn init(db: &Arc<Db>, central: &str, primary: Option<&str>) -> Result<Engine
     if let Ok(existing) = db.local_site() {
         return Err(AdminError::AlreadyInitialised(existing));
     }
-    db.set_state("local_site", central)?;
-    db.set_state("role", "central")?;
+    db.set_state(StateKey::LocalSite, central)?;
+    db.set_state(StateKey::Role, "central")?;
     let engine = Engine::new(db.clone());
     let is_primary = primary.is_none_or(|p| p == central);
     // The central site's own record is written before the network knows who is central: it
@@ -53,7 +53,7 @@ pub fn init(db: &Arc<Db>, central: &str, primary: Option<&str>) -> Result<Engine
     })?;
     if let Some(primary) = primary.filter(|p| *p != central) {
         check_name(primary)?;
-        db.set_state("pending_primary", primary)?;
+        db.set_state(StateKey::PendingPrimary, primary)?;
     }
     Ok(engine)
 }
@@ -76,7 +76,7 @@ pub fn add_site(engine: &Engine, name: &str, mobile: bool) -> Result<String, Adm
     }
     let password = new_password();
     let hash = hash_password(&password)?;
-    let primary = db.state("pending_primary")?.as_deref() == Some(name);
+    let primary = db.state(StateKey::PendingPrimary)?.as_deref() == Some(name);
     let kind = if mobile { "mobile" } else { "desktop" };
     engine.write(&[Write::upsert("site", name, &json!({"name": name, "kind": kind, "primary": primary}))])?;
     db.transaction(|tx| tx.set_password_hash(name, &hash, true))?;
@@ -206,9 +206,9 @@ pub fn verify_password(password: &str, stored_hash: &str) -> bool {
 /// The shortest administrator password accepted: the dashboard may face the internet.
 pub const MIN_ADMIN_PASSWORD: usize = 10;
 
-const ADMIN_HASH: &str = "admin_password_hash";
-const SESSION_KEY: &str = "session_key";
-const SESSION_GENERATION: &str = "admin_session_generation";
+const ADMIN_HASH: StateKey = StateKey::AdminPasswordHash;
+const SESSION_KEY: StateKey = StateKey::SessionKey;
+const SESSION_GENERATION: StateKey = StateKey::AdminSessionGeneration;
 
 /// Refuses an administrator password too short to face the internet.
 pub fn check_admin_password(password: &str) -> Result<(), AdminError> {

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::{Db, Write};
+use store::{Db, StateKey, Write};
 use testkit::link::{Link, Shape};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -79,7 +79,9 @@ impl Central {
         let password = admin::add_site(&self.engine, name, false)?;
         admin::add_store(&self.engine, &store_of(name), name, false)?;
         let db = Db::open(&dir.join(format!("{name}.sqlite")))?;
-        for (key, value) in [("local_site", name), ("central_url", &self.url()), ("password", &password)] {
+        for (key, value) in
+            [(StateKey::LocalSite, name), (StateKey::CentralUrl, &self.url()), (StateKey::Password, &password)]
+        {
             db.set_state(key, value)?;
         }
         Ok(Site { name: name.to_owned(), password, db })
@@ -206,7 +208,7 @@ fn catch_up(dir: &Path, runtime: &tokio::runtime::Runtime, scale: usize) -> Resu
         // The site last synced over its own link. What this program's initialisation over
         // loopback measured would size its first page for loopback; it starts from nothing
         // instead, as a site whose link is unknown does (the cautious case: small first pages).
-        remote.db.set_state("link_rates", "")?;
+        remote.db.set_state(StateKey::LinkRates, "")?;
     }
     println!(
         "catch-up setup: {} sites initialised over loopback, holding {} records each, in {:.1?}",

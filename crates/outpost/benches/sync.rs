@@ -18,7 +18,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use store::{Db, Write};
+use store::{Db, StateKey, Write};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::var("OUTPOST_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
@@ -92,9 +92,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Initial sync of a new site.
     let site_db = Db::open(&dir.path().join("site.sqlite"))?;
-    for (key, value) in
-        [("local_site", "new-site"), ("central_url", &format!("http://{addr}")), ("password", &password)]
-    {
+    for (key, value) in [
+        (StateKey::LocalSite, "new-site"),
+        (StateKey::CentralUrl, &format!("http://{addr}")),
+        (StateKey::Password, &password),
+    ] {
         site_db.set_state(key, value)?;
     }
     let client = site::Client::new(&format!("http://{addr}"), "new-site", &password);

@@ -4,7 +4,7 @@
 use crate::client::{Client, ClientError};
 use model::{Seq, SiteId};
 use std::path::{Path, PathBuf};
-use store::{Db, StoreError};
+use store::{Db, StateKey, StoreError};
 
 /// The database file inside a node's data directory.
 pub const DB_FILE: &str = "outpost.sqlite";
@@ -72,11 +72,11 @@ pub fn initialise(
     db.transaction(|tx| {
         tx.start_log_after(answer.acked)?;
         for (key, value) in [
-            ("local_site", site),
-            ("central_url", central_url),
-            ("password", password),
-            ("ca_cert_pem", ca_pem),
-            ("role", "site"),
+            (StateKey::LocalSite, site),
+            (StateKey::CentralUrl, central_url),
+            (StateKey::Password, password),
+            (StateKey::CaCertPem, ca_pem),
+            (StateKey::Role, "site"),
         ] {
             tx.set_state(key, value)?;
         }

@@ -1,5 +1,5 @@
 use crate::backend::{Backend, Deferred, Sql, TxSql};
-use crate::{Result, StoreError, Write};
+use crate::{Result, StateKey, StoreError, Write};
 use model::network::TOPOLOGY_TABLES;
 use model::{
     check_write, recipients, registry, Action, Audience, ChangeRef, Network, Op, RecordId, RecordKeys, Registry, Seq,
@@ -54,7 +54,7 @@ impl Db {
 
     /// This node's own site id, set when the node was initialised.
     pub fn local_site(&self) -> Result<SiteId> {
-        self.state("local_site")?.map(SiteId).ok_or(StoreError::NotInitialised)
+        self.state(StateKey::LocalSite)?.map(SiteId).ok_or(StoreError::NotInitialised)
     }
 
     /// Writes records made on this node, each checked against `authority`, all in one
@@ -64,11 +64,13 @@ impl Db {
         self.transaction(|tx| writes.iter().map(|w| tx.write_checked(w, &me)).collect())
     }
 
-    pub fn state(&self, key: &str) -> Result<Option<String>> {
-        self.read(|sql| sql.state(key))
+    /// One value of this node's state (`None`: never written).
+    pub fn state(&self, key: StateKey) -> Result<Option<String>> {
+        self.read(|sql| sql.state(key.as_str()))
     }
 
-    pub fn set_state(&self, key: &str, value: &str) -> Result<()> {
+    /// Writes one value of this node's state, in a transaction of its own.
+    pub fn set_state(&self, key: StateKey, value: &str) -> Result<()> {
         self.transaction(|tx| tx.set_state(key, value))
     }
 }
@@ -432,12 +434,14 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn state(&self, key: &str) -> Result<Option<String>> {
-        self.sql(|sql| sql.state(key))
+    /// One value of this node's state, as this transaction sees it.
+    pub fn state(&self, key: StateKey) -> Result<Option<String>> {
+        self.sql(|sql| sql.state(key.as_str()))
     }
 
-    pub fn set_state(&mut self, key: &str, value: &str) -> Result<()> {
-        self.sql(|sql| sql.set_state(key, value))?;
+    /// Writes one value of this node's state in this transaction.
+    pub fn set_state(&mut self, key: StateKey, value: &str) -> Result<()> {
+        self.sql(|sql| sql.set_state(key.as_str(), value))?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! also what only PostgreSQL allows: handles writing at the same time.
 
 use model::{Action, Change, LogPos, RecordId, Seq, SiteId, StoreId};
-use outpost_store::{Db, PullSource, PushedBatch, RejectionRecord, Write};
+use outpost_store::{Db, PullSource, PushedBatch, RejectionRecord, StateKey, Write};
 use serde_json::{json, Value};
 
 #[macro_use]
@@ -59,7 +59,7 @@ fn open_node(fx: &Fixture, me: &str) -> Db {
         ] {
             tx.apply_received(&change)?;
         }
-        tx.set_state("local_site", me)
+        tx.set_state(StateKey::LocalSite, me)
     })
     .expect("seed the network");
     db
@@ -369,9 +369,9 @@ fn checked_writes_say_what_they_did_and_state_is_kept_in_the_transaction(fx: &Fi
             let created = tx.write_checked_full(&stock_line("sl-1", "north-pharmacy", 1.0), &me)?;
             let updated = tx.write_checked_full(&stock_line("sl-1", "north-pharmacy", 2.0), &me)?;
             let deleted = tx.write_checked_full(&Write::delete("stock_line", "sl-1"), &me)?;
-            tx.set_state("cursor", "one")?;
-            tx.set_state("cursor", "two")?;
-            assert_eq!(tx.state("cursor")?.as_deref(), Some("two"));
+            tx.set_state(StateKey::PullCursor, "one")?;
+            tx.set_state(StateKey::PullCursor, "two")?;
+            assert_eq!(tx.state(StateKey::PullCursor)?.as_deref(), Some("two"));
             assert_eq!(tx.current("stock_line", "sl-1")?.map(|c| (c.data, c.log_seq)), Some((None, Some(deleted.seq))));
             Ok((created, updated, deleted))
         })
@@ -380,8 +380,8 @@ fn checked_writes_say_what_they_did_and_state_is_kept_in_the_transaction(fx: &Fi
     assert_eq!(created.keys.store, Some(StoreId::from("north-pharmacy")));
     assert_eq!(deleted.keys.store, Some(StoreId::from("north-pharmacy")), "a delete keeps the stored keys");
     assert!(created.seq < updated.seq && updated.seq < deleted.seq);
-    assert_eq!(db.state("cursor").expect("state").as_deref(), Some("two"));
-    assert_eq!(db.state("nothing").expect("state"), None);
+    assert_eq!(db.state(StateKey::PullCursor).expect("state").as_deref(), Some("two"));
+    assert_eq!(db.state(StateKey::LastNotice).expect("state"), None);
     assert_eq!(db.local_site().expect("local site"), me);
 }
 

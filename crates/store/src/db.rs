@@ -483,7 +483,7 @@ impl Tx<'_> {
     /// into the `all` bucket like any central data. Refused once the network has a central server.
     pub fn write_founding_site(&mut self, site: &SiteId, data: &serde_json::Value) -> Result<Seq> {
         let id = RecordId::from(site.as_str());
-        if !self.network.central.as_str().is_empty() {
+        if self.network.has_central() {
             return Err(StoreError::Refused {
                 table: "site".into(),
                 id,
@@ -531,14 +531,15 @@ impl Tx<'_> {
             Some(text) => (Action::Upsert, parse_keys(def, &record_id, text).map_err(invalid)?),
             None => (Action::Delete, self.stored_keys(table, id)?.unwrap_or_default()),
         };
-        let me = SiteId::default();
+        // Not logged, so the put has no origin to keep: no site made this change.
+        let no_origin = SiteId::NONE;
         self.put(&Put {
             table,
             id: &record_id,
             action: &action,
             data: central_version,
             keys: &keys,
-            origin: &me,
+            origin: &no_origin,
             log: false,
             bucket: None,
         })?;

@@ -2,6 +2,7 @@
 //! succeeded, the last error, whether sync is paused or disabled, and what was rejected.
 
 use crate::sync::pushed_up_to;
+use model::RecordId;
 use serde::Serialize;
 use std::fmt;
 use store::{Db, StateKey, StoreError};
@@ -46,7 +47,7 @@ pub struct RejectedChange {
     pub from: String,
     pub seq: i64,
     pub table: String,
-    pub id: String,
+    pub id: RecordId,
     pub reason: String,
     pub at: String,
 }
@@ -90,7 +91,14 @@ pub fn rejected(db: &Db) -> Result<Vec<RejectedChange>, StoreError> {
     Ok(db
         .rejections(None)?
         .into_iter()
-        .map(|r| RejectedChange { from: r.from, seq: r.seq.0, table: r.table, id: r.id, reason: r.reason, at: r.at })
+        .map(|r| RejectedChange {
+            from: r.from.to_string(),
+            seq: r.seq.0,
+            table: r.table,
+            id: r.id,
+            reason: r.reason,
+            at: r.at,
+        })
         .collect())
 }
 

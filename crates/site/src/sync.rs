@@ -8,7 +8,7 @@ use model::{Change, Seq, SiteId};
 use protocol::{Cursor, PullRequest, PullResponse, PushRequest};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use store::{Db, RejectionRecord, StateKey, StoreError};
+use store::{Db, RejectedFrom, RejectionRecord, StateKey, StoreError};
 
 /// Push batches hold at most this many changes...
 pub const PUSH_LIMIT: usize = 5_000;
@@ -311,10 +311,10 @@ fn push(
             for rejection in &response.rejections {
                 // What the person wrote is kept whole beside the reason; the record itself goes
                 // back to what the central server holds, so nothing false is shown as true.
-                let data = tx.current(&rejection.table, &rejection.id)?.and_then(|c| c.data);
+                let data = tx.current(&rejection.table, rejection.id.as_str())?.and_then(|c| c.data);
                 let action = if data.is_some() { "upsert" } else { "delete" };
                 tx.keep_rejection(&RejectionRecord {
-                    from: me.to_string(),
+                    from: RejectedFrom::Site(me.clone()),
                     seq: rejection.seq,
                     table: rejection.table.clone(),
                     id: rejection.id.clone(),
@@ -323,7 +323,12 @@ fn push(
                     reason: rejection.reason.clone(),
                     at: String::new(),
                 })?;
-                tx.undo_refused(&rejection.table, &rejection.id, rejection.seq, rejection.central_version.as_deref())?;
+                tx.undo_refused(
+                    &rejection.table,
+                    rejection.id.as_str(),
+                    rejection.seq,
+                    rejection.central_version.as_deref(),
+                )?;
             }
             tx.set_state(IN_FLIGHT, "")?;
             tx.set_state(StateKey::PushedSeq, &response.acked.0.to_string())
@@ -566,10 +571,10 @@ fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Resul
                 let e = refused;
                 tracing::warn!(table = %change.table, id = %change.id, error = %e, "a received change could not be applied; kept for review");
                 tx.keep_rejection(&RejectionRecord {
-                    from: format!("received:{}", change.origin),
+                    from: RejectedFrom::Received(change.origin.clone()),
                     seq: change.seq,
                     table: change.table.clone(),
-                    id: change.id.to_string(),
+                    id: change.id.clone(),
                     action: change.action.code().to_owned(),
                     data: change.data.as_ref().map(|d| d.get().to_owned()),
                     reason: format!("could not apply on `{me}`: {e}"),

@@ -33,7 +33,7 @@ pub use db::{Current, Db, Incoming, Tx, Written};
 pub use migrations::SCHEMA_VERSION;
 pub use queries::{PullSource, Stored};
 pub use state_key::StateKey;
-pub use sync_state::{PushedBatch, RejectionRecord, SiteCredentials, SiteSyncRow};
+pub use sync_state::{PushedBatch, RejectedFrom, RejectionRecord, SiteCredentials, SiteSyncRow};
 
 use model::limits::shown;
 use model::{Action, RecordId, Refusal};

@@ -2,20 +2,62 @@
 //! credentials (central server), and the changes that were refused, with their reasons.
 
 use crate::{Db, Result, Tx};
-use model::{Seq, SiteId};
+use model::{RecordId, Seq, SiteId};
+use std::fmt;
 
 /// A change that was refused (or could not be applied), kept where a person can see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectionRecord {
-    /// The site whose change it was (`received:<site>` for a pulled change a site could not apply).
-    pub from: String,
+    /// Whose change it was, and how it came.
+    pub from: RejectedFrom,
     pub seq: Seq,
     pub table: String,
-    pub id: String,
+    /// The record's id (as the central server shows it: escaped and cut when it came from the
+    /// wire too long or unprintable).
+    pub id: RecordId,
     pub action: String,
     pub data: Option<String>,
     pub reason: String,
     pub at: String,
+}
+
+/// Whose refused change a [`RejectionRecord`] keeps. Stored (and shown) as the site id, or as
+/// `received:<site>` for a pulled change: [`fmt::Display`] and [`RejectedFrom::from_stored`]
+/// convert, and databases already hold both forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectedFrom {
+    /// A change this site made, refused by the central server (kept on both ends).
+    Site(SiteId),
+    /// A change made on another site, pulled here and not applied (kept on the site only).
+    Received(SiteId),
+}
+
+impl RejectedFrom {
+    const RECEIVED: &'static str = "received:";
+
+    /// Reads the stored form back.
+    pub fn from_stored(stored: String) -> RejectedFrom {
+        match stored.strip_prefix(Self::RECEIVED) {
+            Some(origin) => RejectedFrom::Received(SiteId::from(origin)),
+            None => RejectedFrom::Site(SiteId(stored)),
+        }
+    }
+
+    /// The site whose change it was.
+    pub fn site(&self) -> &SiteId {
+        match self {
+            RejectedFrom::Site(site) | RejectedFrom::Received(site) => site,
+        }
+    }
+}
+
+impl fmt::Display for RejectedFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectedFrom::Site(site) => write!(f, "{site}"),
+            RejectedFrom::Received(origin) => write!(f, "{}{origin}", Self::RECEIVED),
+        }
+    }
 }
 
 /// One site as the central server's bookkeeping sees it.
@@ -157,5 +199,23 @@ impl Tx<'_> {
     /// Central server: how many of `site`'s refused changes wait for an administrator.
     pub fn count_open_rejections(&self, site: &SiteId) -> Result<u64> {
         self.sql(|sql| sql.count_open_rejections(site))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RejectedFrom;
+    use model::SiteId;
+
+    /// Databases hold both forms: reading one back gives what was kept.
+    #[test]
+    fn whose_rejection_keeps_its_stored_form() {
+        for (from, stored) in [
+            (RejectedFrom::Site(SiteId::from("north")), "north"),
+            (RejectedFrom::Received(SiteId::from("south")), "received:south"),
+        ] {
+            assert_eq!(from.to_string(), stored);
+            assert_eq!(RejectedFrom::from_stored(stored.to_owned()), from);
+        }
     }
 }

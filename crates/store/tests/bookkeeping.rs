@@ -5,7 +5,7 @@
 //! also what only PostgreSQL allows: handles writing at the same time.
 
 use model::{Action, Change, LogPos, RecordId, Seq, SiteId, StoreId};
-use outpost_store::{Db, PullSource, PushedBatch, RejectionRecord, StateKey, Write};
+use outpost_store::{Db, PullSource, PushedBatch, RejectedFrom, RejectionRecord, StateKey, Write};
 use serde_json::{json, Value};
 
 #[macro_use]
@@ -297,10 +297,10 @@ fn rejections_are_kept_once_and_listed_oldest_or_newest_first(fx: &Fixture) {
     let db = open_node(fx, "central");
     db.transaction(|tx| tx.set_password_hash("north", "hash", true)).expect("create");
     let rejection = |seq: i64, reason: &str| RejectionRecord {
-        from: "north".into(),
+        from: RejectedFrom::Site(north()),
         seq: Seq(seq),
         table: "item".into(),
-        id: format!("item-{seq}"),
+        id: format!("item-{seq}").into(),
         action: "upsert".into(),
         data: Some("{}".into()),
         reason: reason.into(),
@@ -310,7 +310,7 @@ fn rejections_are_kept_once_and_listed_oldest_or_newest_first(fx: &Fixture) {
         tx.keep_rejection(&rejection(3, "no authority"))?;
         tx.keep_rejection(&rejection(5, "unknown table"))?;
         tx.keep_rejection(&rejection(3, "the same change again"))?;
-        tx.keep_rejection(&RejectionRecord { from: "south".into(), ..rejection(4, "elsewhere") })
+        tx.keep_rejection(&RejectionRecord { from: RejectedFrom::Site(south()), ..rejection(4, "elsewhere") })
     })
     .expect("keep");
     assert_eq!(db.count_rejections().expect("count"), 3, "a change is kept once");

@@ -79,7 +79,7 @@ pub fn add_site(engine: &Engine, name: &str, mobile: bool) -> Result<String, Adm
     let primary = db.state(StateKey::PendingPrimary)?.as_deref() == Some(name);
     let kind = if mobile { "mobile" } else { "desktop" };
     engine.write(&[Write::upsert("site", name, &json!({"name": name, "kind": kind, "primary": primary}))])?;
-    db.transaction(|tx| tx.set_password_hash(name, &hash, true))?;
+    db.transaction(|tx| tx.set_password_hash(&SiteId::from(name), &hash, true))?;
     if primary {
         // Mirrored sync: from now on the primary is this remote site.
         let central = engine.central()?;
@@ -96,7 +96,7 @@ pub fn add_site(engine: &Engine, name: &str, mobile: bool) -> Result<String, Adm
 pub fn reset_password(engine: &Engine, name: &str) -> Result<String, AdminError> {
     let password = new_password();
     let hash = hash_password(&password)?;
-    let exists = engine.db().transaction(|tx| tx.set_password_hash(name, &hash, false))?;
+    let exists = engine.db().transaction(|tx| tx.set_password_hash(&SiteId::from(name), &hash, false))?;
     if !exists {
         return Err(AdminError::UnknownSite(name.to_owned()));
     }

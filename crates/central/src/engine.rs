@@ -86,7 +86,7 @@ impl Engine {
                 if let Some(last) = tx.last_push(site)?.filter(|last| is_resend(last, after, changes)) {
                     // The answer to this very batch was lost on its way back: answer it again.
                     let rejections = tx
-                        .rejections_between(site.as_str(), Seq(after.0 + 1), last.acked)?
+                        .rejections_between(site, Seq(after.0 + 1), last.acked)?
                         .into_iter()
                         .map(|r| {
                             let central_version = version_for(tx, site, &r.table, r.id.as_str())?;
@@ -144,7 +144,7 @@ impl Engine {
             if tx.acked(site)? != last.acked {
                 return Ok(None);
             }
-            let rejected = tx.rejections_between(site.as_str(), Seq(last.from.0 + 1), last.acked)?.len() as u64;
+            let rejected = tx.rejections_between(site, Seq(last.from.0 + 1), last.acked)?.len() as u64;
             Ok(Some(protocol::LastPush { after: last.from, acked: last.acked, rejected }))
         })?)
     }

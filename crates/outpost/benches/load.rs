@@ -62,7 +62,7 @@ fn run(backend: &str, db: Arc<Db>, shape: &Shape) -> Result<(), Box<dyn std::err
     // others share its hash, so that setting up a thousand sites is not a thousand argon2 runs.
     let engine = admin::init(&db, "central", None)?;
     let password = admin::add_site(&engine, "site-0000", false)?;
-    let hash = db.password_hash("site-0000")?.ok_or("the first site has a password")?;
+    let hash = db.password_hash(&SiteId::from("site-0000"))?.ok_or("the first site has a password")?;
     let names: Vec<String> = (0..shape.sites).map(|i| format!("site-{i:04}")).collect();
     let mut writes = Vec::new();
     for name in &names {
@@ -78,7 +78,7 @@ fn run(backend: &str, db: Arc<Db>, shape: &Shape) -> Result<(), Box<dyn std::err
     Engine::write(&engine, &writes)?;
     db.transaction(|tx| {
         for name in &names[1..] {
-            tx.set_password_hash(name, &hash, true)?;
+            tx.set_password_hash(&SiteId::from(name.as_str()), &hash, true)?;
         }
         Ok(())
     })?;

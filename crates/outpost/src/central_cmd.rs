@@ -3,7 +3,7 @@
 use crate::cli::{CentralAdminCommand, CentralCommand, CentralDb, CentralSiteCommand, CentralStoreCommand};
 use crate::input::{parse_json, read_admin_password};
 use crate::output::announce;
-use model::SyncType;
+use model::{SiteId, SyncType};
 use std::net::SocketAddr;
 use std::path::Path;
 use store::Write;
@@ -69,7 +69,7 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
             println!("new password for `{name}` (shown once):\n{password}");
         }
         CentralCommand::Site(CentralSiteCommand::Unbind { name, data }) => {
-            if !data.open()?.unbind_machine(&name).map_err(|e| e.to_string())? {
+            if !data.open()?.unbind_machine(&SiteId::from(name.as_str())).map_err(|e| e.to_string())? {
                 return Err(format!("there is no site `{name}`"));
             }
             println!(
@@ -78,7 +78,7 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
         }
         CentralCommand::Site(CentralSiteCommand::Rejected { name, clear, data }) => {
             let db = data.open()?;
-            let open = db.open_rejections(&name).map_err(|e| e.to_string())?;
+            let open = db.open_rejections(&SiteId::from(name.as_str())).map_err(|e| e.to_string())?;
             for r in &open {
                 println!("{}  {} `{}` (change {}): {}", r.at, r.table, r.id, r.seq, r.reason);
             }
@@ -90,7 +90,7 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
                     if quarantined { " (the site is quarantined: its pushes are refused)" } else { "" }
                 ),
                 (_, true) => {
-                    let cleared = db.resolve_rejections(&name).map_err(|e| e.to_string())?;
+                    let cleared = db.resolve_rejections(&SiteId::from(name.as_str())).map_err(|e| e.to_string())?;
                     println!("{cleared} refused change(s) of `{name}` marked as looked at (kept); its pushes are accepted again");
                 }
             }

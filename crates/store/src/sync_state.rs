@@ -96,8 +96,8 @@ impl Tx<'_> {
     }
 
     /// The refusals kept for `from`'s changes between two positions.
-    pub fn rejections_between(&self, from: &str, first: Seq, last: Seq) -> Result<Vec<RejectionRecord>> {
-        self.sql(|sql| sql.rejections_between(from, first, last))
+    pub fn rejections_between(&self, from: &SiteId, first: Seq, last: Seq) -> Result<Vec<RejectionRecord>> {
+        self.sql(|sql| sql.rejections_between(from.as_str(), first, last))
     }
 
     /// Central server: the last change of `site` that was applied or rejected. On PostgreSQL the
@@ -120,8 +120,8 @@ impl Tx<'_> {
 
     /// Central server: stores a site's password hash (creating the site's bookkeeping when
     /// `create`). Returns whether the site exists.
-    pub fn set_password_hash(&mut self, site: &str, hash: &str, create: bool) -> Result<bool> {
-        self.sql(|sql| sql.set_password_hash(site, hash, create))
+    pub fn set_password_hash(&mut self, site: &SiteId, hash: &str, create: bool) -> Result<bool> {
+        self.sql(|sql| sql.set_password_hash(site.as_str(), hash, create))
     }
 
     /// Remote site initialised again: its own change log continues after `seq`, the last of
@@ -145,26 +145,26 @@ impl Db {
     }
 
     /// Central server: a site's stored password hash, if the site exists.
-    pub fn password_hash(&self, site: &str) -> Result<Option<String>> {
-        self.read(|sql| sql.password_hash(site))
+    pub fn password_hash(&self, site: &SiteId) -> Result<Option<String>> {
+        self.read(|sql| sql.password_hash(site.as_str()))
     }
 
     /// Central server: a site's password hash and the machine it is bound to, in one read (every
     /// sync request needs both); `None` for an unknown site.
-    pub fn site_credentials(&self, site: &str) -> Result<Option<SiteCredentials>> {
-        self.read(|sql| sql.site_credentials(site))
+    pub fn site_credentials(&self, site: &SiteId) -> Result<Option<SiteCredentials>> {
+        self.read(|sql| sql.site_credentials(site.as_str()))
     }
 
     /// Central server: binds a site to `machine` if it is bound to none yet (its first sync, or
     /// after `unbind`). Returns the machine it is bound to now.
-    pub fn bind_machine(&self, site: &str, machine: &str) -> Result<Option<String>> {
-        self.transaction(|tx| tx.sql(|sql| sql.bind_machine(site, machine)))
+    pub fn bind_machine(&self, site: &SiteId, machine: &str) -> Result<Option<String>> {
+        self.transaction(|tx| tx.sql(|sql| sql.bind_machine(site.as_str(), machine)))
     }
 
     /// Central server: forgets the machine a site is bound to, so that its next sync binds it to
     /// the machine it comes from (a site moved to new hardware on purpose). Whether it exists.
-    pub fn unbind_machine(&self, site: &str) -> Result<bool> {
-        self.transaction(|tx| tx.sql(|sql| sql.unbind_machine(site)))
+    pub fn unbind_machine(&self, site: &SiteId) -> Result<bool> {
+        self.transaction(|tx| tx.sql(|sql| sql.unbind_machine(site.as_str())))
     }
 
     /// Central server: every site's bookkeeping, by site id.
@@ -184,14 +184,14 @@ impl Db {
 
     /// Central server: the refusals of `site`'s changes that no administrator has looked at yet,
     /// oldest first.
-    pub fn open_rejections(&self, site: &str) -> Result<Vec<RejectionRecord>> {
-        self.read(|sql| sql.open_rejections(site))
+    pub fn open_rejections(&self, site: &SiteId) -> Result<Vec<RejectionRecord>> {
+        self.read(|sql| sql.open_rejections(site.as_str()))
     }
 
     /// Central server: an administrator has looked at `site`'s refused changes. They are kept,
     /// marked as seen, and no longer count towards the site's quarantine. Returns how many.
-    pub fn resolve_rejections(&self, site: &str) -> Result<u64> {
-        self.transaction(|tx| tx.sql(|sql| sql.resolve_rejections(site)))
+    pub fn resolve_rejections(&self, site: &SiteId) -> Result<u64> {
+        self.transaction(|tx| tx.sql(|sql| sql.resolve_rejections(site.as_str())))
     }
 }
 

@@ -262,11 +262,14 @@ fn snapshots_page_through_live_records_in_table_and_id_order(fx: &Fixture) {
 
 fn a_push_is_acknowledged_and_the_site_shows_when_it_last_synced(fx: &Fixture) {
     let db = open_node(fx, "central");
-    assert!(db.transaction(|tx| tx.set_password_hash("north", "hash-1", true)).expect("create"));
-    assert!(!db.transaction(|tx| tx.set_password_hash("nowhere", "hash", false)).expect("update"), "no such site");
-    assert!(db.transaction(|tx| tx.set_password_hash("north", "hash-2", false)).expect("update"));
-    assert_eq!(db.password_hash("north").expect("hash").as_deref(), Some("hash-2"));
-    assert_eq!(db.password_hash("nowhere").expect("hash"), None);
+    assert!(db.transaction(|tx| tx.set_password_hash(&SiteId::from("north"), "hash-1", true)).expect("create"));
+    assert!(
+        !db.transaction(|tx| tx.set_password_hash(&SiteId::from("nowhere"), "hash", false)).expect("update"),
+        "no such site"
+    );
+    assert!(db.transaction(|tx| tx.set_password_hash(&SiteId::from("north"), "hash-2", false)).expect("update"));
+    assert_eq!(db.password_hash(&SiteId::from("north")).expect("hash").as_deref(), Some("hash-2"));
+    assert_eq!(db.password_hash(&SiteId::from("nowhere")).expect("hash"), None);
 
     let rows = db.site_sync_rows().expect("rows");
     assert_eq!(rows.len(), 1);
@@ -280,7 +283,7 @@ fn a_push_is_acknowledged_and_the_site_shows_when_it_last_synced(fx: &Fixture) {
     .expect("record the push");
     assert_eq!(db.transaction(|tx| tx.acked(&north())).expect("acked"), Seq(42));
     db.mark_pulled(&north()).expect("mark pulled");
-    db.transaction(|tx| tx.set_password_hash("south", "hash-s", true)).expect("create");
+    db.transaction(|tx| tx.set_password_hash(&SiteId::from("south"), "hash-s", true)).expect("create");
 
     let rows = db.site_sync_rows().expect("rows");
     let sites: Vec<&str> = rows.iter().map(|r| r.site.as_str()).collect();
@@ -295,7 +298,7 @@ fn a_push_is_acknowledged_and_the_site_shows_when_it_last_synced(fx: &Fixture) {
 
 fn rejections_are_kept_once_and_listed_oldest_or_newest_first(fx: &Fixture) {
     let db = open_node(fx, "central");
-    db.transaction(|tx| tx.set_password_hash("north", "hash", true)).expect("create");
+    db.transaction(|tx| tx.set_password_hash(&SiteId::from("north"), "hash", true)).expect("create");
     let rejection = |seq: i64, reason: &str| RejectionRecord {
         from: RejectedFrom::Site(north()),
         seq: Seq(seq),
@@ -315,11 +318,14 @@ fn rejections_are_kept_once_and_listed_oldest_or_newest_first(fx: &Fixture) {
     .expect("keep");
     assert_eq!(db.count_rejections().expect("count"), 3, "a change is kept once");
 
-    let between = db.transaction(|tx| tx.rejections_between("north", Seq(1), Seq(5))).expect("between");
+    let between = db.transaction(|tx| tx.rejections_between(&SiteId::from("north"), Seq(1), Seq(5))).expect("between");
     let kept: Vec<(Seq, &str)> = between.iter().map(|r| (r.seq, r.reason.as_str())).collect();
     assert_eq!(kept, vec![(Seq(3), "no authority"), (Seq(5), "unknown table")]);
     assert!(between.iter().all(|r| is_timestamp(&r.at)), "{between:?}");
-    assert_eq!(db.transaction(|tx| tx.rejections_between("north", Seq(4), Seq(4))).expect("between"), vec![]);
+    assert_eq!(
+        db.transaction(|tx| tx.rejections_between(&SiteId::from("north"), Seq(4), Seq(4))).expect("between"),
+        vec![]
+    );
 
     let oldest_first: Vec<Seq> = db.rejections(None).expect("list").iter().map(|r| r.seq).collect();
     assert_eq!(oldest_first, vec![Seq(3), Seq(5), Seq(4)]);
@@ -459,8 +465,8 @@ mod postgres_concurrency {
         let second = fx.open();
         first
             .transaction(|tx| {
-                tx.set_password_hash("north", "hash", true)?;
-                tx.set_password_hash("south", "hash", true)
+                tx.set_password_hash(&SiteId::from("north"), "hash", true)?;
+                tx.set_password_hash(&SiteId::from("south"), "hash", true)
             })
             .expect("create the sites");
         let (locked, wait_for_lock) = mpsc::channel();

@@ -18,7 +18,7 @@ use std::time::Duration;
 fn filled(db: &Db) {
     db.set_state(StateKey::LocalSite, "central").expect("identity");
     db.transaction(|tx| {
-        tx.set_password_hash("north", "hash", true)?;
+        tx.set_password_hash(&SiteId::from("north"), "hash", true)?;
         let site = serde_json::json!({"name": "Central", "central": true, "primary": true});
         tx.write_founding_site(&SiteId("central".into()), &site)?;
         Ok(())
@@ -55,7 +55,7 @@ fn sqlite_reads_answer_while_a_transaction_holds_the_writer() {
             let records = db.count_records().expect("count");
             let dump = db.dump().expect("dump").len();
             let sites = db.site_sync_rows().expect("sites").len();
-            let credentials = db.site_credentials("north").expect("credentials").is_some();
+            let credentials = db.site_credentials(&SiteId::from("north")).expect("credentials").is_some();
             let network = db.network().central.clone();
             db.mark_pulled(&SiteId("north".into())).expect("note the pull");
             // Uncommitted writes are not seen.

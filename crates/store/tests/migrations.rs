@@ -93,10 +93,10 @@ fn check_central(db: &Db, raw: &Connection) {
         .expect("rows");
     assert!(sites.len() >= 3, "the demo has three sites");
     for (site, hash, machine, acked) in sites {
-        let credentials = db.site_credentials(&site).expect("credentials").expect("the site is known");
+        let id = SiteId(site.clone());
+        let credentials = db.site_credentials(&id).expect("credentials").expect("the site is known");
         assert_eq!(credentials.password_hash, hash, "{site}'s password");
         assert_eq!(credentials.machine, machine, "{site}'s machine");
-        let id = SiteId(site.clone());
         assert_eq!(db.transaction(|tx| tx.acked(&id)).expect("acked").0, acked, "{site}'s acknowledged position");
         let waiting = db.count_pull(&PullSource::Bucket("all"), &id, LogPos::new(0, Seq(0))).expect("count");
         let expected = raw_count(

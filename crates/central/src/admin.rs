@@ -38,8 +38,10 @@ pub enum AdminError {
 /// names another site (mirrored sync), which must then be added with `add_site`.
 pub fn init(db: &Arc<Db>, central: &str, primary: Option<&str>) -> Result<Engine, AdminError> {
     check_name(central)?;
-    if let Ok(existing) = db.local_site() {
-        return Err(AdminError::AlreadyInitialised(existing));
+    match db.local_site() {
+        Ok(existing) => return Err(AdminError::AlreadyInitialised(existing)),
+        Err(StoreError::NotInitialised) => {}
+        Err(e) => return Err(e.into()),
     }
     db.set_state(StateKey::LocalSite, central)?;
     db.set_state(StateKey::Role, "central")?;

@@ -66,8 +66,10 @@ pub fn initialise(
     let answer = client.status().map_err(InitError::Credentials)?;
     std::fs::create_dir_all(data_dir).map_err(|source| InitError::CreateDir { dir: data_dir.to_owned(), source })?;
     let db = Db::open(&data_dir.join(DB_FILE)).map_err(InitError::Open)?;
-    if let Ok(existing) = db.local_site() {
-        return Err(InitError::AlreadySite { dir: data_dir.to_owned(), existing });
+    match db.local_site() {
+        Ok(existing) => return Err(InitError::AlreadySite { dir: data_dir.to_owned(), existing }),
+        Err(StoreError::NotInitialised) => {}
+        Err(e) => return Err(e.into()),
     }
     db.transaction(|tx| {
         tx.start_log_after(answer.acked)?;

@@ -111,13 +111,15 @@ pub fn sync_once(db: &Db, client: &Client, progress: &mut dyn Progress) -> Resul
     let link = client.link();
     let (sent0, received0) = (link.sent(), link.received());
     // Page sizes start from what the last sync measured, not from nothing.
-    if let Ok(Some(rates)) = db.state(LINK_RATES) {
-        link.resume_from_state(&rates);
+    match db.state(LINK_RATES) {
+        Ok(Some(rates)) => link.resume_from_state(&rates),
+        Ok(None) => {}
+        // Only the first pages are sized from nothing; the sync goes on.
+        Err(e) => tracing::warn!(error = %e, "the link rates of the last sync could not be read"),
     }
+    // A failure is reported where it is handled (`outpost site sync` prints it; `site serve`
+    // logs it), not here as well.
     let result = push_then_pull(db, client, progress);
-    if let Err(e) = &result {
-        tracing::warn!(error = %e, "sync failed");
-    }
     if let Err(e) = record_outcome(db, link, &result) {
         // The sync's own outcome stands; only `site status` will be behind.
         tracing::warn!(error = %e, "the outcome of the sync could not be recorded for `site status`");

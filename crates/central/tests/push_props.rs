@@ -191,18 +191,18 @@ fn template() -> &'static [u8] {
 
 fn build_network(path: &Path) {
     let db = Arc::new(Db::open(path).expect("open the central database"));
-    let engine = admin::init(&db, CENTRAL, None).expect("init");
-    admin::add_site(&engine, NORTH, false).expect("add north");
-    admin::add_site(&engine, SOUTH, false).expect("add south");
-    admin::add_store(&engine, NORTH_STORE, NORTH, false).expect("add north's store");
-    admin::add_store(&engine, SOUTH_STORE, SOUTH, false).expect("add south's store");
+    let engine = admin::init(&db, &CENTRAL.into(), None).expect("init");
+    admin::add_site(&engine, &NORTH.into(), false).expect("add north");
+    admin::add_site(&engine, &SOUTH.into(), false).expect("add south");
+    admin::add_store(&engine, &NORTH_STORE.into(), &NORTH.into(), false).expect("add north's store");
+    admin::add_store(&engine, &SOUTH_STORE.into(), &SOUTH.into(), false).expect("add south's store");
     engine
         .write(&[
             store::Write::upsert("item", "item-1", &json!({"name": "Paracetamol 500mg"})),
             store::Write::upsert("barcode", "bc-1", &json!({"item_id": "item-1", "code": "5012345678900"})),
         ])
         .expect("central data");
-    admin::show_name(&engine, "pat-south", NORTH_STORE).expect("show south's patient in north");
+    admin::show_name(&engine, &"pat-south".into(), &NORTH_STORE.into()).expect("show south's patient in north");
     let upsert = json!("upsert");
     let south = [
         change(

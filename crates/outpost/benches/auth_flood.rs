@@ -110,11 +110,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&central_dir)?;
     let password = {
         let db = Arc::new(Db::open(&central_dir.join("outpost.sqlite"))?);
-        let engine = admin::init(&db, "central", None)?;
+        let engine = admin::init(&db, &"central".into(), None)?;
         admin::set_admin_password(&db, "bench admin passphrase")?;
-        admin::add_site(&engine, "victim", false)?;
-        let password = admin::add_site(&engine, "clinic", false)?;
-        admin::add_store(&engine, "clinic-store", "clinic", false)?;
+        admin::add_site(&engine, &"victim".into(), false)?;
+        let password = admin::add_site(&engine, &"clinic".into(), false)?;
+        admin::add_store(&engine, &"clinic-store".into(), &"clinic".into(), false)?;
         password
     };
     let server = Server::start(&central_dir)?;

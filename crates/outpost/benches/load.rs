@@ -60,8 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn run(backend: &str, db: Arc<Db>, shape: &Shape) -> Result<(), Box<dyn std::error::Error>> {
     // The network: one store active on each site. The first site gets a real password; the
     // others share its hash, so that setting up a thousand sites is not a thousand argon2 runs.
-    let engine = admin::init(&db, "central", None)?;
-    let password = admin::add_site(&engine, "site-0000", false)?;
+    let engine = admin::init(&db, &"central".into(), None)?;
+    let password = admin::add_site(&engine, &"site-0000".into(), false)?;
     let hash = db.password_hash(&SiteId::from("site-0000"))?.ok_or("the first site has a password")?;
     let names: Vec<String> = (0..shape.sites).map(|i| format!("site-{i:04}")).collect();
     let mut writes = Vec::new();

@@ -63,7 +63,7 @@ impl Central {
     fn start(dir: &Path, runtime: &tokio::runtime::Runtime) -> Result<Central> {
         std::fs::create_dir_all(dir)?;
         let db = Arc::new(Db::open(&dir.join("central.sqlite"))?);
-        let engine = admin::init(&db, "central", None)?;
+        let engine = admin::init(&db, &"central".into(), None)?;
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
         runtime.spawn(central::serve(engine.clone(), listener, central::Limits::default()));
@@ -76,8 +76,8 @@ impl Central {
 
     /// A new site, with its store active on it, initialised on this machine (not synced yet).
     fn add_site(&self, dir: &Path, name: &str) -> Result<Site> {
-        let password = admin::add_site(&self.engine, name, false)?;
-        admin::add_store(&self.engine, &store_of(name), name, false)?;
+        let password = admin::add_site(&self.engine, &name.into(), false)?;
+        admin::add_store(&self.engine, &store_of(name).as_str().into(), &name.into(), false)?;
         let db = Db::open(&dir.join(format!("{name}.sqlite")))?;
         for (key, value) in
             [(StateKey::LocalSite, name), (StateKey::CentralUrl, &self.url()), (StateKey::Password, &password)]
@@ -192,8 +192,18 @@ fn catch_up(dir: &Path, runtime: &tokio::runtime::Runtime, scale: usize) -> Resu
     let remotes: Vec<Site> =
         rates.iter().map(|r| central.add_site(dir, &format!("remote-{}k", r / 1000))).collect::<Result<_>>()?;
     for remote in &remotes {
-        admin::set_sync_type(engine, &store_of("north"), &remote.name, SyncType::Collector)?;
-        admin::set_sync_type(engine, &store_of("south"), &remote.name, SyncType::Transfer)?;
+        admin::set_sync_type(
+            engine,
+            &store_of("north").as_str().into(),
+            &remote.name.as_str().into(),
+            SyncType::Collector,
+        )?;
+        admin::set_sync_type(
+            engine,
+            &store_of("south").as_str().into(),
+            &remote.name.as_str().into(),
+            SyncType::Transfer,
+        )?;
     }
 
     // What the sites already hold: the catalogue and the names of last week.

@@ -26,8 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The central server, holding n items (central data: every site receives them).
     let central_db = Arc::new(Db::open(&dir.path().join("central.sqlite"))?);
-    let engine = admin::init(&central_db, "central", None)?;
-    let password = admin::add_site(&engine, "new-site", false)?;
+    let engine = admin::init(&central_db, &"central".into(), None)?;
+    let password = admin::add_site(&engine, &"new-site".into(), false)?;
     let documents: Vec<(String, String)> = (0..n).map(item).collect();
     let started = Instant::now();
     for chunk in documents.chunks(100_000) {

@@ -352,10 +352,10 @@ impl PullPage {
             .map(|c| Change {
                 seq: c.seq,
                 table: c.table,
-                id: c.id.into(),
+                id: c.id,
                 action: c.action,
                 data: c.data.and_then(|d| RawValue::from_string(d).ok()),
-                origin: c.origin.into(),
+                origin: c.origin,
             })
             .collect();
         PullResponse { changes, next: self.next, remaining: self.remaining }

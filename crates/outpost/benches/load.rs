@@ -91,7 +91,8 @@ fn run(backend: &str, db: Arc<Db>, shape: &Shape) -> Result<(), Box<dyn std::err
     runtime.spawn(central::serve(engine.clone(), listener, limits));
 
     // Every site signs in once first (argon2 is paid here, not in the measured pushes).
-    let clients: Vec<site::Client> = names.iter().map(|n| site::Client::new(&url, n, &password)).collect();
+    let clients: Vec<site::Client> =
+        names.iter().map(|n| site::Client::new(&url, &SiteId::new(n), &password)).collect();
     let started_warmup = Instant::now();
     std::thread::scope(|scope| {
         for chunk in clients.chunks(clients.len().div_ceil(8)) {

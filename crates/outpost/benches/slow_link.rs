@@ -17,7 +17,7 @@ use catalogue::{DRUGS, FORMS};
 
 use central::{admin, Engine};
 // The proxy of the real-process tests (the test kit's), not a copy of it.
-use model::SyncType;
+use model::{SiteId, SyncType};
 use serde_json::json;
 use site::sync::Step;
 use site::{Client, SyncReport};
@@ -102,7 +102,7 @@ impl Site {
     /// A client that reaches the central server at `url` (loopback, or a link in front of it),
     /// with a fresh connection and nothing measured of the link yet.
     fn client(&self, url: &str) -> Client {
-        Client::new(url, &self.name, &self.password)
+        Client::new(url, &SiteId::new(&self.name), &self.password)
     }
 
     fn sync(&self, url: &str) -> Result<SyncReport> {

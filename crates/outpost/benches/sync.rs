@@ -99,7 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         site_db.set_state(key, value)?;
     }
-    let client = site::Client::new(&format!("http://{addr}"), "new-site", &password);
+    let client = site::Client::new(&format!("http://{addr}"), &"new-site".into(), &password);
     let mut quiet = |_: site::sync::Step, _: u64, _: u64| {};
     let report = site::sync_once(&site_db, &client, &mut quiet)?;
     let held = site_db.counts_by_table()?.iter().find(|(t, _)| t == "item").map_or(0, |(_, c)| *c);
@@ -107,7 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sync_secs = report.duration.as_secs_f64();
 
     // An empty sync, through the proxy that counts every byte both ways.
-    let via_proxy = site::Client::new(&format!("http://{proxy}"), "new-site", &password);
+    let via_proxy = site::Client::new(&format!("http://{proxy}"), &"new-site".into(), &password);
     site::sync_once(&site_db, &via_proxy, &mut quiet)?; // warms the connection and the credentials cache
     counted.store(0, Ordering::Relaxed);
     let started = Instant::now();

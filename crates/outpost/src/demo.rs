@@ -54,8 +54,9 @@ pub fn run(dir: &Path, transactions: usize) -> Result<(), String> {
     // Each site: initialise, then receive its first data.
     let mut sites = Vec::new();
     for ((site, store, _), password) in SITES.iter().zip(&passwords) {
-        let site::InitReport { db, client, .. } = site::initialise(&dir.join(site), &url, site, password, "")
-            .map_err(|e| format!("initialising {site}: {e}"))?;
+        let site::InitReport { db, client, .. } =
+            site::initialise(&dir.join(site), &url, &model::SiteId::from(*site), password, "")
+                .map_err(|e| format!("initialising {site}: {e}"))?;
         sites.push((*site, *store, db, client));
     }
     let mut timings = Vec::new();

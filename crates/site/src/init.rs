@@ -55,7 +55,7 @@ pub struct InitReport {
 pub fn initialise(
     data_dir: &Path,
     central_url: &str,
-    site: &str,
+    site: &SiteId,
     password: &str,
     ca_pem: &str,
 ) -> Result<InitReport, InitError> {
@@ -74,7 +74,7 @@ pub fn initialise(
     db.transaction(|tx| {
         tx.start_log_after(answer.acked)?;
         for (key, value) in [
-            (StateKey::LocalSite, site),
+            (StateKey::LocalSite, site.as_str()),
             (StateKey::CentralUrl, central_url),
             (StateKey::Password, password),
             (StateKey::CaCertPem, ca_pem),

@@ -6,10 +6,10 @@ use crate::engine::{Engine, EngineError};
 use crate::session::SessionKey;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use model::{SiteId, SyncType};
+use model::{RecordId, SiteId, StoreId, SyncType};
 use serde_json::json;
 use std::sync::Arc;
-use store::{Db, StoreError, Write};
+use store::{Db, StateKey, StoreError, Write};
 
 /// What administration refuses.
 #[derive(Debug, thiserror::Error)]
@@ -21,11 +21,11 @@ pub enum AdminError {
     #[error("this database is already a node (site `{0}`); refusing to initialise it again")]
     AlreadyInitialised(SiteId),
     #[error("there is no site `{0}`; add it first with `outpost central site add {0}`")]
-    UnknownSite(String),
+    UnknownSite(SiteId),
     #[error("there is no store `{0}`; add it first with `outpost central store add {0} --active-on SITE`")]
-    UnknownStore(String),
+    UnknownStore(StoreId),
     #[error("site `{0}` exists already")]
-    SiteExists(String),
+    SiteExists(SiteId),
     #[error("could not hash the password: {0}")]
     Hash(String),
     #[error("a site id may hold only letters, digits, '-' and '_' (got `{0}`)")]
@@ -36,24 +36,26 @@ pub enum AdminError {
 
 /// Creates a central server's database. The central server is the primary unless `primary`
 /// names another site (mirrored sync), which must then be added with `add_site`.
-pub fn init(db: &Arc<Db>, central: &str, primary: Option<&str>) -> Result<Engine, AdminError> {
-    check_name(central)?;
-    if let Ok(existing) = db.local_site() {
-        return Err(AdminError::AlreadyInitialised(existing));
+pub fn init(db: &Arc<Db>, central: &SiteId, primary: Option<&SiteId>) -> Result<Engine, AdminError> {
+    check_name(central.as_str())?;
+    match db.local_site() {
+        Ok(existing) => return Err(AdminError::AlreadyInitialised(existing)),
+        Err(StoreError::NotInitialised) => {}
+        Err(e) => return Err(e.into()),
     }
-    db.set_state("local_site", central)?;
-    db.set_state("role", "central")?;
+    db.set_state(StateKey::LocalSite, central.as_str())?;
+    db.set_state(StateKey::Role, "central")?;
     let engine = Engine::new(db.clone());
     let is_primary = primary.is_none_or(|p| p == central);
     // The central site's own record is written before the network knows who is central: it
     // is the one record that bootstraps authority, so it goes in as a received change would.
     db.transaction(|tx| {
         let data = json!({"name": central, "kind": "desktop", "central": true, "primary": is_primary});
-        tx.write_founding_site(&SiteId::from(central), &data)
+        tx.write_founding_site(central, &data)
     })?;
     if let Some(primary) = primary.filter(|p| *p != central) {
-        check_name(primary)?;
-        db.set_state("pending_primary", primary)?;
+        check_name(primary.as_str())?;
+        db.set_state(StateKey::PendingPrimary, primary.as_str())?;
     }
     Ok(engine)
 }
@@ -68,18 +70,19 @@ fn check_name(name: &str) -> Result<(), AdminError> {
 }
 
 /// Adds a remote site and returns its password: shown once, only its argon2 hash is kept.
-pub fn add_site(engine: &Engine, name: &str, mobile: bool) -> Result<String, AdminError> {
+pub fn add_site(engine: &Engine, site: &SiteId, mobile: bool) -> Result<String, AdminError> {
+    let name = site.as_str();
     check_name(name)?;
     let db = engine.db();
     if db.record("site", name)?.is_some() {
-        return Err(AdminError::SiteExists(name.to_owned()));
+        return Err(AdminError::SiteExists(site.clone()));
     }
     let password = new_password();
     let hash = hash_password(&password)?;
-    let primary = db.state("pending_primary")?.as_deref() == Some(name);
+    let primary = db.state(StateKey::PendingPrimary)?.as_deref() == Some(name);
     let kind = if mobile { "mobile" } else { "desktop" };
     engine.write(&[Write::upsert("site", name, &json!({"name": name, "kind": kind, "primary": primary}))])?;
-    db.transaction(|tx| tx.set_password_hash(name, &hash, true))?;
+    db.transaction(|tx| tx.set_password_hash(site, &hash, true))?;
     if primary {
         // Mirrored sync: from now on the primary is this remote site.
         let central = engine.central()?;
@@ -93,21 +96,22 @@ pub fn add_site(engine: &Engine, name: &str, mobile: bool) -> Result<String, Adm
 }
 
 /// Gives a site a new password (the old one stops working), returned once.
-pub fn reset_password(engine: &Engine, name: &str) -> Result<String, AdminError> {
+pub fn reset_password(engine: &Engine, site: &SiteId) -> Result<String, AdminError> {
     let password = new_password();
     let hash = hash_password(&password)?;
-    let exists = engine.db().transaction(|tx| tx.set_password_hash(name, &hash, false))?;
+    let exists = engine.db().transaction(|tx| tx.set_password_hash(site, &hash, false))?;
     if !exists {
-        return Err(AdminError::UnknownSite(name.to_owned()));
+        return Err(AdminError::UnknownSite(site.clone()));
     }
     Ok(password)
 }
 
 /// Adds a store, active on `site`.
-pub fn add_store(engine: &Engine, name: &str, active_on: &str, dispensary: bool) -> Result<(), AdminError> {
+pub fn add_store(engine: &Engine, store: &StoreId, active_on: &SiteId, dispensary: bool) -> Result<(), AdminError> {
+    let name = store.as_str();
     check_name(name)?;
-    if engine.db().record("site", active_on)?.is_none() {
-        return Err(AdminError::UnknownSite(active_on.to_owned()));
+    if engine.db().record("site", active_on.as_str())?.is_none() {
+        return Err(AdminError::UnknownSite(active_on.clone()));
     }
     engine.write(&[
         Write::upsert(
@@ -115,33 +119,33 @@ pub fn add_store(engine: &Engine, name: &str, active_on: &str, dispensary: bool)
             name,
             &json!({"name": name, "dispensary": dispensary, "include_transactions_in_sync": true}),
         ),
-        sync_row(name, active_on, SyncType::Active),
+        sync_row(store, active_on, SyncType::Active),
     ])?;
     Ok(())
 }
 
 /// Sets how a store exists on a site (`active` moves the store there).
-pub fn set_sync_type(engine: &Engine, store: &str, site: &str, sync: SyncType) -> Result<(), AdminError> {
+pub fn set_sync_type(engine: &Engine, store: &StoreId, site: &SiteId, sync: SyncType) -> Result<(), AdminError> {
     let db = engine.db();
-    if db.record("store", store)?.is_none() {
-        return Err(AdminError::UnknownStore(store.to_owned()));
+    if db.record("store", store.as_str())?.is_none() {
+        return Err(AdminError::UnknownStore(store.clone()));
     }
-    if db.record("site", site)?.is_none() {
-        return Err(AdminError::UnknownSite(site.to_owned()));
+    if db.record("site", site.as_str())?.is_none() {
+        return Err(AdminError::UnknownSite(site.clone()));
     }
     let mut writes = vec![sync_row(store, site, sync)];
     if sync == SyncType::Active {
         // A store is active on exactly one site: the site it leaves keeps a transfer copy.
         let network = db.network();
-        if let Some(old) = network.active_site(&store.into()).filter(|old| old.as_str() != site) {
-            writes.insert(0, sync_row(store, old.as_str(), SyncType::Transfer));
+        if let Some(old) = network.active_site(store).filter(|old| *old != site) {
+            writes.insert(0, sync_row(store, old, SyncType::Transfer));
         }
     }
     engine.write(&writes)?;
     Ok(())
 }
 
-fn sync_row(store: &str, site: &str, sync: SyncType) -> Write {
+fn sync_row(store: &StoreId, site: &SiteId, sync: SyncType) -> Write {
     Write::upsert(
         "store_sync",
         format!("{store}@{site}"),
@@ -153,7 +157,8 @@ fn sync_row(store: &str, site: &str, sync: SyncType) -> Write {
 /// is symmetric (the seeds: "if store A is visible in store B, then store B is automatically
 /// visible in store A"), so showing a store in another also shows the other in it, in the same
 /// transaction.
-pub fn show_name(engine: &Engine, name: &str, store: &str) -> Result<(), AdminError> {
+pub fn show_name(engine: &Engine, name: &RecordId, store: &StoreId) -> Result<(), AdminError> {
+    let (name, store) = (name.as_str(), store.as_str());
     let visibility = |name: &str, store: &str| {
         Write::upsert("name_visibility", format!("{name}@{store}"), &json!({"name_id": name, "store_id": store}))
     };
@@ -166,7 +171,7 @@ pub fn show_name(engine: &Engine, name: &str, store: &str) -> Result<(), AdminEr
 }
 
 /// Makes an item visible in a store (edited on the primary).
-pub fn show_item(engine: &Engine, item: &str, store: &str) -> Result<(), AdminError> {
+pub fn show_item(engine: &Engine, item: &RecordId, store: &StoreId) -> Result<(), AdminError> {
     engine.write(&[Write::upsert(
         "item_visibility",
         format!("{item}@{store}"),
@@ -206,9 +211,9 @@ pub fn verify_password(password: &str, stored_hash: &str) -> bool {
 /// The shortest administrator password accepted: the dashboard may face the internet.
 pub const MIN_ADMIN_PASSWORD: usize = 10;
 
-const ADMIN_HASH: &str = "admin_password_hash";
-const SESSION_KEY: &str = "session_key";
-const SESSION_GENERATION: &str = "admin_session_generation";
+const ADMIN_HASH: StateKey = StateKey::AdminPasswordHash;
+const SESSION_KEY: StateKey = StateKey::SessionKey;
+const SESSION_GENERATION: StateKey = StateKey::AdminSessionGeneration;
 
 /// Refuses an administrator password too short to face the internet.
 pub fn check_admin_password(password: &str) -> Result<(), AdminError> {

@@ -3,7 +3,7 @@
 
 use crate::engine::{Engine, EngineError};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use model::SiteId;
+use model::{RecordId, SiteId};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -33,7 +33,7 @@ pub struct RejectionRow {
     pub site: String,
     pub seq: i64,
     pub table: String,
-    pub id: String,
+    pub id: RecordId,
     pub reason: String,
     pub at: String,
 }
@@ -62,7 +62,14 @@ pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
     let rejections = db
         .rejections(Some(50))?
         .into_iter()
-        .map(|r| RejectionRow { site: r.from, seq: r.seq.0, table: r.table, id: r.id, reason: r.reason, at: r.at })
+        .map(|r| RejectionRow {
+            site: r.from.to_string(),
+            seq: r.seq.0,
+            table: r.table,
+            id: r.id,
+            reason: r.reason,
+            at: r.at,
+        })
         .collect();
     Ok(DashboardView {
         central: network.central.to_string(),

@@ -2,14 +2,15 @@
 
 use model::limits::{self, shown};
 use model::{
-    check_write, recipients, Action, Audience, Change, ChangeRef, LogPos, Network, Op, RecordKeys, Seq, SiteId,
+    check_write, recipients, Action, Audience, Change, ChangeRef, LogPos, Network, Op, RecordId, RecordKeys, Seq,
+    SiteId,
 };
 use protocol::{Cursor, OutgoingChange, PullResponse, PushResponse, Rejection};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use store::{Db, Incoming, PullSource, PushedBatch, RejectionRecord, StoreError, Tx, Write};
+use store::{Db, Incoming, PullSource, PushedBatch, RejectedFrom, RejectionRecord, StoreError, Tx, Write};
 
 /// What can go wrong while syncing, beyond a single rejected change (which is not an error).
 #[derive(Debug, thiserror::Error)]
@@ -92,10 +93,10 @@ impl Engine {
                 if let Some(last) = tx.last_push(site)?.filter(|last| is_resend(last, after, changes)) {
                     // The answer to this very batch was lost on its way back: answer it again.
                     let rejections = tx
-                        .rejections_between(site.as_str(), Seq(after.0 + 1), last.acked)?
+                        .rejections_between(site, Seq(after.0 + 1), last.acked)?
                         .into_iter()
                         .map(|r| {
-                            let central_version = version_for(tx, site, &r.table, &r.id)?;
+                            let central_version = version_for(tx, site, &r.table, r.id.as_str())?;
                             Ok(Rejection { seq: r.seq, table: r.table, id: r.id, reason: r.reason, central_version })
                         })
                         .collect::<Result<_, StoreError>>()?;
@@ -163,7 +164,7 @@ impl Engine {
             if tx.acked(site)? != last.acked {
                 return Ok(None);
             }
-            let rejected = tx.rejections_between(site.as_str(), Seq(last.from.0 + 1), last.acked)?.len() as u64;
+            let rejected = tx.rejections_between(site, Seq(last.from.0 + 1), last.acked)?.len() as u64;
             Ok(Some(protocol::LastPush { after: last.from, acked: last.acked, rejected }))
         })?)
     }
@@ -254,10 +255,10 @@ impl Engine {
                 changes.push(OutgoingChange {
                     seq: Seq(0),
                     table: row.table,
-                    id: row.id.0,
+                    id: row.id,
                     action: Action::Upsert,
                     data: Some(row.data),
-                    origin: central.to_string(),
+                    origin: central.clone(),
                 });
                 if bytes >= max_bytes {
                     break;
@@ -329,10 +330,10 @@ impl Engine {
             changes.push(OutgoingChange {
                 seq: change.seq,
                 table: change.table,
-                id: change.id.0,
+                id: change.id,
                 action: change.action,
                 data: change.data.map(|d| d.get().to_owned()),
-                origin: change.origin.0,
+                origin: change.origin,
             });
         }
         let remaining = self.count_log(site, next)?;
@@ -371,10 +372,10 @@ impl PullPage {
             .map(|c| Change {
                 seq: c.seq,
                 table: c.table,
-                id: c.id.into(),
+                id: c.id,
                 action: c.action,
                 data: c.data.and_then(|d| RawValue::from_string(d).ok()),
-                origin: c.origin.into(),
+                origin: c.origin,
             })
             .collect();
         PullResponse { changes, next: self.next, remaining: self.remaining }
@@ -495,11 +496,11 @@ fn apply_pushed(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<Resul
 /// within bounds: an id or a table name from the wire is escaped and cut, and a record too large
 /// to store is not stored here either (the site keeps what it wrote).
 fn reject(tx: &mut Tx<'_>, site: &SiteId, change: &Change, reason: String) -> Result<Rejection, StoreError> {
-    let (table, id) = (shown(&change.table).into_owned(), shown(change.id.as_str()).into_owned());
+    let (table, id) = (shown(&change.table).into_owned(), RecordId(shown(change.id.as_str()).into_owned()));
     tracing::warn!(site = %site, seq = %change.seq, %table, %id, %reason, "rejected a pushed change");
     let data = change.data.as_ref().map(|d| d.get()).filter(|d| d.len() <= limits::MAX_RECORD_BYTES);
     tx.keep_rejection(&RejectionRecord {
-        from: site.to_string(),
+        from: RejectedFrom::Site(site.clone()),
         seq: change.seq,
         table: table.clone(),
         id: id.clone(),

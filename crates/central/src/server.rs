@@ -280,7 +280,7 @@ async fn authenticate(
         )
     })?;
     let engine = state.engine.clone();
-    let who = site.clone();
+    let who = SiteId::from(site.as_str());
     let credentials = blocking(move || Ok(engine.db().site_credentials(&who)?)).await?;
     let (stored, bound) = match credentials {
         Some(c) => (Some(c.password_hash), c.machine),
@@ -322,7 +322,7 @@ async fn check_machine(
         Some(bound) => Some(bound),
         None => {
             let engine = state.engine.clone();
-            let (who, this) = (site.to_owned(), machine.to_owned());
+            let (who, this) = (SiteId::from(site), machine.to_owned());
             blocking(move || Ok(engine.db().bind_machine(&who, &this)?)).await?
         }
     };

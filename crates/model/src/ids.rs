@@ -6,7 +6,7 @@ use std::fmt;
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub String);
 
@@ -45,6 +45,20 @@ string_id!(
     /// A sync site: the central server, the primary, or a remote site.
     SiteId
 );
+impl SiteId {
+    /// No site: the empty id, which no site is ever given (`central::admin` refuses an empty
+    /// site id). It stands where a site is not known (yet): the central server and primary of a
+    /// network before its `site` records are read ([`crate::Network::has_central`]), the active
+    /// site of a store known so far only from another record, and the origin of a record the
+    /// store puts back without logging it (only a logged change keeps its origin).
+    pub const NONE: SiteId = SiteId(String::new());
+
+    /// Whether this is [`SiteId::NONE`].
+    pub fn is_none(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 string_id!(
     /// A store (warehouse, clinic, dispensary). Active on exactly one site.
     StoreId

@@ -72,9 +72,12 @@ pub struct Prefs {
 }
 
 /// Everything `authority` and `recipients` need to know about the network.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Network {
+    /// The central server ([`SiteId::NONE`] until its `site` record is read: see
+    /// [`Network::has_central`]).
     pub central: SiteId,
+    /// The primary ([`SiteId::NONE`] until a `site` record says which site it is).
     pub primary: SiteId,
     pub sites: BTreeMap<SiteId, SiteKind>,
     pub stores: BTreeMap<StoreId, StoreInfo>,
@@ -85,6 +88,22 @@ pub struct Network {
     /// The home store of each patient and prescriber.
     pub home_stores: BTreeMap<RecordId, StoreId>,
     pub prefs: Prefs,
+}
+
+/// The network before any topology record: no central server, no primary, no sites.
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            central: SiteId::NONE,
+            primary: SiteId::NONE,
+            sites: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            sync_types: BTreeMap::new(),
+            name_visibility: BTreeMap::new(),
+            home_stores: BTreeMap::new(),
+            prefs: Prefs::default(),
+        }
+    }
 }
 
 impl Network {
@@ -122,6 +141,12 @@ impl Network {
     pub fn show_name(&mut self, name: impl Into<RecordId>, store: impl Into<StoreId>) -> &mut Self {
         self.name_visibility.entry(name.into()).or_default().insert(store.into());
         self
+    }
+
+    /// Whether a `site` record has named the central server (a database not initialised as a
+    /// node has none).
+    pub fn has_central(&self) -> bool {
+        !self.central.is_none()
     }
 
     pub fn is_central(&self, site: &SiteId) -> bool {
@@ -167,7 +192,7 @@ impl Network {
         let Some(info) = self.stores.get(store) else { return BTreeSet::new() };
         let explicit = self
             .sync_types
-            .range((store.clone(), SiteId::default())..)
+            .range((store.clone(), SiteId::NONE)..) // the empty id sorts before every site
             .take_while(|((s, _), _)| s == store)
             .map(|((_, site), _)| site);
         [&info.active_site, &self.central]
@@ -359,7 +384,7 @@ impl Network {
     fn store_entry(&mut self, store: &StoreId) -> &mut StoreInfo {
         self.stores.entry(store.clone()).or_insert_with(|| StoreInfo {
             id: store.clone(),
-            active_site: SiteId::default(),
+            active_site: SiteId::NONE, // until the store's own record names its site
             dispensary: false,
             include_transactions_in_sync: true,
         })

@@ -110,11 +110,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&central_dir)?;
     let password = {
         let db = Arc::new(Db::open(&central_dir.join("outpost.sqlite"))?);
-        let engine = admin::init(&db, "central", None)?;
+        let engine = admin::init(&db, &"central".into(), None)?;
         admin::set_admin_password(&db, "bench admin passphrase")?;
-        admin::add_site(&engine, "victim", false)?;
-        let password = admin::add_site(&engine, "clinic", false)?;
-        admin::add_store(&engine, "clinic-store", "clinic", false)?;
+        admin::add_site(&engine, &"victim".into(), false)?;
+        let password = admin::add_site(&engine, &"clinic".into(), false)?;
+        admin::add_store(&engine, &"clinic-store".into(), &"clinic".into(), false)?;
         password
     };
     let server = Server::start(&central_dir)?;
@@ -129,7 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("site init: {}", String::from_utf8_lossy(&init.stderr)).into());
     }
     let site_db = Db::open(&site_dir.join("outpost.sqlite"))?;
-    let client = site::Client::new(&server.url, "clinic", &password);
+    let client = site::Client::new(&server.url, &"clinic".into(), &password);
     site::sync_once(&site_db, &client, &mut |_: site::sync::Step, _: u64, _: u64| {})?;
     let baseline = (0..BASELINE_SYNCS).map(|n| sync(&site_db, &client, n)).collect::<Result<Vec<_>, _>>()?;
     let rss_before = server.peak_rss_mib()?;

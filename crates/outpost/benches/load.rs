@@ -60,9 +60,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn run(backend: &str, db: Arc<Db>, shape: &Shape) -> Result<(), Box<dyn std::error::Error>> {
     // The network: one store active on each site. The first site gets a real password; the
     // others share its hash, so that setting up a thousand sites is not a thousand argon2 runs.
-    let engine = admin::init(&db, "central", None)?;
-    let password = admin::add_site(&engine, "site-0000", false)?;
-    let hash = db.password_hash("site-0000")?.ok_or("the first site has a password")?;
+    let engine = admin::init(&db, &"central".into(), None)?;
+    let password = admin::add_site(&engine, &"site-0000".into(), false)?;
+    let hash = db.password_hash(&SiteId::from("site-0000"))?.ok_or("the first site has a password")?;
     let names: Vec<String> = (0..shape.sites).map(|i| format!("site-{i:04}")).collect();
     let mut writes = Vec::new();
     for name in &names {
@@ -78,7 +78,7 @@ fn run(backend: &str, db: Arc<Db>, shape: &Shape) -> Result<(), Box<dyn std::err
     Engine::write(&engine, &writes)?;
     db.transaction(|tx| {
         for name in &names[1..] {
-            tx.set_password_hash(name, &hash, true)?;
+            tx.set_password_hash(&SiteId::from(name.as_str()), &hash, true)?;
         }
         Ok(())
     })?;
@@ -91,7 +91,8 @@ fn run(backend: &str, db: Arc<Db>, shape: &Shape) -> Result<(), Box<dyn std::err
     runtime.spawn(central::serve(engine.clone(), listener, limits));
 
     // Every site signs in once first (argon2 is paid here, not in the measured pushes).
-    let clients: Vec<site::Client> = names.iter().map(|n| site::Client::new(&url, n, &password)).collect();
+    let clients: Vec<site::Client> =
+        names.iter().map(|n| site::Client::new(&url, &SiteId::new(n), &password)).collect();
     let started_warmup = Instant::now();
     std::thread::scope(|scope| {
         for chunk in clients.chunks(clients.len().div_ceil(8)) {

@@ -17,7 +17,7 @@ use catalogue::{DRUGS, FORMS};
 
 use central::{admin, Engine};
 // The proxy of the real-process tests (the test kit's), not a copy of it.
-use model::SyncType;
+use model::{SiteId, SyncType};
 use serde_json::json;
 use site::sync::Step;
 use site::{Client, SyncReport};
@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::{Db, Write};
+use store::{Db, StateKey, Write};
 use testkit::link::{Link, Shape};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -63,7 +63,7 @@ impl Central {
     fn start(dir: &Path, runtime: &tokio::runtime::Runtime) -> Result<Central> {
         std::fs::create_dir_all(dir)?;
         let db = Arc::new(Db::open(&dir.join("central.sqlite"))?);
-        let engine = admin::init(&db, "central", None)?;
+        let engine = admin::init(&db, &"central".into(), None)?;
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
         runtime.spawn(central::serve(engine.clone(), listener, central::Limits::default()));
@@ -76,10 +76,12 @@ impl Central {
 
     /// A new site, with its store active on it, initialised on this machine (not synced yet).
     fn add_site(&self, dir: &Path, name: &str) -> Result<Site> {
-        let password = admin::add_site(&self.engine, name, false)?;
-        admin::add_store(&self.engine, &store_of(name), name, false)?;
+        let password = admin::add_site(&self.engine, &name.into(), false)?;
+        admin::add_store(&self.engine, &store_of(name).as_str().into(), &name.into(), false)?;
         let db = Db::open(&dir.join(format!("{name}.sqlite")))?;
-        for (key, value) in [("local_site", name), ("central_url", &self.url()), ("password", &password)] {
+        for (key, value) in
+            [(StateKey::LocalSite, name), (StateKey::CentralUrl, &self.url()), (StateKey::Password, &password)]
+        {
             db.set_state(key, value)?;
         }
         Ok(Site { name: name.to_owned(), password, db })
@@ -100,7 +102,7 @@ impl Site {
     /// A client that reaches the central server at `url` (loopback, or a link in front of it),
     /// with a fresh connection and nothing measured of the link yet.
     fn client(&self, url: &str) -> Client {
-        Client::new(url, &self.name, &self.password)
+        Client::new(url, &SiteId::new(&self.name), &self.password)
     }
 
     fn sync(&self, url: &str) -> Result<SyncReport> {
@@ -190,8 +192,18 @@ fn catch_up(dir: &Path, runtime: &tokio::runtime::Runtime, scale: usize) -> Resu
     let remotes: Vec<Site> =
         rates.iter().map(|r| central.add_site(dir, &format!("remote-{}k", r / 1000))).collect::<Result<_>>()?;
     for remote in &remotes {
-        admin::set_sync_type(engine, &store_of("north"), &remote.name, SyncType::Collector)?;
-        admin::set_sync_type(engine, &store_of("south"), &remote.name, SyncType::Transfer)?;
+        admin::set_sync_type(
+            engine,
+            &store_of("north").as_str().into(),
+            &remote.name.as_str().into(),
+            SyncType::Collector,
+        )?;
+        admin::set_sync_type(
+            engine,
+            &store_of("south").as_str().into(),
+            &remote.name.as_str().into(),
+            SyncType::Transfer,
+        )?;
     }
 
     // What the sites already hold: the catalogue and the names of last week.
@@ -206,7 +218,7 @@ fn catch_up(dir: &Path, runtime: &tokio::runtime::Runtime, scale: usize) -> Resu
         // The site last synced over its own link. What this program's initialisation over
         // loopback measured would size its first page for loopback; it starts from nothing
         // instead, as a site whose link is unknown does (the cautious case: small first pages).
-        remote.db.set_state("link_rates", "")?;
+        remote.db.set_state(StateKey::LinkRates, "")?;
     }
     println!(
         "catch-up setup: {} sites initialised over loopback, holding {} records each, in {:.1?}",

@@ -18,7 +18,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use store::{Db, Write};
+use store::{Db, StateKey, Write};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::var("OUTPOST_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
@@ -26,8 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The central server, holding n items (central data: every site receives them).
     let central_db = Arc::new(Db::open(&dir.path().join("central.sqlite"))?);
-    let engine = admin::init(&central_db, "central", None)?;
-    let password = admin::add_site(&engine, "new-site", false)?;
+    let engine = admin::init(&central_db, &"central".into(), None)?;
+    let password = admin::add_site(&engine, &"new-site".into(), false)?;
     let documents: Vec<(String, String)> = (0..n).map(item).collect();
     let setup_secs = write_items(&engine, &documents)?;
     println!(
@@ -92,12 +92,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Initial sync of a new site.
     let site_db = Db::open(&dir.path().join("site.sqlite"))?;
-    for (key, value) in
-        [("local_site", "new-site"), ("central_url", &format!("http://{addr}")), ("password", &password)]
-    {
+    for (key, value) in [
+        (StateKey::LocalSite, "new-site"),
+        (StateKey::CentralUrl, &format!("http://{addr}")),
+        (StateKey::Password, &password),
+    ] {
         site_db.set_state(key, value)?;
     }
-    let client = site::Client::new(&format!("http://{addr}"), "new-site", &password);
+    let client = site::Client::new(&format!("http://{addr}"), &"new-site".into(), &password);
     let mut quiet = |_: site::sync::Step, _: u64, _: u64| {};
     let report = site::sync_once(&site_db, &client, &mut quiet)?;
     let held = site_db.counts_by_table()?.iter().find(|(t, _)| t == "item").map_or(0, |(_, c)| *c);
@@ -105,7 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sync_secs = report.duration.as_secs_f64();
 
     // An empty sync, through the proxy that counts every byte both ways.
-    let via_proxy = site::Client::new(&format!("http://{proxy}"), "new-site", &password);
+    let via_proxy = site::Client::new(&format!("http://{proxy}"), &"new-site".into(), &password);
     site::sync_once(&site_db, &via_proxy, &mut quiet)?; // warms the connection and the credentials cache
     counted.store(0, Ordering::Relaxed);
     let started = Instant::now();
@@ -153,7 +155,7 @@ fn postgres_setup(documents: &[(String, String)], sqlite_secs: f64) -> Result<()
         std::env::var("OUTPOST_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let schema = format!("outpost_bench_{}", std::process::id());
     let db = Arc::new(Db::open_postgres(&url, Some(&schema))?);
-    let engine = admin::init(&db, "central", None)?;
+    let engine = admin::init(&db, &"central".into(), None)?;
     let secs = write_items(&engine, documents)?;
     let n = documents.len() as f64;
     println!(

@@ -3,7 +3,7 @@
 use crate::cli::{CentralAdminCommand, CentralCommand, CentralDb, CentralSiteCommand, CentralStoreCommand};
 use crate::input::{parse_json, read_admin_password};
 use crate::output::announce;
-use model::SyncType;
+use model::{RecordId, SiteId, StoreId, SyncType};
 use std::net::SocketAddr;
 use std::path::Path;
 use store::Write;
@@ -16,7 +16,7 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
             // Asked first, so that nothing is created without an administrator.
             let admin_password = read_admin_password(admin_password_file.as_deref())?;
             let db = data.open_or_create(true)?;
-            admin::init(&db, &name, primary.as_deref()).map_err(|e| e.to_string())?;
+            admin::init(&db, &SiteId::new(&name), primary.map(SiteId::new).as_ref()).map_err(|e| e.to_string())?;
             admin::set_admin_password(&db, &admin_password).map_err(|e| e.to_string())?;
             println!("central server `{name}` created in {}", data.describe());
             println!(
@@ -61,15 +61,15 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
             })?;
         }
         CentralCommand::Site(CentralSiteCommand::Add { name, mobile, data }) => {
-            let password = admin::add_site(&engine(&data)?, &name, mobile).map_err(|e| e.to_string())?;
+            let password = admin::add_site(&engine(&data)?, &SiteId::new(&name), mobile).map_err(|e| e.to_string())?;
             println!("site `{name}` added. Its password (shown once, keep it safe):\n{password}");
         }
         CentralCommand::Site(CentralSiteCommand::ResetPassword { name, data }) => {
-            let password = admin::reset_password(&engine(&data)?, &name).map_err(|e| e.to_string())?;
+            let password = admin::reset_password(&engine(&data)?, &SiteId::new(&name)).map_err(|e| e.to_string())?;
             println!("new password for `{name}` (shown once):\n{password}");
         }
         CentralCommand::Site(CentralSiteCommand::Unbind { name, data }) => {
-            if !data.open()?.unbind_machine(&name).map_err(|e| e.to_string())? {
+            if !data.open()?.unbind_machine(&SiteId::new(&name)).map_err(|e| e.to_string())? {
                 return Err(format!("there is no site `{name}`"));
             }
             println!(
@@ -78,7 +78,7 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
         }
         CentralCommand::Site(CentralSiteCommand::Rejected { name, clear, data }) => {
             let db = data.open()?;
-            let open = db.open_rejections(&name).map_err(|e| e.to_string())?;
+            let open = db.open_rejections(&SiteId::new(&name)).map_err(|e| e.to_string())?;
             for r in &open {
                 println!("{}  {} `{}` (change {}): {}", r.at, r.table, r.id, r.seq, r.reason);
             }
@@ -90,26 +90,30 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
                     if quarantined { " (the site is quarantined: its pushes are refused)" } else { "" }
                 ),
                 (_, true) => {
-                    let cleared = db.resolve_rejections(&name).map_err(|e| e.to_string())?;
+                    let cleared = db.resolve_rejections(&SiteId::new(&name)).map_err(|e| e.to_string())?;
                     println!("{cleared} refused change(s) of `{name}` marked as looked at (kept); its pushes are accepted again");
                 }
             }
         }
         CentralCommand::Store(CentralStoreCommand::Add { name, active_on, dispensary, data }) => {
-            admin::add_store(&engine(&data)?, &name, &active_on, dispensary).map_err(|e| e.to_string())?;
+            admin::add_store(&engine(&data)?, &StoreId::new(&name), &SiteId::new(&active_on), dispensary)
+                .map_err(|e| e.to_string())?;
             println!("store `{name}` added, active on `{active_on}`");
         }
         CentralCommand::Store(CentralStoreCommand::SyncType { store, site, sync_type, data }) => {
             let sync = SyncType::parse(&sync_type)
                 .ok_or_else(|| format!("`{sync_type}` is not a sync type: use active, collector, transfer or none"))?;
-            admin::set_sync_type(&engine(&data)?, &store, &site, sync).map_err(|e| e.to_string())?;
+            admin::set_sync_type(&engine(&data)?, &StoreId::new(&store), &SiteId::new(&site), sync)
+                .map_err(|e| e.to_string())?;
             println!("store `{store}` is now `{}` on `{site}`", sync.as_str());
         }
         CentralCommand::ShowName { name, store, data } => {
-            admin::show_name(&engine(&data)?, &name, &store).map_err(|e| e.to_string())?;
+            admin::show_name(&engine(&data)?, &RecordId::new(&name), &StoreId::new(&store))
+                .map_err(|e| e.to_string())?;
         }
         CentralCommand::ShowItem { item, store, data } => {
-            admin::show_item(&engine(&data)?, &item, &store).map_err(|e| e.to_string())?;
+            admin::show_item(&engine(&data)?, &RecordId::new(&item), &StoreId::new(&store))
+                .map_err(|e| e.to_string())?;
         }
         CentralCommand::Write { table, id, json, data } => {
             let doc = parse_json(&json)?;

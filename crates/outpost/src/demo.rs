@@ -25,19 +25,22 @@ pub fn run(dir: &Path, transactions: usize) -> Result<(), String> {
 
     // The central server, which is also the primary.
     let central_db = Arc::new(open(&dir.join("central"))?);
-    let engine = admin::init(&central_db, "central", None).map_err(|e| fail("creating the central server")(&e))?;
+    let engine =
+        admin::init(&central_db, &"central".into(), None).map_err(|e| fail("creating the central server")(&e))?;
     let admin_password = admin::new_password();
     admin::set_admin_password(&central_db, &admin_password).map_err(|e| fail("setting the administrator")(&e))?;
-    admin::add_store(&engine, "central-warehouse", "central", false).map_err(|e| e.to_string())?;
+    admin::add_store(&engine, &"central-warehouse".into(), &"central".into(), false).map_err(|e| e.to_string())?;
     let mut passwords = Vec::new();
     for (site, store, mobile) in SITES {
-        passwords.push(admin::add_site(&engine, site, mobile).map_err(|e| e.to_string())?);
-        admin::add_store(&engine, store, site, false).map_err(|e| e.to_string())?;
+        passwords.push(admin::add_site(&engine, &site.into(), mobile).map_err(|e| e.to_string())?);
+        admin::add_store(&engine, &store.into(), &site.into(), false).map_err(|e| e.to_string())?;
     }
-    admin::add_store(&engine, "north-dispensary", "north", true).map_err(|e| e.to_string())?;
+    admin::add_store(&engine, &"north-dispensary".into(), &"north".into(), true).map_err(|e| e.to_string())?;
     // The hospital and the clinic supply each other: each is a transfer store on the other's site.
-    admin::set_sync_type(&engine, "north-hospital", "south", model::SyncType::Transfer).map_err(|e| e.to_string())?;
-    admin::set_sync_type(&engine, "south-clinic", "north", model::SyncType::Transfer).map_err(|e| e.to_string())?;
+    admin::set_sync_type(&engine, &"north-hospital".into(), &"south".into(), model::SyncType::Transfer)
+        .map_err(|e| e.to_string())?;
+    admin::set_sync_type(&engine, &"south-clinic".into(), &"north".into(), model::SyncType::Transfer)
+        .map_err(|e| e.to_string())?;
     central_data(&engine)?;
     println!("central server: {} sites, {} stores, {ITEMS} items", SITES.len() + 1, SITES.len() + 2);
 
@@ -51,8 +54,9 @@ pub fn run(dir: &Path, transactions: usize) -> Result<(), String> {
     // Each site: initialise, then receive its first data.
     let mut sites = Vec::new();
     for ((site, store, _), password) in SITES.iter().zip(&passwords) {
-        let site::InitReport { db, client, .. } = site::initialise(&dir.join(site), &url, site, password, "")
-            .map_err(|e| format!("initialising {site}: {e}"))?;
+        let site::InitReport { db, client, .. } =
+            site::initialise(&dir.join(site), &url, &model::SiteId::from(*site), password, "")
+                .map_err(|e| format!("initialising {site}: {e}"))?;
         sites.push((*site, *store, db, client));
     }
     let mut timings = Vec::new();

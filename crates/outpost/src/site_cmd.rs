@@ -4,8 +4,9 @@ use crate::cli::SiteCommand;
 use crate::input::{parse_json, read_password};
 use crate::output::human_bytes;
 use crate::progress;
+use model::SiteId;
 use std::time::Duration;
-use store::{Db, Write};
+use store::{Db, StateKey, Write};
 
 pub(crate) fn run(command: SiteCommand) -> Result<(), String> {
     use site::status::{self, SyncState};
@@ -16,8 +17,8 @@ pub(crate) fn run(command: SiteCommand) -> Result<(), String> {
                 Some(file) => std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?,
                 None => String::new(),
             };
-            let report =
-                site::initialise(&data.data, &central, &site, &password, &ca_pem).map_err(|e| e.to_string())?;
+            let report = site::initialise(&data.data, &central, &SiteId::new(&site), &password, &ca_pem)
+                .map_err(|e| e.to_string())?;
             println!(
                 "site `{site}` initialised against central server `{}`; run `outpost site sync` to receive its data",
                 report.central
@@ -78,7 +79,7 @@ pub(crate) fn run(command: SiteCommand) -> Result<(), String> {
             }
         }
         SiteCommand::ResetCursor { data } => {
-            data.open()?.set_state("pull_cursor", "").map_err(|e| e.to_string())?;
+            data.open()?.set_state(StateKey::PullCursor, "").map_err(|e| e.to_string())?;
             println!("the next sync pulls a fresh snapshot of everything this site holds");
         }
         SiteCommand::Pause { data } => {
@@ -103,13 +104,17 @@ pub(crate) fn run(command: SiteCommand) -> Result<(), String> {
 }
 
 fn client_for(db: &Db) -> Result<site::Client, String> {
-    let get = |key: &str| {
+    let get = |key: StateKey| {
         db.state(key)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("this site has no `{key}`; run `outpost site init`"))
     };
-    let client = site::Client::new(&get("central_url")?, &get("local_site")?, &get("password")?);
-    match db.state("ca_cert_pem").map_err(|e| e.to_string())? {
+    let client = site::Client::new(
+        &get(StateKey::CentralUrl)?,
+        &SiteId::new(get(StateKey::LocalSite)?),
+        &get(StateKey::Password)?,
+    );
+    match db.state(StateKey::CaCertPem).map_err(|e| e.to_string())? {
         Some(pem) if !pem.is_empty() => client.trusting(pem.as_bytes()).map_err(|e| e.to_string()),
         _ => Ok(client),
     }

@@ -12,7 +12,7 @@
 //! its cursor, and moves the cursor only after it committed the batch. Re-sending a push batch
 //! or re-asking a pull batch changes nothing.
 
-use model::{Change, LogPos, Seq, SiteId};
+use model::{Change, LogPos, RecordId, Seq, SiteId};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 
@@ -70,7 +70,7 @@ pub struct PushResponse {
 pub struct Rejection {
     pub seq: Seq,
     pub table: String,
-    pub id: String,
+    pub id: RecordId,
     pub reason: String,
     /// The record as the central server holds it, for the site to put back in place of the
     /// refused version; `None` when the central server holds no version this site may see (the
@@ -187,10 +187,10 @@ pub enum DecodeError {
 pub struct OutgoingChange {
     pub seq: Seq,
     pub table: String,
-    pub id: String,
+    pub id: RecordId,
     pub action: model::Action,
     pub data: Option<String>,
-    pub origin: String,
+    pub origin: SiteId,
 }
 
 /// Encodes a [`PullResponse`] straight from stored records: the same JSON serde would write,
@@ -367,7 +367,7 @@ mod tests {
             .map(|n| OutgoingChange {
                 seq: Seq(n + 1),
                 table: "item".into(),
-                id: format!("item-{n}"),
+                id: format!("item-{n}").into(),
                 action: model::Action::Upsert,
                 data: Some(format!(r#"{{"code":"C{n}","name":"item number {n} with a longer name","pack":{n}}}"#)),
                 origin: "central".into(),

@@ -1,6 +1,7 @@
 //! The HTTP client a site uses to talk to the central server.
 
 use crate::link::{Direction, Link};
+use model::SiteId;
 use protocol::{
     ErrorBody, PullRequest, PullResponse, PushRequest, PushResponse, StatusResponse, MACHINE_HEADER, PROTOCOL_VERSION,
     VERSION_HEADER,
@@ -136,14 +137,14 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(central_url: &str, site: &str, password: &str) -> Client {
+    pub fn new(central_url: &str, site: &SiteId, password: &str) -> Client {
         let stall = crate::link::stall_timeout();
         Client {
             agent: Self::agent(None, stall),
             base: central_url.trim_end_matches('/').to_owned(),
-            site: site.to_owned(),
+            site: site.to_string(),
             authorization: format!("Basic {}", base64_encode(format!("{site}:{password}").as_bytes())),
-            machine: crate::machine::fingerprint(site).unwrap_or_default(),
+            machine: crate::machine::fingerprint(site.as_str()).unwrap_or_default(),
             stall,
             link: Arc::default(),
         }

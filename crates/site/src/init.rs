@@ -4,7 +4,7 @@
 use crate::client::{Client, ClientError};
 use model::{Seq, SiteId};
 use std::path::{Path, PathBuf};
-use store::{Db, StoreError};
+use store::{Db, StateKey, StoreError};
 
 /// The database file inside a node's data directory.
 pub const DB_FILE: &str = "outpost.sqlite";
@@ -55,7 +55,7 @@ pub struct InitReport {
 pub fn initialise(
     data_dir: &Path,
     central_url: &str,
-    site: &str,
+    site: &SiteId,
     password: &str,
     ca_pem: &str,
 ) -> Result<InitReport, InitError> {
@@ -66,17 +66,19 @@ pub fn initialise(
     let answer = client.status().map_err(InitError::Credentials)?;
     std::fs::create_dir_all(data_dir).map_err(|source| InitError::CreateDir { dir: data_dir.to_owned(), source })?;
     let db = Db::open(&data_dir.join(DB_FILE)).map_err(InitError::Open)?;
-    if let Ok(existing) = db.local_site() {
-        return Err(InitError::AlreadySite { dir: data_dir.to_owned(), existing });
+    match db.local_site() {
+        Ok(existing) => return Err(InitError::AlreadySite { dir: data_dir.to_owned(), existing }),
+        Err(StoreError::NotInitialised) => {}
+        Err(e) => return Err(e.into()),
     }
     db.transaction(|tx| {
         tx.start_log_after(answer.acked)?;
         for (key, value) in [
-            ("local_site", site),
-            ("central_url", central_url),
-            ("password", password),
-            ("ca_cert_pem", ca_pem),
-            ("role", "site"),
+            (StateKey::LocalSite, site.as_str()),
+            (StateKey::CentralUrl, central_url),
+            (StateKey::Password, password),
+            (StateKey::CaCertPem, ca_pem),
+            (StateKey::Role, "site"),
         ] {
             tx.set_state(key, value)?;
         }

@@ -34,7 +34,8 @@ pub async fn serve(
     let scheduler = state.clone();
     tokio::spawn(async move {
         loop {
-            // The outcome is logged inside; the schedule goes on either way.
+            // The outcome is logged inside (the one place a sync's failure is logged); the
+            // schedule goes on either way.
             let _ = run_sync(&scheduler, false).await;
             tokio::time::sleep(every).await;
         }
@@ -53,8 +54,12 @@ async fn run_sync(state: &Arc<LocalState>, asked: bool) -> Result<crate::SyncRep
     let _one_at_a_time = state.syncing.lock().await;
     let (db, client) = (state.db.clone(), state.client.clone());
     let outcome = tokio::task::spawn_blocking(move || {
-        if !asked && status::sync_state(&db).ok() != Some(SyncState::Active) {
-            return Err("sync is paused or disabled".to_owned());
+        if !asked {
+            match status::sync_state(&db) {
+                Ok(SyncState::Active) => {}
+                Ok(_) => return Err("sync is paused or disabled".to_owned()),
+                Err(e) => return Err(format!("reading whether sync is paused: {e}")),
+            }
         }
         let mut log = |step: Step, _: u64, _: u64| tracing::debug!(?step, "sync progress");
         sync_once(&db, &client, &mut log).map_err(|e| e.to_string())

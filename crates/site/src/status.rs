@@ -2,9 +2,10 @@
 //! succeeded, the last error, whether sync is paused or disabled, and what was rejected.
 
 use crate::sync::pushed_up_to;
+use model::RecordId;
 use serde::Serialize;
 use std::fmt;
-use store::{Db, StoreError};
+use store::{Db, StateKey, StoreError};
 
 /// Whether this site syncs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,7 +29,7 @@ impl fmt::Display for SyncState {
 }
 
 pub fn sync_state(db: &Db) -> Result<SyncState, StoreError> {
-    Ok(match db.state("sync_state")?.as_deref() {
+    Ok(match db.state(StateKey::SyncState)?.as_deref() {
         Some("paused") => SyncState::Paused,
         Some("disabled") => SyncState::Disabled,
         _ => SyncState::Active,
@@ -36,7 +37,7 @@ pub fn sync_state(db: &Db) -> Result<SyncState, StoreError> {
 }
 
 pub fn set_sync_state(db: &Db, state: SyncState) -> Result<(), StoreError> {
-    db.set_state("sync_state", &state.to_string())
+    db.set_state(StateKey::SyncState, &state.to_string())
 }
 
 /// A change refused by the central server (or a received change that could not be applied
@@ -46,7 +47,7 @@ pub struct RejectedChange {
     pub from: String,
     pub seq: i64,
     pub table: String,
-    pub id: String,
+    pub id: RecordId,
     pub reason: String,
     pub at: String,
 }
@@ -70,19 +71,19 @@ pub fn status(db: &Db) -> Result<SiteStatus, StoreError> {
     let site = db.local_site()?;
     let waiting_to_push = db.count_changes_after(pushed_up_to(db)?, &site)?;
     let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
-    let cursor = db.state("pull_cursor")?.unwrap_or_default();
+    let cursor = db.state(StateKey::PullCursor)?.unwrap_or_default();
     let (rejected, records) = (db.count_rejections()?, db.count_records()?);
     Ok(SiteStatus {
         site: site.to_string(),
-        central_url: db.state("central_url")?.unwrap_or_default(),
+        central_url: db.state(StateKey::CentralUrl)?.unwrap_or_default(),
         state: sync_state(db)?,
         waiting_to_push,
-        last_sync_at: non_empty(db.state("last_sync_at")?),
-        last_error: non_empty(db.state("last_error")?),
+        last_sync_at: non_empty(db.state(StateKey::LastSyncAt)?),
+        last_error: non_empty(db.state(StateKey::LastError)?),
         rejected,
         initialised: cursor.contains("\"log\""),
         records,
-        notice: non_empty(db.state("last_notice")?),
+        notice: non_empty(db.state(StateKey::LastNotice)?),
     })
 }
 
@@ -90,7 +91,14 @@ pub fn rejected(db: &Db) -> Result<Vec<RejectedChange>, StoreError> {
     Ok(db
         .rejections(None)?
         .into_iter()
-        .map(|r| RejectedChange { from: r.from, seq: r.seq.0, table: r.table, id: r.id, reason: r.reason, at: r.at })
+        .map(|r| RejectedChange {
+            from: r.from.to_string(),
+            seq: r.seq.0,
+            table: r.table,
+            id: r.id,
+            reason: r.reason,
+            at: r.at,
+        })
         .collect())
 }
 

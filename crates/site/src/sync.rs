@@ -8,7 +8,7 @@ use model::{Change, Seq, SiteId};
 use protocol::{Cursor, PullRequest, PullResponse, PushRequest};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use store::{Db, RejectionRecord, StoreError};
+use store::{Db, RejectedFrom, RejectionRecord, StateKey, StoreError};
 
 /// Push batches hold at most this many changes...
 pub const PUSH_LIMIT: usize = 5_000;
@@ -111,13 +111,15 @@ pub fn sync_once(db: &Db, client: &Client, progress: &mut dyn Progress) -> Resul
     let link = client.link();
     let (sent0, received0) = (link.sent(), link.received());
     // Page sizes start from what the last sync measured, not from nothing.
-    if let Ok(Some(rates)) = db.state(LINK_RATES) {
-        link.resume_from_state(&rates);
+    match db.state(LINK_RATES) {
+        Ok(Some(rates)) => link.resume_from_state(&rates),
+        Ok(None) => {}
+        // Only the first pages are sized from nothing; the sync goes on.
+        Err(e) => tracing::warn!(error = %e, "the link rates of the last sync could not be read"),
     }
+    // A failure is reported where it is handled (`outpost site sync` prints it; `site serve`
+    // logs it), not here as well.
     let result = push_then_pull(db, client, progress);
-    if let Err(e) = &result {
-        tracing::warn!(error = %e, "sync failed");
-    }
     if let Err(e) = record_outcome(db, link, &result) {
         // The sync's own outcome stands; only `site status` will be behind.
         tracing::warn!(error = %e, "the outcome of the sync could not be recorded for `site status`");
@@ -139,16 +141,16 @@ fn record_outcome(db: &Db, link: &Link, result: &Result<SyncReport, SyncError>) 
         }
         match result {
             Ok(_) => {
-                tx.set_state("last_sync_at", &now)?;
-                tx.set_state("last_error", "")
+                tx.set_state(StateKey::LastSyncAt, &now)?;
+                tx.set_state(StateKey::LastError, "")
             }
-            Err(e) => tx.set_state("last_error", &format!("{now}: {e}")),
+            Err(e) => tx.set_state(StateKey::LastError, &format!("{now}: {e}")),
         }
     })
 }
 
 /// The state key of the link rates measured by the last sync (see [`Link::to_state`]).
-const LINK_RATES: &str = "link_rates";
+const LINK_RATES: StateKey = StateKey::LinkRates;
 
 fn push_then_pull(db: &Db, client: &Client, progress: &mut dyn Progress) -> Result<SyncReport, SyncError> {
     let me = db.local_site().map_err(store_err("reading this site's id"))?;
@@ -228,7 +230,7 @@ impl Retry {
 
 /// The position up to which the central server has acknowledged this site's changes.
 pub fn pushed_up_to(db: &Db) -> Result<Seq, StoreError> {
-    Ok(Seq(db.state("pushed_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0)))
+    Ok(Seq(db.state(StateKey::PushedSeq)?.and_then(|v| v.parse().ok()).unwrap_or(0)))
 }
 
 /// How many times one sync follows an out-of-step answer before it gives up (each is one round
@@ -311,10 +313,10 @@ fn push(
             for rejection in &response.rejections {
                 // What the person wrote is kept whole beside the reason; the record itself goes
                 // back to what the central server holds, so nothing false is shown as true.
-                let data = tx.current(&rejection.table, &rejection.id)?.and_then(|c| c.data);
+                let data = tx.current(&rejection.table, rejection.id.as_str())?.and_then(|c| c.data);
                 let action = if data.is_some() { "upsert" } else { "delete" };
                 tx.keep_rejection(&RejectionRecord {
-                    from: me.to_string(),
+                    from: RejectedFrom::Site(me.clone()),
                     seq: rejection.seq,
                     table: rejection.table.clone(),
                     id: rejection.id.clone(),
@@ -323,10 +325,15 @@ fn push(
                     reason: rejection.reason.clone(),
                     at: String::new(),
                 })?;
-                tx.undo_refused(&rejection.table, &rejection.id, rejection.seq, rejection.central_version.as_deref())?;
+                tx.undo_refused(
+                    &rejection.table,
+                    rejection.id.as_str(),
+                    rejection.seq,
+                    rejection.central_version.as_deref(),
+                )?;
             }
             tx.set_state(IN_FLIGHT, "")?;
-            tx.set_state("pushed_seq", &response.acked.0.to_string())
+            tx.set_state(StateKey::PushedSeq, &response.acked.0.to_string())
         })
         .map_err(store_err("recording the push acknowledgement"))?;
         for rejection in &response.rejections {
@@ -372,7 +379,7 @@ fn took_lost_push(db: &Db, client: &Client, me: &SiteId, (after, last): (Seq, Se
     let delivered = count_between(db, me, after, held.acked)?;
     db.transaction(|tx| {
         tx.set_state(IN_FLIGHT, "")?;
-        tx.set_state("pushed_seq", &held.acked.0.to_string())
+        tx.set_state(StateKey::PushedSeq, &held.acked.0.to_string())
     })
     .map_err(store_err("recording the push acknowledgement"))?;
     tracing::info!(delivered, acked = %held.acked, "the answer to the last push was lost on its way back; the central server holds its changes, so they are not sent again");
@@ -380,7 +387,7 @@ fn took_lost_push(db: &Db, client: &Client, me: &SiteId, (after, last): (Seq, Se
 }
 
 /// The state key of the push sent and not answered yet: `AFTER:LAST`.
-const IN_FLIGHT: &str = "push_in_flight";
+const IN_FLIGHT: StateKey = StateKey::PushInFlight;
 
 /// The central server acknowledged `theirs` where this site believed `ours`.
 ///
@@ -403,7 +410,7 @@ fn realign(db: &Db, ours: Seq, theirs: Seq, unanswered: Option<(Seq, Seq)>) -> R
                 None
             } else if ours < theirs {
                 let moved = tx.renumber_after(ours, theirs)?;
-                tx.set_state("pull_cursor", "")?;
+                tx.set_state(StateKey::PullCursor, "")?;
                 Some(format!(
                     "{now}: the central server holds this site's changes up to {theirs}, but this database knew of only {ours} \
                      pushed: it was restored from a backup. {moved} change(s) written since were renumbered after {theirs} and pushed; \
@@ -416,9 +423,9 @@ fn realign(db: &Db, ours: Seq, theirs: Seq, unanswered: Option<(Seq, Seq)>) -> R
                 ))
             };
             tx.set_state(IN_FLIGHT, "")?;
-            tx.set_state("pushed_seq", &theirs.0.to_string())?;
+            tx.set_state(StateKey::PushedSeq, &theirs.0.to_string())?;
             if let Some(notice) = &notice {
-                tx.set_state("last_notice", notice)?;
+                tx.set_state(StateKey::LastNotice, notice)?;
             }
             Ok(notice)
         })
@@ -431,7 +438,7 @@ fn realign(db: &Db, ours: Seq, theirs: Seq, unanswered: Option<(Seq, Seq)>) -> R
 }
 
 fn load_cursor(db: &Db) -> Result<Option<Cursor>, SyncError> {
-    match db.state("pull_cursor").map_err(store_err("reading the pull position"))? {
+    match db.state(StateKey::PullCursor).map_err(store_err("reading the pull position"))? {
         Some(text) if !text.is_empty() => serde_json::from_str(&text).map(Some).map_err(SyncError::BadCursor),
         _ => Ok(None),
     }
@@ -550,7 +557,7 @@ fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Resul
         // A record this site changed and has not pushed yet keeps the local change: it goes to
         // the central server next, which decides (only a re-initialisation or a restore sends a
         // site its own records).
-        let pushed = Seq(tx.state("pushed_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0));
+        let pushed = Seq(tx.state(StateKey::PushedSeq)?.and_then(|v| v.parse().ok()).unwrap_or(0));
         let pending = tx.count_changes_after(pushed, me)? > 0;
         for change in changes {
             if pending && tx.current(&change.table, change.id.as_str())?.and_then(|c| c.log_seq).is_some_and(|s| s > pushed) {
@@ -566,10 +573,10 @@ fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Resul
                 let e = refused;
                 tracing::warn!(table = %change.table, id = %change.id, error = %e, "a received change could not be applied; kept for review");
                 tx.keep_rejection(&RejectionRecord {
-                    from: format!("received:{}", change.origin),
+                    from: RejectedFrom::Received(change.origin.clone()),
                     seq: change.seq,
                     table: change.table.clone(),
-                    id: change.id.to_string(),
+                    id: change.id.clone(),
                     action: change.action.code().to_owned(),
                     data: change.data.as_ref().map(|d| d.get().to_owned()),
                     reason: format!("could not apply on `{me}`: {e}"),
@@ -577,7 +584,7 @@ fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Resul
                 })?;
             }
         }
-        tx.set_state("pull_cursor", &cursor)
+        tx.set_state(StateKey::PullCursor, &cursor)
     })
     .map_err(store_err("applying a pulled batch"))
 }

@@ -4,7 +4,7 @@
 //! ratio. `cargo bench -p outpost-store --bench write` (set OUTPOST_BENCH_RECORDS to change N).
 
 use model::{Action, Change, RecordId, Seq, SiteId};
-use outpost_store::{Db, StoreError, Write};
+use outpost_store::{Db, StateKey, StoreError, Write};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -102,6 +102,6 @@ fn seed_network(db: &Db) -> Result<(), StoreError> {
                 origin: central.clone(),
             })?;
         }
-        tx.set_state("local_site", "north")
+        tx.set_state(StateKey::LocalSite, "north")
     })
 }

@@ -1,5 +1,5 @@
 use crate::backend::{Backend, Deferred, Sql, TxSql};
-use crate::{Result, StoreError, Write};
+use crate::{Result, StateKey, StoreError, Write};
 use model::network::TOPOLOGY_TABLES;
 use model::{
     check_write, recipients, registry, Action, Audience, ChangeRef, Network, Op, RecordId, RecordKeys, Registry, Seq,
@@ -55,7 +55,7 @@ impl Db {
 
     /// This node's own site id, set when the node was initialised.
     pub fn local_site(&self) -> Result<SiteId> {
-        self.state("local_site")?.map(SiteId).ok_or(StoreError::NotInitialised)
+        self.state(StateKey::LocalSite)?.map(SiteId).ok_or(StoreError::NotInitialised)
     }
 
     /// Writes records made on this node, each checked against `authority`, all in one
@@ -68,11 +68,13 @@ impl Db {
         })
     }
 
-    pub fn state(&self, key: &str) -> Result<Option<String>> {
-        self.read(|sql| sql.state(key))
+    /// One value of this node's state (`None`: never written).
+    pub fn state(&self, key: StateKey) -> Result<Option<String>> {
+        self.read(|sql| sql.state(key.as_str()))
     }
 
-    pub fn set_state(&self, key: &str, value: &str) -> Result<()> {
+    /// Writes one value of this node's state, in a transaction of its own.
+    pub fn set_state(&self, key: StateKey, value: &str) -> Result<()> {
         self.transaction(|tx| tx.set_state(key, value))
     }
 }
@@ -510,12 +512,14 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn state(&self, key: &str) -> Result<Option<String>> {
-        self.sql(|sql| sql.state(key))
+    /// One value of this node's state, as this transaction sees it.
+    pub fn state(&self, key: StateKey) -> Result<Option<String>> {
+        self.sql(|sql| sql.state(key.as_str()))
     }
 
-    pub fn set_state(&mut self, key: &str, value: &str) -> Result<()> {
-        self.sql(|sql| sql.set_state(key, value))?;
+    /// Writes one value of this node's state in this transaction.
+    pub fn set_state(&mut self, key: StateKey, value: &str) -> Result<()> {
+        self.sql(|sql| sql.set_state(key.as_str(), value))?;
         Ok(())
     }
 }
@@ -557,7 +561,7 @@ impl Tx<'_> {
     /// into the `all` bucket like any central data. Refused once the network has a central server.
     pub fn write_founding_site(&mut self, site: &SiteId, data: &serde_json::Value) -> Result<Seq> {
         let id = RecordId::from(site.as_str());
-        if !self.network.central.as_str().is_empty() {
+        if self.network.has_central() {
             return Err(StoreError::Refused {
                 table: "site".into(),
                 id,
@@ -605,14 +609,15 @@ impl Tx<'_> {
             Some(text) => (Action::Upsert, parse_keys(def, &record_id, text).map_err(invalid)?),
             None => (Action::Delete, self.stored_keys(table, id)?.unwrap_or_default()),
         };
-        let me = SiteId::default();
+        // Not logged, so the put has no origin to keep: no site made this change.
+        let no_origin = SiteId::NONE;
         self.put(&Put {
             table,
             id: &record_id,
             action: &action,
             data: central_version,
             keys: &keys,
-            origin: &me,
+            origin: &no_origin,
             log: false,
             bucket: None,
         })?;

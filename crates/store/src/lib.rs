@@ -25,13 +25,15 @@ mod backend;
 mod db;
 mod migrations;
 mod queries;
+mod state_key;
 mod sync_state;
 
 pub use backend::DbError;
 pub use db::{Current, Db, Incoming, Tx, Written};
 pub use migrations::SCHEMA_VERSION;
 pub use queries::{PullSource, Stored};
-pub use sync_state::{PushedBatch, RejectionRecord, SiteCredentials, SiteSyncRow};
+pub use state_key::StateKey;
+pub use sync_state::{PushedBatch, RejectedFrom, RejectionRecord, SiteCredentials, SiteSyncRow};
 
 use model::limits::shown;
 use model::{Action, RecordId, Refusal};

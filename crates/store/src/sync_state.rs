@@ -2,20 +2,62 @@
 //! credentials (central server), and the changes that were refused, with their reasons.
 
 use crate::{Db, Result, Tx};
-use model::{Seq, SiteId};
+use model::{RecordId, Seq, SiteId};
+use std::fmt;
 
 /// A change that was refused (or could not be applied), kept where a person can see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectionRecord {
-    /// The site whose change it was (`received:<site>` for a pulled change a site could not apply).
-    pub from: String,
+    /// Whose change it was, and how it came.
+    pub from: RejectedFrom,
     pub seq: Seq,
     pub table: String,
-    pub id: String,
+    /// The record's id (as the central server shows it: escaped and cut when it came from the
+    /// wire too long or unprintable).
+    pub id: RecordId,
     pub action: String,
     pub data: Option<String>,
     pub reason: String,
     pub at: String,
+}
+
+/// Whose refused change a [`RejectionRecord`] keeps. Stored (and shown) as the site id, or as
+/// `received:<site>` for a pulled change: [`fmt::Display`] and [`RejectedFrom::from_stored`]
+/// convert, and databases already hold both forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectedFrom {
+    /// A change this site made, refused by the central server (kept on both ends).
+    Site(SiteId),
+    /// A change made on another site, pulled here and not applied (kept on the site only).
+    Received(SiteId),
+}
+
+impl RejectedFrom {
+    const RECEIVED: &'static str = "received:";
+
+    /// Reads the stored form back.
+    pub fn from_stored(stored: String) -> RejectedFrom {
+        match stored.strip_prefix(Self::RECEIVED) {
+            Some(origin) => RejectedFrom::Received(SiteId::from(origin)),
+            None => RejectedFrom::Site(SiteId(stored)),
+        }
+    }
+
+    /// The site whose change it was.
+    pub fn site(&self) -> &SiteId {
+        match self {
+            RejectedFrom::Site(site) | RejectedFrom::Received(site) => site,
+        }
+    }
+}
+
+impl fmt::Display for RejectedFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectedFrom::Site(site) => write!(f, "{site}"),
+            RejectedFrom::Received(origin) => write!(f, "{}{origin}", Self::RECEIVED),
+        }
+    }
 }
 
 /// One site as the central server's bookkeeping sees it.
@@ -54,8 +96,8 @@ impl Tx<'_> {
     }
 
     /// The refusals kept for `from`'s changes between two positions.
-    pub fn rejections_between(&self, from: &str, first: Seq, last: Seq) -> Result<Vec<RejectionRecord>> {
-        self.sql(|sql| sql.rejections_between(from, first, last))
+    pub fn rejections_between(&self, from: &SiteId, first: Seq, last: Seq) -> Result<Vec<RejectionRecord>> {
+        self.sql(|sql| sql.rejections_between(from.as_str(), first, last))
     }
 
     /// Central server: the last change of `site` that was applied or rejected. On PostgreSQL the
@@ -78,8 +120,8 @@ impl Tx<'_> {
 
     /// Central server: stores a site's password hash (creating the site's bookkeeping when
     /// `create`). Returns whether the site exists.
-    pub fn set_password_hash(&mut self, site: &str, hash: &str, create: bool) -> Result<bool> {
-        self.sql(|sql| sql.set_password_hash(site, hash, create))
+    pub fn set_password_hash(&mut self, site: &SiteId, hash: &str, create: bool) -> Result<bool> {
+        self.sql(|sql| sql.set_password_hash(site.as_str(), hash, create))
     }
 
     /// Remote site initialised again: its own change log continues after `seq`, the last of
@@ -103,26 +145,26 @@ impl Db {
     }
 
     /// Central server: a site's stored password hash, if the site exists.
-    pub fn password_hash(&self, site: &str) -> Result<Option<String>> {
-        self.read(|sql| sql.password_hash(site))
+    pub fn password_hash(&self, site: &SiteId) -> Result<Option<String>> {
+        self.read(|sql| sql.password_hash(site.as_str()))
     }
 
     /// Central server: a site's password hash and the machine it is bound to, in one read (every
     /// sync request needs both); `None` for an unknown site.
-    pub fn site_credentials(&self, site: &str) -> Result<Option<SiteCredentials>> {
-        self.read(|sql| sql.site_credentials(site))
+    pub fn site_credentials(&self, site: &SiteId) -> Result<Option<SiteCredentials>> {
+        self.read(|sql| sql.site_credentials(site.as_str()))
     }
 
     /// Central server: binds a site to `machine` if it is bound to none yet (its first sync, or
     /// after `unbind`). Returns the machine it is bound to now.
-    pub fn bind_machine(&self, site: &str, machine: &str) -> Result<Option<String>> {
-        self.transaction(|tx| tx.sql(|sql| sql.bind_machine(site, machine)))
+    pub fn bind_machine(&self, site: &SiteId, machine: &str) -> Result<Option<String>> {
+        self.transaction(|tx| tx.sql(|sql| sql.bind_machine(site.as_str(), machine)))
     }
 
     /// Central server: forgets the machine a site is bound to, so that its next sync binds it to
     /// the machine it comes from (a site moved to new hardware on purpose). Whether it exists.
-    pub fn unbind_machine(&self, site: &str) -> Result<bool> {
-        self.transaction(|tx| tx.sql(|sql| sql.unbind_machine(site)))
+    pub fn unbind_machine(&self, site: &SiteId) -> Result<bool> {
+        self.transaction(|tx| tx.sql(|sql| sql.unbind_machine(site.as_str())))
     }
 
     /// Central server: every site's bookkeeping, by site id.
@@ -142,14 +184,14 @@ impl Db {
 
     /// Central server: the refusals of `site`'s changes that no administrator has looked at yet,
     /// oldest first.
-    pub fn open_rejections(&self, site: &str) -> Result<Vec<RejectionRecord>> {
-        self.read(|sql| sql.open_rejections(site))
+    pub fn open_rejections(&self, site: &SiteId) -> Result<Vec<RejectionRecord>> {
+        self.read(|sql| sql.open_rejections(site.as_str()))
     }
 
     /// Central server: an administrator has looked at `site`'s refused changes. They are kept,
     /// marked as seen, and no longer count towards the site's quarantine. Returns how many.
-    pub fn resolve_rejections(&self, site: &str) -> Result<u64> {
-        self.transaction(|tx| tx.sql(|sql| sql.resolve_rejections(site)))
+    pub fn resolve_rejections(&self, site: &SiteId) -> Result<u64> {
+        self.transaction(|tx| tx.sql(|sql| sql.resolve_rejections(site.as_str())))
     }
 }
 
@@ -157,5 +199,23 @@ impl Tx<'_> {
     /// Central server: how many of `site`'s refused changes wait for an administrator.
     pub fn count_open_rejections(&self, site: &SiteId) -> Result<u64> {
         self.sql(|sql| sql.count_open_rejections(site))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RejectedFrom;
+    use model::SiteId;
+
+    /// Databases hold both forms: reading one back gives what was kept.
+    #[test]
+    fn whose_rejection_keeps_its_stored_form() {
+        for (from, stored) in [
+            (RejectedFrom::Site(SiteId::from("north")), "north"),
+            (RejectedFrom::Received(SiteId::from("south")), "received:south"),
+        ] {
+            assert_eq!(from.to_string(), stored);
+            assert_eq!(RejectedFrom::from_stored(stored.to_owned()), from);
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! also what only PostgreSQL allows: handles writing at the same time.
 
 use model::{Action, Change, LogPos, RecordId, Seq, SiteId, StoreId};
-use outpost_store::{Db, PullSource, PushedBatch, RejectionRecord, Write};
+use outpost_store::{Db, PullSource, PushedBatch, RejectedFrom, RejectionRecord, StateKey, Write};
 use serde_json::{json, Value};
 
 #[macro_use]
@@ -59,7 +59,7 @@ fn open_node(fx: &Fixture, me: &str) -> Db {
         ] {
             tx.apply_received(&change)?;
         }
-        tx.set_state("local_site", me)
+        tx.set_state(StateKey::LocalSite, me)
     })
     .expect("seed the network");
     db
@@ -262,11 +262,14 @@ fn snapshots_page_through_live_records_in_table_and_id_order(fx: &Fixture) {
 
 fn a_push_is_acknowledged_and_the_site_shows_when_it_last_synced(fx: &Fixture) {
     let db = open_node(fx, "central");
-    assert!(db.transaction(|tx| tx.set_password_hash("north", "hash-1", true)).expect("create"));
-    assert!(!db.transaction(|tx| tx.set_password_hash("nowhere", "hash", false)).expect("update"), "no such site");
-    assert!(db.transaction(|tx| tx.set_password_hash("north", "hash-2", false)).expect("update"));
-    assert_eq!(db.password_hash("north").expect("hash").as_deref(), Some("hash-2"));
-    assert_eq!(db.password_hash("nowhere").expect("hash"), None);
+    assert!(db.transaction(|tx| tx.set_password_hash(&SiteId::from("north"), "hash-1", true)).expect("create"));
+    assert!(
+        !db.transaction(|tx| tx.set_password_hash(&SiteId::from("nowhere"), "hash", false)).expect("update"),
+        "no such site"
+    );
+    assert!(db.transaction(|tx| tx.set_password_hash(&SiteId::from("north"), "hash-2", false)).expect("update"));
+    assert_eq!(db.password_hash(&SiteId::from("north")).expect("hash").as_deref(), Some("hash-2"));
+    assert_eq!(db.password_hash(&SiteId::from("nowhere")).expect("hash"), None);
 
     let rows = db.site_sync_rows().expect("rows");
     assert_eq!(rows.len(), 1);
@@ -280,7 +283,7 @@ fn a_push_is_acknowledged_and_the_site_shows_when_it_last_synced(fx: &Fixture) {
     .expect("record the push");
     assert_eq!(db.transaction(|tx| tx.acked(&north())).expect("acked"), Seq(42));
     db.mark_pulled(&north()).expect("mark pulled");
-    db.transaction(|tx| tx.set_password_hash("south", "hash-s", true)).expect("create");
+    db.transaction(|tx| tx.set_password_hash(&SiteId::from("south"), "hash-s", true)).expect("create");
 
     let rows = db.site_sync_rows().expect("rows");
     let sites: Vec<&str> = rows.iter().map(|r| r.site.as_str()).collect();
@@ -295,12 +298,12 @@ fn a_push_is_acknowledged_and_the_site_shows_when_it_last_synced(fx: &Fixture) {
 
 fn rejections_are_kept_once_and_listed_oldest_or_newest_first(fx: &Fixture) {
     let db = open_node(fx, "central");
-    db.transaction(|tx| tx.set_password_hash("north", "hash", true)).expect("create");
+    db.transaction(|tx| tx.set_password_hash(&SiteId::from("north"), "hash", true)).expect("create");
     let rejection = |seq: i64, reason: &str| RejectionRecord {
-        from: "north".into(),
+        from: RejectedFrom::Site(north()),
         seq: Seq(seq),
         table: "item".into(),
-        id: format!("item-{seq}"),
+        id: format!("item-{seq}").into(),
         action: "upsert".into(),
         data: Some("{}".into()),
         reason: reason.into(),
@@ -310,16 +313,19 @@ fn rejections_are_kept_once_and_listed_oldest_or_newest_first(fx: &Fixture) {
         tx.keep_rejection(&rejection(3, "no authority"))?;
         tx.keep_rejection(&rejection(5, "unknown table"))?;
         tx.keep_rejection(&rejection(3, "the same change again"))?;
-        tx.keep_rejection(&RejectionRecord { from: "south".into(), ..rejection(4, "elsewhere") })
+        tx.keep_rejection(&RejectionRecord { from: RejectedFrom::Site(south()), ..rejection(4, "elsewhere") })
     })
     .expect("keep");
     assert_eq!(db.count_rejections().expect("count"), 3, "a change is kept once");
 
-    let between = db.transaction(|tx| tx.rejections_between("north", Seq(1), Seq(5))).expect("between");
+    let between = db.transaction(|tx| tx.rejections_between(&SiteId::from("north"), Seq(1), Seq(5))).expect("between");
     let kept: Vec<(Seq, &str)> = between.iter().map(|r| (r.seq, r.reason.as_str())).collect();
     assert_eq!(kept, vec![(Seq(3), "no authority"), (Seq(5), "unknown table")]);
     assert!(between.iter().all(|r| is_timestamp(&r.at)), "{between:?}");
-    assert_eq!(db.transaction(|tx| tx.rejections_between("north", Seq(4), Seq(4))).expect("between"), vec![]);
+    assert_eq!(
+        db.transaction(|tx| tx.rejections_between(&SiteId::from("north"), Seq(4), Seq(4))).expect("between"),
+        vec![]
+    );
 
     let oldest_first: Vec<Seq> = db.rejections(None).expect("list").iter().map(|r| r.seq).collect();
     assert_eq!(oldest_first, vec![Seq(3), Seq(5), Seq(4)]);
@@ -369,9 +375,9 @@ fn checked_writes_say_what_they_did_and_state_is_kept_in_the_transaction(fx: &Fi
             let created = tx.write_checked_full(&stock_line("sl-1", "north-pharmacy", 1.0), &me)?;
             let updated = tx.write_checked_full(&stock_line("sl-1", "north-pharmacy", 2.0), &me)?;
             let deleted = tx.write_checked_full(&Write::delete("stock_line", "sl-1"), &me)?;
-            tx.set_state("cursor", "one")?;
-            tx.set_state("cursor", "two")?;
-            assert_eq!(tx.state("cursor")?.as_deref(), Some("two"));
+            tx.set_state(StateKey::PullCursor, "one")?;
+            tx.set_state(StateKey::PullCursor, "two")?;
+            assert_eq!(tx.state(StateKey::PullCursor)?.as_deref(), Some("two"));
             assert_eq!(tx.current("stock_line", "sl-1")?.map(|c| (c.data, c.log_seq)), Some((None, Some(deleted.seq))));
             Ok((created, updated, deleted))
         })
@@ -380,8 +386,8 @@ fn checked_writes_say_what_they_did_and_state_is_kept_in_the_transaction(fx: &Fi
     assert_eq!(created.keys.store, Some(StoreId::from("north-pharmacy")));
     assert_eq!(deleted.keys.store, Some(StoreId::from("north-pharmacy")), "a delete keeps the stored keys");
     assert!(created.seq < updated.seq && updated.seq < deleted.seq);
-    assert_eq!(db.state("cursor").expect("state").as_deref(), Some("two"));
-    assert_eq!(db.state("nothing").expect("state"), None);
+    assert_eq!(db.state(StateKey::PullCursor).expect("state").as_deref(), Some("two"));
+    assert_eq!(db.state(StateKey::LastNotice).expect("state"), None);
     assert_eq!(db.local_site().expect("local site"), me);
 }
 
@@ -459,8 +465,8 @@ mod postgres_concurrency {
         let second = fx.open();
         first
             .transaction(|tx| {
-                tx.set_password_hash("north", "hash", true)?;
-                tx.set_password_hash("south", "hash", true)
+                tx.set_password_hash(&SiteId::from("north"), "hash", true)?;
+                tx.set_password_hash(&SiteId::from("south"), "hash", true)
             })
             .expect("create the sites");
         let (locked, wait_for_lock) = mpsc::channel();

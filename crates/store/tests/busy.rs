@@ -9,16 +9,16 @@
 mod backends;
 
 use model::SiteId;
-use outpost_store::{Db, Write};
+use outpost_store::{Db, StateKey, Write};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// A database with a few records and a site's bookkeeping.
 fn filled(db: &Db) {
-    db.set_state("local_site", "central").expect("identity");
+    db.set_state(StateKey::LocalSite, "central").expect("identity");
     db.transaction(|tx| {
-        tx.set_password_hash("north", "hash", true)?;
+        tx.set_password_hash(&SiteId::from("north"), "hash", true)?;
         let site = serde_json::json!({"name": "Central", "central": true, "primary": true});
         tx.write_founding_site(&SiteId("central".into()), &site)?;
         Ok(())
@@ -40,7 +40,7 @@ fn sqlite_reads_answer_while_a_transaction_holds_the_writer() {
         let db = db.clone();
         std::thread::spawn(move || {
             db.transaction(|tx| {
-                tx.set_state("busy", "yes")?;
+                tx.set_state(StateKey::LastNotice, "yes")?;
                 holding.send(()).expect("say the writer is held");
                 released.recv().expect("wait to be released");
                 Ok(())
@@ -55,11 +55,11 @@ fn sqlite_reads_answer_while_a_transaction_holds_the_writer() {
             let records = db.count_records().expect("count");
             let dump = db.dump().expect("dump").len();
             let sites = db.site_sync_rows().expect("sites").len();
-            let credentials = db.site_credentials("north").expect("credentials").is_some();
+            let credentials = db.site_credentials(&SiteId::from("north")).expect("credentials").is_some();
             let network = db.network().central.clone();
             db.mark_pulled(&SiteId("north".into())).expect("note the pull");
             // Uncommitted writes are not seen.
-            let busy = db.state("busy").expect("state");
+            let busy = db.state(StateKey::LastNotice).expect("state");
             answered.send((records, dump, sites, credentials, network, busy)).expect("answer");
         });
     }
@@ -74,7 +74,7 @@ fn sqlite_reads_answer_while_a_transaction_holds_the_writer() {
     // The pull noted while the writer was busy is written once it is free.
     let north = db.site_sync_rows().expect("sites").into_iter().find(|s| s.site == "north").expect("north");
     assert!(north.last_pull_at.is_some(), "the pull was noted after the transaction ended");
-    assert_eq!(db.state("busy").expect("state").as_deref(), Some("yes"));
+    assert_eq!(db.state(StateKey::LastNotice).expect("state").as_deref(), Some("yes"));
 }
 
 #[cfg(feature = "postgres")]

@@ -9,7 +9,7 @@
 mod backends;
 
 use model::{LogPos, Seq, SiteId};
-use outpost_store::{Db, PullSource, StoreError, Write, SCHEMA_VERSION};
+use outpost_store::{Db, PullSource, StateKey, StoreError, Write, SCHEMA_VERSION};
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,7 +80,8 @@ fn raw_count(conn: &Connection, sql: &str) -> u64 {
 fn check_central(db: &Db, raw: &Connection) {
     assert_eq!(db.dump().expect("dump"), raw_records(raw), "records");
     for (key, value) in raw_state(raw) {
-        assert_eq!(db.state(&key).expect("state").as_deref(), Some(value.as_str()), "state `{key}`");
+        let known = StateKey::parse(&key).unwrap_or_else(|| panic!("`{key}` is a state key Outpost knows"));
+        assert_eq!(db.state(known).expect("state").as_deref(), Some(value.as_str()), "state `{key}`");
     }
     assert_eq!(db.local_site().expect("local site").as_str(), "central");
     assert_eq!(db.last_seq().expect("last seq").0, raw_count(raw, "SELECT max(seq) FROM change_log") as i64);
@@ -92,10 +93,10 @@ fn check_central(db: &Db, raw: &Connection) {
         .expect("rows");
     assert!(sites.len() >= 3, "the demo has three sites");
     for (site, hash, machine, acked) in sites {
-        let credentials = db.site_credentials(&site).expect("credentials").expect("the site is known");
+        let id = SiteId(site.clone());
+        let credentials = db.site_credentials(&id).expect("credentials").expect("the site is known");
         assert_eq!(credentials.password_hash, hash, "{site}'s password");
         assert_eq!(credentials.machine, machine, "{site}'s machine");
-        let id = SiteId(site.clone());
         assert_eq!(db.transaction(|tx| tx.acked(&id)).expect("acked").0, acked, "{site}'s acknowledged position");
         let waiting = db.count_pull(&PullSource::Bucket("all"), &id, LogPos::new(0, Seq(0))).expect("count");
         let expected = raw_count(
@@ -144,14 +145,15 @@ fn a_site_database_from_main_opens_with_everything_in_place() {
     let db = Db::open(&path).expect("open a version 2 database");
     assert_eq!(db.dump().expect("dump"), raw_records(&raw), "records");
     for (key, value) in raw_state(&raw) {
-        assert_eq!(db.state(&key).expect("state").as_deref(), Some(value.as_str()), "state `{key}`");
+        let known = StateKey::parse(&key).unwrap_or_else(|| panic!("`{key}` is a state key Outpost knows"));
+        assert_eq!(db.state(known).expect("state").as_deref(), Some(value.as_str()), "state `{key}`");
     }
     let me = db.local_site().expect("local site");
     assert_eq!(me.as_str(), "north");
     // The cursors: what was pushed, where the pull stands, and what still waits.
-    let pushed: i64 = db.state("pushed_seq").expect("state").expect("pushed_seq").parse().expect("a number");
+    let pushed: i64 = db.state(StateKey::PushedSeq).expect("state").expect("pushed_seq").parse().expect("a number");
     assert!(pushed > 0, "the demo's site has pushed");
-    assert!(db.state("pull_cursor").expect("state").is_some_and(|c| c.contains("log")), "the pull cursor");
+    assert!(db.state(StateKey::PullCursor).expect("state").is_some_and(|c| c.contains("log")), "the pull cursor");
     let own = raw_count(&raw, "SELECT count(*) FROM change_log WHERE origin_site = 'north'");
     assert_eq!(db.count_changes_after(Seq(0), &me).expect("count"), own, "the site's own log");
     assert_eq!(db.changes_after(Seq(0), &me, 100_000, usize::MAX).expect("changes").len() as u64, own);

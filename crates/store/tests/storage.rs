@@ -6,7 +6,7 @@
 //! a transaction fails), and everything survives reopening the database.
 
 use model::{Action, Change, RecordId, Refusal, Seq, SiteId, StoreId, SyncType};
-use outpost_store::{Db, StoreError, Write};
+use outpost_store::{Db, StateKey, StoreError, Write};
 use serde_json::{json, Value};
 
 #[macro_use]
@@ -64,7 +64,7 @@ fn open_bare(fx: &Fixture) -> Db {
         for change in sites_and_stores() {
             tx.apply_received(&change)?;
         }
-        tx.set_state("local_site", HERE)
+        tx.set_state(StateKey::LocalSite, HERE)
     })
     .expect("seed the network");
     db
@@ -436,7 +436,7 @@ fn failed_write_batch_with_a_topology_write_rolls_back_the_network(fx: &Fixture)
         for change in sites_and_stores() {
             tx.apply_received(&change)?;
         }
-        tx.set_state("local_site", "central")
+        tx.set_state(StateKey::LocalSite, "central")
     })
     .expect("accepted");
     let sync = store_sync(LOCAL_STORE, HERE, "active");

@@ -73,7 +73,7 @@ impl<B: Binary> Site<B> {
 
     /// Points the site at another central server (the `central_url` that `site init` stored).
     pub fn set_central(&self, url: &str) {
-        self.db().set_state("central_url", url).expect("set the site's central URL");
+        self.db().set_state(store::StateKey::CentralUrl, url).expect("set the site's central URL");
     }
 
     pub fn write(&self, table: &str, id: &str, json: &serde_json::Value) {

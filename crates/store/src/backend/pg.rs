@@ -459,10 +459,10 @@ fn change_from_row(row: &Row) -> Result<(Change, usize)> {
 
 fn rejection_from_row(r: &Row) -> Result<RejectionRecord> {
     Ok(RejectionRecord {
-        from: r.try_get(0)?,
+        from: crate::RejectedFrom::from_stored(r.try_get(0)?),
         seq: Seq(r.try_get(1)?),
         table: r.try_get(2)?,
-        id: r.try_get(3)?,
+        id: RecordId(r.try_get(3)?),
         action: r.try_get(4)?,
         data: r.try_get(5)?,
         reason: r.try_get(6)?,
@@ -787,10 +787,10 @@ impl<C: GenericClient> Sql for Session<'_, C> {
             "INSERT INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             &[
-                &rejection.from,
+                &rejection.from.to_string(),
                 &rejection.seq.0,
                 &rejection.table,
-                &rejection.id,
+                &rejection.id.as_str(),
                 &rejection.action,
                 &rejection.data,
                 &rejection.reason,

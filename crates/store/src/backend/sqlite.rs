@@ -276,10 +276,10 @@ fn change_from_row(row: &Row<'_>) -> rusqlite::Result<(Change, usize)> {
 
 fn rejection_from_row(r: &Row<'_>) -> rusqlite::Result<RejectionRecord> {
     Ok(RejectionRecord {
-        from: r.get(0)?,
+        from: crate::RejectedFrom::from_stored(r.get(0)?),
         seq: Seq(r.get(1)?),
         table: r.get(2)?,
-        id: r.get(3)?,
+        id: RecordId(r.get(3)?),
         action: r.get(4)?,
         data: r.get(5)?,
         reason: r.get(6)?,
@@ -451,10 +451,10 @@ impl Sql for Lite<'_> {
                 "INSERT OR IGNORE INTO rejection (site_id, origin_seq, tbl, record_id, action, data, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
-                rejection.from,
+                rejection.from.to_string(),
                 rejection.seq.0,
                 rejection.table,
-                rejection.id,
+                rejection.id.as_str(),
                 rejection.action,
                 rejection.data,
                 rejection.reason

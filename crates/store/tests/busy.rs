@@ -129,10 +129,12 @@ fn postgres_a_new_record_written_meanwhile_by_another_process_fails_the_batch_as
     let (ours, theirs) = (fixture.open(), fixture.open());
     filled(&ours);
     let me = SiteId("central".into());
-    let mine = [
-        Write::upsert("item", "item-race", &serde_json::json!({"code": "OURS"})),
-        Write::upsert("item", "item-ours-only", &serde_json::json!({"code": "ALSO OURS"})),
-    ];
+    // A batch large enough to be looked up ahead and sent together.
+    let mut mine = vec![Write::upsert("item", "item-race", &serde_json::json!({"code": "OURS"}))];
+    mine.extend(
+        (0..outpost_store::PREFETCH_FROM)
+            .map(|i| Write::upsert("item", format!("item-ours-only-{i}"), &serde_json::json!({"code": "ALSO OURS"}))),
+    );
     let result = ours.transaction(|tx| {
         tx.prefetch_all(mine.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
         for write in &mine {
@@ -145,9 +147,9 @@ fn postgres_a_new_record_written_meanwhile_by_another_process_fails_the_batch_as
     let err = result.expect_err("the batch that came second must not commit");
     assert!(matches!(err, StoreError::Busy(_)), "{err}");
     assert_eq!(theirs.record("item", "item-race").expect("read"), Some(serde_json::json!({"code": "THEIRS"})));
-    assert_eq!(theirs.record("item", "item-ours-only").expect("read"), None, "nothing of the failed batch is kept");
+    assert_eq!(theirs.record("item", "item-ours-only-0").expect("read"), None, "nothing of the failed batch is kept");
     // Sent again, the batch sees the record and updates it.
     ours.write(&mine).expect("the batch sent again");
     assert_eq!(theirs.record("item", "item-race").expect("read"), Some(serde_json::json!({"code": "OURS"})));
-    assert!(theirs.record("item", "item-ours-only").expect("read").is_some());
+    assert!(theirs.record("item", "item-ours-only-0").expect("read").is_some());
 }

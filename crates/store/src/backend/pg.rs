@@ -320,6 +320,9 @@ pub(crate) struct Pending {
     outbox: Vec<(String, i64)>,
     /// Positions taken from the sequence and not used yet.
     seqs: std::collections::VecDeque<i64>,
+    /// How many records the look-ups found absent and are not written yet: positions are taken
+    /// for as many as that, no more (each one taken is a gap if unused, and costs a `nextval`).
+    expected_new: i64,
 }
 
 struct PendingRecord {
@@ -352,15 +355,29 @@ impl Pending {
 /// rows that point at those entries.
 fn send_pending<C: GenericClient>(
     client: &mut C,
+    statements: &mut HashMap<&'static str, Statement>,
     records: &[PendingRecord],
     log: &[PendingEntry],
     outbox: &[(String, i64)],
 ) -> std::result::Result<(), postgres::Error> {
+    // Prepared once per connection, like every other statement.
+    let mut prepared = |client: &mut C, sql: &'static str| -> std::result::Result<Statement, postgres::Error> {
+        if let Some(statement) = statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(sql)?;
+        statements.insert(sql, statement.clone());
+        Ok(statement)
+    };
     if !records.is_empty() {
         let column = |f: fn(&PendingRecord) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
-        client.execute(
+        let insert = prepared(
+            client,
             "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
+        )?;
+        client.execute(
+            &insert,
             &[
                 &column(|r| Some(&r.table)),
                 &column(|r| Some(&r.id)),
@@ -374,9 +391,13 @@ fn send_pending<C: GenericClient>(
     }
     if !log.is_empty() {
         let column = |f: fn(&PendingEntry) -> Option<&str>| log.iter().map(f).collect::<Vec<_>>();
-        client.execute(
+        let insert = prepared(
+            client,
             "INSERT INTO change_log (seq, tbl, record_id, action, merge_into, origin_site, bucket) OVERRIDING SYSTEM VALUE
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+        )?;
+        client.execute(
+            &insert,
             &[
                 &log.iter().map(|e| e.seq).collect::<Vec<_>>(),
                 &column(|e| Some(&e.table)),
@@ -389,11 +410,15 @@ fn send_pending<C: GenericClient>(
         )?;
     }
     if !outbox.is_empty() {
-        client.execute(
+        let insert = prepared(
+            client,
             "INSERT INTO outbox (site_id, xid, seq)
              SELECT u.site_id, l.xid, l.seq FROM unnest($1::text[], $2::bigint[]) AS u (site_id, seq)
              JOIN change_log l ON l.seq = u.seq
              ON CONFLICT DO NOTHING",
+        )?;
+        client.execute(
+            &insert,
             &[
                 &outbox.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
                 &outbox.iter().map(|(_, q)| *q).collect::<Vec<_>>(),
@@ -487,7 +512,7 @@ impl<C: GenericClient> Session<'_, C> {
         let log = std::mem::take(&mut pending.log);
         let outbox = std::mem::take(&mut pending.outbox);
         pending.log_at.clear();
-        let sent = send_pending(self.client, &records, &log, &outbox);
+        let sent = send_pending(self.client, self.statements, &records, &log, &outbox);
         sent.map_err(|e| match e.code() {
             // Another transaction wrote one of these records after this one looked: nothing of
             // this one is kept, and the request is worth sending again.
@@ -681,6 +706,9 @@ impl<C: GenericClient> Sql for Session<'_, C> {
              WHERE tbl = $1 AND id = ANY($2) FOR UPDATE",
             &[&table, &ids],
         )?;
+        if let Some(pending) = self.pending.as_deref_mut() {
+            pending.expected_new += i64::try_from(ids.len().saturating_sub(rows.len())).unwrap_or(0);
+        }
         rows.iter()
             .map(|r| {
                 let current = Current { data: r.try_get(1)?, log_seq: r.try_get::<_, Option<i64>>(2)?.map(Seq) };

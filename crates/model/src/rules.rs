@@ -129,6 +129,12 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Local (and sync) data stays on the node that wrote it: never logged to push, never taken
+    /// from another site.
+    pub fn stays_where_written(&self) -> bool {
+        matches!(self.data_type(), DataType::Local | DataType::Sync)
+    }
+
     pub fn data_type(&self) -> DataType {
         self.entry.data_type
     }
@@ -145,6 +151,8 @@ pub enum Refusal {
     MissingKey { what: String, field: &'static str, needs: &'static str },
     #[error("store `{0}` is not in the network")]
     UnknownStore(StoreId),
+    #[error("`{table}` is local data (\"{data}\"): it stays on the site that wrote it and is never sent, but site `{site}` sent it (a site older than this rule, or one that writes behind its checks); it is not stored here")]
+    StaysOnSite { table: String, data: String, site: SiteId },
     #[error("messages are never edited; create a new one instead")]
     MessageEdited,
     #[error("patients can only be merged when both have the same home store (`{0}` and `{1}`)")]

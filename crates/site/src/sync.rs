@@ -325,12 +325,19 @@ fn push(
                     reason: rejection.reason.clone(),
                     at: String::new(),
                 })?;
-                tx.undo_refused(
-                    &rejection.table,
-                    rejection.id.as_str(),
-                    rejection.seq,
-                    rejection.central_version.as_deref(),
-                )?;
+                // Local data stays here whatever the central server said of it: it was never
+                // the central server's to hold (only a site older than that rule pushed it).
+                let local = tx.registry().table(&rejection.table).is_some_and(|(_, owner)| {
+                    matches!(owner.data_type, model::DataType::Local | model::DataType::Sync)
+                });
+                if !local {
+                    tx.undo_refused(
+                        &rejection.table,
+                        rejection.id.as_str(),
+                        rejection.seq,
+                        rejection.central_version.as_deref(),
+                    )?;
+                }
             }
             tx.set_state(IN_FLIGHT, "")?;
             tx.set_state(StateKey::PushedSeq, &response.acked.0.to_string())

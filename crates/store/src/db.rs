@@ -376,7 +376,7 @@ impl Tx<'_> {
                 .map_err(|e| invalid(format!("an upsert needs the record as a JSON object: {e}")))?,
             None => self.stored_keys(change.table, change.id.as_str())?.unwrap_or_default(),
         };
-        let put = Put {
+        let mut put = Put {
             table: change.table,
             id: change.id,
             action: change.action,
@@ -390,6 +390,7 @@ impl Tx<'_> {
         if *change.action == Action::Upsert {
             let create = ChangeRef { table: change.table, op: &Op::Create, keys: &keys };
             if check_write(self.registry, &self.network, &create, writer).is_ok() {
+                put.log = self.travels(&create, change.id, writer)?;
                 let audience = recipients(self.registry, &self.network, &create).map_err(refused)?;
                 self.check_topology(&put).map_err(refused)?;
                 if let Some(seq) = self.insert_new(&put)? {
@@ -416,10 +417,34 @@ impl Tx<'_> {
                 .check_home_store(change.table, change.id, keys.home_store.as_ref(), writer)
                 .map_err(refused)?;
         }
+        put.log = self.travels(&as_written, change.id, writer)?;
         let audience = recipients(self.registry, &self.network, &as_written).map_err(refused)?;
         self.check_topology(&put).map_err(refused)?;
         let seq = self.put_with_current(&put, current)?;
         Ok(Written { seq, op, keys: keys.clone(), audience })
+    }
+
+    /// Whether a change is logged here, to travel on. Local (and sync) data stays on the node
+    /// that wrote it: not logged, so never pushed; and taken from no other site (a site older
+    /// than this rule, or one writing behind its checks, is refused).
+    fn travels(&self, change: &ChangeRef<'_>, id: &RecordId, writer: &SiteId) -> Result<bool> {
+        let refused = |refusal| StoreError::Refused {
+            table: change.table.to_owned(),
+            id: id.clone(),
+            refusal: Box::new(refusal),
+        };
+        let rule = self.registry.rule(&self.network, change).map_err(refused)?;
+        if !rule.stays_where_written() {
+            return Ok(true);
+        }
+        if self.state(StateKey::LocalSite)?.as_deref() == Some(writer.as_str()) {
+            return Ok(false);
+        }
+        Err(refused(model::Refusal::StaysOnSite {
+            table: change.table.to_owned(),
+            data: rule.entry.data.to_owned(),
+            site: writer.clone(),
+        }))
     }
 
     /// A topology record must leave a network the rules can work with.

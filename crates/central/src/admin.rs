@@ -113,13 +113,15 @@ pub fn add_store(engine: &Engine, store: &StoreId, active_on: &SiteId, dispensar
     if engine.db().record("site", active_on.as_str())?.is_none() {
         return Err(AdminError::UnknownSite(active_on.clone()));
     }
+    // Where the store is active first: the store record is routed by it, and written before
+    // it, it would go to nobody.
     engine.write(&[
+        sync_row(store, active_on, SyncType::Active),
         Write::upsert(
             "store",
             name,
             &json!({"name": name, "dispensary": dispensary, "include_transactions_in_sync": true}),
         ),
-        sync_row(store, active_on, SyncType::Active),
     ])?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use serde_json::json;
 on_each_backend!(
     local_data_never_leaves_the_site_that_wrote_it,
     local_data_pushed_by_an_old_or_hostile_site_is_refused_and_kept_where_a_person_sees_it,
+    a_store_added_after_its_site_was_set_up_reaches_that_site,
 );
 
 /// Local data "doesn't sync anywhere" (seeds): logs, user permissions, non-store preferences,
@@ -62,4 +63,22 @@ fn local_data_pushed_by_an_old_or_hostile_site_is_refused_and_kept_where_a_perso
         rejected.contains("log-pushed") && rejected.contains("stays on the site"),
         "the site is told why:\n{rejected}"
     );
+}
+
+/// A store added once the network runs reaches the site it is active on, which may then write
+/// in it.
+fn a_store_added_after_its_site_was_set_up_reaches_that_site(backend: &Backend) {
+    let network = Network::new(backend, &["north", "south"]);
+    let (north, south) = (network.site("north"), network.site("south"));
+    north.sync();
+    south.sync();
+    network.central.add_store("store-south-ward", "south");
+    south.sync();
+    north.sync();
+    assert!(south.get("store", "store-south-ward").is_some(), "the new store reaches the site it is active on");
+    assert!(south.get("store_sync", "store-south-ward@south").is_some(), "and so does where it is active");
+    let line = json!({"store_id": "store-south-ward", "item_id": "item-1", "total_packs": 3});
+    south.write("stock_line", "sl-ward-1", &line);
+    south.sync();
+    assert_eq!(record(&network.central, "stock_line", "sl-ward-1"), Some(line), "south writes in its new store");
 }

@@ -120,7 +120,9 @@ pub fn add_store(engine: &Engine, store: &StoreId, active_on: &SiteId, dispensar
         Write::upsert(
             "store",
             name,
-            &json!({"name": name, "dispensary": dispensary, "include_transactions_in_sync": true}),
+            // A dispensary's transactions stay on its site until the central server says
+            // otherwise (the seeds' default).
+            &json!({"name": name, "dispensary": dispensary, "include_transactions_in_sync": !dispensary}),
         ),
     ])?;
     Ok(())

@@ -20,4 +20,6 @@ pub use change::{Action, Change};
 pub use ids::{LogPos, RecordId, Seq, SiteId, StoreId};
 pub use network::{Network, Prefs, SiteKind, StoreInfo, SyncType};
 pub use registry::{registry, DataType, Editor, Entry, Registry, Scope, Special, TableDef};
-pub use rules::{authority, check_write, recipients, Audience, ChangeRef, Op, RecordKeys, Refusal, Rule, Writer};
+pub use rules::{
+    authority, check_write, held_where_written, recipients, Audience, ChangeRef, Op, RecordKeys, Refusal, Rule, Writer,
+};

@@ -263,7 +263,9 @@ impl Network {
                 };
                 let info = self.store_entry(&store);
                 info.dispensary = flag(new, "dispensary").unwrap_or(false);
-                info.include_transactions_in_sync = flag(new, "include_transactions_in_sync").unwrap_or(true);
+                // Off unless said otherwise for a dispensary (the seeds' default), on for the rest.
+                info.include_transactions_in_sync =
+                    flag(new, "include_transactions_in_sync").unwrap_or(!info.dispensary);
             }
             "store_sync" => {
                 if let Some(old) = old {

@@ -129,12 +129,6 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Local (and sync) data stays on the node that wrote it: never logged to push, never taken
-    /// from another site.
-    pub fn stays_where_written(&self) -> bool {
-        matches!(self.data_type(), DataType::Local | DataType::Sync)
-    }
-
     pub fn data_type(&self) -> DataType {
         self.entry.data_type
     }
@@ -151,8 +145,8 @@ pub enum Refusal {
     MissingKey { what: String, field: &'static str, needs: &'static str },
     #[error("store `{0}` is not in the network")]
     UnknownStore(StoreId),
-    #[error("`{table}` is local data (\"{data}\"): it stays on the site that wrote it and is never sent, but site `{site}` sent it (a site older than this rule, or one that writes behind its checks); it is not stored here")]
-    StaysOnSite { table: String, data: String, site: SiteId },
+    #[error("`{table}` {why}: it stays on the site that wrote it and is never sent, but site `{site}` sent it (a site older than this rule, or one that writes behind its checks); it is not stored here")]
+    StaysOnSite { table: String, why: String, site: SiteId },
     #[error("messages are never edited; create a new one instead")]
     MessageEdited,
     #[error("patients can only be merged when both have the same home store (`{0}` and `{1}`)")]
@@ -369,6 +363,31 @@ pub fn check_write(
         site: site.clone(),
         why,
     })
+}
+
+/// Why a change stays on the node that wrote it, if it does: local (and sync) data never
+/// travels, and a dispensary store's transactions, stock, prescriptions and stocktakes stay on
+/// its site while the store does not include transactions in sync. Such a change is not logged
+/// to push, and no other node takes it.
+pub fn held_where_written(
+    registry: &Registry,
+    network: &Network,
+    change: &ChangeRef<'_>,
+) -> Result<Option<String>, Refusal> {
+    let rule = registry.rule(network, change)?;
+    if matches!(rule.data_type(), DataType::Local | DataType::Sync) {
+        return Ok(Some(format!("is {} data (\"{}\")", rule.data_type(), rule.entry.data)));
+    }
+    if rule.table.has(Special::DispensaryStock) {
+        if let Some(store) = &change.keys.store {
+            if network.stores.get(store).is_some_and(|info| info.dispensary && !info.include_transactions_in_sync) {
+                return Ok(Some(format!(
+                    "belongs to dispensary store `{store}`, which does not include transactions in sync"
+                )));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Which sites must receive a change.

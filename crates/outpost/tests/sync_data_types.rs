@@ -10,6 +10,7 @@ on_each_backend!(
     local_data_never_leaves_the_site_that_wrote_it,
     local_data_pushed_by_an_old_or_hostile_site_is_refused_and_kept_where_a_person_sees_it,
     a_store_added_after_its_site_was_set_up_reaches_that_site,
+    a_dispensarys_transactions_stay_on_its_site_until_it_includes_them_and_then_all_of_them_travel,
 );
 
 /// Local data "doesn't sync anywhere" (seeds): logs, user permissions, non-store preferences,
@@ -81,4 +82,50 @@ fn a_store_added_after_its_site_was_set_up_reaches_that_site(backend: &Backend) 
     south.write("stock_line", "sl-ward-1", &line);
     south.sync();
     assert_eq!(record(&network.central, "stock_line", "sl-ward-1"), Some(line), "south writes in its new store");
+}
+
+/// A dispensary store's transactions, stock, prescriptions and stocktakes stay on its site while
+/// its *Include transactions in sync* is off, the default (seeds). Switched on at the central
+/// server, the store's existing records are pushed too, not only later ones.
+fn a_dispensarys_transactions_stay_on_its_site_until_it_includes_them_and_then_all_of_them_travel(backend: &Backend) {
+    let network = Network::with(backend, &["north"], |central| {
+        central.admin("store add", &["store", "add", "north-dispensary", "--active-on", "north", "--dispensary"]);
+    });
+    let north = network.site("north");
+    north.sync();
+    let line = json!({"store_id": "north-dispensary", "item_id": "item-1", "total_packs": 12});
+    let sale = json!({"store_id": "north-dispensary", "type": "customer_invoice", "status": "finalised"});
+    north.write("stock_line", "sl-disp-1", &line);
+    north.write("transaction", "tx-disp-1", &sale);
+    assert!(north.status().contains("0 change"), "nothing of the dispensary waits to be pushed:\n{}", north.status());
+    north.sync();
+    assert_eq!(record(&network.central, "stock_line", "sl-disp-1"), None, "the stock line stayed on the site");
+    assert_eq!(record(&network.central, "transaction", "tx-disp-1"), None, "the transaction stayed on the site");
+    let logged =
+        count(&network.central, "SELECT count(*) FROM change_log WHERE record_id IN ('sl-disp-1', 'tx-disp-1')");
+    assert_eq!(logged, 0, "not in the central server's log or any bucket");
+
+    // A site writing behind its checks pushes one anyway: refused, kept, and the site keeps it.
+    write_behind_the_checks(
+        north,
+        "stock_line",
+        "sl-disp-pushed",
+        &json!({"store_id": "north-dispensary", "total_packs": 1}),
+    );
+    north.sync();
+    assert_eq!(record(&network.central, "stock_line", "sl-disp-pushed"), None);
+    assert!(north.get("stock_line", "sl-disp-pushed").is_some(), "the site keeps its record");
+    assert!(north.rejected().contains("does not include transactions in sync"), "{}", north.rejected());
+
+    // Switched on at the central server: what the dispensary held travels on the next syncs.
+    let store = json!({"name": "north-dispensary", "dispensary": true, "include_transactions_in_sync": true});
+    network.central.write("store", "north-dispensary", &store);
+    north.sync(); // pulls the change, which logs what was held
+    north.sync(); // pushes it
+    assert_eq!(record(&network.central, "stock_line", "sl-disp-1"), Some(line), "the existing stock line travelled");
+    assert_eq!(record(&network.central, "transaction", "tx-disp-1"), Some(sale), "the existing transaction travelled");
+    let later = json!({"store_id": "north-dispensary", "item_id": "item-2", "total_packs": 5});
+    north.write("stock_line", "sl-disp-2", &later);
+    north.sync();
+    assert_eq!(record(&network.central, "stock_line", "sl-disp-2"), Some(later), "and so do later ones");
 }

@@ -325,12 +325,13 @@ fn push(
                     reason: rejection.reason.clone(),
                     at: String::new(),
                 })?;
-                // Local data stays here whatever the central server said of it: it was never
-                // the central server's to hold (only a site older than that rule pushed it).
-                let local = tx.registry().table(&rejection.table).is_some_and(|(_, owner)| {
-                    matches!(owner.data_type, model::DataType::Local | model::DataType::Sync)
-                });
-                if !local {
+                // What is held on this site (local data; a dispensary's transactions while it
+                // does not include them in sync) stays here whatever the central server said of
+                // it: it was never the central server's to hold.
+                let keys = tx.stored_keys(&rejection.table, rejection.id.as_str())?.unwrap_or_default();
+                let change = model::ChangeRef { table: &rejection.table, op: &model::Op::Update, keys: &keys };
+                let held = model::held_where_written(tx.registry(), tx.network(), &change).ok().flatten().is_some();
+                if !held {
                     tx.undo_refused(
                         &rejection.table,
                         rejection.id.as_str(),

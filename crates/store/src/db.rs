@@ -3,7 +3,7 @@ use crate::{Result, StateKey, StoreError, Write};
 use model::network::TOPOLOGY_TABLES;
 use model::{
     check_write, recipients, registry, Action, Audience, ChangeRef, Network, Op, RecordId, RecordKeys, Registry, Seq,
-    SiteId,
+    SiteId, StoreId,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -424,27 +424,23 @@ impl Tx<'_> {
         Ok(Written { seq, op, keys: keys.clone(), audience })
     }
 
-    /// Whether a change is logged here, to travel on. Local (and sync) data stays on the node
-    /// that wrote it: not logged, so never pushed; and taken from no other site (a site older
-    /// than this rule, or one writing behind its checks, is refused).
+    /// Whether a change is logged here, to travel on. What is held where it was written
+    /// (`model::held_where_written`: local data, a dispensary's transactions while it does not
+    /// include them in sync) is not logged, so never pushed; and no node takes it from another
+    /// (a site older than this rule, or one writing behind its checks, is refused).
     fn travels(&self, change: &ChangeRef<'_>, id: &RecordId, writer: &SiteId) -> Result<bool> {
         let refused = |refusal| StoreError::Refused {
             table: change.table.to_owned(),
             id: id.clone(),
             refusal: Box::new(refusal),
         };
-        let rule = self.registry.rule(&self.network, change).map_err(refused)?;
-        if !rule.stays_where_written() {
+        let Some(why) = model::held_where_written(self.registry, &self.network, change).map_err(refused)? else {
             return Ok(true);
-        }
+        };
         if self.state(StateKey::LocalSite)?.as_deref() == Some(writer.as_str()) {
             return Ok(false);
         }
-        Err(refused(model::Refusal::StaysOnSite {
-            table: change.table.to_owned(),
-            data: rule.entry.data.to_owned(),
-            site: writer.clone(),
-        }))
+        Err(refused(model::Refusal::StaysOnSite { table: change.table.to_owned(), why, site: writer.clone() }))
     }
 
     /// A topology record must leave a network the rules can work with.
@@ -577,6 +573,7 @@ impl Tx<'_> {
             })?,
             None => self.stored_keys(&change.table, change.id.as_str())?.unwrap_or_default(),
         };
+        let held_before = self.holds_transactions(&change.table, change.id.as_str());
         self.put(&Put {
             table: &change.table,
             id: &change.id,
@@ -587,6 +584,40 @@ impl Tx<'_> {
             log: false,
             bucket: None,
         })?;
+        if held_before && !self.holds_transactions(&change.table, change.id.as_str()) {
+            self.release_held(&StoreId::from(change.id.as_str()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `table`/`id` is a dispensary store whose transactions stay on its site.
+    fn holds_transactions(&self, table: &str, id: &str) -> bool {
+        table == "store"
+            && self
+                .network
+                .stores
+                .get(&StoreId::from(id))
+                .is_some_and(|info| info.dispensary && !info.include_transactions_in_sync)
+    }
+
+    /// A dispensary store active here now includes its transactions in sync: what it held on
+    /// this site is logged, so the next push sends it, not only what is written from now on.
+    fn release_held(&mut self, store: &StoreId) -> Result<()> {
+        let Some(me) = self.state(StateKey::LocalSite)?.map(SiteId) else { return Ok(()) };
+        if self.network.active_site(store) != Some(&me) {
+            return Ok(());
+        }
+        let tables: Vec<&str> = self
+            .registry
+            .tables()
+            .filter(|(table, _)| table.has(model::Special::DispensaryStock))
+            .map(|(table, _)| table.name)
+            .collect();
+        let mut logged = 0;
+        for table in tables {
+            logged += self.sql(|sql| sql.log_unlogged(table, store.as_str(), &me))?;
+        }
+        tracing::info!(store = %store, logged, "the store now includes its transactions in sync: what it held is sent on the next push");
         Ok(())
     }
 }

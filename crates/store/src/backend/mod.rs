@@ -41,6 +41,9 @@ pub(crate) trait Sql {
     /// when the change is logged. Returns the new entry's position, if any.
     fn write_record(&mut self, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>>;
     fn set_bucket(&mut self, seq: Seq, bucket: &str) -> Result<()>;
+    /// Logs, as `origin`'s changes, every record of `table` in `store` that was never logged
+    /// (held on the site while its store did not include them in sync); how many.
+    fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64>;
     fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()>;
     /// Moves every log entry after `pushed` up by `shift`, in order; how many moved.
     fn shift_log_after(&mut self, pushed: Seq, shift: i64) -> Result<u64>;

@@ -788,6 +788,21 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         Ok(())
     }
 
+    fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64> {
+        let logged = self.execute(
+            "INSERT INTO change_log (tbl, record_id, action, origin_site)
+             SELECT tbl, id, 'upsert', $3 FROM record
+             WHERE tbl = $1 AND store_id = $2 AND log_seq IS NULL AND data IS NOT NULL ORDER BY id",
+            &[&table, &store, &origin.as_str()],
+        )?;
+        self.execute(
+            "UPDATE record SET log_seq = (SELECT max(l.seq) FROM change_log l WHERE l.tbl = record.tbl AND l.record_id = record.id)
+             WHERE tbl = $1 AND store_id = $2 AND log_seq IS NULL AND data IS NOT NULL",
+            &[&table, &store],
+        )?;
+        Ok(logged)
+    }
+
     fn shift_log_after(&mut self, _pushed: Seq, _shift: i64) -> Result<u64> {
         Err(StoreError::Invalid {
             table: "change_log".into(),

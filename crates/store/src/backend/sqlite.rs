@@ -412,6 +412,21 @@ impl Sql for Lite<'_> {
         Ok(())
     }
 
+    fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64> {
+        let logged = self.0.execute(
+            "INSERT INTO change_log (tbl, record_id, action, origin_site)
+             SELECT tbl, id, 'upsert', ?3 FROM record
+             WHERE tbl = ?1 AND store_id = ?2 AND log_seq IS NULL AND data IS NOT NULL ORDER BY id",
+            params![table, store, origin.as_str()],
+        )?;
+        self.0.execute(
+            "UPDATE record SET log_seq = (SELECT max(l.seq) FROM change_log l WHERE l.tbl = record.tbl AND l.record_id = record.id)
+             WHERE tbl = ?1 AND store_id = ?2 AND log_seq IS NULL AND data IS NOT NULL",
+            params![table, store],
+        )?;
+        Ok(logged as u64)
+    }
+
     fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()> {
         self.0
             .prepare_cached("INSERT OR IGNORE INTO outbox (site_id, seq) VALUES (?1, ?2)")?

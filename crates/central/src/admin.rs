@@ -128,6 +128,20 @@ pub fn add_store(engine: &Engine, store: &StoreId, active_on: &SiteId, dispensar
     Ok(())
 }
 
+/// Sets whether a store's transactions, stock, prescriptions and stocktakes are synced (for a
+/// dispensary store: off by default, and they stay on its site). The rest of the store record
+/// is kept as it stands.
+pub fn set_include_transactions(engine: &Engine, store: &StoreId, include: bool) -> Result<(), AdminError> {
+    let Some(mut record) = engine.db().record("store", store.as_str())? else {
+        return Err(AdminError::UnknownStore(store.clone()));
+    };
+    if let Some(fields) = record.as_object_mut() {
+        fields.insert("include_transactions_in_sync".into(), json!(include));
+    }
+    engine.write(&[Write::upsert("store", store.as_str(), &record)])?;
+    Ok(())
+}
+
 /// Sets how a store exists on a site (`active` moves the store there).
 pub fn set_sync_type(engine: &Engine, store: &StoreId, site: &SiteId, sync: SyncType) -> Result<(), AdminError> {
     let db = engine.db();

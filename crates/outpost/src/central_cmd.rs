@@ -107,6 +107,22 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             println!("store `{store}` is now `{}` on `{site}`", sync.as_str());
         }
+        CentralCommand::Store(CentralStoreCommand::IncludeTransactions { store, setting, data }) => {
+            let include = match setting.as_str() {
+                "on" => true,
+                "off" => false,
+                other => return Err(format!("`{other}` is not a setting: use on or off")),
+            };
+            admin::set_include_transactions(&engine(&data)?, &StoreId::new(&store), include)
+                .map_err(|e| e.to_string())?;
+            if include {
+                println!("store `{store}` now includes its transactions in sync: its site sends what it holds on its next syncs");
+            } else {
+                println!(
+                    "store `{store}` no longer includes its transactions in sync: from now on they stay on its site"
+                );
+            }
+        }
         CentralCommand::ShowName { name, store, data } => {
             admin::show_name(&engine(&data)?, &RecordId::new(&name), &StoreId::new(&store))
                 .map_err(|e| e.to_string())?;

@@ -289,6 +289,16 @@ pub(crate) enum CentralStoreCommand {
         #[command(flatten)]
         data: CentralDb,
     },
+    /// Whether a dispensary store's transactions, stock, prescriptions and stocktakes are synced
+    /// (`on`) or stay on its site (`off`, the default). Switched on, what the store already
+    /// holds on its site is sent too.
+    IncludeTransactions {
+        store: String,
+        /// `on` or `off`.
+        setting: String,
+        #[command(flatten)]
+        data: CentralDb,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -118,8 +118,7 @@ fn a_dispensarys_transactions_stay_on_its_site_until_it_includes_them_and_then_a
     assert!(north.rejected().contains("does not include transactions in sync"), "{}", north.rejected());
 
     // Switched on at the central server: what the dispensary held travels on the next syncs.
-    let store = json!({"name": "north-dispensary", "dispensary": true, "include_transactions_in_sync": true});
-    network.central.write("store", "north-dispensary", &store);
+    network.central.admin("store include-transactions", &["store", "include-transactions", "north-dispensary", "on"]);
     north.sync(); // pulls the change, which logs what was held
     north.sync(); // pushes it
     assert_eq!(record(&network.central, "stock_line", "sl-disp-1"), Some(line), "the existing stock line travelled");

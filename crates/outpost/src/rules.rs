@@ -1,6 +1,6 @@
 //! `outpost rules`: the registry as a person reads it.
 
-use model::describe::{edited_on, received_by};
+use model::describe::{edited_on, received_by, routed_by};
 use model::registry;
 use std::fmt::Write;
 
@@ -16,6 +16,7 @@ pub fn render(table: Option<&str>) -> Result<String, String> {
             let _ = writeln!(out, "data type:    {}", entry.data_type);
             let _ = writeln!(out, "edited on:    {}", edited_on(entry, def));
             let _ = writeln!(out, "received by:  {}", received_by(entry, def));
+            let _ = writeln!(out, "routed by:    {}", routed_by(entry, def));
             let _ = writeln!(out, "seeds row:    {}", entry.data);
             if !entry.notes.is_empty() {
                 let _ = writeln!(out, "notes:        {}", entry.notes);
@@ -58,6 +59,18 @@ mod tests {
         assert!(text.contains("edited on:    the primary server\n"), "{text}");
         assert!(text.contains("received by:  every site\n"), "{text}");
         assert!(text.contains("Merging of items"), "the merge variant is listed: {text}");
+    }
+
+    #[test]
+    fn a_prescription_says_what_routes_it_and_where_it_goes_by_default() {
+        let text = render(Some("prescription")).expect("prescription is a table");
+        assert!(text.contains("routed by:    `patient_id` (its patient) and `store_id`"), "{text}");
+        assert!(
+            text.contains(
+                "received by:  the central server and every site holding a collector copy of the prescription's store"
+            ),
+            "the default is the store's sites, not the patient's: {text}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ on_each_backend!(
     local_data_pushed_by_an_old_or_hostile_site_is_refused_and_kept_where_a_person_sees_it,
     a_store_added_after_its_site_was_set_up_reaches_that_site,
     a_dispensarys_transactions_stay_on_its_site_until_it_includes_them_and_then_all_of_them_travel,
+    a_new_user_goes_to_the_central_server_only_and_later_edits_stay_on_its_site,
 );
 
 /// Local data "doesn't sync anywhere" (seeds): logs, user permissions, non-store preferences,
@@ -127,4 +128,35 @@ fn a_dispensarys_transactions_stay_on_its_site_until_it_includes_them_and_then_a
     north.write("stock_line", "sl-disp-2", &later);
     north.sync();
     assert_eq!(record(&network.central, "stock_line", "sl-disp-2"), Some(later), "and so do later ones");
+}
+
+/// New users made on a store's site go to the central server only; later edits of them stay on
+/// the site that made them (seeds: "User licenses and existing users" are local data).
+fn a_new_user_goes_to_the_central_server_only_and_later_edits_stay_on_its_site(backend: &Backend) {
+    let network = Network::new(backend, &["north", "south"]);
+    let (north, south) = (network.site("north"), network.site("south"));
+    network.central.sync_type("store-north", "south", "collector");
+    north.sync();
+    south.sync();
+    let user = json!({"store_id": "store-north", "login": "amina", "role": "dispenser"});
+    north.write("user", "user-amina", &user);
+    north.sync();
+    south.sync();
+    assert_eq!(
+        record(&network.central, "user", "user-amina"),
+        Some(user.clone()),
+        "the new user reaches the central server"
+    );
+    assert_eq!(south.get("user", "user-amina"), None, "and no other site, not even a collector of its store");
+
+    let edited = json!({"store_id": "store-north", "login": "amina", "role": "store manager"});
+    north.write("user", "user-amina", &edited);
+    assert!(north.status().contains("0 change"), "the edit does not wait to be pushed:\n{}", north.status());
+    north.sync();
+    assert_eq!(north.get("user", "user-amina"), Some(edited), "north keeps its edit");
+    assert_eq!(
+        record(&network.central, "user", "user-amina"),
+        Some(user),
+        "the central server keeps the user as created"
+    );
 }

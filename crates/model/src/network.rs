@@ -2,7 +2,8 @@
 //! type on each site, visibility, home stores, and the preferences that change routing.
 
 use crate::ids::{RecordId, SiteId, StoreId};
-use crate::rules::Refusal;
+use crate::registry::{Special, TableDef};
+use crate::rules::{RecordKeys, Refusal};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -376,6 +377,25 @@ impl Network {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// A prescription (or its line) is written in a dispensary store where its patient is
+    /// visible (the seeds): not in a store that does not dispense, nor for a patient the store
+    /// cannot see. The central server is not held to it (it corrects what others wrote).
+    pub fn check_prescription(&self, table: &TableDef, keys: &RecordKeys, writer: &SiteId) -> Result<(), Refusal> {
+        if !table.has(Special::Prescription) || *writer == self.central {
+            return Ok(());
+        }
+        let (Some(store), Some(patient)) = (&keys.store, &keys.name) else { return Ok(()) };
+        if !self.stores.get(store).is_some_and(|info| info.dispensary) {
+            return Err(Refusal::PrescriptionOutsideDispensary { store: store.clone() });
+        }
+        let visible = self.home_stores.get(patient) == Some(store)
+            || self.name_visibility.get(patient).is_some_and(|stores| stores.contains(store));
+        if !visible {
+            return Err(Refusal::PatientNotVisible { patient: patient.clone(), store: store.clone() });
+        }
+        Ok(())
     }
 
     /// The stores active on a site.

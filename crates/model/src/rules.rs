@@ -145,6 +145,10 @@ pub enum Refusal {
     MissingKey { what: String, field: &'static str, needs: &'static str },
     #[error("store `{0}` is not in the network")]
     UnknownStore(StoreId),
+    #[error("a prescription is written in a dispensary store, and `{store}` is not a dispensary; write it in a dispensary store where the patient is visible")]
+    PrescriptionOutsideDispensary { store: StoreId },
+    #[error("patient `{patient}` is not visible in store `{store}`: a prescription is written where its patient is visible (visibility is set on the central server)")]
+    PatientNotVisible { patient: RecordId, store: StoreId },
     #[error("`{table}` {why}: it stays on the site that wrote it and is never sent, but site `{site}` sent it (a site older than this rule, or one that writes behind its checks); it is not stored here")]
     StaysOnSite { table: String, why: String, site: SiteId },
     #[error("messages are never edited; create a new one instead")]

@@ -1008,3 +1008,23 @@ fn a_record_of_an_unknown_store_is_refused() {
     assert_eq!(tx.check(&net, "north"), Err(expected.clone()));
     assert_eq!(tx.audience(&net), Err(expected));
 }
+
+#[test]
+fn a_prescription_is_held_to_a_dispensary_store_where_its_patient_is_visible() {
+    let net = standard_network();
+    let (table, _) = registry().table("prescription").expect("a table");
+    let rx =
+        |store: &str, patient: &str| keys("prescription", "rx1", &json!({ "store_id": store, "patient_id": patient }));
+    let north = SiteId::from("north");
+    assert_eq!(net.check_prescription(table, &rx("north-dispensary", "p1"), &north), Ok(()));
+    assert_eq!(
+        net.check_prescription(table, &rx("north-store", "p1"), &north),
+        Err(Refusal::PrescriptionOutsideDispensary { store: StoreId::from("north-store") })
+    );
+    assert_eq!(
+        net.check_prescription(table, &rx("north-dispensary", "p3"), &north),
+        Err(Refusal::PatientNotVisible { patient: RecordId::from("p3"), store: StoreId::from("north-dispensary") })
+    );
+    // The central server corrects what others wrote: it is not held to it.
+    assert_eq!(net.check_prescription(table, &rx("north-store", "p3"), &SiteId::from("central")), Ok(()));
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{count, on_each_backend, record, write_behind_the_checks, Backend, Network};
+use common::{count, on_each_backend, record, run, write_behind_the_checks, Backend, Network};
 use serde_json::json;
 
 on_each_backend!(
@@ -12,6 +12,7 @@ on_each_backend!(
     a_store_added_after_its_site_was_set_up_reaches_that_site,
     a_dispensarys_transactions_stay_on_its_site_until_it_includes_them_and_then_all_of_them_travel,
     a_new_user_goes_to_the_central_server_only_and_later_edits_stay_on_its_site,
+    a_prescription_is_written_only_in_a_dispensary_store_where_its_patient_is_visible,
 );
 
 /// Local data "doesn't sync anywhere" (seeds): logs, user permissions, non-store preferences,
@@ -159,4 +160,34 @@ fn a_new_user_goes_to_the_central_server_only_and_later_edits_stay_on_its_site(b
         Some(user),
         "the central server keeps the user as created"
     );
+}
+
+/// Prescriptions are allowed in dispensary stores where the patient is visible (seeds); not in
+/// a store that is not a dispensary, nor for a patient the store cannot see. The rule holds on
+/// the site and, for a site that writes behind its checks, on the central server.
+fn a_prescription_is_written_only_in_a_dispensary_store_where_its_patient_is_visible(backend: &Backend) {
+    let network = Network::with(backend, &["north"], |central| {
+        central.admin("store add", &["store", "add", "north-dispensary", "--active-on", "north", "--dispensary"]);
+    });
+    let north = network.site("north");
+    north.sync();
+    north.write("patient", "pat-1", &json!({"name": "Asha", "home_store_id": "north-dispensary"}));
+    let rx = |store: &str, patient: &str| json!({"store_id": store, "patient_id": patient, "item_id": "item-1"});
+    north.write("prescription", "rx-ok", &rx("north-dispensary", "pat-1"));
+
+    let refused = |id: &str, data: &serde_json::Value| {
+        run("site write", &mut north.command(&["write", "prescription", id, &data.to_string()])).failed().stderr
+    };
+    let not_dispensary = refused("rx-general", &rx("store-north", "pat-1"));
+    assert!(not_dispensary.contains("not a dispensary"), "{not_dispensary}");
+    let not_visible = refused("rx-stranger", &rx("north-dispensary", "pat-elsewhere"));
+    assert!(not_visible.contains("not visible in store `north-dispensary`"), "{not_visible}");
+
+    north.sync();
+    assert!(record(&network.central, "patient", "pat-1").is_some());
+    // A site writing behind its checks: the central server holds the same rule.
+    write_behind_the_checks(north, "prescription", "rx-pushed", &rx("store-north", "pat-1"));
+    north.sync();
+    assert_eq!(record(&network.central, "prescription", "rx-pushed"), None, "refused on the central server too");
+    assert!(north.rejected().contains("not a dispensary"), "{}", north.rejected());
 }

@@ -390,6 +390,7 @@ impl Tx<'_> {
         if *change.action == Action::Upsert {
             let create = ChangeRef { table: change.table, op: &Op::Create, keys: &keys };
             if check_write(self.registry, &self.network, &create, writer).is_ok() {
+                self.network.check_prescription(table, &keys, writer).map_err(refused)?;
                 put.log = self.travels(&create, change.id, writer)?;
                 let audience = recipients(self.registry, &self.network, &create).map_err(refused)?;
                 self.check_topology(&put).map_err(refused)?;
@@ -416,6 +417,7 @@ impl Tx<'_> {
             self.network
                 .check_home_store(change.table, change.id, keys.home_store.as_ref(), writer)
                 .map_err(refused)?;
+            self.network.check_prescription(table, &keys, writer).map_err(refused)?;
         }
         put.log = self.travels(&as_written, change.id, writer)?;
         let audience = recipients(self.registry, &self.network, &as_written).map_err(refused)?;

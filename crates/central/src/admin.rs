@@ -159,7 +159,11 @@ pub fn set_sync_type(engine: &Engine, store: &StoreId, site: &SiteId, sync: Sync
             writes.insert(0, sync_row(store, old, SyncType::Transfer));
         }
     }
-    engine.write(&writes)?;
+    // A site that comes to hold the store (or see it) receives what the store already has.
+    let sent = engine.write_and_backfill(&writes, store, site)?;
+    if sent > 0 {
+        tracing::info!(store = %store, site = %site, records = sent, "the site receives the store's existing records on its next sync");
+    }
     Ok(())
 }
 

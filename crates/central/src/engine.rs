@@ -3,7 +3,7 @@
 use model::limits::{self, shown};
 use model::{
     check_write, recipients, Action, Audience, Change, ChangeRef, LogPos, Network, Op, RecordId, RecordKeys, Seq,
-    SiteId,
+    SiteId, StoreId,
 };
 use protocol::{Cursor, OutgoingChange, PullResponse, PushResponse, Rejection};
 use serde_json::value::RawValue;
@@ -74,6 +74,33 @@ impl Engine {
                 seqs.push(written.seq);
             }
             Ok(seqs)
+        })?)
+    }
+
+    /// [`Engine::write`], then, in the same transaction, sends `site` what it can now see of
+    /// `store` (it became a collector of the store, its transfer site, or its active site): every
+    /// record of the store whose recipients now include the site is moved to the end of the log
+    /// with the routing it had, and routed to the site too. Returns how many records are sent.
+    pub fn write_and_backfill(&self, writes: &[Write], store: &StoreId, site: &SiteId) -> Result<usize, EngineError> {
+        let me = self.central()?;
+        Ok(self.db.transaction(|tx| {
+            tx.prefetch_all(writes.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
+            for write in writes {
+                let written = tx.write_as(write.incoming(), &me)?;
+                route(tx, written.seq, &written.audience, &me)?;
+            }
+            let mut sent = 0;
+            for (table, _, keys, seq) in tx.logged_records_of_store(store)? {
+                let change = ChangeRef { table: &table, op: &Op::Update, keys: &keys };
+                let Ok(audience) = recipients(tx.registry(), tx.network(), &change) else { continue };
+                if *site == me || !audience.includes(tx.network(), site) {
+                    continue;
+                }
+                let moved = tx.relog(seq)?;
+                tx.add_outbox(site, moved)?;
+                sent += 1;
+            }
+            Ok(sent)
         })?)
     }
 

@@ -13,6 +13,7 @@ on_each_backend!(
     a_dispensarys_transactions_stay_on_its_site_until_it_includes_them_and_then_all_of_them_travel,
     a_new_user_goes_to_the_central_server_only_and_later_edits_stay_on_its_site,
     a_prescription_is_written_only_in_a_dispensary_store_where_its_patient_is_visible,
+    a_new_collector_receives_what_the_store_already_holds_and_nobody_loses_anything,
 );
 
 /// Local data "doesn't sync anywhere" (seeds): logs, user permissions, non-store preferences,
@@ -190,4 +191,44 @@ fn a_prescription_is_written_only_in_a_dispensary_store_where_its_patient_is_vis
     north.sync();
     assert_eq!(record(&network.central, "prescription", "rx-pushed"), None, "refused on the central server too");
     assert!(north.rejected().contains("not a dispensary"), "{}", north.rejected());
+}
+
+/// A site that becomes a collector of a store receives the store's current records (the same
+/// as an initialisation would give it, limited to what became visible), not only later changes;
+/// a collector that already held them keeps them, later edits reach everyone, and the central
+/// server's log still holds one entry per record.
+fn a_new_collector_receives_what_the_store_already_holds_and_nobody_loses_anything(backend: &Backend) {
+    let network = Network::new(backend, &["north", "south", "east"]);
+    let (north, south, east) = (network.site("north"), network.site("south"), network.site("east"));
+    network.central.sync_type("store-north", "south", "collector");
+    for site in [north, south, east] {
+        site.sync();
+    }
+    let lines: Vec<_> = (1..=3)
+        .map(|i| (format!("sl-{i}"), json!({"store_id": "store-north", "item_id": "item-1", "total_packs": i})))
+        .collect();
+    for (id, line) in &lines {
+        north.write("stock_line", id, line);
+    }
+    north.sync();
+    south.sync();
+
+    network.central.sync_type("store-north", "east", "collector");
+    east.sync();
+    south.sync();
+    for (id, line) in &lines {
+        assert_eq!(east.get("stock_line", id).as_ref(), Some(line), "east, the new collector, holds `{id}`");
+        assert_eq!(south.get("stock_line", id).as_ref(), Some(line), "south still holds `{id}`");
+    }
+    let entries =
+        count(&network.central, "SELECT count(*) FROM change_log WHERE record_id IN ('sl-1', 'sl-2', 'sl-3')");
+    assert_eq!(entries, 3, "one log entry per record");
+
+    let edited = json!({"store_id": "store-north", "item_id": "item-1", "total_packs": 30});
+    north.write("stock_line", "sl-3", &edited);
+    north.sync();
+    east.sync();
+    south.sync();
+    assert_eq!(east.get("stock_line", "sl-3"), Some(edited.clone()), "a later edit reaches the new collector");
+    assert_eq!(south.get("stock_line", "sl-3"), Some(edited), "and the old one");
 }

@@ -12,7 +12,6 @@ on_each_backend!(
     a_central_data_change_on_the_primary_reaches_every_site,
     a_store_record_reaches_the_central_collector_and_no_other_site,
     a_message_reaches_the_site_where_its_receiving_store_is_active_and_no_other,
-    #[ignore = "not implemented yet: the backfill of DESIGN.md §4 when a store's sync type changes"]
     a_site_that_becomes_a_collector_of_a_store_receives_the_records_the_store_already_had,
 );
 

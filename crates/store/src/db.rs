@@ -534,6 +534,18 @@ impl Tx<'_> {
         Ok(seq.or(old_seq).unwrap_or_default())
     }
 
+    /// Central server: the logged, live records of a store (what a site that comes to hold the
+    /// store must be sent).
+    pub fn logged_records_of_store(&self, store: &StoreId) -> Result<Vec<(String, RecordId, RecordKeys, Seq)>> {
+        self.sql(|sql| sql.logged_records_of_store(store.as_str()))
+    }
+
+    /// Central server: moves a record's log entry to the end of the log with the routing it had,
+    /// so that it can be sent to a site whose cursor is past it; the new position.
+    pub fn relog(&mut self, seq: Seq) -> Result<Seq> {
+        self.sql(|sql| sql.relog(seq))
+    }
+
     /// Puts a logged change in a shared bucket (a wide audience on the central server).
     pub fn set_bucket(&mut self, seq: Seq, bucket: &str) -> Result<()> {
         self.sql(|sql| sql.set_bucket(seq, bucket))?;

@@ -45,6 +45,12 @@ pub(crate) trait Sql {
     /// (held on the site while its store did not include them in sync); how many.
     fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64>;
     fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()>;
+    /// The logged, live records of `store` (by their `store_id`): table, id, keys, position.
+    fn logged_records_of_store(&mut self, store: &str) -> Result<Vec<(String, RecordId, RecordKeys, Seq)>>;
+    /// Moves a record's log entry from `old` to a new position at the end of the log, with the
+    /// routing it had (bucket, outbox rows), so that a site whose cursor is past `old` can be
+    /// sent it; the new position.
+    fn relog(&mut self, old: Seq) -> Result<Seq>;
     /// Moves every log entry after `pushed` up by `shift`, in order; how many moved.
     fn shift_log_after(&mut self, pushed: Seq, shift: i64) -> Result<u64>;
     fn state(&mut self, key: &str) -> Result<Option<String>>;

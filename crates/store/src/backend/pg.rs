@@ -788,6 +788,35 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         Ok(())
     }
 
+    fn logged_records_of_store(&mut self, store: &str) -> Result<Vec<(String, RecordId, RecordKeys, Seq)>> {
+        self.query(
+            "SELECT tbl, id, store_id, other_store_id, name_id, log_seq FROM record
+             WHERE store_id = $1 AND data IS NOT NULL AND log_seq IS NOT NULL ORDER BY log_seq",
+            &[&store],
+        )?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, RecordId(r.try_get(1)?), keys_from_row(r, 2)?, Seq(r.try_get(5)?))))
+        .collect()
+    }
+
+    fn relog(&mut self, old: Seq) -> Result<Seq> {
+        let row = self.query_one(
+            "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket)
+             SELECT tbl, record_id, action, merge_into, origin_site, bucket FROM change_log WHERE seq = $1
+             RETURNING seq",
+            &[&old.0],
+        )?;
+        let new: i64 = row.try_get(0)?;
+        // The rows move to this transaction's position in the order pulls read.
+        self.execute(
+            "UPDATE outbox SET seq = $2, xid = pg_current_xact_id()::text::bigint WHERE seq = $1",
+            &[&old.0, &new],
+        )?;
+        self.execute("UPDATE record SET log_seq = $2 WHERE log_seq = $1", &[&old.0, &new])?;
+        self.execute("DELETE FROM change_log WHERE seq = $1", &[&old.0])?;
+        Ok(Seq(new))
+    }
+
     fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64> {
         let logged = self.execute(
             "INSERT INTO change_log (tbl, record_id, action, origin_site)

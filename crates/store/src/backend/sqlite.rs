@@ -412,6 +412,30 @@ impl Sql for Lite<'_> {
         Ok(())
     }
 
+    fn logged_records_of_store(&mut self, store: &str) -> Result<Vec<(String, RecordId, RecordKeys, Seq)>> {
+        let mut stmt = self.0.prepare(
+            "SELECT tbl, id, store_id, other_store_id, name_id, log_seq FROM record
+             WHERE store_id = ?1 AND data IS NOT NULL AND log_seq IS NOT NULL ORDER BY log_seq",
+        )?;
+        let rows = stmt.query_map([store], |r| {
+            Ok((r.get::<_, String>(0)?, RecordId(r.get(1)?), keys_from_row(r, 2)?, Seq(r.get(5)?)))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn relog(&mut self, old: Seq) -> Result<Seq> {
+        self.0.execute(
+            "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket)
+             SELECT tbl, record_id, action, merge_into, origin_site, bucket FROM change_log WHERE seq = ?1",
+            [old.0],
+        )?;
+        let new = self.0.last_insert_rowid();
+        self.0.execute("UPDATE outbox SET seq = ?2 WHERE seq = ?1", params![old.0, new])?;
+        self.0.execute("UPDATE record SET log_seq = ?2 WHERE log_seq = ?1", params![old.0, new])?;
+        self.0.execute("DELETE FROM change_log WHERE seq = ?1", [old.0])?;
+        Ok(Seq(new))
+    }
+
     fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64> {
         let logged = self.0.execute(
             "INSERT INTO change_log (tbl, record_id, action, origin_site)

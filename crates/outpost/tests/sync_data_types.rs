@@ -14,6 +14,7 @@ on_each_backend!(
     a_new_user_goes_to_the_central_server_only_and_later_edits_stay_on_its_site,
     a_prescription_is_written_only_in_a_dispensary_store_where_its_patient_is_visible,
     a_new_collector_receives_what_the_store_already_holds_and_nobody_loses_anything,
+    a_site_that_stops_seeing_a_store_keeps_what_it_holds_and_receives_no_more,
 );
 
 /// Local data "doesn't sync anywhere" (seeds): logs, user permissions, non-store preferences,
@@ -231,4 +232,31 @@ fn a_new_collector_receives_what_the_store_already_holds_and_nobody_loses_anythi
     south.sync();
     assert_eq!(east.get("stock_line", "sl-3"), Some(edited.clone()), "a later edit reaches the new collector");
     assert_eq!(south.get("stock_line", "sl-3"), Some(edited), "and the old one");
+}
+
+/// A site that stops holding a store (sync type `none`) keeps the records it already holds (they
+/// are read-only there: it never had authority over them) and receives no later change.
+fn a_site_that_stops_seeing_a_store_keeps_what_it_holds_and_receives_no_more(backend: &Backend) {
+    let network = Network::new(backend, &["north", "east"]);
+    let (north, east) = (network.site("north"), network.site("east"));
+    network.central.sync_type("store-north", "east", "collector");
+    north.sync();
+    east.sync();
+    let line = json!({"store_id": "store-north", "item_id": "item-1", "total_packs": 4});
+    north.write("stock_line", "sl-1", &line);
+    north.sync();
+    east.sync();
+    assert_eq!(east.get("stock_line", "sl-1").as_ref(), Some(&line), "east held the store");
+
+    network.central.sync_type("store-north", "east", "none");
+    east.sync();
+    let edited = json!({"store_id": "store-north", "item_id": "item-1", "total_packs": 40});
+    north.write("stock_line", "sl-1", &edited);
+    north.write("stock_line", "sl-2", &line);
+    north.sync();
+    east.sync();
+    assert_eq!(east.get("stock_line", "sl-1"), Some(line), "east keeps what it held, as it was");
+    assert_eq!(east.get("stock_line", "sl-2"), None, "and receives nothing new of the store");
+    let refused = run("site write", &mut east.command(&["write", "stock_line", "sl-1", &edited.to_string()])).failed();
+    assert!(refused.stderr.contains("store-north"), "east cannot edit it: {}", refused.stderr);
 }

@@ -289,7 +289,8 @@ impl Tx<'_> {
     /// least [`PREFETCH_FROM`] records. Ids beyond the limits are left to the checked write,
     /// which refuses them.
     pub fn prefetch_all<'r>(&mut self, records: impl ExactSizeIterator<Item = (&'r str, &'r str)>) -> Result<()> {
-        if records.len() < PREFETCH_FROM {
+        // Not on SQLite, where it would only sort the batch's ids for nothing.
+        if records.len() < PREFETCH_FROM || !self.sql(|sql| sql.looks_up_ahead()) {
             return Ok(());
         }
         let mut by_table: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();

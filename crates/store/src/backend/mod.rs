@@ -28,6 +28,8 @@ pub(crate) trait Sql {
     /// stays locked until the transaction ends, so a concurrent write of it waits.
     fn current(&mut self, table: &str, id: &str) -> Result<Option<(Current, RecordKeys)>>;
     fn stored_keys(&mut self, table: &str, id: &str) -> Result<Option<RecordKeys>>;
+    /// Whether looking a batch's records up ahead ([`Sql::current_many`]) saves anything here.
+    fn looks_up_ahead(&self) -> bool;
     /// Many records of one table at once, with their keys, locked as [`Sql::current`] locks one;
     /// `None` where one look-up per record costs nothing (SQLite, in process).
     fn current_many(&mut self, table: &str, ids: &[&str]) -> Result<Option<Vec<(String, Current, RecordKeys)>>>;

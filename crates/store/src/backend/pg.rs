@@ -699,6 +699,10 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         Ok(Seq(seq.unwrap_or(0)))
     }
 
+    fn looks_up_ahead(&self) -> bool {
+        true
+    }
+
     /// Locks and reads every one of `ids` that exists, in one round trip.
     fn current_many(&mut self, table: &str, ids: &[&str]) -> Result<Option<Vec<(String, Current, RecordKeys)>>> {
         let rows = self.query(

@@ -336,6 +336,10 @@ impl Sql for Lite<'_> {
         Ok(stmt.query_row(params![table, id], |r| keys_from_row(r, 0)).optional()?)
     }
 
+    fn looks_up_ahead(&self) -> bool {
+        false // a look-up is a call in this process
+    }
+
     fn current_many(&mut self, _table: &str, _ids: &[&str]) -> Result<Option<Vec<(String, Current, RecordKeys)>>> {
         Ok(None)
     }

@@ -9,7 +9,7 @@ use argon2::Argon2;
 use model::{RecordId, SiteId, StoreId, SyncType};
 use serde_json::json;
 use std::sync::Arc;
-use store::{Db, StateKey, StoreError, Write};
+use store::{Db, RoutedBy, StateKey, StoreError, Write};
 
 /// What administration refuses.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,16 @@ pub enum AdminError {
     Hash(String),
     #[error("a site id may hold only letters, digits, '-' and '_' (got `{0}`)")]
     BadName(String),
+    #[error("there is no patient or prescriber `{0}` on this central server")]
+    UnknownPatient(RecordId),
+    #[error(
+        "`{0}` is not a dispensary store: a patient's home store is a dispensary store, where patients are edited"
+    )]
+    NotADispensary(StoreId),
+    #[error("the home store of `{0}` is `{1}` already")]
+    AlreadyHome(RecordId, StoreId),
+    #[error("`{0}` is already moving to `{1}`; the move completes when site `{2}` next syncs")]
+    AlreadyMoving(RecordId, StoreId, SiteId),
     #[error("the administrator password must have at least {MIN_ADMIN_PASSWORD} characters")]
     WeakAdminPassword,
 }
@@ -160,7 +170,7 @@ pub fn set_sync_type(engine: &Engine, store: &StoreId, site: &SiteId, sync: Sync
         }
     }
     // A site that comes to hold the store (or see it) receives what the store already has.
-    let sent = engine.write_and_backfill(&writes, store, site)?;
+    let sent = engine.write_and_backfill(&writes, RoutedBy::Store(store))?;
     if sent > 0 {
         tracing::info!(store = %store, site = %site, records = sent, "the site receives the store's existing records on its next sync");
     }
@@ -188,8 +198,68 @@ pub fn show_name(engine: &Engine, name: &RecordId, store: &StoreId) -> Result<()
     if name != store && engine.db().record("store", name)?.is_some() {
         writes.push(visibility(store, name));
     }
-    engine.write(&writes)?;
+    // The sites that come to see the name receive it and its records (a patient's too).
+    let sent = engine.write_and_backfill(&writes, RoutedBy::Name(&RecordId::from(name)))?;
+    if sent > 0 {
+        tracing::info!(name, store, records = sent, "the sites of the store receive the name's existing records");
+    }
     Ok(())
+}
+
+/// How a move of a patient to another home store stands once it is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// The old home store is active on a remote site: the move completes when that site next
+    /// syncs (it pushes what it wrote first, then hands the patient over).
+    Pending { old_site: SiteId },
+    /// The old home store is active on the central server: done at once.
+    Done,
+}
+
+/// Moves a patient (or prescriber) to another home store: done only on the central server (the
+/// seeds). The patient becomes read-only everywhere and a `patient_move` record, the seeds'
+/// special message, goes to the old home store's site; the move completes when that site hands
+/// the patient over on its next sync (see `processors::complete_move`).
+pub fn move_patient(engine: &Engine, patient: &RecordId, to: &StoreId) -> Result<MoveOutcome, AdminError> {
+    let db = engine.db();
+    let network = db.network();
+    let Some(to_info) = network.stores.get(to) else { return Err(AdminError::UnknownStore(to.clone())) };
+    if !to_info.dispensary {
+        return Err(AdminError::NotADispensary(to.clone()));
+    }
+    if let Some(found) = network.moves.get(patient) {
+        let old_site = network.active_site(&found.from).cloned().unwrap_or(SiteId::NONE);
+        return Err(AdminError::AlreadyMoving(patient.clone(), found.to.clone(), old_site));
+    }
+    let table = ["patient", "prescriber"]
+        .into_iter()
+        .find(|table| db.record(table, patient.as_str()).ok().flatten().is_some())
+        .ok_or_else(|| AdminError::UnknownPatient(patient.clone()))?;
+    let Some(from) = network.home_stores.get(patient).cloned() else {
+        return Err(AdminError::UnknownPatient(patient.clone()));
+    };
+    if from == *to {
+        return Err(AdminError::AlreadyHome(patient.clone(), from));
+    }
+    let old_site = network.active_site(&from).cloned().unwrap_or(SiteId::NONE);
+    let me = engine.central()?;
+    let doc = json!({
+        "patient_id": patient,
+        "record_table": table,
+        "from_store_id": from,
+        "to_store_id": to,
+        "status": "pending",
+        "requested_at": protocol::now_rfc3339(),
+    });
+    let done = db.transaction(|tx| {
+        crate::engine::write_routed(tx, &Write::upsert("patient_move", patient.as_str(), &doc), &me)?;
+        if !crate::processors::completes_at_once(tx, &from) {
+            return Ok(false);
+        }
+        crate::processors::complete_move(tx, patient, doc.clone())?;
+        Ok(true)
+    })?;
+    Ok(if done { MoveOutcome::Done } else { MoveOutcome::Pending { old_site } })
 }
 
 /// Makes an item visible in a store (edited on the primary).

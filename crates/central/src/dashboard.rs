@@ -14,6 +14,18 @@ pub struct DashboardView {
     pub sites: Vec<SiteRow>,
     pub tables: Vec<(String, u64)>,
     pub rejections: Vec<RejectionRow>,
+    /// Moves of patients to another home store that wait for the old home site to sync.
+    pub moves: Vec<MoveRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MoveRow {
+    pub patient: RecordId,
+    pub from: String,
+    pub to: String,
+    /// The site that hands the patient over on its next sync.
+    pub waits_for: String,
+    pub requested_at: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,7 +83,23 @@ pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
             at: r.at,
         })
         .collect();
+    let moves = network
+        .moves
+        .iter()
+        .map(|(patient, found)| {
+            let record = db.record("patient_move", found.id.as_str()).ok().flatten();
+            let requested_at = record.as_ref().and_then(|r| r.get("requested_at")).and_then(|v| v.as_str());
+            MoveRow {
+                patient: patient.clone(),
+                from: found.from.to_string(),
+                to: found.to.to_string(),
+                waits_for: network.active_site(&found.from).map_or_else(|| "?".to_owned(), SiteId::to_string),
+                requested_at: requested_at.unwrap_or_default().to_owned(),
+            }
+        })
+        .collect();
     Ok(DashboardView {
+        moves,
         central: network.central.to_string(),
         primary: network.primary.to_string(),
         generated_at: now_rfc3339(),
@@ -126,6 +154,16 @@ pub fn render(view: &DashboardView, csrf: &str) -> String {
                         td { (s.last_pull_at.as_deref().unwrap_or("never")) }
                         td { (s.acked) }
                         td { (s.rejections) }
+                    }
+                }
+            }
+            @if !view.moves.is_empty() {
+                h2 { "Patient moves waiting" }
+                p { "Each patient is read-only everywhere until the site of its old home store syncs and hands it over." }
+                table {
+                    tr { th { "patient" } th { "from" } th { "to" } th { "waits for site" } th { "since" } }
+                    @for m in &view.moves {
+                        tr { td { (m.patient) } td { (m.from) } td { (m.to) } td { (m.waits_for) } td { (m.requested_at) } }
                     }
                 }
             }
@@ -245,10 +283,22 @@ mod tests {
             }],
             tables: vec![("<t>".into(), 1)],
             rejections: Vec::new(),
+            moves: vec![MoveRow {
+                patient: RecordId::from("p<1>"),
+                from: "north-dispensary".into(),
+                to: "south-dispensary".into(),
+                waits_for: "north".into(),
+                requested_at: "2026-12-01T15:00:00Z".into(),
+            }],
         };
         let html = render(&view, "to\"ken");
         assert!(html.contains("<tr class=\"stale\"><td>a&amp;b</td><td>desktop</td><td>never</td>"), "{html}");
         assert!(html.contains("<td>&lt;t&gt;</td><td>1</td>"), "{html}");
+        assert!(html.contains("<h2>Patient moves waiting</h2>"), "a pending move is shown: {html}");
+        assert!(
+            html.contains("<td>p&lt;1&gt;</td><td>north-dispensary</td><td>south-dispensary</td><td>north</td>"),
+            "{html}"
+        );
         assert!(html.contains("name=\"csrf\" value=\"to&quot;ken\""), "{html}");
         assert!(login_page(Some("<b>"), "x").contains("<p class=\"error\">&lt;b&gt;</p>"));
     }

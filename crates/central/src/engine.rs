@@ -1,16 +1,19 @@
 //! Push, route and pull on the central server.
 
+use crate::{backfill, processors};
 use model::limits::{self, shown};
 use model::{
     check_write, recipients, Action, Audience, Change, ChangeRef, LogPos, Network, Op, RecordId, RecordKeys, Seq,
-    SiteId, StoreId,
+    SiteId,
 };
 use protocol::{Cursor, OutgoingChange, PullResponse, PushResponse, Rejection};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use store::{Db, Incoming, PullSource, PushedBatch, RejectedFrom, RejectionRecord, StoreError, Tx, Write};
+use store::{
+    Db, Incoming, PullSource, PushedBatch, RejectedFrom, RejectionRecord, RoutedBy, StoreError, Tx, Write, Written,
+};
 
 /// What can go wrong while syncing, beyond a single rejected change (which is not an error).
 #[derive(Debug, thiserror::Error)]
@@ -67,40 +70,23 @@ impl Engine {
         let me = self.central()?;
         Ok(self.db.transaction(|tx| {
             tx.prefetch_all(writes.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
-            let mut seqs = Vec::with_capacity(writes.len());
-            for write in writes {
-                let written = tx.write_as(write.incoming(), &me)?;
-                route(tx, written.seq, &written.audience, &me)?;
-                seqs.push(written.seq);
-            }
-            Ok(seqs)
+            writes.iter().map(|write| write_routed(tx, write, &me).map(|w| w.seq)).collect()
         })?)
     }
 
-    /// [`Engine::write`], then, in the same transaction, sends `site` what it can now see of
-    /// `store` (it became a collector of the store, its transfer site, or its active site): every
-    /// record of the store whose recipients now include the site is moved to the end of the log
-    /// with the routing it had, and routed to the site too. Returns how many records are sent.
-    pub fn write_and_backfill(&self, writes: &[Write], store: &StoreId, site: &SiteId) -> Result<usize, EngineError> {
+    /// [`Engine::write`], then, in the same transaction, sends each site that came to see records
+    /// routed by `key` (it became a collector of the store, its transfer site or its active
+    /// site; the name became visible in a store it holds) their current state: see
+    /// [`crate::backfill`]. Returns how many records are sent.
+    pub fn write_and_backfill(&self, writes: &[Write], key: RoutedBy<'_>) -> Result<usize, EngineError> {
         let me = self.central()?;
         Ok(self.db.transaction(|tx| {
+            let before = backfill::reach(tx, key)?;
             tx.prefetch_all(writes.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
             for write in writes {
-                let written = tx.write_as(write.incoming(), &me)?;
-                route(tx, written.seq, &written.audience, &me)?;
+                write_routed(tx, write, &me)?;
             }
-            let mut sent = 0;
-            for (table, _, keys, seq) in tx.logged_records_of_store(store)? {
-                let change = ChangeRef { table: &table, op: &Op::Update, keys: &keys };
-                let Ok(audience) = recipients(tx.registry(), tx.network(), &change) else { continue };
-                if *site == me || !audience.includes(tx.network(), site) {
-                    continue;
-                }
-                let moved = tx.relog(seq)?;
-                tx.add_outbox(site, moved)?;
-                sent += 1;
-            }
-            Ok(sent)
+            backfill::send_newly_visible(tx, key, &before)
         })?)
     }
 
@@ -494,6 +480,13 @@ fn digest<'a>(changes: impl Iterator<Item = &'a Change>) -> String {
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One of the central server's own writes, through the one checked write, routed.
+pub(crate) fn write_routed(tx: &mut Tx<'_>, write: &Write, me: &SiteId) -> Result<Written, StoreError> {
+    let written = tx.write_as(write.incoming(), me)?;
+    route(tx, written.seq, &written.audience, me)?;
+    Ok(written)
+}
+
 /// Applies one pushed change through the one checked write, and routes it; `Ok(Err(reason))`
 /// when it is refused (kept, not an error).
 fn apply_pushed(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<Result<(), String>, StoreError> {
@@ -512,6 +505,7 @@ fn apply_pushed(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<Resul
     match tx.write_as(incoming, site) {
         Ok(written) => {
             route(tx, written.seq, &written.audience, site)?;
+            processors::after_push(tx, change)?;
             Ok(Ok(()))
         }
         Err(refused @ (StoreError::Refused { .. } | StoreError::Invalid { .. })) => Ok(Err(refused.to_string())),

@@ -12,9 +12,11 @@
 
 pub mod admin;
 pub mod auth;
+mod backfill;
 pub mod conn;
 pub mod dashboard;
 pub mod engine;
+mod processors;
 pub mod server;
 pub mod session;
 mod web;

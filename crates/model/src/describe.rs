@@ -23,6 +23,9 @@ pub fn edited_on(entry: &Entry, table: &TableDef) -> String {
     if table.has(Special::Repeat) {
         text += " (with the repeats preference: any site where the patient is visible)";
     }
+    if table.has(Special::PatientMove) {
+        text += "; the old home site only hands the patient over";
+    }
     text
 }
 
@@ -59,6 +62,10 @@ pub fn received_by(entry: &Entry, table: &TableDef) -> String {
     if table.has(Special::Prescription) {
         text += "; with the prescriptions preference, also every site where the patient is visible";
     }
+    if table.has(Special::PatientMove) {
+        text = "the old and the new home store's sites, sites where the patient is visible, and the central server"
+            .to_owned();
+    }
     text
 }
 
@@ -81,6 +88,9 @@ pub fn routed_by(entry: &Entry, table: &TableDef) -> String {
     };
     if table.has(Special::Transfer) {
         text += "; `other_store_id` (the other store of a transfer)";
+    }
+    if table.has(Special::PatientMove) {
+        text = "`patient_id` (the patient, whose home store is the old one until the move completes) and `to_store_id` (the new home store)".to_owned();
     }
     text
 }

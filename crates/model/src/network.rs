@@ -59,6 +59,36 @@ pub struct StoreInfo {
     pub include_transactions_in_sync: bool,
 }
 
+/// Where a patient's (or prescriber's) move stands. Only the central server starts a move; the
+/// patient is read-only everywhere until the central server completes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveStatus {
+    /// Made on the central server; the old home site has not handed the patient over yet.
+    Pending,
+    /// The old home site has handed it over (it pushed everything it wrote before).
+    HandedOver,
+}
+
+impl MoveStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveStatus::Pending => "pending",
+            MoveStatus::HandedOver => "handed_over",
+        }
+    }
+}
+
+/// A move of a patient or prescriber to another home store that is not complete yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientMove {
+    /// The `patient_move` record.
+    pub id: RecordId,
+    pub from: StoreId,
+    pub to: StoreId,
+    pub status: MoveStatus,
+}
+
 /// Network-wide preferences that change who edits or receives a record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prefs {
@@ -88,6 +118,8 @@ pub struct Network {
     pub name_visibility: BTreeMap<RecordId, BTreeSet<StoreId>>,
     /// The home store of each patient and prescriber.
     pub home_stores: BTreeMap<RecordId, StoreId>,
+    /// Moves to another home store not complete yet, by patient (or prescriber).
+    pub moves: BTreeMap<RecordId, PatientMove>,
     pub prefs: Prefs,
 }
 
@@ -102,6 +134,7 @@ impl Default for Network {
             sync_types: BTreeMap::new(),
             name_visibility: BTreeMap::new(),
             home_stores: BTreeMap::new(),
+            moves: BTreeMap::new(),
             prefs: Prefs::default(),
         }
     }
@@ -221,8 +254,17 @@ impl Network {
 
 /// The tables whose records shape the network. A write to one of them changes routing, so the
 /// storage layer feeds each such record to [`Network::absorb`] in the same transaction.
-pub const TOPOLOGY_TABLES: &[&str] =
-    &["site", "store", "store_sync", "name_visibility", "prescriber_visibility", "patient", "prescriber", "option"];
+pub const TOPOLOGY_TABLES: &[&str] = &[
+    "site",
+    "store",
+    "store_sync",
+    "name_visibility",
+    "prescriber_visibility",
+    "patient",
+    "prescriber",
+    "patient_move",
+    "option",
+];
 
 impl Network {
     /// Builds the network from topology records (table, id, document).
@@ -309,6 +351,24 @@ impl Network {
                     }
                 }
             }
+            "patient_move" => {
+                if let Some(patient) = old.and_then(|o| text(o, "patient_id")) {
+                    self.moves.remove(&RecordId(patient));
+                }
+                let Some(new) = new else { return };
+                let status = match text(new, "status").as_deref() {
+                    Some("pending") => MoveStatus::Pending,
+                    Some("handed_over") => MoveStatus::HandedOver,
+                    _ => return, // done: the patient's own record now says where it lives
+                };
+                let (Some(patient), Some(from), Some(to)) =
+                    (text(new, "patient_id"), text(new, "from_store_id"), text(new, "to_store_id"))
+                else {
+                    return;
+                };
+                let found = PatientMove { id: RecordId::from(id), from: StoreId(from), to: StoreId(to), status };
+                self.moves.insert(RecordId(patient), found);
+            }
             "option" => {
                 let on = new.and_then(|n| n.get("value")).and_then(|v| v.as_bool()).unwrap_or(false);
                 match id {
@@ -394,6 +454,30 @@ impl Network {
             || self.name_visibility.get(patient).is_some_and(|stores| stores.contains(store));
         if !visible {
             return Err(Refusal::PatientNotVisible { patient: patient.clone(), store: store.clone() });
+        }
+        Ok(())
+    }
+
+    /// A site's write of a `patient_move` record is the old home site handing its patient over:
+    /// the pending move's own record, with `status` set to `handed_over` and nothing else changed.
+    /// The central server writes moves as it likes (it makes and completes them).
+    pub fn check_handover(&self, id: &RecordId, new: &serde_json::Value, writer: &SiteId) -> Result<(), Refusal> {
+        if *writer == self.central {
+            return Ok(());
+        }
+        let field = |f: &str| new.get(f).and_then(|x| x.as_str());
+        let refused = |why: String| Err(Refusal::MoveEdited { why });
+        let Some(patient) = field("patient_id") else { return refused(String::new()) };
+        let Some(found) = self.moves.get(&RecordId::from(patient)).filter(|m| m.id == *id) else {
+            return refused(format!(" (no move of `{patient}` waits to be handed over)"));
+        };
+        if found.status != MoveStatus::Pending {
+            return refused(" (it was handed over already)".to_owned());
+        }
+        let same =
+            field("from_store_id") == Some(found.from.as_str()) && field("to_store_id") == Some(found.to.as_str());
+        if field("status") != Some(MoveStatus::HandedOver.as_str()) || !same {
+            return refused(String::new());
         }
         Ok(())
     }

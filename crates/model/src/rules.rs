@@ -27,7 +27,8 @@ pub enum Op {
 pub struct RecordKeys {
     /// The store the record belongs to (for a message: the sending store).
     pub store: Option<StoreId>,
-    /// The other store of a transfer (for a message: the receiving store).
+    /// The other store of a transfer (for a message: the receiving store; for a patient's move:
+    /// the store it moves to).
     pub other_store: Option<StoreId>,
     /// The name (or patient) the record belongs to.
     pub name: Option<RecordId>,
@@ -55,6 +56,8 @@ struct KeyFields<'a> {
     sending_store_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     receiving_store_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    to_store_id: Option<Cow<'a, str>>,
 }
 
 impl RecordKeys {
@@ -103,6 +106,8 @@ impl RecordKeys {
                 keys.name = by_name(field).map(RecordId);
                 keys.home_store = text(&f.home_store_id).map(StoreId);
                 keys.store = text(&f.store_id).map(StoreId);
+                // A patient's move: the store it moves to.
+                keys.other_store = text(&f.to_store_id).map(StoreId);
             }
             Scope::Message => {
                 keys.store = text(&f.sending_store_id).map(StoreId);
@@ -151,6 +156,10 @@ pub enum Refusal {
     PatientNotVisible { patient: RecordId, store: StoreId },
     #[error("`{table}` {why}: it stays on the site that wrote it and is never sent, but site `{site}` sent it (a site older than this rule, or one that writes behind its checks); it is not stored here")]
     StaysOnSite { table: String, why: String, site: SiteId },
+    #[error("`{patient}` is moving to home store `{to}` and is read-only everywhere until the move completes (the move was made on the central server; it completes when the site of `{from}` next syncs)")]
+    PatientMoving { patient: RecordId, from: StoreId, to: StoreId },
+    #[error("a patient is moved on the central server; its old home site may only hand it over (`status` becomes `handed_over`, nothing else changes){why}")]
+    MoveEdited { why: String },
     #[error("messages are never edited; create a new one instead")]
     MessageEdited,
     #[error("patients can only be merged when both have the same home store (`{0}` and `{1}`)")]
@@ -274,7 +283,16 @@ pub fn authority(registry: &Registry, network: &Network, change: &ChangeRef<'_>)
             store.as_ref().ok_or(Refusal::MissingKey { what: change.table.to_owned(), field, needs: "store" })?;
         network.active_site(store).cloned().ok_or_else(|| Refusal::UnknownStore(store.clone()))
     };
+    let moving = change.keys.name.as_ref().and_then(|name| network.moves.get(name));
     let writer = match rule.entry.editor {
+        // A move is made on the central server; the old home site hands the patient over.
+        Editor::Central if rule.table.has(Special::PatientMove) => match moving {
+            Some(found) if *change.op != Op::Create => {
+                let old_home = active_site_of(&Some(found.from.clone()), "from_store_id")?;
+                Writer::Sites(BTreeSet::from([network.central.clone(), old_home]))
+            }
+            _ => Writer::Site(network.central.clone()),
+        },
         Editor::Primary if rule.table.has(Special::AddedAnywhere) && *change.op == Op::Create => Writer::AnySite,
         Editor::Primary => Writer::Site(network.primary.clone()),
         Editor::Central => Writer::Site(network.central.clone()),
@@ -307,6 +325,9 @@ pub fn authority(registry: &Registry, network: &Network, change: &ChangeRef<'_>)
                 } else if rule.table.has(Special::NewPatientVisibility) {
                     // A new visibility row for a patient: made on its home site, but the central
                     // server keeps its authority over name visibility "including existing patients".
+                    Writer::Sites(BTreeSet::from([home_site, network.central.clone()]))
+                } else if moving.is_some() && rule.table.scope == Scope::Patient("id") {
+                    // The central server completes a move by writing the patient's new home store.
                     Writer::Sites(BTreeSet::from([home_site, network.central.clone()]))
                 } else {
                     Writer::Site(home_site)
@@ -367,6 +388,30 @@ pub fn check_write(
         site: site.clone(),
         why,
     })
+}
+
+/// A patient (or prescriber) that is moving to another home store is read-only everywhere until
+/// the central server completes the move: a site refuses its own edits of it and of its
+/// records. What the old home site pushes is still taken (`local_edit` false on the central
+/// server): it was written before the site learnt of the move, which it hands over only after
+/// pushing everything it wrote before.
+pub fn check_not_moving(
+    registry: &Registry,
+    network: &Network,
+    change: &ChangeRef<'_>,
+    local_edit: bool,
+) -> Result<(), Refusal> {
+    let Some((patient, found)) = change.keys.name.as_ref().and_then(|n| network.moves.get_key_value(n)) else {
+        return Ok(());
+    };
+    let rule = registry.rule(network, change)?;
+    let patient_data = rule.data_type() == DataType::Patient
+        && !rule.table.has(Special::Prescription)
+        && !rule.table.has(Special::PatientMove);
+    if !local_edit || !patient_data {
+        return Ok(());
+    }
+    Err(Refusal::PatientMoving { patient: patient.clone(), from: found.from.clone(), to: found.to.clone() })
 }
 
 /// Why a change stays on the node that wrote it, if it does: local (and sync) data never
@@ -441,6 +486,10 @@ pub fn recipients(registry: &Registry, network: &Network, change: &ChangeRef<'_>
             let name = keys.name.as_ref().expect("home_store found it");
             let mut sites = network.name_visible_on(name);
             sites.extend(network.active_site(&home).cloned());
+            if let Some(to) = keys.other_store.as_ref().filter(|_| rule.table.has(Special::PatientMove)) {
+                // A move is also known where the patient is going, which must not take it early.
+                sites.extend(network.active_site(to).cloned());
+            }
             if rule.table.has(Special::NewPatientVisibility) {
                 // A visibility row also travels like central store data: where its store is visible.
                 sites.extend(network.store_visible_on(store_key()?));

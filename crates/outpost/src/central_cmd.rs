@@ -1,6 +1,8 @@
 //! `outpost central ...`: the central server's commands.
 
-use crate::cli::{CentralAdminCommand, CentralCommand, CentralDb, CentralSiteCommand, CentralStoreCommand};
+use crate::cli::{
+    CentralAdminCommand, CentralCommand, CentralDb, CentralPatientCommand, CentralSiteCommand, CentralStoreCommand,
+};
 use crate::input::{parse_json, read_admin_password};
 use crate::output::announce;
 use model::{RecordId, SiteId, StoreId, SyncType};
@@ -123,6 +125,16 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
                 );
             }
         }
+        CentralCommand::Patient(CentralPatientCommand::Move { patient, to, data }) => {
+            let outcome = admin::move_patient(&engine(&data)?, &RecordId::new(&patient), &StoreId::new(&to))
+                .map_err(|e| e.to_string())?;
+            match outcome {
+                admin::MoveOutcome::Done => println!("`{patient}` now has home store `{to}`"),
+                admin::MoveOutcome::Pending { old_site } => println!(
+                    "`{patient}` is moving to home store `{to}`; it is read-only everywhere until site `{old_site}` next syncs, which hands it over"
+                ),
+            }
+        }
         CentralCommand::ShowName { name, store, data } => {
             admin::show_name(&engine(&data)?, &RecordId::new(&name), &StoreId::new(&store))
                 .map_err(|e| e.to_string())?;
@@ -147,6 +159,12 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
                     s.last_pull_at.as_deref().unwrap_or("never"),
                     s.rejections,
                     if s.stale { "  (no sync for over a month)" } else { "" }
+                );
+            }
+            for m in &view.moves {
+                println!(
+                    "  patient move pending: `{}` from `{}` to `{}`, since {}; completes when site `{}` next syncs",
+                    m.patient, m.from, m.to, m.requested_at, m.waits_for
                 );
             }
         }

@@ -163,6 +163,9 @@ pub(crate) enum CentralCommand {
     /// Stores: add one, set its sync type on a site.
     #[command(subcommand)]
     Store(CentralStoreCommand),
+    /// Patients and prescribers: move one to another home store.
+    #[command(subcommand)]
+    Patient(CentralPatientCommand),
     /// Make a name (customer, supplier, patient) visible in a store.
     ShowName {
         name: String,
@@ -296,6 +299,22 @@ pub(crate) enum CentralStoreCommand {
         store: String,
         /// `on` or `off`.
         setting: String,
+        #[command(flatten)]
+        data: CentralDb,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum CentralPatientCommand {
+    /// Move a patient (or prescriber) to another home store, a dispensary store. The patient is
+    /// read-only everywhere until its old home store's site next syncs: that site pushes what it
+    /// wrote, hands the patient over, and the new home store's site receives the patient and
+    /// its records on its next sync.
+    Move {
+        patient: String,
+        /// The new home store.
+        #[arg(long)]
+        to: String,
         #[command(flatten)]
         data: CentralDb,
     },

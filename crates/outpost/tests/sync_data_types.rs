@@ -15,7 +15,150 @@ on_each_backend!(
     a_prescription_is_written_only_in_a_dispensary_store_where_its_patient_is_visible,
     a_new_collector_receives_what_the_store_already_holds_and_nobody_loses_anything,
     a_site_that_stops_seeing_a_store_keeps_what_it_holds_and_receives_no_more,
+    a_patient_moves_home_on_the_central_server_and_its_records_follow_it,
+    a_move_whose_old_home_site_never_syncs_stays_pending_and_nobody_can_edit_the_patient,
+    a_patient_made_visible_in_a_store_reaches_its_site_with_its_records,
 );
+
+/// Two sites with a dispensary store each: north's `north-dispensary`, south's `south-dispensary`.
+fn two_dispensaries(backend: &Backend) -> Network {
+    Network::with(backend, &["north", "south"], |central| {
+        for site in ["north", "south"] {
+            let store = format!("{site}-dispensary");
+            central.admin("store add", &["store", "add", &store, "--active-on", site, "--dispensary"]);
+        }
+    })
+}
+
+/// A patient of north's dispensary, with a medical record, an insurance policy and an event.
+fn a_patient_of_north(north: &common::Site) -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    let records = vec![
+        ("patient", "pat-1", json!({"name": "Asha", "home_store_id": "north-dispensary"})),
+        ("patient_medication_record", "pmr-1", json!({"patient_id": "pat-1", "note": "allergic to penicillin"})),
+        ("insurance_policy", "ins-1", json!({"patient_id": "pat-1", "provider": "NHIF"})),
+        ("patient_event", "ev-1", json!({"patient_id": "pat-1", "event": "first visit"})),
+    ];
+    for (table, id, data) in &records {
+        north.write(table, id, data);
+    }
+    records
+}
+
+fn move_patient(network: &Network, patient: &str, to: &str) -> String {
+    network.central.admin("patient move", &["patient", "move", patient, "--to", to]).ok().stdout
+}
+
+/// The seeds (001): a patient is moved to another home store only on the central server; it is
+/// read-only everywhere until the old home site next syncs, which pushes what it wrote first
+/// (applied, not lost) and hands the patient over; the patient and its records then reach the
+/// new home store's site, where it is edited from then on.
+fn a_patient_moves_home_on_the_central_server_and_its_records_follow_it(backend: &Backend) {
+    let network = two_dispensaries(backend);
+    let (north, south) = (network.site("north"), network.site("south"));
+    north.sync();
+    south.sync();
+    let records = a_patient_of_north(north);
+    north.sync();
+    assert_eq!(south.get("patient", "pat-1"), None, "south does not see north's patient");
+
+    let said = move_patient(&network, "pat-1", "south-dispensary");
+    assert!(said.contains("read-only everywhere until site `north` next syncs"), "{said}");
+    let status = network.central.status();
+    assert!(status.contains("patient move pending: `pat-1` from `north-dispensary` to `south-dispensary`"), "{status}");
+
+    // Written on north before it learns of the move: applied, not lost.
+    let late = json!({"patient_id": "pat-1", "note": "allergic to penicillin and sulfa"});
+    north.write("patient_medication_record", "pmr-1", &late);
+    north.sync();
+
+    let home = |node: &str| {
+        match node {
+            "central" => record(&network.central, "patient", "pat-1"),
+            site => network.site(site).get("patient", "pat-1"),
+        }
+        .and_then(|p| p["home_store_id"].as_str().map(str::to_owned))
+    };
+    assert_eq!(home("central").as_deref(), Some("south-dispensary"), "the move completed in north's sync");
+    assert_eq!(record(&network.central, "patient_medication_record", "pmr-1"), Some(late.clone()));
+    assert!(!network.central.status().contains("patient move pending"), "{}", network.central.status());
+    assert_eq!(home("north").as_deref(), Some("south-dispensary"), "north learnt where the patient lives now");
+    let pmr = json!({"patient_id": "pat-1"}).to_string();
+    let refused =
+        run("site write", &mut north.command(&["write", "patient_medication_record", "pmr-1", &pmr])).failed();
+    assert!(refused.stderr.contains("south"), "north may no longer edit the patient's records: {}", refused.stderr);
+
+    south.sync();
+    assert_eq!(home("south").as_deref(), Some("south-dispensary"));
+    for (table, id, data) in &records[1..] {
+        let want = if *id == "pmr-1" { late.clone() } else { data.clone() };
+        assert_eq!(south.get(table, id), Some(want), "south receives the patient's `{table}`");
+    }
+    let edited = json!({"patient_id": "pat-1", "provider": "NHIF", "number": "77"});
+    south.write("insurance_policy", "ins-1", &edited);
+    south.sync();
+    north.sync();
+    assert_eq!(record(&network.central, "insurance_policy", "ins-1"), Some(edited.clone()), "south edits it now");
+    assert_eq!(north.get("insurance_policy", "ins-1"), Some(edited), "north keeps a read-only copy that follows");
+}
+
+/// A move whose old home site does not sync stays pending, says so, and leaves the patient
+/// editable nowhere: not on the new home site, not on the old one once it knows of the move.
+fn a_move_whose_old_home_site_never_syncs_stays_pending_and_nobody_can_edit_the_patient(backend: &Backend) {
+    let network = two_dispensaries(backend);
+    let (north, south) = (network.site("north"), network.site("south"));
+    north.sync();
+    south.sync();
+    a_patient_of_north(north);
+    north.sync();
+    move_patient(&network, "pat-1", "south-dispensary");
+    south.sync();
+    let taken = json!({"name": "Asha", "home_store_id": "south-dispensary"}).to_string();
+    let on_south = run("site write", &mut south.command(&["write", "patient", "pat-1", &taken])).failed();
+    assert!(
+        on_south.stderr.contains("is moving to home store `south-dispensary`"),
+        "south cannot take the patient early: {}",
+        on_south.stderr
+    );
+    let again =
+        network.central.try_admin("patient move", &["patient", "move", "pat-1", "--to", "north-dispensary"]).failed();
+    assert!(
+        again.stderr.contains("already moving to `south-dispensary`; the move completes when site `north` next syncs"),
+        "{}",
+        again.stderr
+    );
+    let status = network.central.status();
+    assert!(status.contains("completes when site `north` next syncs"), "{status}");
+
+    // Nobody but north may hand the patient over, and north only by handing it over: a site
+    // writing behind its checks is refused on the central server.
+    let forged = json!({"patient_id": "pat-1", "record_table": "patient", "from_store_id": "north-dispensary",
+        "to_store_id": "south-dispensary", "status": "handed_over"});
+    write_behind_the_checks(south, "patient_move", "pat-1", &forged);
+    south.sync();
+    assert!(south.rejected().contains("patient_move"), "{}", south.rejected());
+    assert!(network.central.status().contains("patient move pending"), "the move still waits for north");
+    assert_eq!(record(&network.central, "patient", "pat-1").expect("the patient")["home_store_id"], "north-dispensary");
+}
+
+/// Making a patient visible in a store (on the central server) sends the store's sites the
+/// patient and its records, not only the visibility row.
+fn a_patient_made_visible_in_a_store_reaches_its_site_with_its_records(backend: &Backend) {
+    let network = two_dispensaries(backend);
+    let (north, south) = (network.site("north"), network.site("south"));
+    north.sync();
+    south.sync();
+    let records = a_patient_of_north(north);
+    north.sync();
+    south.sync();
+    assert_eq!(south.get("patient", "pat-1"), None);
+    network.central.admin("show-name", &["show-name", "pat-1", "south-dispensary"]).ok();
+    south.sync();
+    for (table, id, data) in &records {
+        assert_eq!(south.get(table, id).as_ref(), Some(data), "south receives `{table}` `{id}`");
+    }
+    let prescription = json!({"store_id": "south-dispensary", "patient_id": "pat-1", "item_id": "item-1"});
+    south.write("prescription", "rx-south", &prescription);
+}
 
 /// Local data "doesn't sync anywhere" (seeds): logs, user permissions, non-store preferences,
 /// labels, reminders. Written on a site, it stays there: not pushed, not stored centrally, not

@@ -90,6 +90,9 @@ pub struct SyncReport {
     pub confirmed: u64,
     pub rejected: u64,
     pub pulled: u64,
+    /// Patients this site handed over to another home store (a move made on the central
+    /// server): the hand-over is pushed, and the move's completion pulled, in the same sync.
+    pub handed_over: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub duration: Duration,
@@ -167,6 +170,17 @@ fn push_then_pull(db: &Db, client: &Client, progress: &mut dyn Progress) -> Resu
     let mut remaining = 0;
     while let Err(e) = pull(db, client, &me, progress, &mut report, &mut remaining) {
         retry.after(e, &report, client, progress)?;
+    }
+    if report.handed_over > 0 {
+        // The hand-over goes up now and the completed move comes back: the move is done when
+        // this sync ends, not one sync later.
+        waiting_up_to = db.last_seq().map_err(store_err("reading the change log"))?;
+        while let Err(e) = push(db, client, &me, progress, &mut report, &mut waiting_up_to, &mut sent) {
+            retry.after(e, &report, client, progress)?;
+        }
+        while let Err(e) = pull(db, client, &me, progress, &mut report, &mut remaining) {
+            retry.after(e, &report, client, progress)?;
+        }
     }
     Ok(report)
 }
@@ -511,7 +525,7 @@ fn pull(
                     return Err(SyncError::Client { step, source });
                 }
             };
-            apply_batch(db, me, &batch.changes, &batch.next)?;
+            report.handed_over += apply_batch(db, me, &batch.changes, &batch.next)?;
             report.pulled += batch.changes.len() as u64;
             *remaining = batch.remaining;
             show(progress, client, Step::Pulling { pulled: report.pulled, remaining: batch.remaining });
@@ -547,7 +561,7 @@ fn keep_cut_page(
         Some(Cursor::Log { after_xid: 0, after }) if last.seq > after => Cursor::Log { after: last.seq, after_xid: 0 },
         Some(Cursor::Log { .. }) => return Ok(()),
     };
-    apply_batch(db, me, &changes, &next)?;
+    report.handed_over += apply_batch(db, me, &changes, &next)?;
     report.pulled += changes.len() as u64;
     tracing::info!(
         kept = changes.len(),
@@ -559,7 +573,7 @@ fn keep_cut_page(
 /// Commits one pulled batch and the position after it, in one transaction. A change that
 /// cannot be applied here (a table this version does not know, a malformed record) is kept
 /// with its reason, visible in `outpost site rejected`, instead of stalling every later sync.
-fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Result<(), SyncError> {
+fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Result<u64, SyncError> {
     let cursor = serde_json::to_string(next).map_err(SyncError::BadCursor)?;
     db.transaction(|tx| {
         // A record this site changed and has not pushed yet keeps the local change: it goes to
@@ -592,9 +606,38 @@ fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Resul
                 })?;
             }
         }
-        tx.set_state(StateKey::PullCursor, &cursor)
+        let handed_over = hand_over_moves(tx, me, changes)?;
+        tx.set_state(StateKey::PullCursor, &cursor)?;
+        Ok(handed_over)
     })
     .map_err(store_err("applying a pulled batch"))
+}
+
+/// A received move of a patient whose home store is active here: hand the patient over. The
+/// hand-over is this site's own change, logged after everything it wrote about the patient
+/// before, so the central server applies those first and then completes the move. The patient
+/// is read-only here from now on.
+fn hand_over_moves(tx: &mut store::Tx<'_>, me: &SiteId, changes: &[Change]) -> Result<u64, StoreError> {
+    let mut handed_over = 0;
+    for change in changes.iter().filter(|c| c.table == "patient_move") {
+        let network = tx.network();
+        let ours = network.moves.values().any(|m| {
+            m.id == change.id
+                && m.status == model::MoveStatus::Pending
+                && network.active_site(&m.from).is_some_and(|site| site == me)
+        });
+        let stored = if ours { tx.current(&change.table, change.id.as_str())?.and_then(|c| c.data) } else { None };
+        let Some(mut doc) = stored.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok()) else {
+            continue;
+        };
+        if let Some(fields) = doc.as_object_mut() {
+            fields.insert("status".into(), serde_json::json!(model::MoveStatus::HandedOver.as_str()));
+        }
+        tx.write_checked(&store::Write::upsert(&change.table, change.id.as_str(), &doc), me)?;
+        tracing::info!(patient = %change.id, "handed a patient over to its new home store");
+        handed_over += 1;
+    }
+    Ok(handed_over)
 }
 
 pub(crate) fn now_text() -> String {

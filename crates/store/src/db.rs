@@ -1,5 +1,5 @@
 use crate::backend::{Backend, Deferred, Sql, TxSql};
-use crate::{Result, StateKey, StoreError, Write};
+use crate::{Result, RoutedBy, StateKey, StoreError, Write};
 use model::network::TOPOLOGY_TABLES;
 use model::{
     check_write, recipients, registry, Action, Audience, ChangeRef, Network, Op, RecordId, RecordKeys, Registry, Seq,
@@ -392,6 +392,7 @@ impl Tx<'_> {
             let create = ChangeRef { table: change.table, op: &Op::Create, keys: &keys };
             if check_write(self.registry, &self.network, &create, writer).is_ok() {
                 self.network.check_prescription(table, &keys, writer).map_err(refused)?;
+                self.check_not_moving(&create, change.id, writer)?;
                 put.log = self.travels(&create, change.id, writer)?;
                 let audience = recipients(self.registry, &self.network, &create).map_err(refused)?;
                 self.check_topology(&put).map_err(refused)?;
@@ -419,7 +420,12 @@ impl Tx<'_> {
                 .check_home_store(change.table, change.id, keys.home_store.as_ref(), writer)
                 .map_err(refused)?;
             self.network.check_prescription(table, &keys, writer).map_err(refused)?;
+            if table.has(model::Special::PatientMove) {
+                let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
+                self.network.check_handover(change.id, &doc, writer).map_err(refused)?;
+            }
         }
+        self.check_not_moving(&as_written, change.id, writer)?;
         put.log = self.travels(&as_written, change.id, writer)?;
         let audience = recipients(self.registry, &self.network, &as_written).map_err(refused)?;
         self.check_topology(&put).map_err(refused)?;
@@ -444,6 +450,19 @@ impl Tx<'_> {
             return Ok(false);
         }
         Err(refused(model::Refusal::StaysOnSite { table: change.table.to_owned(), why, site: writer.clone() }))
+    }
+
+    /// A patient moving to another home store is read-only here until the move completes
+    /// (`model::check_not_moving`); what its old home site pushes is still taken.
+    fn check_not_moving(&self, change: &ChangeRef<'_>, id: &RecordId, writer: &SiteId) -> Result<()> {
+        if self.network.moves.is_empty() {
+            return Ok(());
+        }
+        let here = self.state(StateKey::LocalSite)?;
+        let local_edit = here.as_deref() == Some(writer.as_str()) && !self.network.is_central(writer);
+        model::check_not_moving(self.registry, &self.network, change, local_edit).map_err(|refusal| {
+            StoreError::Refused { table: change.table.to_owned(), id: id.clone(), refusal: Box::new(refusal) }
+        })
     }
 
     /// A topology record must leave a network the rules can work with.
@@ -535,10 +554,10 @@ impl Tx<'_> {
         Ok(seq.or(old_seq).unwrap_or_default())
     }
 
-    /// Central server: the logged, live records of a store (what a site that comes to hold the
-    /// store must be sent).
-    pub fn logged_records_of_store(&self, store: &StoreId) -> Result<Vec<(String, RecordId, RecordKeys, Seq)>> {
-        self.sql(|sql| sql.logged_records_of_store(store.as_str()))
+    /// Central server: the logged, live records of a store or of a name (what a site that comes
+    /// to see the store or the name must be sent).
+    pub fn logged_records(&self, routed_by: RoutedBy<'_>) -> Result<Vec<(String, RecordId, RecordKeys, Seq)>> {
+        self.sql(|sql| sql.logged_records(routed_by.column(), routed_by.value()))
     }
 
     /// Central server: moves a record's log entry to the end of the log with the routing it had,

@@ -38,6 +38,29 @@ pub use sync_state::{PushedBatch, RejectedFrom, RejectionRecord, SiteCredentials
 use model::limits::shown;
 use model::{Action, RecordId, Refusal};
 
+/// What routes a set of records: their store or their name (customer, patient, …).
+#[derive(Debug, Clone, Copy)]
+pub enum RoutedBy<'a> {
+    Store(&'a model::StoreId),
+    Name(&'a model::RecordId),
+}
+
+impl RoutedBy<'_> {
+    /// The record table's column that holds the key.
+    pub(crate) fn column(&self) -> &'static str {
+        match self {
+            RoutedBy::Store(_) => "store_id",
+            RoutedBy::Name(_) => "name_id",
+        }
+    }
+    pub(crate) fn value(&self) -> &str {
+        match self {
+            RoutedBy::Store(store) => store.as_str(),
+            RoutedBy::Name(name) => name.as_str(),
+        }
+    }
+}
+
 /// A write a person (or a program on their behalf) makes on this node.
 #[derive(Clone, Debug)]
 pub struct Write {

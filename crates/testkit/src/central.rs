@@ -306,7 +306,12 @@ impl<B: Binary> Central<B> {
 
     /// Runs `outpost central ARGS` on this server's database; it must succeed.
     pub fn admin(&self, what: &str, args: &[&str]) -> Run {
-        run(what, outpost::<B>().arg("central").args(args).args(self.db.args())).ok()
+        self.try_admin(what, args).ok()
+    }
+
+    /// Runs `outpost central ARGS` on this server's database, whatever its outcome.
+    pub fn try_admin(&self, what: &str, args: &[&str]) -> Run {
+        run(what, outpost::<B>().arg("central").args(args).args(self.db.args()))
     }
 
     /// Adds a remote site; returns its password (the last line the command prints).

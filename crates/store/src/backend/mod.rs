@@ -47,8 +47,10 @@ pub(crate) trait Sql {
     /// (held on the site while its store did not include them in sync); how many.
     fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64>;
     fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()>;
-    /// The logged, live records of `store` (by their `store_id`): table, id, keys, position.
-    fn logged_records_of_store(&mut self, store: &str) -> Result<Vec<(String, RecordId, RecordKeys, Seq)>>;
+    /// The logged, live records whose routing column (`store_id` or `name_id`, from
+    /// [`crate::RoutedBy::column`]) holds `value`: table, id, keys, position.
+    fn logged_records(&mut self, column: &'static str, value: &str)
+        -> Result<Vec<(String, RecordId, RecordKeys, Seq)>>;
     /// Moves a record's log entry from `old` to a new position at the end of the log, with the
     /// routing it had (bucket, outbox rows), so that a site whose cursor is past `old` can be
     /// sent it; the new position.

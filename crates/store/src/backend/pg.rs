@@ -792,15 +792,25 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         Ok(())
     }
 
-    fn logged_records_of_store(&mut self, store: &str) -> Result<Vec<(String, RecordId, RecordKeys, Seq)>> {
-        self.query(
-            "SELECT tbl, id, store_id, other_store_id, name_id, log_seq FROM record
-             WHERE store_id = $1 AND data IS NOT NULL AND log_seq IS NOT NULL ORDER BY log_seq",
-            &[&store],
-        )?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, RecordId(r.try_get(1)?), keys_from_row(r, 2)?, Seq(r.try_get(5)?))))
-        .collect()
+    fn logged_records(
+        &mut self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Vec<(String, RecordId, RecordKeys, Seq)>> {
+        let sql = match column {
+            "store_id" => {
+                "SELECT tbl, id, store_id, other_store_id, name_id, log_seq FROM record
+                 WHERE store_id = $1 AND data IS NOT NULL AND log_seq IS NOT NULL ORDER BY log_seq"
+            }
+            _ => {
+                "SELECT tbl, id, store_id, other_store_id, name_id, log_seq FROM record
+                 WHERE name_id = $1 AND data IS NOT NULL AND log_seq IS NOT NULL ORDER BY log_seq"
+            }
+        };
+        self.query(sql, &[&value])?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, RecordId(r.try_get(1)?), keys_from_row(r, 2)?, Seq(r.try_get(5)?))))
+            .collect()
     }
 
     fn relog(&mut self, old: Seq) -> Result<Seq> {

@@ -416,12 +416,16 @@ impl Sql for Lite<'_> {
         Ok(())
     }
 
-    fn logged_records_of_store(&mut self, store: &str) -> Result<Vec<(String, RecordId, RecordKeys, Seq)>> {
-        let mut stmt = self.0.prepare(
+    fn logged_records(
+        &mut self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Vec<(String, RecordId, RecordKeys, Seq)>> {
+        let mut stmt = self.0.prepare(&format!(
             "SELECT tbl, id, store_id, other_store_id, name_id, log_seq FROM record
-             WHERE store_id = ?1 AND data IS NOT NULL AND log_seq IS NOT NULL ORDER BY log_seq",
-        )?;
-        let rows = stmt.query_map([store], |r| {
+                 WHERE {column} = ?1 AND data IS NOT NULL AND log_seq IS NOT NULL ORDER BY log_seq"
+        ))?;
+        let rows = stmt.query_map([value], |r| {
             Ok((r.get::<_, String>(0)?, RecordId(r.get(1)?), keys_from_row(r, 2)?, Seq(r.get(5)?)))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

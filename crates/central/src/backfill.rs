@@ -1,0 +1,54 @@
+//! Sending a site what it can newly see. When a write widens who receives a set of records (a
+//! site becomes a collector of a store, a name becomes visible in a store, a patient moves to
+//! another home store), the sites that now see a record must receive its current state, not only
+//! its later changes. Each such record's log entry moves to the end of the log with the routing
+//! it had, and is routed to the sites that gained it too: one entry per record is kept.
+
+use model::{recipients, ChangeRef, Op, RecordId, SiteId};
+use std::collections::{BTreeSet, HashMap};
+use store::{RoutedBy, StoreError, Tx};
+
+/// Who receives each record routed by `key`, as the network stands.
+pub(crate) type Reach = HashMap<(String, RecordId), BTreeSet<SiteId>>;
+
+/// The sites each logged record routed by `key` reaches now (remote sites only: the central
+/// server holds everything already).
+pub(crate) fn reach(tx: &Tx<'_>, key: RoutedBy<'_>) -> Result<Reach, StoreError> {
+    let network = tx.network();
+    let mut reach = Reach::new();
+    for (table, id, keys, _) in tx.logged_records(key)? {
+        let change = ChangeRef { table: &table, op: &Op::Update, keys: &keys };
+        let sites = match recipients(tx.registry(), network, &change) {
+            Ok(audience) => audience.sites(network).into_iter().filter(|s| !network.is_central(s)).collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        reach.insert((table, id), sites);
+    }
+    Ok(reach)
+}
+
+/// Sends every record routed by `key` to the sites it reaches now and did not reach `before`;
+/// how many records were sent (to at least one site).
+pub(crate) fn send_newly_visible(tx: &mut Tx<'_>, key: RoutedBy<'_>, before: &Reach) -> Result<usize, StoreError> {
+    let network = tx.network().clone();
+    let mut sent = 0;
+    for (table, id, keys, seq) in tx.logged_records(key)? {
+        let change = ChangeRef { table: &table, op: &Op::Update, keys: &keys };
+        let Ok(audience) = recipients(tx.registry(), &network, &change) else { continue };
+        let had = before.get(&(table.clone(), id.clone()));
+        let gained: Vec<SiteId> = audience
+            .sites(&network)
+            .into_iter()
+            .filter(|site| !network.is_central(site) && had.is_none_or(|had| !had.contains(site)))
+            .collect();
+        if gained.is_empty() {
+            continue;
+        }
+        let moved = tx.relog(seq)?;
+        for site in &gained {
+            tx.add_outbox(site, moved)?;
+        }
+        sent += 1;
+    }
+    Ok(sent)
+}

@@ -1,0 +1,69 @@
+//! What the central server writes in answer to a pushed change, in the same transaction as the
+//! push that brought it: ordinary checked, logged and routed writes, so that nothing here is a
+//! second way to write. Today: completing a patient's move to another home store once its old
+//! home site hands it over.
+
+use crate::backfill;
+use crate::engine::write_routed;
+use model::{Change, RecordId, SiteId, StoreId};
+use serde_json::{json, Value};
+use store::{RoutedBy, StoreError, Tx, Write};
+
+/// Runs what a pushed change (already written and routed) sets off.
+pub(crate) fn after_push(tx: &mut Tx<'_>, change: &Change) -> Result<(), StoreError> {
+    if change.table != "patient_move" {
+        return Ok(());
+    }
+    let Some(doc) = tx.current(&change.table, change.id.as_str())?.and_then(|c| c.data) else { return Ok(()) };
+    let doc: Value = serde_json::from_str(&doc).unwrap_or_default();
+    if doc.get("status").and_then(Value::as_str) == Some(model::MoveStatus::HandedOver.as_str()) {
+        complete_move(tx, &change.id, doc)?;
+    }
+    Ok(())
+}
+
+/// Completes a move whose old home site has handed the patient over (or that has no remote old
+/// home site): the patient's record names its new home store, it stays visible (read-only) in
+/// its old home store, the move is marked done, and the new home store's site receives the
+/// patient and every record that belongs to it (prescriptions, medical records, insurance
+/// policies, repeats, events, adverse drug reactions). All in the caller's transaction.
+pub(crate) fn complete_move(tx: &mut Tx<'_>, move_id: &RecordId, mut doc: Value) -> Result<(), StoreError> {
+    let me = tx.network().central.clone();
+    let text = |f: &str| doc.get(f).and_then(Value::as_str).map(str::to_owned);
+    let (Some(patient), Some(from), Some(to)) = (text("patient_id"), text("from_store_id"), text("to_store_id")) else {
+        return Ok(());
+    };
+    let table = text("record_table").unwrap_or_else(|| "patient".to_owned());
+    let (patient, from) = (RecordId(patient), StoreId(from));
+    let key = RoutedBy::Name(&patient);
+    let before = backfill::reach(tx, key)?;
+    let (visibility, name_field) =
+        if table == "prescriber" { ("prescriber_visibility", "prescriber_id") } else { ("name_visibility", "name_id") };
+    write_routed(
+        tx,
+        &Write::upsert(visibility, format!("{patient}@{from}"), &json!({name_field: patient, "store_id": from})),
+        &me,
+    )?;
+    if let Some(record) = tx.current(&table, patient.as_str())?.and_then(|c| c.data) {
+        let mut record: Value = serde_json::from_str(&record).unwrap_or_default();
+        if let Some(fields) = record.as_object_mut() {
+            fields.insert("home_store_id".into(), json!(to));
+        }
+        write_routed(tx, &Write::upsert(&table, patient.as_str(), &record), &me)?;
+    }
+    if let Some(fields) = doc.as_object_mut() {
+        fields.insert("status".into(), json!("done"));
+        fields.insert("completed_at".into(), json!(protocol::now_rfc3339()));
+    }
+    write_routed(tx, &Write::upsert("patient_move", move_id.as_str(), &doc), &me)?;
+    let sent = backfill::send_newly_visible(tx, key, &before)?;
+    tracing::info!(%patient, %from, %to, records = sent, "a patient's move to another home store is complete");
+    Ok(())
+}
+
+/// Whether a move from `from` can complete at once: its old home store is active on the central
+/// server itself (no other site has to hand it over).
+pub(crate) fn completes_at_once(tx: &Tx<'_>, from: &StoreId) -> bool {
+    let network = tx.network();
+    network.active_site(from).is_none_or(|site: &SiteId| network.is_central(site))
+}

@@ -1,7 +1,7 @@
 //! What the central server writes in answer to a pushed change, in the same transaction as the
 //! push that brought it: ordinary checked, logged and routed writes, so that nothing here is a
-//! second way to write. Today: completing a patient's move to another home store once its old
-//! home site hands it over.
+//! second way to write: completing a patient's move to another home store once its old home
+//! site hands it over, and merging a barcode that duplicates one the primary holds.
 
 use crate::backfill;
 use crate::engine::write_routed;
@@ -11,6 +11,9 @@ use store::{RoutedBy, StoreError, Tx, Write};
 
 /// Runs what a pushed change (already written and routed) sets off.
 pub(crate) fn after_push(tx: &mut Tx<'_>, change: &Change) -> Result<(), StoreError> {
+    if change.table == "barcode" {
+        return merge_duplicate_barcode(tx, &change.id);
+    }
     if change.table != "patient_move" {
         return Ok(());
     }
@@ -66,4 +69,32 @@ pub(crate) fn complete_move(tx: &mut Tx<'_>, move_id: &RecordId, mut doc: Value)
 pub(crate) fn completes_at_once(tx: &Tx<'_>, from: &StoreId) -> bool {
     let network = tx.network();
     network.active_site(from).is_none_or(|site: &SiteId| network.is_central(site))
+}
+
+/// Barcodes may be added on any site, so two sites may add the same code for the same item; the
+/// primary merges the newcomer into the barcode it holds already (the seeds), and the merge
+/// reaches every site. Only where the central server is the primary (in mirrored sync the
+/// primary is a remote site, which does not run this yet).
+fn merge_duplicate_barcode(tx: &mut Tx<'_>, id: &RecordId) -> Result<(), StoreError> {
+    let network = tx.network();
+    if !network.is_primary(&network.central) {
+        return Ok(());
+    }
+    let me = network.central.clone();
+    let Some(doc) = tx.current("barcode", id.as_str())?.and_then(|c| c.data) else { return Ok(()) };
+    let doc: Value = serde_json::from_str(&doc).unwrap_or_default();
+    let (Some(code), item) = (doc.get("code").and_then(Value::as_str), doc.get("item_id")) else { return Ok(()) };
+    let needle = Value::String(code.to_owned()).to_string();
+    let kept = tx
+        .records_containing("barcode", &needle)?
+        .into_iter()
+        .filter(|(other, found)| other != id && found.get("code").and_then(Value::as_str) == Some(code))
+        .filter(|(_, found)| found.get("item_id") == item)
+        .map(|(other, _)| other)
+        .min();
+    if let Some(kept) = kept {
+        tracing::info!(barcode = %id, into = %kept, code, "a duplicate barcode is merged into the one the primary holds");
+        write_routed(tx, &Write::merge("barcode", id.as_str(), kept.as_str()), &me)?;
+    }
+    Ok(())
 }

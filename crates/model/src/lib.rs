@@ -12,6 +12,7 @@ pub mod change;
 pub mod describe;
 pub mod ids;
 pub mod limits;
+pub mod merge;
 pub mod network;
 pub mod registry;
 pub mod rules;

@@ -120,6 +120,8 @@ pub struct Network {
     pub home_stores: BTreeMap<RecordId, StoreId>,
     /// Moves to another home store not complete yet, by patient (or prescriber).
     pub moves: BTreeMap<RecordId, PatientMove>,
+    /// Records merged into others, by (table, merged-away id): see [`crate::merge`].
+    pub merged: BTreeMap<(String, RecordId), RecordId>,
     pub prefs: Prefs,
 }
 
@@ -135,6 +137,7 @@ impl Default for Network {
             name_visibility: BTreeMap::new(),
             home_stores: BTreeMap::new(),
             moves: BTreeMap::new(),
+            merged: BTreeMap::new(),
             prefs: Prefs::default(),
         }
     }

@@ -162,6 +162,12 @@ pub enum Refusal {
     MoveEdited { why: String },
     #[error("messages are never edited; create a new one instead")]
     MessageEdited,
+    #[error("`{table}` `{into}` is not held here: a record is merged into one this node holds (a patient or prescriber merged on a site needs the other's home store known there)")]
+    MergeTargetUnknown { table: String, into: RecordId },
+    #[error("a record cannot be merged into itself")]
+    MergeIntoItself,
+    #[error("locations are merged only within one store (`{0}` and `{1}`)")]
+    MergeAcrossStores(StoreId, StoreId),
     #[error("patients can only be merged when both have the same home store (`{0}` and `{1}`)")]
     MergeAcrossHomeStores(StoreId, StoreId),
     #[error("the record's id is not valid: {reason}")]

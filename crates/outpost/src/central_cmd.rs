@@ -147,6 +147,10 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
             let doc = parse_json(&json)?;
             engine(&data)?.write(&[Write::upsert(&table, id.as_str(), &doc)]).map_err(|e| e.to_string())?;
         }
+        CentralCommand::Merge { table, id, into, data } => {
+            engine(&data)?.write(&[Write::merge(&table, id.as_str(), into.as_str())]).map_err(|e| e.to_string())?;
+            println!("`{table}` `{id}` merged into `{into}`");
+        }
         CentralCommand::Status { data } => {
             let view = central::dashboard::view(&engine(&data)?).map_err(|e| e.to_string())?;
             println!("central `{}`, primary `{}`", view.central, view.primary);

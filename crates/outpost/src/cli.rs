@@ -189,6 +189,18 @@ pub(crate) enum CentralCommand {
         #[command(flatten)]
         data: CentralDb,
     },
+    /// Merge a record into another of its table (items, units and names on the primary):
+    /// every record that names it is rewritten, here and on every site, and so is any that
+    /// arrives later still naming it.
+    Merge {
+        table: String,
+        id: String,
+        /// The record it is merged into (kept).
+        #[arg(long)]
+        into: String,
+        #[command(flatten)]
+        data: CentralDb,
+    },
     /// Print the dashboard's summary: sites, last syncs, rejections.
     Status {
         #[command(flatten)]
@@ -389,6 +401,17 @@ pub(crate) enum SiteCommand {
         table: String,
         id: String,
         json: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Merge a record into another of its table (patients and prescribers of one home store,
+    /// locations of one store): every record that names it is rewritten, on every node.
+    Merge {
+        table: String,
+        id: String,
+        /// The record it is merged into (kept).
+        #[arg(long)]
+        into: String,
         #[command(flatten)]
         data: DataDir,
     },

@@ -95,6 +95,10 @@ pub(crate) fn run(command: SiteCommand) -> Result<(), String> {
             let doc = parse_json(&json)?;
             data.open()?.write(&[Write::upsert(&table, id.as_str(), &doc)]).map_err(|e| e.to_string())?;
         }
+        SiteCommand::Merge { table, id, into, data } => {
+            data.open()?.write(&[Write::merge(&table, id.as_str(), into.as_str())]).map_err(|e| e.to_string())?;
+            println!("`{table}` `{id}` merged into `{into}`");
+        }
         SiteCommand::Get { table, id, data } => match data.open()?.record(&table, &id).map_err(|e| e.to_string())? {
             Some(doc) => println!("{doc}"),
             None => return Err(format!("no `{table}` record `{id}` on this site")),

@@ -18,6 +18,9 @@ on_each_backend!(
     a_patient_moves_home_on_the_central_server_and_its_records_follow_it,
     a_move_whose_old_home_site_never_syncs_stays_pending_and_nobody_can_edit_the_patient,
     a_patient_made_visible_in_a_store_reaches_its_site_with_its_records,
+    an_item_merge_rewrites_every_reference_on_every_node_and_in_what_arrives_later,
+    patients_merge_only_within_one_home_store_and_locations_within_one_store,
+    the_same_barcode_added_on_two_sites_is_merged_on_the_primary_and_everywhere,
 );
 
 /// Two sites with a dispensary store each: north's `north-dispensary`, south's `south-dispensary`.
@@ -402,4 +405,98 @@ fn a_site_that_stops_seeing_a_store_keeps_what_it_holds_and_receives_no_more(bac
     assert_eq!(east.get("stock_line", "sl-2"), None, "and receives nothing new of the store");
     let refused = run("site write", &mut east.command(&["write", "stock_line", "sl-1", &edited.to_string()])).failed();
     assert!(refused.stderr.contains("store-north"), "east cannot edit it: {}", refused.stderr);
+}
+
+/// The seeds: merging items (on the primary) rewrites every reference on every site. A site
+/// offline during the merge pushes a stock line of the old item a week later: it is rewritten
+/// on the central server as it arrives, and on the site itself when the merge reaches it; a line
+/// written after that, naming the old item, is rewritten where it is written.
+fn an_item_merge_rewrites_every_reference_on_every_node_and_in_what_arrives_later(backend: &Backend) {
+    let network = Network::new(backend, &["north", "south", "east"]);
+    let (north, south, east) = (network.site("north"), network.site("south"), network.site("east"));
+    network.central.sync_type("store-north", "south", "collector");
+    network.central.write("item", "item-a", &json!({"name": "Paracetamol 500mg"}));
+    network.central.write("item", "item-b", &json!({"name": "Paracetamol 500 mg tablet"}));
+    for site in [north, south, east] {
+        site.sync();
+    }
+    let line = |store: &str, item: &str| json!({"store_id": store, "item_id": item, "total_packs": 5});
+    north.write("stock_line", "sl-1", &line("store-north", "item-a"));
+    east.write("stock_line", "sl-east", &line("store-east", "item-a")); // east stays offline
+    north.sync();
+    south.sync();
+
+    let said = network.central.admin("merge", &["merge", "item", "item-a", "--into", "item-b"]).ok().stdout;
+    assert!(said.contains("merged into `item-b`"), "{said}");
+    north.sync();
+    south.sync();
+    assert_eq!(record(&network.central, "item", "item-a"), None, "the merged-away item is gone");
+    assert_eq!(north.get("item", "item-a"), None);
+    let item_of = |doc: Option<serde_json::Value>| doc.and_then(|d| d["item_id"].as_str().map(str::to_owned));
+    assert_eq!(item_of(record(&network.central, "stock_line", "sl-1")).as_deref(), Some("item-b"));
+    assert_eq!(item_of(north.get("stock_line", "sl-1")).as_deref(), Some("item-b"), "on the store's site");
+    assert_eq!(item_of(south.get("stock_line", "sl-1")).as_deref(), Some("item-b"), "on its collector");
+
+    east.sync();
+    assert_eq!(item_of(record(&network.central, "stock_line", "sl-east")).as_deref(), Some("item-b"), "late push");
+    assert_eq!(item_of(east.get("stock_line", "sl-east")).as_deref(), Some("item-b"), "rewritten on east too");
+    east.write("stock_line", "sl-east-2", &line("store-east", "item-a"));
+    assert_eq!(item_of(east.get("stock_line", "sl-east-2")).as_deref(), Some("item-b"), "and what is written later");
+}
+
+/// The seeds: patients (and prescribers) are merged only when both have the same home store,
+/// checked even when the other's home store is unknown to the site; locations only within one
+/// store. A merge of two patients of one home store rewrites their records everywhere.
+fn patients_merge_only_within_one_home_store_and_locations_within_one_store(backend: &Backend) {
+    let network = two_dispensaries(backend);
+    let (north, south) = (network.site("north"), network.site("south"));
+    north.sync();
+    south.sync();
+    north.write("patient", "pat-1", &json!({"name": "Asha Mwangi", "home_store_id": "north-dispensary"}));
+    north.write("patient", "pat-2", &json!({"name": "Asha Mwangi", "home_store_id": "north-dispensary"}));
+    north.write("patient_medication_record", "pmr-2", &json!({"patient_id": "pat-2", "note": "asthma"}));
+    south.write("patient", "pat-s", &json!({"name": "Asha M.", "home_store_id": "south-dispensary"}));
+    south.sync();
+
+    let merge = |site: &common::Site, table: &str, id: &str, into: &str| {
+        run("site merge", &mut site.command(&["merge", table, id, "--into", into]))
+    };
+    merge(north, "patient", "pat-2", "pat-1").ok();
+    north.sync();
+    assert_eq!(record(&network.central, "patient", "pat-2"), None);
+    let pmr = record(&network.central, "patient_medication_record", "pmr-2");
+    assert_eq!(pmr.as_ref().map(|p| p["patient_id"].clone()), Some(json!("pat-1")), "{pmr:?}");
+
+    let unknown = merge(north, "patient", "pat-1", "pat-s").failed().stderr;
+    assert!(unknown.contains("`pat-s` is not held here"), "{unknown}");
+    north.write("location", "loc-1", &json!({"store_id": "store-north", "code": "A1"}));
+    north.write("location", "loc-2", &json!({"store_id": "north-dispensary", "code": "A1"}));
+    let across = merge(north, "location", "loc-1", "loc-2").failed().stderr;
+    assert!(across.contains("only within one store"), "{across}");
+}
+
+/// The seeds: barcodes can be added on any site; duplicates (the same code for the same item,
+/// added on two sites) are merged automatically when they reach the primary, and the merge
+/// reaches every site. The same code for another item is not a duplicate.
+fn the_same_barcode_added_on_two_sites_is_merged_on_the_primary_and_everywhere(backend: &Backend) {
+    let network = Network::new(backend, &["north", "south"]);
+    let (north, south) = (network.site("north"), network.site("south"));
+    north.sync();
+    south.sync();
+    let barcode = |item: &str| json!({"code": "6001234500017", "item_id": item});
+    north.write("barcode", "bc-north", &barcode("item-1"));
+    south.write("barcode", "bc-south", &barcode("item-1"));
+    south.write("barcode", "bc-other", &barcode("item-2"));
+    north.sync();
+    south.sync();
+    north.sync();
+    for (node, get) in [
+        ("central", Box::new(|id: &str| record(&network.central, "barcode", id)) as Box<dyn Fn(&str) -> _>),
+        ("north", Box::new(|id: &str| north.get("barcode", id))),
+        ("south", Box::new(|id: &str| south.get("barcode", id))),
+    ] {
+        assert_eq!(get("bc-north"), Some(barcode("item-1")), "{node} keeps the first barcode");
+        assert_eq!(get("bc-south"), None, "{node}: the duplicate is merged away");
+        assert_eq!(get("bc-other"), Some(barcode("item-2")), "{node}: another item's is kept");
+    }
 }

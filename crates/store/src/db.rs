@@ -2,8 +2,8 @@ use crate::backend::{Backend, Deferred, Sql, TxSql};
 use crate::{Result, RoutedBy, StateKey, StoreError, Write};
 use model::network::TOPOLOGY_TABLES;
 use model::{
-    check_write, recipients, registry, Action, Audience, ChangeRef, Network, Op, RecordId, RecordKeys, Registry, Seq,
-    SiteId, StoreId,
+    check_write, recipients, registry, Action, Audience, ChangeRef, Network, Op, RecordId, RecordKeys, Refusal,
+    Registry, Seq, SiteId, StoreId,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -360,10 +360,17 @@ impl Tx<'_> {
             .registry
             .table(change.table)
             .ok_or_else(|| refused(model::Refusal::UnknownTable(change.table.to_owned())))?;
+        let rewritten: String;
         let data = match (change.action, change.data) {
             (Action::Upsert, Some(text)) => {
                 model::limits::check_document(text).map_err(refused)?;
-                Some(text)
+                match self.rewrite_merged(text) {
+                    Some(text) => {
+                        rewritten = text;
+                        Some(rewritten.as_str())
+                    }
+                    None => Some(text),
+                }
             }
             (Action::Upsert, None) => return Err(invalid("an upsert needs the record".into())),
             (Action::MergeInto(into), _) => {
@@ -429,8 +436,90 @@ impl Tx<'_> {
         put.log = self.travels(&as_written, change.id, writer)?;
         let audience = recipients(self.registry, &self.network, &as_written).map_err(refused)?;
         self.check_topology(&put).map_err(refused)?;
+        if let Action::MergeInto(into) = change.action {
+            self.check_merge(change.table, change.id, &keys, into).map_err(refused)?;
+        }
         let seq = self.put_with_current(&put, current)?;
+        if let Action::MergeInto(into) = change.action {
+            self.apply_merge(change.table, change.id, into)?;
+        }
         Ok(Written { seq, op, keys: keys.clone(), audience })
+    }
+
+    /// A merge is into another record this node holds: not into itself, and for a location,
+    /// one of the same store (the seeds).
+    fn check_merge(&self, table: &str, id: &RecordId, keys: &RecordKeys, into: &RecordId) -> Result<(), Refusal> {
+        if into == id {
+            return Err(Refusal::MergeIntoItself);
+        }
+        let held = self.current(table, into.as_str()).ok().flatten().is_some_and(|c| c.data.is_some());
+        if !held {
+            return Err(Refusal::MergeTargetUnknown { table: table.to_owned(), into: into.clone() });
+        }
+        if table == "location" {
+            let target = self.stored_keys(table, into.as_str()).ok().flatten().unwrap_or_default();
+            if let (Some(from), Some(to)) = (&keys.store, &target.store) {
+                if from != to {
+                    return Err(Refusal::MergeAcrossStores(from.clone(), to.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A document that names merged-away records, rewritten to name the records they were
+    /// merged into; `None` when it names none (most writes: nothing is parsed while this node
+    /// knows no merge).
+    fn rewrite_merged(&self, text: &str) -> Option<String> {
+        if self.network.merged.is_empty() {
+            return None;
+        }
+        let mut doc: serde_json::Value = serde_json::from_str(text).ok()?;
+        model::merge::rewrite_references(&self.network, &mut doc).then(|| doc.to_string())
+    }
+
+    /// The live records of `table` whose document contains `text` (a JSON-encoded value, e.g.
+    /// `"\"12345\""`): candidates for the caller to check field by field.
+    pub fn records_containing(&self, table: &str, text: &str) -> Result<Vec<(RecordId, serde_json::Value)>> {
+        let found = self.sql(|sql| sql.records_containing(text))?;
+        Ok(found
+            .into_iter()
+            .filter(|(t, _, _)| t == table)
+            .filter_map(|(_, id, data)| serde_json::from_str(&data).ok().map(|doc| (id, doc)))
+            .collect())
+    }
+
+    /// Records the merge of `table`/`id` into `into`, and rewrites every record here that names
+    /// the merged-away one (not logged: every node that holds them does the same when the merge
+    /// reaches it, and rewrites what arrives later).
+    fn apply_merge(&mut self, table: &str, id: &RecordId, into: &RecordId) -> Result<()> {
+        self.sql(|sql| sql.add_merged(table, id.as_str(), into.as_str()))?;
+        Arc::make_mut(&mut self.network).merged.insert((table.to_owned(), id.clone()), into.clone());
+        self.topology_changed = true;
+        if model::merge::fields_naming(table).next().is_none() {
+            return Ok(());
+        }
+        let needle = serde_json::Value::String(id.0.clone()).to_string();
+        let candidates = self.sql(|sql| sql.records_containing(&needle))?;
+        let mut rewritten = 0;
+        for (other_table, other_id, text) in candidates {
+            let Some(new_text) = self.rewrite_merged(&text) else { continue };
+            let Some((def, _)) = self.registry.table(&other_table) else { continue };
+            let keys = parse_keys(def, &other_id, &new_text).unwrap_or_default();
+            self.put(&Put {
+                table: &other_table,
+                id: &other_id,
+                action: &Action::Upsert,
+                data: Some(&new_text),
+                keys: &keys,
+                origin: &SiteId::NONE,
+                log: false,
+                bucket: None,
+            })?;
+            rewritten += 1;
+        }
+        tracing::info!(table, %id, %into, rewritten, "merged; the records that named it now name the record it was merged into");
+        Ok(())
     }
 
     /// Whether a change is logged here, to travel on. What is held where it was written
@@ -608,16 +697,25 @@ impl Tx<'_> {
             None => self.stored_keys(&change.table, change.id.as_str())?.unwrap_or_default(),
         };
         let held_before = self.holds_transactions(&change.table, change.id.as_str());
+        let received = change.data.as_ref().map(|d| d.get());
+        let rewritten = received.and_then(|text| self.rewrite_merged(text));
+        let keys = match (&rewritten, self.registry.table(&change.table)) {
+            (Some(text), Some((def, _))) => parse_keys(def, &change.id, text).unwrap_or(keys),
+            _ => keys,
+        };
         self.put(&Put {
             table: &change.table,
             id: &change.id,
             action: &change.action,
-            data: change.data.as_ref().map(|d| d.get()),
+            data: rewritten.as_deref().or(received),
             keys: &keys,
             origin: &change.origin,
             log: false,
             bucket: None,
         })?;
+        if let Action::MergeInto(into) = &change.action {
+            self.apply_merge(&change.table, &change.id, into)?;
+        }
         if held_before && !self.holds_transactions(&change.table, change.id.as_str()) {
             self.release_held(&StoreId::from(change.id.as_str()))?;
         }

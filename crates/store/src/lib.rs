@@ -81,6 +81,10 @@ impl Write {
     pub fn delete(table: &str, id: impl Into<RecordId>) -> Write {
         Write { table: table.to_owned(), id: id.into(), action: Action::Delete, data: None }
     }
+    /// Merges `table`/`id` into `into`: the record goes, and whatever named it names `into`.
+    pub fn merge(table: &str, id: impl Into<RecordId>, into: impl Into<RecordId>) -> Write {
+        Write { table: table.to_owned(), id: id.into(), action: Action::MergeInto(into.into()), data: None }
+    }
 
     /// The write as the one checked write takes it.
     pub fn incoming(&self) -> Incoming<'_> {

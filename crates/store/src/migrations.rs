@@ -32,8 +32,11 @@ macro_rules! migration {
 }
 
 /// Every migration, in order, numbered from 1 without gaps.
-pub(crate) const MIGRATIONS: &[Migration] =
-    &[migration!(1, "0001_records_and_log.sql"), migration!(2, "0002_refusals_seen_and_last_batch.sql")];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_records_and_log.sql"),
+    migration!(2, "0002_refusals_seen_and_last_batch.sql"),
+    migration!(3, "0003_merges.sql"),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

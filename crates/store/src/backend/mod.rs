@@ -47,6 +47,11 @@ pub(crate) trait Sql {
     /// (held on the site while its store did not include them in sync); how many.
     fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64>;
     fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()>;
+    /// Notes that `table`/`id` was merged into `into`.
+    fn add_merged(&mut self, table: &str, id: &str, into: &str) -> Result<()>;
+    /// The live records whose document contains `text` (table, id, document): the candidates
+    /// that may name a merged-away record, checked field by field by the caller.
+    fn records_containing(&mut self, text: &str) -> Result<Vec<(String, RecordId, String)>>;
     /// The logged, live records whose routing column (`store_id` or `name_id`, from
     /// [`crate::RoutedBy::column`]) holds `value`: table, id, keys, position.
     fn logged_records(&mut self, column: &'static str, value: &str)

@@ -591,7 +591,11 @@ impl<C: GenericClient> Session<'_, C> {
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect::<Result<Vec<(String, String, String)>>>()?;
-        network_from_records(records)
+        let mut network = network_from_records(records)?;
+        for row in self.query("SELECT tbl, id, into_id FROM merged", &[])? {
+            network.merged.insert((row.try_get(0)?, RecordId(row.try_get(1)?)), RecordId(row.try_get(2)?));
+        }
+        Ok(network)
     }
 }
 
@@ -790,6 +794,21 @@ impl<C: GenericClient> Sql for Session<'_, C> {
             &[&site.as_str(), &seq.0],
         )?;
         Ok(())
+    }
+
+    fn add_merged(&mut self, table: &str, id: &str, into: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO merged (tbl, id, into_id) VALUES ($1, $2, $3) ON CONFLICT (tbl, id) DO UPDATE SET into_id = excluded.into_id",
+            &[&table, &id, &into],
+        )?;
+        Ok(())
+    }
+
+    fn records_containing(&mut self, text: &str) -> Result<Vec<(String, RecordId, String)>> {
+        self.query("SELECT tbl, id, data FROM record WHERE data IS NOT NULL AND strpos(data, $1) > 0", &[&text])?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, RecordId(r.try_get(1)?), r.try_get(2)?)))
+            .collect()
     }
 
     fn logged_records(

@@ -259,7 +259,14 @@ fn load_network(conn: &Connection) -> Result<Network> {
     let rows = stmt.query_map(rusqlite::params_from_iter(TOPOLOGY_TABLES), |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
     })?;
-    network_from_records(rows.collect::<rusqlite::Result<_>>()?)
+    let mut network = network_from_records(rows.collect::<rusqlite::Result<_>>()?)?;
+    let mut stmt = conn.prepare("SELECT tbl, id, into_id FROM merged")?;
+    let merged = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, RecordId(r.get(1)?), RecordId(r.get(2)?))))?;
+    for row in merged {
+        let (table, id, into) = row?;
+        network.merged.insert((table, id), into);
+    }
+    Ok(network)
 }
 
 fn change_from_row(row: &Row<'_>) -> rusqlite::Result<(Change, usize)> {
@@ -414,6 +421,21 @@ impl Sql for Lite<'_> {
     fn set_bucket(&mut self, seq: Seq, bucket: &str) -> Result<()> {
         self.0.prepare_cached("UPDATE change_log SET bucket = ?2 WHERE seq = ?1")?.execute(params![seq.0, bucket])?;
         Ok(())
+    }
+
+    fn add_merged(&mut self, table: &str, id: &str, into: &str) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO merged (tbl, id, into_id) VALUES (?1, ?2, ?3) ON CONFLICT (tbl, id) DO UPDATE SET into_id = excluded.into_id",
+            params![table, id, into],
+        )?;
+        Ok(())
+    }
+
+    fn records_containing(&mut self, text: &str) -> Result<Vec<(String, RecordId, String)>> {
+        let mut stmt =
+            self.0.prepare("SELECT tbl, id, data FROM record WHERE data IS NOT NULL AND instr(data, ?1) > 0")?;
+        let rows = stmt.query_map([text], |r| Ok((r.get::<_, String>(0)?, RecordId(r.get(1)?), r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn logged_records(

@@ -52,3 +52,22 @@ pub(crate) fn send_newly_visible(tx: &mut Tx<'_>, key: RoutedBy<'_>, before: &Re
     }
     Ok(sent)
 }
+
+/// Dispensary data (abbreviations, item directions, diagnoses, insurance providers, patient
+/// event types) reaches only sites with an active dispensary store, from a shared bucket read
+/// from each site's position on: a site that *gains* a dispensary store would see only later
+/// changes. When the writes of a transaction give a site its first dispensary store, every
+/// entry of the bucket moves to the end of the log (the other dispensary sites receive those
+/// records once more; they are few). How many entries moved.
+pub(crate) fn dispensary_data_for_new_sites(tx: &mut Tx<'_>, before: &BTreeSet<SiteId>) -> Result<usize, StoreError> {
+    let gained: Vec<SiteId> = tx.network().dispensary_sites().difference(before).cloned().collect();
+    if gained.is_empty() {
+        return Ok(0);
+    }
+    let seqs = tx.seqs_in_bucket("dispensary")?;
+    for seq in &seqs {
+        tx.relog(*seq)?;
+    }
+    tracing::info!(sites = ?gained, records = seqs.len(), "sites with a new dispensary store receive the dispensary data");
+    Ok(seqs.len())
+}

@@ -70,7 +70,12 @@ impl Engine {
         let me = self.central()?;
         Ok(self.db.transaction(|tx| {
             tx.prefetch_all(writes.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
-            writes.iter().map(|write| write_routed(tx, write, &me).map(|w| w.seq)).collect()
+            let before = shapes_stores(writes).then(|| tx.network().dispensary_sites());
+            let seqs = writes.iter().map(|write| write_routed(tx, write, &me).map(|w| w.seq)).collect();
+            if let Some(before) = before {
+                backfill::dispensary_data_for_new_sites(tx, &before)?;
+            }
+            seqs
         })?)
     }
 
@@ -82,10 +87,12 @@ impl Engine {
         let me = self.central()?;
         Ok(self.db.transaction(|tx| {
             let before = backfill::reach(tx, key)?;
+            let dispensaries = tx.network().dispensary_sites();
             tx.prefetch_all(writes.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
             for write in writes {
                 write_routed(tx, write, &me)?;
             }
+            backfill::dispensary_data_for_new_sites(tx, &dispensaries)?;
             backfill::send_newly_visible(tx, key, &before)
         })?)
     }
@@ -478,6 +485,11 @@ fn digest<'a>(changes: impl Iterator<Item = &'a Change>) -> String {
         hash.update(data.as_bytes());
     }
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether writes may change where stores are active or which are dispensaries.
+fn shapes_stores(writes: &[Write]) -> bool {
+    writes.iter().any(|w| w.table == "store" || w.table == "store_sync")
 }
 
 /// One of the central server's own writes, through the one checked write, routed.

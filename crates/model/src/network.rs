@@ -57,6 +57,9 @@ pub struct StoreInfo {
     pub dispensary: bool,
     /// The dispensary's *Include transactions in sync* preference (meaningless for other stores).
     pub include_transactions_in_sync: bool,
+    /// A dispensary whose site's new patients are made visible in it (its visibility
+    /// preference, `new_patients_visible` in the store record; on unless said otherwise).
+    pub sees_new_patients: bool,
 }
 
 /// Where a patient's (or prescriber's) move stands. Only the central server starts a move; the
@@ -164,6 +167,7 @@ impl Network {
             active_site: active_on.into(),
             dispensary: false,
             include_transactions_in_sync: true,
+            sees_new_patients: true,
         };
         self.stores.insert(id, info);
         self
@@ -312,6 +316,7 @@ impl Network {
                 // Off unless said otherwise for a dispensary (the seeds' default), on for the rest.
                 info.include_transactions_in_sync =
                     flag(new, "include_transactions_in_sync").unwrap_or(!info.dispensary);
+                info.sees_new_patients = flag(new, "new_patients_visible").unwrap_or(true);
             }
             "store_sync" => {
                 if let Some(old) = old {
@@ -345,7 +350,7 @@ impl Network {
             }
             "patient" | "prescriber" => {
                 let name = RecordId::from(id);
-                match new.and_then(|n| text(n, "home_store_id")) {
+                match new.and_then(|n| text(n, "home_store_id").or_else(|| text(n, "store_id"))) {
                     Some(home) => {
                         self.home_stores.insert(name, StoreId(home));
                     }
@@ -485,6 +490,18 @@ impl Network {
         Ok(())
     }
 
+    /// The stores a new patient (or prescriber) of `home` is made visible in (the seeds): the
+    /// other dispensary stores active on the home store's site, each if its preference says so.
+    /// Later visibility is set on the central server.
+    pub fn stores_seeing_new_patients_of(&self, home: &StoreId) -> Vec<StoreId> {
+        let Some(site) = self.active_site(home) else { return Vec::new() };
+        self.stores
+            .values()
+            .filter(|s| s.active_site == *site && s.id != *home && s.dispensary && s.sees_new_patients)
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
     /// The stores active on a site.
     pub fn active_stores(&self, site: &SiteId) -> Vec<StoreId> {
         self.stores.values().filter(|info| info.active_site == *site).map(|info| info.id.clone()).collect()
@@ -496,6 +513,7 @@ impl Network {
             active_site: SiteId::NONE, // until the store's own record names its site
             dispensary: false,
             include_transactions_in_sync: true,
+            sees_new_patients: true,
         })
     }
 }

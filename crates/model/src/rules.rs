@@ -106,6 +106,10 @@ impl RecordKeys {
                 keys.name = by_name(field).map(RecordId);
                 keys.home_store = text(&f.home_store_id).map(StoreId);
                 keys.store = text(&f.store_id).map(StoreId);
+                if field == "id" && keys.home_store.is_none() {
+                    // The seeds: the home store is set from the store the patient was created in.
+                    keys.home_store = keys.store.clone();
+                }
                 // A patient's move: the store it moves to.
                 keys.other_store = text(&f.to_store_id).map(StoreId);
             }
@@ -329,9 +333,16 @@ pub fn authority(registry: &Registry, network: &Network, change: &ChangeRef<'_>)
                     sites.insert(home_site);
                     Writer::Sites(sites)
                 } else if rule.table.has(Special::NewPatientVisibility) {
-                    // A new visibility row for a patient: made on its home site, but the central
-                    // server keeps its authority over name visibility "including existing patients".
-                    Writer::Sites(BTreeSet::from([home_site, network.central.clone()]))
+                    // A new visibility row for a patient: made on its home site, in its own stores
+                    // (its other dispensary stores); the central server keeps its authority over
+                    // name visibility "including existing patients", in any store.
+                    let store = change.keys.store.as_ref();
+                    match store.and_then(|s| network.active_site(s)) {
+                        Some(site) if *site == home_site => {
+                            Writer::Sites(BTreeSet::from([home_site, network.central.clone()]))
+                        }
+                        _ => Writer::Site(network.central.clone()),
+                    }
                 } else if moving.is_some() && rule.table.scope == Scope::Patient("id") {
                     // The central server completes a move by writing the patient's new home store.
                     Writer::Sites(BTreeSet::from([home_site, network.central.clone()]))

@@ -710,6 +710,21 @@ fn new_visibility_of_a_patient_may_be_made_on_the_patients_home_site_and_reaches
 }
 
 #[test]
+fn the_home_site_makes_its_patient_visible_only_in_its_own_stores_the_central_server_anywhere() {
+    let net = standard_network();
+    let elsewhere = create("name_visibility", "nv9", json!({ "name_id": "p1", "store_id": "south-store" }));
+    assert_writable_only_on(&net, &elsewhere, &["central"]);
+}
+
+#[test]
+fn a_patient_created_without_a_home_store_lives_in_the_store_it_was_created_in() {
+    let net = standard_network();
+    let patient = create("patient", "p7", json!({ "name": "Ben", "store_id": "north-dispensary" }));
+    assert_eq!(patient.keys.home_store, Some(StoreId::from("north-dispensary")));
+    assert_writable_only_on(&net, &patient, &["north"]);
+}
+
+#[test]
 fn an_update_of_patient_visibility_is_made_only_on_the_central_server() {
     let net = standard_network();
     let row = update("name_visibility", "nv1", json!({ "name_id": "p1", "store_id": "north-store" }));

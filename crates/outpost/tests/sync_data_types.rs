@@ -21,6 +21,8 @@ on_each_backend!(
     an_item_merge_rewrites_every_reference_on_every_node_and_in_what_arrives_later,
     patients_merge_only_within_one_home_store_and_locations_within_one_store,
     the_same_barcode_added_on_two_sites_is_merged_on_the_primary_and_everywhere,
+    a_new_patient_lives_where_it_was_created_and_is_seen_by_its_sites_other_dispensaries_only,
+    a_site_that_gains_a_dispensary_store_receives_the_dispensary_data_written_before,
 );
 
 /// Two sites with a dispensary store each: north's `north-dispensary`, south's `south-dispensary`.
@@ -499,4 +501,58 @@ fn the_same_barcode_added_on_two_sites_is_merged_on_the_primary_and_everywhere(b
         assert_eq!(get("bc-south"), None, "{node}: the duplicate is merged away");
         assert_eq!(get("bc-other"), Some(barcode("item-2")), "{node}: another item's is kept");
     }
+}
+
+/// The seeds: the home store is set from the store the patient was created in; a new patient is
+/// made visible in the other dispensary stores of its home site; visibility anywhere else is set
+/// on the central server, and a home site that tries is refused.
+fn a_new_patient_lives_where_it_was_created_and_is_seen_by_its_sites_other_dispensaries_only(backend: &Backend) {
+    let network = Network::with(backend, &["north", "south"], |central| {
+        for (store, site) in [("north-dispensary", "north"), ("north-clinic", "north"), ("south-dispensary", "south")] {
+            central.admin("store add", &["store", "add", store, "--active-on", site, "--dispensary"]);
+        }
+    });
+    let (north, south) = (network.site("north"), network.site("south"));
+    north.sync();
+    south.sync();
+    north.write("patient", "pat-1", &json!({"name": "Asha", "store_id": "north-dispensary"}));
+    north.sync();
+    let home = record(&network.central, "patient", "pat-1").map(|p| p["store_id"].clone());
+    assert_eq!(home, Some(json!("north-dispensary")));
+    let seen = record(&network.central, "name_visibility", "pat-1@north-clinic");
+    assert_eq!(
+        seen,
+        Some(json!({"name_id": "pat-1", "store_id": "north-clinic"})),
+        "visible in north's other dispensary"
+    );
+    assert_eq!(
+        record(&network.central, "name_visibility", "pat-1@store-north"),
+        None,
+        "not in a store that does not dispense"
+    );
+
+    let row = json!({"name_id": "pat-1", "store_id": "south-dispensary"}).to_string();
+    let refused =
+        run("site write", &mut north.command(&["write", "name_visibility", "pat-1@south-dispensary", &row])).failed();
+    assert!(
+        refused.stderr.contains("central"),
+        "visibility elsewhere is set on the central server: {}",
+        refused.stderr
+    );
+    let rx = json!({"store_id": "north-clinic", "patient_id": "pat-1", "item_id": "item-1"});
+    north.write("prescription", "rx-clinic", &rx);
+}
+
+/// Dispensary data reaches only sites with an active dispensary store (the seeds), and a site
+/// that gains one receives what was written before, not only later changes.
+fn a_site_that_gains_a_dispensary_store_receives_the_dispensary_data_written_before(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    let abbreviation = json!({"code": "bd", "text": "twice a day"});
+    network.central.write("abbreviation", "abbr-bd", &abbreviation);
+    north.sync();
+    assert_eq!(north.get("abbreviation", "abbr-bd"), None, "north has no dispensary store yet");
+    network.central.admin("store add", &["store", "add", "north-dispensary", "--active-on", "north", "--dispensary"]);
+    north.sync();
+    assert_eq!(north.get("abbreviation", "abbr-bd"), Some(abbreviation), "it does now, and receives what exists");
 }

@@ -323,9 +323,23 @@ impl Tx<'_> {
         }
     }
 
-    /// A write made on this node, checked against `authority` first.
+    /// A write made on this node, checked against `authority` first. A new patient (or
+    /// prescriber) is also made visible in the other dispensary stores of its home site.
     pub fn write_checked(&mut self, write: &Write, me: &SiteId) -> Result<Seq> {
-        self.write_as(write.incoming(), me).map(|w| w.seq)
+        let written = self.write_as(write.incoming(), me)?;
+        if written.op == Op::Create && matches!(write.table.as_str(), "patient" | "prescriber") {
+            let (visibility, field) = match write.table.as_str() {
+                "patient" => ("name_visibility", "name_id"),
+                _ => ("prescriber_visibility", "prescriber_id"),
+            };
+            let home = written.keys.home_store.clone();
+            let stores = home.map(|home| self.network.stores_seeing_new_patients_of(&home)).unwrap_or_default();
+            for store in stores {
+                let row = serde_json::json!({ field: write.id, "store_id": store });
+                self.write_as(Write::upsert(visibility, format!("{}@{store}", write.id), &row).incoming(), me)?;
+            }
+        }
+        Ok(written.seq)
     }
 
     /// [`Tx::write_as`] for a [`Write`] (the central server routes its own writes with what it
@@ -476,6 +490,12 @@ impl Tx<'_> {
         }
         let mut doc: serde_json::Value = serde_json::from_str(text).ok()?;
         model::merge::rewrite_references(&self.network, &mut doc).then(|| doc.to_string())
+    }
+
+    /// Central server: the positions of the log entries in a shared bucket (`all`,
+    /// `dispensary`, `remote`), in log order.
+    pub fn seqs_in_bucket(&self, bucket: &str) -> Result<Vec<Seq>> {
+        self.sql(|sql| sql.seqs_in_bucket(bucket))
     }
 
     /// The live records of `table` whose document contains `text` (a JSON-encoded value, e.g.

@@ -47,6 +47,8 @@ pub(crate) trait Sql {
     /// (held on the site while its store did not include them in sync); how many.
     fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64>;
     fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()>;
+    /// The positions of the log entries in a shared bucket, in order.
+    fn seqs_in_bucket(&mut self, bucket: &str) -> Result<Vec<Seq>>;
     /// Notes that `table`/`id` was merged into `into`.
     fn add_merged(&mut self, table: &str, id: &str, into: &str) -> Result<()>;
     /// The live records whose document contains `text` (table, id, document): the candidates

@@ -796,6 +796,13 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         Ok(())
     }
 
+    fn seqs_in_bucket(&mut self, bucket: &str) -> Result<Vec<Seq>> {
+        self.query("SELECT seq FROM change_log WHERE bucket = $1 ORDER BY xid, seq", &[&bucket])?
+            .iter()
+            .map(|r| Ok(Seq(r.try_get(0)?)))
+            .collect()
+    }
+
     fn add_merged(&mut self, table: &str, id: &str, into: &str) -> Result<()> {
         self.execute(
             "INSERT INTO merged (tbl, id, into_id) VALUES ($1, $2, $3) ON CONFLICT (tbl, id) DO UPDATE SET into_id = excluded.into_id",

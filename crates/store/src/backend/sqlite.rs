@@ -423,6 +423,12 @@ impl Sql for Lite<'_> {
         Ok(())
     }
 
+    fn seqs_in_bucket(&mut self, bucket: &str) -> Result<Vec<Seq>> {
+        let mut stmt = self.0.prepare("SELECT seq FROM change_log WHERE bucket = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([bucket], |r| Ok(Seq(r.get(0)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn add_merged(&mut self, table: &str, id: &str, into: &str) -> Result<()> {
         self.0.execute(
             "INSERT INTO merged (tbl, id, into_id) VALUES (?1, ?2, ?3) ON CONFLICT (tbl, id) DO UPDATE SET into_id = excluded.into_id",

@@ -148,7 +148,7 @@ impl Rule {
 pub enum Refusal {
     #[error("`{}` is not a synced table", crate::limits::shown(.0))]
     UnknownTable(String),
-    #[error("{what} may only be written on {writer}, not on site `{site}`{why}")]
+    #[error("{what}: only {writer} may edit them, not site `{site}`{why}")]
     NotAuthorised { what: String, writer: String, site: SiteId, why: String },
     #[error("a {what} record needs `{field}` to say which {needs} it belongs to")]
     MissingKey { what: String, field: &'static str, needs: &'static str },
@@ -395,16 +395,41 @@ pub fn check_write(
             format!(" (the home store of `{name}` is active there); edit it on that site, or move the patient on the central server")
         }
         (Editor::Primary | Editor::Central, ..) => {
-            "; edit it there and it reaches this site on its next sync".to_owned()
+            "; edit them there and they reach this site on its next sync".to_owned()
         }
         _ => String::new(),
     };
     Err(Refusal::NotAuthorised {
-        what: format!("{} data (`{}`, \"{}\")", rule.data_type(), change.table, rule.entry.data),
-        writer: writer.to_string(),
+        what: format!(
+            "{} are {} data (table `{}`)",
+            rule.entry.data,
+            rule.data_type().label().to_lowercase(),
+            change.table
+        ),
+        writer: describe_writer(network, &writer),
         site: site.clone(),
         why,
     })
+}
+
+/// Where a record may be written, in the words a refusal uses: "the primary server (`cms`)",
+/// "the central server (`central`)", "site `north`".
+fn describe_writer(network: &Network, writer: &Writer) -> String {
+    let one = |site: &SiteId| {
+        if network.is_central(site) {
+            format!("the central server (`{site}`)")
+        } else if network.is_primary(site) {
+            format!("the primary server (`{site}`)")
+        } else {
+            format!("site `{site}`")
+        }
+    };
+    match writer {
+        Writer::Site(site) if network.is_primary(site) => format!("the primary server (`{site}`)"),
+        Writer::Site(site) => one(site),
+        Writer::Sites(sites) => sites.iter().map(one).collect::<Vec<_>>().join(" or "),
+        other => other.to_string(),
+    }
 }
 
 /// A patient (or prescriber) that is moving to another home store is read-only everywhere until

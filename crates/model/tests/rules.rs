@@ -179,10 +179,14 @@ fn a_remote_site_cannot_edit_items() {
     let item = update("item", "i1", json!({ "name": "renamed on north" }));
     let refusal = item.check(&net, "north").expect_err("north is not the primary");
     let Refusal::NotAuthorised { what, writer, site, .. } = &refusal else { panic!("{refusal:?}") };
-    assert!(what.contains("`item`") && what.contains("Central"), "{what}");
-    assert_eq!(writer, "site `central`");
+    assert!(what.contains("`item`") && what.contains("central data"), "{what}");
+    assert_eq!(writer, "the primary server (`central`)");
     assert_eq!(*site, SiteId::from("north"));
-    assert!(refusal.to_string().contains("may only be written on site `central`, not on site `north`"), "{refusal}");
+    assert_eq!(
+        refusal.to_string(),
+        "Items are central data (table `item`): only the primary server (`central`) may edit them, not site `north`; \
+         edit them there and they reach this site on its next sync"
+    );
 }
 
 #[test]

@@ -299,7 +299,11 @@ fn a_refused_change_is_put_back_on_the_site_and_kept_whole_in_rejected(backend: 
     assert_eq!(kept.len(), 1);
     let data: serde_json::Value = serde_json::from_str(kept[0].1.as_deref().expect("kept")).expect("json");
     assert_eq!(data, renamed, "the refused version is kept whole");
-    assert!(kept[0].2.contains("may only be written on site `central`"), "{}", kept[0].2);
+    assert!(
+        kept[0].2.contains("Items are central data (table `item`): only the primary server (`central`) may edit them"),
+        "{}",
+        kept[0].2
+    );
     // Putting it back is not a change of the site's own: nothing waits to be pushed.
     assert!(north.status().contains("waiting to push:   0 change(s)"), "{}", north.status());
     assert!(north.sync().stdout.contains("pushed 0 (0 rejected)"));
@@ -633,9 +637,10 @@ fn what_a_person_reads_about_refused_and_restored_changes() {
     south.sync();
     north.write("stock_line", "sl-s", &json!({"store_id": "store-north", "total_packs": 0}));
     north.sync();
-    let reason = "writing `stock_line` record `sl-s` was refused: Store data (`stock_line`, \"Stock and replenishments\") \
-                  may only be written on site `south`, not on site `north` (the record's `store_id` is `store-south`, which \
-                  is active there); write it in a store of this site, or on the site where `store-south` is active";
+    let reason = "writing `stock_line` record `sl-s` was refused: Stock and replenishments are store data (table \
+                  `stock_line`): only site `south` may edit them, not site `north` (the record's `store_id` is \
+                  `store-south`, which is active there); write it in a store of this site, or on the site where \
+                  `store-south` is active";
     assert_eq!(
         common::masked(&north.rejected(), &url),
         format!("<time>  stock_line `sl-s` (change 1 from north): {reason}\n")

@@ -35,7 +35,13 @@ fn a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the
         &mut north.command(&["write", "item", "item-pcm", &json!({"name": "renamed on north"}).to_string()]),
     )
     .failed();
-    assert!(refused.stderr.contains("may only be written on site `central`"), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("Items are central data (table `item`): only the primary server (`central`) may edit them"),
+        "{}",
+        refused.stderr
+    );
 
     // ...so an old or misbehaving site makes it behind the checks, between legitimate writes.
     north.write("stock_line", "sl-1", &json!({"store_id": "store-north", "item_id": "item-pcm", "total_packs": 10}));
@@ -55,7 +61,7 @@ fn a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the
             .lines()
             .find(|l| l.contains(&format!("item `{id}`")))
             .unwrap_or_else(|| panic!("`site rejected` does not list {id}:\n{rejected}"));
-        assert!(line.contains("may only be written on site `central`, not on site `north`"), "{line}");
+        assert!(line.contains("only the primary server (`central`) may edit them, not site `north`"), "{line}");
     }
     assert!(north.status().contains("rejected changes:  2"), "{}", north.status());
 
@@ -64,7 +70,7 @@ fn a_remote_site_editing_an_item_is_rejected_with_a_reason_on_both_sides_and_the
     let kept = count(
         central,
         "SELECT count(*) FROM rejection WHERE site_id = 'north' AND tbl = 'item' AND record_id IN ('item-pcm', 'item-new')
-         AND reason LIKE '%may only be written on site `central`%'",
+         AND reason LIKE '%only the primary server (`central`) may edit them%'",
     );
     assert_eq!(kept, 2, "the central server keeps both rejections with their reason");
     let data = count(

@@ -785,7 +785,7 @@ impl Tx<'_> {
                 table: "site".into(),
                 id,
                 refusal: Box::new(model::Refusal::NotAuthorised {
-                    what: "the founding site record".into(),
+                    what: "The founding site record is written once (table `site`)".into(),
                     writer: "a database that is not a node yet".into(),
                     site: site.clone(),
                     why: format!(" (this database's central server is `{}`)", self.network.central),

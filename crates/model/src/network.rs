@@ -123,6 +123,8 @@ pub struct Network {
     pub home_stores: BTreeMap<RecordId, StoreId>,
     /// Moves to another home store not complete yet, by patient (or prescriber).
     pub moves: BTreeMap<RecordId, PatientMove>,
+    /// Stores whose site switched centralised procurement off for them (`local_procurement`).
+    pub local_procurement: BTreeSet<StoreId>,
     /// Records merged into others, by (table, merged-away id): see [`crate::merge`].
     pub merged: BTreeMap<(String, RecordId), RecordId>,
     pub prefs: Prefs,
@@ -141,6 +143,7 @@ impl Default for Network {
             home_stores: BTreeMap::new(),
             moves: BTreeMap::new(),
             merged: BTreeMap::new(),
+            local_procurement: BTreeSet::new(),
             prefs: Prefs::default(),
         }
     }
@@ -270,6 +273,7 @@ pub const TOPOLOGY_TABLES: &[&str] = &[
     "patient",
     "prescriber",
     "patient_move",
+    "local_procurement",
     "option",
 ];
 
@@ -376,6 +380,14 @@ impl Network {
                 };
                 let found = PatientMove { id: RecordId::from(id), from: StoreId(from), to: StoreId(to), status };
                 self.moves.insert(RecordId(patient), found);
+            }
+            "local_procurement" => {
+                if let Some(store) = old.and_then(|o| text(o, "store_id")) {
+                    self.local_procurement.remove(&StoreId(store));
+                }
+                if let Some(store) = new.filter(|n| flag(n, "on") != Some(false)).and_then(|n| text(n, "store_id")) {
+                    self.local_procurement.insert(StoreId(store));
+                }
             }
             "option" => {
                 let on = new.and_then(|n| n.get("value")).and_then(|v| v.as_bool()).unwrap_or(false);

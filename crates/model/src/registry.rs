@@ -529,7 +529,7 @@ const STORE_ONES: [Entry; 20] = [
     ),
 ];
 
-const LOCAL_ONES: [Entry; 11] = [
+const LOCAL_ONES: [Entry; 12] = [
     Entry { data: "User licenses and existing users", data_type: D::Local, editor: E::AnySite, tables: &[t("user_licence", Global)], variant: Some(Variant { tables: &["user"], when: C::ExistingRecord }), notes: "Edits of an existing user stay on the site that made them.", in_seeds: true },
     owns("User permissions", D::Local, E::AnySite, &[t("user_permission", Global)], ""),
     owns("Preferences (non-store)", D::Local, E::AnySite, &[t("preference", Global)], "Except for a few special cases which are explicitly synced"),
@@ -539,13 +539,14 @@ const LOCAL_ONES: [Entry; 11] = [
     owns("Labels", D::Local, E::AnySite, &[t("label", Global)], ""),
     owns("Logs", D::Local, E::AnySite, &[t("log", Global)], ""),
     owns("Reminders", D::Local, E::AnySite, &[t("reminder", Global)], ""),
+    Entry { data: "Local procurement", data_type: D::Store, editor: E::StoreSite, tables: &[t("local_procurement", S("store_id"))], variant: None, notes: "Not in the seeds' table: the seeds let a satellite switch centralised procurement off locally, for its own stores. A record per store, made on the store's site; while it stands, that store's purchase orders, tenders and quotes are entered on its site, not on the primary.", in_seeds: false },
     Entry { data: "Patient moves", data_type: D::Patient, editor: E::Central, tables: &[ts("patient_move", P("patient_id"), &[X::PatientMove])], variant: None, notes: "Not in the seeds' table: the seeds' special message to the current home store's site when a patient is moved to another home store on the central server. The old home site hands the patient over (the one edit it may make); the central server then completes the move.", in_seeds: false },
     Entry { data: "Site credentials and sync state", data_type: D::Sync, editor: E::Central, tables: &[t("site_credential", Global)], variant: None, notes: "Not in the seeds' table: the engine's own data. Edited on the central server, never sent; it drives routing.", in_seeds: false },
 ];
 
-const fn concat_entries() -> [Entry; 74] {
+const fn concat_entries() -> [Entry; 75] {
     let parts: [&[Entry]; 5] = [&CENTRAL_ONES, &STORE_CENTRAL_ONES, &PATIENT_NAME_ONES, &STORE_ONES, &LOCAL_ONES];
-    let mut out = [CENTRAL_ONES[0]; 74];
+    let mut out = [CENTRAL_ONES[0]; 75];
     let mut n = 0;
     let mut p = 0;
     while p < parts.len() {
@@ -557,7 +558,7 @@ const fn concat_entries() -> [Entry; 74] {
         }
         p += 1;
     }
-    assert!(n == 74, "the registry's parts must add up to its length");
+    assert!(n == 75, "the registry's parts must add up to its length");
     out
 }
 

@@ -275,7 +275,11 @@ impl Registry {
 fn condition_holds(when: Condition, network: &Network, change: &ChangeRef<'_>) -> bool {
     match when {
         Condition::Merge => matches!(change.op, Op::MergeInto(_)),
-        Condition::CentralisedProcurement => network.prefs.centralised_procurement,
+        // A satellite may switch it off for its own stores (the seeds).
+        Condition::CentralisedProcurement => {
+            network.prefs.centralised_procurement
+                && !change.keys.store.as_ref().is_some_and(|store| network.local_procurement.contains(store))
+        }
         Condition::CentralisedPayments => network.prefs.centralised_payments,
         Condition::ExistingRecord => !matches!(change.op, Op::Create),
         Condition::NewPatientVisibility => {

@@ -797,6 +797,17 @@ fn a_centralised_purchase_order_is_received_where_its_store_is_visible() {
 }
 
 #[test]
+fn a_satellite_that_switches_centralised_procurement_off_for_its_store_enters_its_orders_itself() {
+    let mut net = standard_network();
+    net.prefs.centralised_procurement = true;
+    net.local_procurement.insert(StoreId::from("north-store"));
+    let order = update("purchase_order", "po1", json!({ "store_id": "north-store" }));
+    assert_writable_only_on(&net, &order, &["north"]);
+    let other = update("purchase_order", "po2", json!({ "store_id": "south-store" }));
+    assert_writable_only_on(&net, &other, &["central"]);
+}
+
+#[test]
 fn centralised_procurement_covers_tenders_and_quotes_but_not_payments() {
     let mut net = mirrored_network();
     net.prefs.centralised_procurement = true;

@@ -415,6 +415,15 @@ pub(crate) enum SiteCommand {
         #[command(flatten)]
         data: DataDir,
     },
+    /// With centralised procurement on (set on the primary), enter a store's purchase orders,
+    /// tenders and quotes on this site (`local`) or on the primary again (`central`).
+    Procurement {
+        store: String,
+        /// `local` or `central`.
+        setting: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// Print one record held on this site.
     Get {
         table: String,

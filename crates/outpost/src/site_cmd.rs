@@ -99,6 +99,26 @@ pub(crate) fn run(command: SiteCommand) -> Result<(), String> {
             data.open()?.write(&[Write::merge(&table, id.as_str(), into.as_str())]).map_err(|e| e.to_string())?;
             println!("`{table}` `{id}` merged into `{into}`");
         }
+        SiteCommand::Procurement { store, setting, data } => {
+            let local = match setting.as_str() {
+                "local" => true,
+                "central" => false,
+                other => return Err(format!("`{other}` is not a setting: use local or central")),
+            };
+            let row = serde_json::json!({"store_id": store, "on": local});
+            data.open()?
+                .write(&[Write::upsert("local_procurement", store.as_str(), &row)])
+                .map_err(|e| e.to_string())?;
+            if local {
+                println!("purchase orders, tenders and quotes of store `{store}` are entered on this site from now on");
+                println!(
+                    "warning: the primary server may still give its users permissions for `{store}`; disable them there by hand \
+                     (from the next sync the central server refuses the primary's purchase orders for `{store}`)"
+                );
+            } else {
+                println!("purchase orders, tenders and quotes of store `{store}` are entered on the primary again");
+            }
+        }
         SiteCommand::Get { table, id, data } => match data.open()?.record(&table, &id).map_err(|e| e.to_string())? {
             Some(doc) => println!("{doc}"),
             None => return Err(format!("no `{table}` record `{id}` on this site")),

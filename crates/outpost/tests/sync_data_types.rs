@@ -23,6 +23,7 @@ on_each_backend!(
     the_same_barcode_added_on_two_sites_is_merged_on_the_primary_and_everywhere,
     a_new_patient_lives_where_it_was_created_and_is_seen_by_its_sites_other_dispensaries_only,
     a_site_that_gains_a_dispensary_store_receives_the_dispensary_data_written_before,
+    a_satellite_may_switch_centralised_procurement_off_for_its_own_store,
 );
 
 /// Two sites with a dispensary store each: north's `north-dispensary`, south's `south-dispensary`.
@@ -555,4 +556,32 @@ fn a_site_that_gains_a_dispensary_store_receives_the_dispensary_data_written_bef
     network.central.admin("store add", &["store", "add", "north-dispensary", "--active-on", "north", "--dispensary"]);
     north.sync();
     assert_eq!(north.get("abbreviation", "abbr-bd"), Some(abbreviation), "it does now, and receives what exists");
+}
+
+/// The seeds: with centralised procurement on at the primary, purchase orders of every store
+/// are entered there and on no satellite; a satellite may still switch it off locally for its
+/// own stores (with a warning that the primary's permissions must be disabled by hand), and its
+/// orders are then accepted, while the primary's for that store are not.
+fn a_satellite_may_switch_centralised_procurement_off_for_its_own_store(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    network.central.write("option", "centralised_procurement", &json!({"value": true}));
+    north.sync();
+    let order = |n: u32| json!({"store_id": "store-north", "supplier": "medsupply", "lines": n});
+    let po = order(1).to_string();
+    let refused = run("site write", &mut north.command(&["write", "purchase_order", "po-1", &po])).failed();
+    assert!(refused.stderr.contains("only the primary server (`central`) may edit them"), "{}", refused.stderr);
+    network.central.write("purchase_order", "po-central", &order(2));
+
+    let said = run("site procurement", &mut north.command(&["procurement", "store-north", "local"])).ok().stdout;
+    assert!(
+        said.contains("warning: the primary server may still give its users permissions for `store-north`"),
+        "{said}"
+    );
+    north.write("purchase_order", "po-1", &order(1));
+    north.sync();
+    assert_eq!(record(&network.central, "purchase_order", "po-1"), Some(order(1)), "north's order is accepted");
+    let primary =
+        network.central.try_admin("write", &["write", "purchase_order", "po-central-2", &order(3).to_string()]);
+    assert!(primary.failed().stderr.contains("only site `north` may edit them"), "the primary no longer may");
 }

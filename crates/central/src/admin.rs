@@ -132,24 +132,31 @@ pub fn add_store(engine: &Engine, store: &StoreId, active_on: &SiteId, dispensar
             name,
             // A dispensary's transactions stay on its site until the central server says
             // otherwise (the seeds' default).
-            &json!({"name": name, "dispensary": dispensary, "include_transactions_in_sync": !dispensary}),
+            &json!({"name": name, "dispensary": dispensary}),
         ),
+        sync_prefs(store, !dispensary),
     ])?;
     Ok(())
 }
 
 /// Sets whether a store's transactions, stock, prescriptions and stocktakes are synced (for a
-/// dispensary store: off by default, and they stay on its site). The rest of the store record
-/// is kept as it stands.
+/// dispensary store: off by default, and they stay on its site).
 pub fn set_include_transactions(engine: &Engine, store: &StoreId, include: bool) -> Result<(), AdminError> {
-    let Some(mut record) = engine.db().record("store", store.as_str())? else {
+    if engine.db().record("store", store.as_str())?.is_none() {
         return Err(AdminError::UnknownStore(store.clone()));
-    };
-    if let Some(fields) = record.as_object_mut() {
-        fields.insert("include_transactions_in_sync".into(), json!(include));
     }
-    engine.write(&[Write::upsert("store", store.as_str(), &record)])?;
+    engine.write(&[sync_prefs(store, include)])?;
     Ok(())
+}
+
+/// A store's sync-related preferences (the seeds' Synchronisation tab, edited on the central
+/// server): a `store_sync` record of its own, apart from the store record.
+fn sync_prefs(store: &StoreId, include_transactions: bool) -> Write {
+    Write::upsert(
+        "store_sync",
+        store.as_str(),
+        &json!({"store_id": store, "include_transactions_in_sync": include_transactions}),
+    )
 }
 
 /// Sets how a store exists on a site (`active` moves the store there).

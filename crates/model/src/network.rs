@@ -56,7 +56,13 @@ pub struct StoreInfo {
     /// A dispensary store: patients are edited here, and dispensary data reaches its site.
     pub dispensary: bool,
     /// The dispensary's *Include transactions in sync* preference (meaningless for other stores).
+    /// A sync-related preference: it lives in the store's `store_sync` preferences record (id:
+    /// the store's id), apart from the store record and its non-sync preferences.
     pub include_transactions_in_sync: bool,
+    /// Whether the preference was set in `store_sync` (older databases kept it in the store
+    /// record, still read when it was not).
+    #[serde(default)]
+    pub sync_prefs_apart: bool,
     /// A dispensary whose site's new patients are made visible in it (its visibility
     /// preference, `new_patients_visible` in the store record; on unless said otherwise).
     pub sees_new_patients: bool,
@@ -170,6 +176,7 @@ impl Network {
             active_site: active_on.into(),
             dispensary: false,
             include_transactions_in_sync: true,
+            sync_prefs_apart: false,
             sees_new_patients: true,
         };
         self.stores.insert(id, info);
@@ -318,8 +325,10 @@ impl Network {
                 let info = self.store_entry(&store);
                 info.dispensary = flag(new, "dispensary").unwrap_or(false);
                 // Off unless said otherwise for a dispensary (the seeds' default), on for the rest.
-                info.include_transactions_in_sync =
-                    flag(new, "include_transactions_in_sync").unwrap_or(!info.dispensary);
+                if !info.sync_prefs_apart {
+                    info.include_transactions_in_sync =
+                        flag(new, "include_transactions_in_sync").unwrap_or(!info.dispensary);
+                }
                 info.sees_new_patients = flag(new, "new_patients_visible").unwrap_or(true);
             }
             "store_sync" => {
@@ -329,6 +338,15 @@ impl Network {
                     }
                 }
                 let Some(new) = new else { return };
+                if let (Some(store), None, Some(include)) =
+                    (text(new, "store_id"), text(new, "site_id"), flag(new, "include_transactions_in_sync"))
+                {
+                    // The store's sync-related preferences (the seeds' Synchronisation tab).
+                    let info = self.store_entry(&StoreId(store));
+                    info.include_transactions_in_sync = include;
+                    info.sync_prefs_apart = true;
+                    return;
+                }
                 let (Some(store), Some(site)) = (text(new, "store_id"), text(new, "site_id")) else { return };
                 let sync = text(new, "sync_type").as_deref().and_then(SyncType::parse).unwrap_or(SyncType::None);
                 let (store, site) = (StoreId(store), SiteId(site));
@@ -525,6 +543,7 @@ impl Network {
             active_site: SiteId::NONE, // until the store's own record names its site
             dispensary: false,
             include_transactions_in_sync: true,
+            sync_prefs_apart: false,
             sees_new_patients: true,
         })
     }

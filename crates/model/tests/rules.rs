@@ -1058,3 +1058,19 @@ fn a_prescription_is_held_to_a_dispensary_store_where_its_patient_is_visible() {
     // The central server corrects what others wrote: it is not held to it.
     assert_eq!(net.check_prescription(table, &rx("north-store", "p3"), &SiteId::from("central")), Ok(()));
 }
+
+#[test]
+fn include_transactions_in_sync_lives_in_the_stores_sync_preferences_not_its_record() {
+    let store = |dispensary: bool| json!({ "name": "North dispensary", "dispensary": dispensary });
+    let prefs = json!({ "store_id": "north-dispensary", "include_transactions_in_sync": true });
+    let mut net = Network::from_records([
+        ("store", "north-dispensary", store(true)),
+        ("store_sync", "north-dispensary", prefs.clone()),
+    ]);
+    let info = |net: &Network| net.stores[&StoreId::from("north-dispensary")].include_transactions_in_sync;
+    assert!(info(&net), "the preference set on the Synchronisation tab");
+    net.absorb("store", "north-dispensary", Some(&store(true)), Some(&store(true)));
+    assert!(info(&net), "an edit of the store record leaves the sync preference as it is");
+    let old_style = Network::from_records([("store", "north-dispensary", store(true))]);
+    assert!(!info(&old_style), "off by default for a dispensary");
+}

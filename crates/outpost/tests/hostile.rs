@@ -684,7 +684,7 @@ last good sync:    <time>
 last error:        none
 rejected changes:  1 (see `outpost site rejected`)
 initialised:       yes
-records held:      10
+records held:      13
 notice:            <time>: the central server holds this site's changes up to 2, but this database knew of only 1 pushed: \
 it was restored from a backup. 1 change(s) written since were renumbered after 2 and pushed; this site's records are \
 fetched again from the central server

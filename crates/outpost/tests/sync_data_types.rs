@@ -272,6 +272,11 @@ fn a_dispensarys_transactions_stay_on_its_site_until_it_includes_them_and_then_a
 
     // Switched on at the central server: what the dispensary held travels on the next syncs.
     network.central.admin("store include-transactions", &["store", "include-transactions", "north-dispensary", "on"]);
+    // A sync-related preference (the seeds' Synchronisation tab), kept apart from the store record
+    // and its non-sync preferences: editing the store record leaves it as it is.
+    let prefs = record(&network.central, "store_sync", "north-dispensary");
+    assert_eq!(prefs, Some(json!({"store_id": "north-dispensary", "include_transactions_in_sync": true})));
+    network.central.write("store", "north-dispensary", &json!({"name": "North dispensary", "dispensary": true}));
     north.sync(); // pulls the change, which logs what was held
     north.sync(); // pushes it
     assert_eq!(record(&network.central, "stock_line", "sl-disp-1"), Some(line), "the existing stock line travelled");

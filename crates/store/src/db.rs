@@ -716,7 +716,7 @@ impl Tx<'_> {
             })?,
             None => self.stored_keys(&change.table, change.id.as_str())?.unwrap_or_default(),
         };
-        let held_before = self.holds_transactions(&change.table, change.id.as_str());
+        let held_before = self.held_stores(&change.table);
         let received = change.data.as_ref().map(|d| d.get());
         let rewritten = received.and_then(|text| self.rewrite_merged(text));
         let keys = match (&rewritten, self.registry.table(&change.table)) {
@@ -736,20 +736,22 @@ impl Tx<'_> {
         if let Action::MergeInto(into) = &change.action {
             self.apply_merge(&change.table, &change.id, into)?;
         }
-        if held_before && !self.holds_transactions(&change.table, change.id.as_str()) {
-            self.release_held(&StoreId::from(change.id.as_str()))?;
+        if let Some(held_before) = held_before {
+            let held_now = self.held_stores(&change.table).unwrap_or_default();
+            for store in held_before.difference(&held_now) {
+                self.release_held(store)?;
+            }
         }
         Ok(())
     }
 
-    /// Whether `table`/`id` is a dispensary store whose transactions stay on its site.
-    fn holds_transactions(&self, table: &str, id: &str) -> bool {
-        table == "store"
-            && self
-                .network
-                .stores
-                .get(&StoreId::from(id))
-                .is_some_and(|info| info.dispensary && !info.include_transactions_in_sync)
+    /// The dispensary stores whose transactions stay on their site, when a write to `table` may
+    /// change that (the store record, its sync preferences); `None` for every other table.
+    fn held_stores(&self, table: &str) -> Option<std::collections::BTreeSet<StoreId>> {
+        matches!(table, "store" | "store_sync").then(|| {
+            let held = self.network.stores.values().filter(|s| s.dispensary && !s.include_transactions_in_sync);
+            held.map(|s| s.id.clone()).collect()
+        })
     }
 
     /// A dispensary store active here now includes its transactions in sync: what it held on

@@ -1,7 +1,8 @@
 //! What the central server writes in answer to a pushed change, in the same transaction as the
 //! push that brought it: ordinary checked, logged and routed writes, so that nothing here is a
 //! second way to write: completing a patient's move to another home store once its old home
-//! site hands it over, and merging a barcode that duplicates one the primary holds.
+//! site hands it over, merging a barcode that duplicates one the primary holds, and sharing a
+//! prescriber with the dispensary store where it has prescribed.
 
 use crate::backfill;
 use crate::engine::write_routed;
@@ -13,6 +14,9 @@ use store::{RoutedBy, StoreError, Tx, Write};
 pub(crate) fn after_push(tx: &mut Tx<'_>, change: &Change) -> Result<(), StoreError> {
     if change.table == "barcode" {
         return merge_duplicate_barcode(tx, &change.id);
+    }
+    if change.table == "prescription" {
+        return share_prescriber(tx, &change.id);
     }
     if change.table != "patient_move" {
         return Ok(());
@@ -96,5 +100,36 @@ fn merge_duplicate_barcode(tx: &mut Tx<'_>, id: &RecordId) -> Result<(), StoreEr
         tracing::info!(barcode = %id, into = %kept, code, "a duplicate barcode is merged into the one the primary holds");
         write_routed(tx, &Write::merge("barcode", id.as_str(), kept.as_str()), &me)?;
     }
+    Ok(())
+}
+
+/// Prescribers behave like patients, and are shared with the dispensary stores on other sites
+/// where they have prescribed (the seeds): a prescription that names a prescriber not visible
+/// in its store makes it visible there, and the store's sites receive the prescriber. (Only
+/// prescriptions that reach the central server: a dispensary that keeps its transactions on
+/// its site shares nothing until it includes them.)
+fn share_prescriber(tx: &mut Tx<'_>, id: &RecordId) -> Result<(), StoreError> {
+    let Some(doc) = tx.current("prescription", id.as_str())?.and_then(|c| c.data) else { return Ok(()) };
+    let doc: Value = serde_json::from_str(&doc).unwrap_or_default();
+    let (Some(prescriber), Some(store)) =
+        (doc.get("prescriber_id").and_then(Value::as_str), doc.get("store_id").and_then(Value::as_str))
+    else {
+        return Ok(());
+    };
+    let (prescriber, store) = (RecordId::from(prescriber), StoreId::from(store));
+    let network = tx.network();
+    let known = network.home_stores.contains_key(&prescriber);
+    let sees = network.home_stores.get(&prescriber) == Some(&store)
+        || network.name_visibility.get(&prescriber).is_some_and(|stores| stores.contains(&store));
+    if !known || sees || tx.current("prescriber", prescriber.as_str())?.is_none() {
+        return Ok(());
+    }
+    let me = network.central.clone();
+    let key = RoutedBy::Name(&prescriber);
+    let before = backfill::reach(tx, key)?;
+    let row = json!({"prescriber_id": prescriber, "store_id": store});
+    write_routed(tx, &Write::upsert("prescriber_visibility", format!("{prescriber}@{store}"), &row), &me)?;
+    let sent = backfill::send_newly_visible(tx, key, &before)?;
+    tracing::info!(%prescriber, %store, records = sent, "a prescriber is shared with the store where it prescribed");
     Ok(())
 }

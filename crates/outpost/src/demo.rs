@@ -1,6 +1,8 @@
 //! `outpost demo`: a whole network on this machine. A central server (the primary too) serves
 //! on loopback; three remote sites initialise from it, make stock and transactions offline,
-//! then sync. Everything is left in a directory a person can inspect afterwards.
+//! then sync; a patient moves to another home store, and a site that becomes a collector
+//! receives what the store already holds. Everything is left in a directory a person can
+//! inspect afterwards.
 
 use central::{admin, Engine};
 use serde_json::json;
@@ -36,6 +38,7 @@ pub fn run(dir: &Path, transactions: usize) -> Result<(), String> {
         admin::add_store(&engine, &store.into(), &site.into(), false).map_err(|e| e.to_string())?;
     }
     admin::add_store(&engine, &"north-dispensary".into(), &"north".into(), true).map_err(|e| e.to_string())?;
+    admin::add_store(&engine, &"south-dispensary".into(), &"south".into(), true).map_err(|e| e.to_string())?;
     // The hospital and the clinic supply each other: each is a transfer store on the other's site.
     admin::set_sync_type(&engine, &"north-hospital".into(), &"south".into(), model::SyncType::Transfer)
         .map_err(|e| e.to_string())?;
@@ -82,6 +85,30 @@ pub fn run(dir: &Path, transactions: usize) -> Result<(), String> {
             timings.push(sync(site, round, db, client)?);
         }
     }
+
+    // A patient moves to another home store, on the central server: north hands it over on its
+    // next sync, and south receives it with its records.
+    let patient = model::RecordId::from("patient-001");
+    let outcome = admin::move_patient(&engine, &patient, &"south-dispensary".into()).map_err(|e| e.to_string())?;
+    let waits = match outcome {
+        admin::MoveOutcome::Pending { old_site } => format!("pending until `{old_site}` syncs"),
+        admin::MoveOutcome::Done => "done".to_owned(),
+    };
+    println!("\ncentral: `patient-001` moves from north-dispensary to south-dispensary ({waits})");
+    let [north, south, east] = &sites[..] else { unreachable!("three sites") };
+    timings.push(sync(north.0, "hand over", &north.2, &north.3)?);
+    timings.push(sync(south.0, "receive patient", &south.2, &south.3)?);
+    let home = south.2.record("patient", patient.as_str()).map_err(|e| e.to_string())?;
+    let home = home.as_ref().and_then(|p| p["home_store_id"].as_str()).unwrap_or("(not there)").to_owned();
+    println!("south: `patient-001` is held here now, home store `{home}`");
+
+    // The health post becomes a collector of the hospital: it receives what the hospital holds
+    // already (a backfill), not only later changes.
+    admin::set_sync_type(&engine, &"north-hospital".into(), &"east".into(), model::SyncType::Collector)
+        .map_err(|e| e.to_string())?;
+    timings.push(sync(east.0, "backfill", &east.2, &east.3)?);
+    let held = east.2.count_records().map_err(|e| e.to_string())?;
+    println!("east: now a collector of north-hospital, holds {held} records");
 
     println!("\nwhat each node holds:");
     let summarise = |name: &str, db: &Db| -> Result<(), String> {

@@ -24,6 +24,7 @@ on_each_backend!(
     a_new_patient_lives_where_it_was_created_and_is_seen_by_its_sites_other_dispensaries_only,
     a_site_that_gains_a_dispensary_store_receives_the_dispensary_data_written_before,
     a_satellite_may_switch_centralised_procurement_off_for_its_own_store,
+    a_prescriber_is_shared_with_the_dispensary_on_another_site_where_it_prescribes,
 );
 
 /// Two sites with a dispensary store each: north's `north-dispensary`, south's `south-dispensary`.
@@ -589,4 +590,28 @@ fn a_satellite_may_switch_centralised_procurement_off_for_its_own_store(backend:
     let primary =
         network.central.try_admin("write", &["write", "purchase_order", "po-central-2", &order(3).to_string()]);
     assert!(primary.failed().stderr.contains("only site `north` may edit them"), "the primary no longer may");
+}
+
+/// The seeds: prescribers behave like patients, and are shared with dispensary stores on other
+/// sites where they have prescribed, automatically, when a prescription there names them.
+fn a_prescriber_is_shared_with_the_dispensary_on_another_site_where_it_prescribes(backend: &Backend) {
+    let network = two_dispensaries(backend);
+    let (north, south) = (network.site("north"), network.site("south"));
+    network.central.admin("store include-transactions", &["store", "include-transactions", "south-dispensary", "on"]);
+    north.sync();
+    south.sync();
+    let doctor = json!({"name": "Dr Otieno", "home_store_id": "north-dispensary"});
+    north.write("prescriber", "dr-1", &doctor);
+    north.sync();
+    south.sync();
+    assert_eq!(south.get("prescriber", "dr-1"), None, "not shared before it prescribes there");
+
+    south.write("patient", "pat-s", &json!({"name": "Juma", "home_store_id": "south-dispensary"}));
+    let rx =
+        json!({"store_id": "south-dispensary", "patient_id": "pat-s", "prescriber_id": "dr-1", "item_id": "item-1"});
+    south.write("prescription", "rx-s", &rx);
+    south.sync();
+    assert_eq!(south.get("prescriber", "dr-1"), Some(doctor), "shared with south in the same sync");
+    let shared = record(&network.central, "prescriber_visibility", "dr-1@south-dispensary");
+    assert_eq!(shared, Some(json!({"prescriber_id": "dr-1", "store_id": "south-dispensary"})));
 }

@@ -51,6 +51,17 @@ fn a_patient_of_north(north: &common::Site) -> Vec<(&'static str, &'static str, 
     records
 }
 
+/// [`two_dispensaries`], both sites set up, and [`a_patient_of_north`] pushed.
+fn north_with_a_patient(backend: &Backend) -> (Network, Vec<(&'static str, &'static str, serde_json::Value)>) {
+    let network = two_dispensaries(backend);
+    let (north, south) = (network.site("north"), network.site("south"));
+    north.sync();
+    south.sync();
+    let records = a_patient_of_north(north);
+    north.sync();
+    (network, records)
+}
+
 fn move_patient(network: &Network, patient: &str, to: &str) -> String {
     network.central.admin("patient move", &["patient", "move", patient, "--to", to]).ok().stdout
 }
@@ -60,12 +71,8 @@ fn move_patient(network: &Network, patient: &str, to: &str) -> String {
 /// (applied, not lost) and hands the patient over; the patient and its records then reach the
 /// new home store's site, where it is edited from then on.
 fn a_patient_moves_home_on_the_central_server_and_its_records_follow_it(backend: &Backend) {
-    let network = two_dispensaries(backend);
+    let (network, records) = north_with_a_patient(backend);
     let (north, south) = (network.site("north"), network.site("south"));
-    north.sync();
-    south.sync();
-    let records = a_patient_of_north(north);
-    north.sync();
     assert_eq!(south.get("patient", "pat-1"), None, "south does not see north's patient");
 
     let said = move_patient(&network, "pat-1", "south-dispensary");
@@ -111,12 +118,8 @@ fn a_patient_moves_home_on_the_central_server_and_its_records_follow_it(backend:
 /// A move whose old home site does not sync stays pending, says so, and leaves the patient
 /// editable nowhere: not on the new home site, not on the old one once it knows of the move.
 fn a_move_whose_old_home_site_never_syncs_stays_pending_and_nobody_can_edit_the_patient(backend: &Backend) {
-    let network = two_dispensaries(backend);
+    let (network, _) = north_with_a_patient(backend);
     let (north, south) = (network.site("north"), network.site("south"));
-    north.sync();
-    south.sync();
-    a_patient_of_north(north);
-    north.sync();
     move_patient(&network, "pat-1", "south-dispensary");
     south.sync();
     let taken = json!({"name": "Asha", "home_store_id": "south-dispensary"}).to_string();
@@ -150,12 +153,8 @@ fn a_move_whose_old_home_site_never_syncs_stays_pending_and_nobody_can_edit_the_
 /// Making a patient visible in a store (on the central server) sends the store's sites the
 /// patient and its records, not only the visibility row.
 fn a_patient_made_visible_in_a_store_reaches_its_site_with_its_records(backend: &Backend) {
-    let network = two_dispensaries(backend);
+    let (network, records) = north_with_a_patient(backend);
     let (north, south) = (network.site("north"), network.site("south"));
-    north.sync();
-    south.sync();
-    let records = a_patient_of_north(north);
-    north.sync();
     south.sync();
     assert_eq!(south.get("patient", "pat-1"), None);
     network.central.admin("show-name", &["show-name", "pat-1", "south-dispensary"]).ok();

@@ -119,7 +119,7 @@ fn a_patient_moves_home_on_the_central_server_and_its_records_follow_it(backend:
 /// editable nowhere: not on the new home site, not on the old one once it knows of the move.
 fn a_move_whose_old_home_site_never_syncs_stays_pending_and_nobody_can_edit_the_patient(backend: &Backend) {
     let (network, _) = north_with_a_patient(backend);
-    let (north, south) = (network.site("north"), network.site("south"));
+    let south = network.site("south");
     move_patient(&network, "pat-1", "south-dispensary");
     south.sync();
     let taken = json!({"name": "Asha", "home_store_id": "south-dispensary"}).to_string();
@@ -154,7 +154,7 @@ fn a_move_whose_old_home_site_never_syncs_stays_pending_and_nobody_can_edit_the_
 /// patient and its records, not only the visibility row.
 fn a_patient_made_visible_in_a_store_reaches_its_site_with_its_records(backend: &Backend) {
     let (network, records) = north_with_a_patient(backend);
-    let (north, south) = (network.site("north"), network.site("south"));
+    let south = network.site("south");
     south.sync();
     assert_eq!(south.get("patient", "pat-1"), None);
     network.central.admin("show-name", &["show-name", "pat-1", "south-dispensary"]).ok();

@@ -16,6 +16,7 @@ pub mod merge;
 pub mod network;
 pub mod registry;
 pub mod rules;
+pub mod transfer;
 
 pub use change::{Action, Change};
 pub use ids::{LogPos, RecordId, Seq, SiteId, StoreId};

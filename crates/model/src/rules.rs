@@ -164,6 +164,8 @@ pub enum Refusal {
     PatientMoving { patient: RecordId, from: StoreId, to: StoreId },
     #[error("a patient is moved on the central server; its old home site may only hand it over (`status` becomes `handed_over`, nothing else changes){why}")]
     MoveEdited { why: String },
+    #[error("the transaction line cannot be written: {why}")]
+    BadLine { why: String },
     #[error("messages are never edited; create a new one instead")]
     MessageEdited,
     #[error("`{table}` `{into}` is not held here: a record is merged into one this node holds (a patient or prescriber merged on a site needs the other's home store known there)")]
@@ -353,6 +355,14 @@ pub fn authority(registry: &Registry, network: &Network, change: &ChangeRef<'_>)
                 } else {
                     Writer::Site(home_site)
                 }
+            }
+            // The central server creates the responding half of a stock transfer (the seeds: it
+            // "routes transfers from one store to another"); the store's site edits it after.
+            _ if matches!(change.table, "transaction" | "transaction_line") && *change.op == Op::Create => {
+                Writer::Sites(BTreeSet::from([
+                    active_site_of(&change.keys.store, "store_id")?,
+                    network.central.clone(),
+                ]))
             }
             _ => Writer::Site(active_site_of(&change.keys.store, "store_id")?),
         },

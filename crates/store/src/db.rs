@@ -414,6 +414,10 @@ impl Tx<'_> {
             if check_write(self.registry, &self.network, &create, writer).is_ok() {
                 self.network.check_prescription(table, &keys, writer).map_err(refused)?;
                 self.check_not_moving(&create, change.id, writer)?;
+                if change.table == "transaction_line" {
+                    let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
+                    model::transfer::check_line(&doc).map_err(refused)?;
+                }
                 put.log = self.travels(&create, change.id, writer)?;
                 let audience = recipients(self.registry, &self.network, &create).map_err(refused)?;
                 self.check_topology(&put).map_err(refused)?;
@@ -444,6 +448,10 @@ impl Tx<'_> {
             if table.has(model::Special::PatientMove) {
                 let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
                 self.network.check_handover(change.id, &doc, writer).map_err(refused)?;
+            }
+            if change.table == "transaction_line" {
+                let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
+                model::transfer::check_line(&doc).map_err(refused)?;
             }
         }
         self.check_not_moving(&as_written, change.id, writer)?;

@@ -372,7 +372,9 @@ impl Network {
             }
             "patient" | "prescriber" => {
                 let name = RecordId::from(id);
-                match new.and_then(|n| text(n, "home_store_id").or_else(|| text(n, "store_id"))) {
+                // As `RecordKeys` reads it: an empty field is no home store.
+                let field = |n: &serde_json::Value, f: &str| text(n, f).filter(|s| !s.is_empty());
+                match new.and_then(|n| field(n, "home_store_id").or_else(|| field(n, "store_id"))) {
                     Some(home) => {
                         self.home_stores.insert(name, StoreId(home));
                     }

@@ -1074,3 +1074,14 @@ fn include_transactions_in_sync_lives_in_the_stores_sync_preferences_not_its_rec
     let old_style = Network::from_records([("store", "north-dispensary", store(true))]);
     assert!(!info(&old_style), "off by default for a dispensary");
 }
+
+/// Found by `push_props`: an empty `home_store_id` is no home store, in the network as in a
+/// record's keys, so a patient created in a store with one lives in that store.
+#[test]
+fn an_empty_home_store_id_is_read_as_none_by_the_network_and_by_the_keys_alike() {
+    let doc = json!({ "home_store_id": "", "store_id": "north-dispensary" });
+    let net = Network::from_records([("patient", "p8", doc.clone())]);
+    assert_eq!(net.home_stores.get(&RecordId::from("p8")), Some(&StoreId::from("north-dispensary")));
+    let patient = create("patient", "p8", doc);
+    assert_eq!(patient.keys.home_store, Some(StoreId::from("north-dispensary")));
+}

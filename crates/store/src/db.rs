@@ -509,10 +509,9 @@ impl Tx<'_> {
     /// The live records of `table` whose document contains `text` (a JSON-encoded value, e.g.
     /// `"\"12345\""`): candidates for the caller to check field by field.
     pub fn records_containing(&self, table: &str, text: &str) -> Result<Vec<(RecordId, serde_json::Value)>> {
-        let found = self.sql(|sql| sql.records_containing(text))?;
+        let found = self.sql(|sql| sql.records_containing(Some(table), text))?;
         Ok(found
             .into_iter()
-            .filter(|(t, _, _)| t == table)
             .filter_map(|(_, id, data)| serde_json::from_str(&data).ok().map(|doc| (id, doc)))
             .collect())
     }
@@ -528,7 +527,7 @@ impl Tx<'_> {
             return Ok(());
         }
         let needle = serde_json::Value::String(id.0.clone()).to_string();
-        let candidates = self.sql(|sql| sql.records_containing(&needle))?;
+        let candidates = self.sql(|sql| sql.records_containing(None, &needle))?;
         let mut rewritten = 0;
         for (other_table, other_id, text) in candidates {
             let Some(new_text) = self.rewrite_merged(&text) else { continue };

@@ -51,9 +51,10 @@ pub(crate) trait Sql {
     fn seqs_in_bucket(&mut self, bucket: &str) -> Result<Vec<Seq>>;
     /// Notes that `table`/`id` was merged into `into`.
     fn add_merged(&mut self, table: &str, id: &str, into: &str) -> Result<()>;
-    /// The live records whose document contains `text` (table, id, document): the candidates
-    /// that may name a merged-away record, checked field by field by the caller.
-    fn records_containing(&mut self, text: &str) -> Result<Vec<(String, RecordId, String)>>;
+    /// The live records (of `table`, or of every table) whose document contains `text` (table,
+    /// id, document): candidates the caller checks field by field. A scan: for merges and
+    /// processors, not for every write.
+    fn records_containing(&mut self, table: Option<&str>, text: &str) -> Result<Vec<(String, RecordId, String)>>;
     /// The logged, live records whose routing column (`store_id` or `name_id`, from
     /// [`crate::RoutedBy::column`]) holds `value`: table, id, keys, position.
     fn logged_records(&mut self, column: &'static str, value: &str)

@@ -811,11 +811,16 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         Ok(())
     }
 
-    fn records_containing(&mut self, text: &str) -> Result<Vec<(String, RecordId, String)>> {
-        self.query("SELECT tbl, id, data FROM record WHERE data IS NOT NULL AND strpos(data, $1) > 0", &[&text])?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, RecordId(r.try_get(1)?), r.try_get(2)?)))
-            .collect()
+    fn records_containing(&mut self, table: Option<&str>, text: &str) -> Result<Vec<(String, RecordId, String)>> {
+        let rows = match table {
+            Some(table) => self.query(
+                "SELECT tbl, id, data FROM record WHERE tbl = $1 AND data IS NOT NULL AND strpos(data, $2) > 0",
+                &[&table, &text],
+            )?,
+            None => self
+                .query("SELECT tbl, id, data FROM record WHERE data IS NOT NULL AND strpos(data, $1) > 0", &[&text])?,
+        };
+        rows.iter().map(|r| Ok((r.try_get(0)?, RecordId(r.try_get(1)?), r.try_get(2)?))).collect()
     }
 
     fn logged_records(

@@ -437,10 +437,14 @@ impl Sql for Lite<'_> {
         Ok(())
     }
 
-    fn records_containing(&mut self, text: &str) -> Result<Vec<(String, RecordId, String)>> {
-        let mut stmt =
-            self.0.prepare("SELECT tbl, id, data FROM record WHERE data IS NOT NULL AND instr(data, ?1) > 0")?;
-        let rows = stmt.query_map([text], |r| Ok((r.get::<_, String>(0)?, RecordId(r.get(1)?), r.get(2)?)))?;
+    fn records_containing(&mut self, table: Option<&str>, text: &str) -> Result<Vec<(String, RecordId, String)>> {
+        // `tbl` leads the record's unique key, so a table's scan reads that table only.
+        let mut stmt = self.0.prepare_cached(
+            "SELECT tbl, id, data FROM record
+             WHERE (?1 IS NULL OR tbl = ?1) AND data IS NOT NULL AND instr(data, ?2) > 0",
+        )?;
+        let rows =
+            stmt.query_map(params![table, text], |r| Ok((r.get::<_, String>(0)?, RecordId(r.get(1)?), r.get(2)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

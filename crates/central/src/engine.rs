@@ -71,7 +71,8 @@ impl Engine {
         Ok(self.db.transaction(|tx| {
             tx.prefetch_all(writes.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
             let before = shapes_stores(writes).then(|| tx.network().dispensary_sites());
-            let seqs = writes.iter().map(|write| write_routed(tx, write, &me).map(|w| w.seq)).collect();
+            let mut routed = |tx: &mut Tx<'_>, write: &Write| write_routed(tx, write, &me).map(|w| w.seq);
+            let seqs = store::transfers::write_here(tx, &me, writes, &mut routed);
             if let Some(before) = before {
                 backfill::dispensary_data_for_new_sites(tx, &before)?;
             }
@@ -517,7 +518,7 @@ fn apply_pushed(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<Resul
     match tx.write_as(incoming, site) {
         Ok(written) => {
             route(tx, written.seq, &written.audience, site)?;
-            processors::after_push(tx, change)?;
+            processors::after_push(tx, site, change)?;
             Ok(Ok(()))
         }
         Err(refused @ (StoreError::Refused { .. } | StoreError::Invalid { .. })) => Ok(Err(refused.to_string())),

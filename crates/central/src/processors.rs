@@ -2,7 +2,9 @@
 //! push that brought it: ordinary checked, logged and routed writes, so that nothing here is a
 //! second way to write: completing a patient's move to another home store once its old home
 //! site hands it over, merging a barcode that duplicates one the primary holds, and sharing a
-//! prescriber with the dispensary store where it has prescribed.
+//! prescriber with the dispensary store where it has prescribed. Transfers between stores of
+//! different sites are answered by `store::transfers`, the code a site runs for two of its own
+//! stores.
 
 use crate::backfill;
 use crate::engine::write_routed;
@@ -10,16 +12,18 @@ use model::{Change, RecordId, SiteId, StoreId};
 use serde_json::{json, Value};
 use store::{RoutedBy, StoreError, Tx, Write};
 
-/// Runs what a pushed change (already written and routed) sets off.
-pub(crate) fn after_push(tx: &mut Tx<'_>, change: &Change) -> Result<(), StoreError> {
+/// Runs what a change pushed by `site` (already written and routed) sets off.
+pub(crate) fn after_push(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Result<(), StoreError> {
     if change.table == "barcode" {
         return merge_duplicate_barcode(tx, &change.id);
     }
     if change.table == "prescription" {
         return share_prescriber(tx, &change.id);
     }
-    if change.table == "transaction" {
-        return make_supplier_invoice(tx, &change.id);
+    if change.data.is_some() && change.table != "patient_move" {
+        let me = tx.network().central.clone();
+        let mut routed = |tx: &mut Tx<'_>, write: &Write| write_routed(tx, write, &me).map(|w| w.seq);
+        return store::transfers::respond(tx, &me, site, &change.table, &change.id, &mut routed);
     }
     if change.table != "patient_move" {
         return Ok(());
@@ -135,55 +139,4 @@ fn share_prescriber(tx: &mut Tx<'_>, id: &RecordId) -> Result<(), StoreError> {
     let sent = backfill::send_newly_visible(tx, key, &before)?;
     tracing::info!(%prescriber, %store, records = sent, "a prescriber is shared with the store where it prescribed");
     Ok(())
-}
-
-/// A stock transfer (the seeds): a customer invoice finalised in store A for store B, active on
-/// another site, makes a supplier invoice in B, on hold and unnumbered, with the same lines, and
-/// a log message back to A. The half's id is the invoice's own (`transfer::responding_id`), and
-/// it is made only while it does not exist: a push sent again, or a later edit of either half,
-/// never makes a second one.
-fn make_supplier_invoice(tx: &mut Tx<'_>, id: &RecordId) -> Result<(), StoreError> {
-    use model::transfer::{self, Transaction, TransactionLine};
-    let Some(doc) = tx.current("transaction", id.as_str())?.and_then(|c| c.data) else { return Ok(()) };
-    let Ok(invoice) = serde_json::from_str::<Transaction>(&doc) else { return Ok(()) };
-    if invoice.kind != transfer::TransactionKind::CustomerInvoice || invoice.other_store_id.is_none() {
-        return Ok(());
-    }
-    let half_id = transfer::responding_id(id);
-    if tx.current("transaction", half_id.as_str())?.is_some() {
-        return Ok(()); // made already: exactly once
-    }
-    let needle = Value::String(id.0.clone()).to_string();
-    let mut lines: Vec<(RecordId, TransactionLine)> = tx
-        .records_containing("transaction_line", &needle)?
-        .into_iter()
-        .filter_map(|(line_id, doc)| serde_json::from_value::<TransactionLine>(doc).ok().map(|line| (line_id, line)))
-        .filter(|(_, line)| line.transaction_id == *id)
-        .collect();
-    lines.sort_by(|a, b| a.0.cmp(&b.0));
-    let network = tx.network().clone();
-    let Some(transfer::Half { id: half_id, transaction: half, lines: half_lines }) =
-        transfer::supplier_invoice_for(&network, id, &invoice, &lines)
-    else {
-        return Ok(());
-    };
-    let me = network.central.clone();
-    for (line_id, line) in &half_lines {
-        write_routed(tx, &Write::upsert("transaction_line", line_id.as_str(), &to_doc(line)), &me)?;
-    }
-    write_routed(tx, &Write::upsert("transaction", half_id.as_str(), &to_doc(&half)), &me)?;
-    let message = json!({
-        "receiving_store_id": invoice.store_id,
-        "type": "transfer_log",
-        "transaction_id": id,
-        "body": format!("supplier invoice `{half_id}` made in store `{}` for customer invoice `{id}` ({} lines)", half.store_id, half_lines.len()),
-    });
-    write_routed(tx, &Write::upsert("message", format!("{id}:log"), &message), &me)?;
-    tracing::info!(invoice = %id, half = %half_id, lines = half_lines.len(), "a stock transfer's supplier invoice is made");
-    Ok(())
-}
-
-/// A typed view back as the document it is stored as.
-fn to_doc<T: serde::Serialize>(view: &T) -> Value {
-    serde_json::to_value(view).unwrap_or_default()
 }

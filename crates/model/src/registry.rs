@@ -102,6 +102,9 @@ pub enum Special {
     NewRecordsToCentral,
     /// A transfer half: also reaches the site where the other store (`other_store_id`) is active.
     Transfer,
+    /// A transfer record that can be the responding half of one: the central server may make it
+    /// in any store (and keep it in step with what it answers), as it routes the transfer.
+    RespondingHalf,
     /// Prescriptions: a preference sends them to every site where the patient is visible.
     Prescription,
     /// Repeats: a preference allows processing on every site where the patient is visible.
@@ -440,8 +443,8 @@ const STORE_ONES: [Entry; 20] = [
         E::StoreSite,
         &[
             t("customer_stock_history", S("store_id")),
-            ts("requisition", S("store_id"), &[X::Transfer]),
-            ts("requisition_line", S("store_id"), &[X::Transfer]),
+            ts("requisition", S("store_id"), &[X::Transfer, X::RespondingHalf]),
+            ts("requisition_line", S("store_id"), &[X::Transfer, X::RespondingHalf]),
         ],
         "",
     ),
@@ -478,8 +481,8 @@ const STORE_ONES: [Entry; 20] = [
         D::Store,
         E::StoreSite,
         &[
-            ts("transaction", S("store_id"), &[X::Transfer, X::DispensaryStock]),
-            ts("transaction_line", S("store_id"), &[X::Transfer, X::DispensaryStock]),
+            ts("transaction", S("store_id"), &[X::Transfer, X::RespondingHalf, X::DispensaryStock]),
+            ts("transaction_line", S("store_id"), &[X::Transfer, X::RespondingHalf, X::DispensaryStock]),
             ts("backorder", S("store_id"), &[X::DispensaryStock]),
             ts("build", S("store_id"), &[X::DispensaryStock]),
         ],
@@ -493,8 +496,8 @@ const STORE_ONES: [Entry; 20] = [
         D::Store,
         E::StoreSite,
         &[
-            ts("goods_received", S("store_id"), &[X::Transfer]),
-            ts("goods_received_line", S("store_id"), &[X::Transfer]),
+            ts("goods_received", S("store_id"), &[X::Transfer, X::RespondingHalf]),
+            ts("goods_received_line", S("store_id"), &[X::Transfer, X::RespondingHalf]),
         ],
         "",
     ),

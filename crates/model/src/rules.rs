@@ -164,8 +164,14 @@ pub enum Refusal {
     PatientMoving { patient: RecordId, from: StoreId, to: StoreId },
     #[error("a patient is moved on the central server; its old home site may only hand it over (`status` becomes `handed_over`, nothing else changes){why}")]
     MoveEdited { why: String },
-    #[error("the transaction line cannot be written: {why}")]
+    #[error("the line cannot be written: {why}")]
     BadLine { why: String },
+    #[error("store `{store}` holds {have} packs of item `{item}`, and the invoice takes {want}: finalising it would take stock the store does not have")]
+    NotEnoughStock { item: RecordId, store: StoreId, have: String, want: String },
+    #[error("a finalised customer invoice needs its lines: write them before finalising it")]
+    FinalisedWithoutLines,
+    #[error("item `{0}` is not known here: a line is for an item this site has received from the primary server")]
+    UnknownItem(RecordId),
     #[error("messages are never edited; create a new one instead")]
     MessageEdited,
     #[error("`{table}` `{into}` is not held here: a record is merged into one this node holds (a patient or prescriber merged on a site needs the other's home store known there)")]
@@ -356,9 +362,11 @@ pub fn authority(registry: &Registry, network: &Network, change: &ChangeRef<'_>)
                     Writer::Site(home_site)
                 }
             }
-            // The central server creates the responding half of a stock transfer (the seeds: it
-            // "routes transfers from one store to another"); the store's site edits it after.
-            _ if matches!(change.table, "transaction" | "transaction_line") && *change.op == Op::Create => {
+            // The central server makes the responding half of a transfer (the seeds: it "routes
+            // transfers from one store to another"), and keeps a goods-received line in step with
+            // the invoice line it answers until the invoice is finalised; the store's site edits
+            // the half after that.
+            _ if rule.table.has(Special::RespondingHalf) && matches!(change.op, Op::Create | Op::Update) => {
                 Writer::Sites(BTreeSet::from([
                     active_site_of(&change.keys.store, "store_id")?,
                     network.central.clone(),

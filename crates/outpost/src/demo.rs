@@ -96,11 +96,17 @@ pub fn run(dir: &Path, transactions: usize) -> Result<(), String> {
     };
     println!("\ncentral: `patient-001` moves from north-dispensary to south-dispensary ({waits})");
     let [north, south, east] = &sites[..] else { unreachable!("three sites") };
+    let (north, south, east): (&Node, &Node, &Node) = (north, south, east);
     timings.push(sync(north.0, "hand over", &north.2, &north.3)?);
     timings.push(sync(south.0, "receive patient", &south.2, &south.3)?);
     let home = south.2.record("patient", patient.as_str()).map_err(|e| e.to_string())?;
     let home = home.as_ref().and_then(|p| p["home_store_id"].as_str()).unwrap_or("(not there)").to_owned();
     println!("south: `patient-001` is held here now, home store `{home}`");
+
+    // Transfers between stores whose sites never talk to each other: the central server makes
+    // the other half of each, once, and routes it.
+    println!("\ntransfers:");
+    transfers(north, south, east, &mut timings)?;
 
     // The health post becomes a collector of the hospital: it receives what the hospital holds
     // already (a backfill), not only later changes.
@@ -202,6 +208,142 @@ fn central_data(engine: &Engine) -> Result<(), String> {
     Ok(())
 }
 
+type Node = (&'static str, &'static str, Db, site::Client);
+
+/// A stock transfer (north-hospital to south-clinic), a mobile requisition (the east health
+/// post asks north-hospital, whose invoice comes back to it) and an internal requisition
+/// (south-clinic's purchase order filled by north-hospital), each synced through the central
+/// server, with what arrives where.
+fn transfers(north: &Node, south: &Node, east: &Node, timings: &mut Vec<String>) -> Result<(), String> {
+    let write =
+        |node: &Node, writes: Vec<Write>| node.2.write(&writes).map_err(|e| format!("writing on {}: {e}", node.0));
+    let read = |node: &Node, table: &str, id: &str| node.2.record(table, id).map_err(|e| e.to_string());
+    let line = |store: &str, transaction: &str, item: usize, packs: u32| {
+        json!({"store_id": store, "transaction_id": transaction, "item_id": format!("item-{item:04}"), "batch": format!("T{item:04}"),
+               "expiry_date": "2027-09-30", "pack_size": 10, "number_of_packs": packs, "cost_price_per_pack": 2.5})
+    };
+    let serial = |doc: &Option<serde_json::Value>| {
+        doc.as_ref().map_or("(not there)".to_owned(), |d| d["serial_number"].to_string())
+    };
+
+    // A stock transfer.
+    let mut writes: Vec<Write> = (1..=3)
+        .map(|l| {
+            Write::upsert("transaction_line", format!("transfer-1-{l}"), &line("north-hospital", "transfer-1", l, 5))
+        })
+        .collect();
+    writes.push(Write::upsert(
+        "transaction",
+        "transfer-1",
+        &json!({"store_id": "north-hospital", "other_store_id": "south-clinic",
+        "type": "customer_invoice", "status": "finalised", "serial_number": 9001}),
+    ));
+    write(north, writes)?;
+    println!("north: customer invoice `transfer-1` to south-clinic finalised (3 lines)");
+    timings.push(sync(north.0, "send transfer", &north.2, &north.3)?);
+    timings.push(sync(south.0, "receive transfer", &south.2, &south.3)?);
+    let received = read(south, "transaction", "transfer-1:received")?;
+    println!(
+        "south: supplier invoice `transfer-1:received` arrived on hold; serial -1 replaced by {}",
+        serial(&received)
+    );
+    timings.push(sync(north.0, "transfer log", &north.2, &north.3)?);
+    let log = read(north, "message", "transfer-1:log")?;
+    println!("north: log message back: {}", log.as_ref().and_then(|m| m["body"].as_str()).unwrap_or("(not there)"));
+
+    // A mobile requisition.
+    write(
+        east,
+        vec![
+            Write::upsert(
+                "requisition_line",
+                "request-1-1",
+                &json!({"store_id": "east-health-post", "requisition_id": "request-1", "item_id": "item-0004", "requested_quantity": 60}),
+            ),
+            Write::upsert(
+                "requisition",
+                "request-1",
+                &json!({"store_id": "east-health-post", "other_store_id": "north-hospital", "type": "request", "status": "finalised"}),
+            ),
+        ],
+    )?;
+    println!("east (mobile): request requisition `request-1` to north-hospital finalised");
+    timings.push(sync(east.0, "send request", &east.2, &east.3)?);
+    timings.push(sync(north.0, "receive request", &north.2, &north.3)?);
+    let response = read(north, "requisition", "request-1:received")?;
+    println!(
+        "north: customer requisition `request-1:received` arrived ({})",
+        if response.is_some() { "status new" } else { "not there" }
+    );
+    write(
+        north,
+        vec![
+            Write::upsert("transaction_line", "fill-1-1", &line("north-hospital", "fill-1", 4, 6)),
+            Write::upsert(
+                "transaction",
+                "fill-1",
+                &json!({"store_id": "north-hospital", "other_store_id": "east-health-post",
+            "type": "customer_invoice", "status": "finalised", "serial_number": 9002, "requisition_id": "request-1:received"}),
+            ),
+        ],
+    )?;
+    println!("north: customer invoice `fill-1` fulfils it, finalised");
+    timings.push(sync(north.0, "send supply", &north.2, &north.3)?);
+    timings.push(sync(east.0, "receive supply", &east.2, &east.3)?);
+    let supplied = read(east, "transaction", "fill-1:received")?;
+    println!(
+        "east: supplier invoice `fill-1:received` arrived for requisition `{}`; serial -1 replaced by {}",
+        supplied.as_ref().and_then(|s| s["requisition_id"].as_str()).unwrap_or("?"),
+        serial(&supplied)
+    );
+
+    // An internal requisition.
+    write(
+        south,
+        vec![
+            Write::upsert(
+                "purchase_order_line",
+                "order-1-1",
+                &json!({"store_id": "south-clinic", "purchase_order_id": "order-1", "item_id": "item-0007", "quantity": 80}),
+            ),
+            Write::upsert(
+                "purchase_order",
+                "order-1",
+                &json!({"store_id": "south-clinic", "other_store_id": "north-hospital", "status": "confirmed"}),
+            ),
+        ],
+    )?;
+    println!("south: purchase order `order-1` to north-hospital confirmed");
+    timings.push(sync(south.0, "send order", &south.2, &south.3)?);
+    timings.push(sync(north.0, "receive order", &north.2, &north.3)?);
+    let Some(mut to_fill) = read(north, "transaction", "order-1:received")? else {
+        return Err("north did not receive the invoice for south's order".into());
+    };
+    println!(
+        "north: customer invoice `order-1:received` arrived to fill it; serial -1 replaced by {}",
+        to_fill["serial_number"]
+    );
+    to_fill["status"] = json!("finalised");
+    write(
+        north,
+        vec![
+            Write::upsert("transaction_line", "order-1-fill", &line("north-hospital", "order-1:received", 7, 8)),
+            Write::upsert("transaction", "order-1:received", &to_fill),
+        ],
+    )?;
+    println!("north: a line added and the invoice finalised");
+    timings.push(sync(north.0, "send goods", &north.2, &north.3)?);
+    timings.push(sync(south.0, "receive goods", &south.2, &south.3)?);
+    let goods = read(south, "goods_received", "order-1:received:received")?;
+    let ordered = read(south, "purchase_order_line", "order-1-1")?;
+    println!(
+        "south: goods received `order-1:received:received` {}; order line `order-1-1` received {} of 80",
+        if goods.is_some() { "arrived" } else { "not there" },
+        ordered.as_ref().map_or("?".to_owned(), |l| l["received_quantity"].to_string())
+    );
+    Ok(())
+}
+
 /// What a site does between syncs: stock arrives, stock goes out.
 fn site_work(site: &str, store: &str, index: usize, transactions: usize) -> Vec<Write> {
     let mut writes = Vec::new();
@@ -209,7 +351,7 @@ fn site_work(site: &str, store: &str, index: usize, transactions: usize) -> Vec<
         writes.push(Write::upsert(
             "stock_line",
             format!("{store}-sl-{i:04}"),
-            &json!({"store_id": store, "item_id": format!("item-{i:04}"), "batch": format!("B{index}{i:04}"), "expiry_date": "2027-12-31", "pack_size": 10, "total_packs": 100 + i, "cost_price_per_pack": 2.5}),
+            &json!({"store_id": store, "item_id": format!("item-{i:04}"), "batch": format!("B{index}{i:04}"), "expiry_date": "2027-12-31", "pack_size": 10, "total_number_of_packs": 100 + i, "cost_price_per_pack": 2.5}),
         ));
     }
     for t in 1..=transactions {

@@ -247,7 +247,7 @@ fn a_dispensarys_transactions_stay_on_its_site_until_it_includes_them_and_then_a
     let north = network.site("north");
     north.sync();
     let line = json!({"store_id": "north-dispensary", "item_id": "item-1", "total_packs": 12});
-    let sale = json!({"store_id": "north-dispensary", "type": "customer_invoice", "status": "finalised"});
+    let sale = json!({"store_id": "north-dispensary", "type": "customer_invoice", "status": "new"});
     north.write("stock_line", "sl-disp-1", &line);
     north.write("transaction", "tx-disp-1", &sale);
     assert!(north.status().contains("0 change"), "nothing of the dispensary waits to be pushed:\n{}", north.status());

@@ -607,43 +607,14 @@ fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Resul
             }
         }
         let handed_over = hand_over_moves(tx, me, changes)?;
-        number_received_invoices(tx, me, changes)?;
+        let mut checked = |tx: &mut store::Tx<'_>, write: &store::Write| tx.write_checked(write, me);
+        for change in changes.iter().filter(|c| c.data.is_some()) {
+            store::transfers::respond(tx, me, &change.origin, &change.table, &change.id, &mut checked)?;
+        }
         tx.set_state(StateKey::PullCursor, &cursor)?;
         Ok(handed_over)
     })
     .map_err(store_err("applying a pulled batch"))
-}
-
-/// A supplier invoice the central server made for a store active here (the responding half of
-/// a stock transfer) arrives unnumbered: it takes the store's next supplier-invoice number, an
-/// edit of this site's own that syncs back.
-fn number_received_invoices(tx: &mut store::Tx<'_>, me: &SiteId, changes: &[Change]) -> Result<(), StoreError> {
-    use model::transfer::{Transaction, TransactionKind, UNNUMBERED};
-    for change in changes.iter().filter(|c| c.table == "transaction") {
-        let Some(text) = change.data.as_ref().map(|d| d.get()) else { continue };
-        let Ok(mut invoice) = serde_json::from_str::<Transaction>(text) else { continue };
-        let ours = tx.network().active_site(&invoice.store_id).is_some_and(|site| site == me);
-        if !ours || invoice.kind != TransactionKind::SupplierInvoice || invoice.serial_number != Some(UNNUMBERED) {
-            continue;
-        }
-        let last = tx
-            .records_containing("transaction", "\"supplier_invoice\"")?
-            .into_iter()
-            .filter_map(|(_, doc)| serde_json::from_value::<Transaction>(doc).ok())
-            .filter(|other| other.store_id == invoice.store_id && other.kind == TransactionKind::SupplierInvoice)
-            .filter_map(|other| other.serial_number)
-            .max()
-            .unwrap_or(0);
-        invoice.serial_number = Some(last.max(0) + 1);
-        let doc = serde_json::to_value(&invoice).map_err(|e| StoreError::Invalid {
-            table: change.table.clone(),
-            id: change.id.clone(),
-            reason: e.to_string(),
-        })?;
-        tx.write_checked(&store::Write::upsert(&change.table, change.id.as_str(), &doc), me)?;
-        tracing::info!(invoice = %change.id, serial = last.max(0) + 1, "numbered a supplier invoice received from another store");
-    }
-    Ok(())
 }
 
 /// A received move of a patient whose home store is active here: hand the patient over. The

@@ -71,7 +71,8 @@ impl Db {
         let me = self.local_site()?;
         self.transaction(|tx| {
             tx.prefetch_all(writes.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
-            writes.iter().map(|w| tx.write_checked(w, &me)).collect()
+            let mut checked = |tx: &mut Tx<'_>, write: &Write| tx.write_checked(write, &me);
+            crate::transfers::write_here(tx, &me, writes, &mut checked)
         })
     }
 
@@ -414,7 +415,7 @@ impl Tx<'_> {
             if check_write(self.registry, &self.network, &create, writer).is_ok() {
                 self.network.check_prescription(table, &keys, writer).map_err(refused)?;
                 self.check_not_moving(&create, change.id, writer)?;
-                if change.table == "transaction_line" {
+                if matches!(change.table, "transaction_line" | "goods_received_line") {
                     let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
                     model::transfer::check_line(&doc).map_err(refused)?;
                 }
@@ -449,7 +450,7 @@ impl Tx<'_> {
                 let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
                 self.network.check_handover(change.id, &doc, writer).map_err(refused)?;
             }
-            if change.table == "transaction_line" {
+            if matches!(change.table, "transaction_line" | "goods_received_line") {
                 let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
                 model::transfer::check_line(&doc).map_err(refused)?;
             }
@@ -504,6 +505,35 @@ impl Tx<'_> {
     /// `dispensary`, `remote`), in log order.
     pub fn seqs_in_bucket(&self, bucket: &str) -> Result<Vec<Seq>> {
         self.sql(|sql| sql.seqs_in_bucket(bucket))
+    }
+
+    /// The record `table`/`id` as a typed view (`None`: not held here, deleted, or not of that
+    /// shape): how processors and reports read the JSON documents.
+    pub fn view<T: serde::de::DeserializeOwned>(&self, table: &str, id: &RecordId) -> Result<Option<T>> {
+        Ok(self.current(table, id.as_str())?.and_then(|c| c.data).and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    /// The live records of `table` whose `field` is `parent` (an invoice's lines, a stock line's
+    /// item), by id, as typed views, found through an index: only the lookups of
+    /// [`model::transfer::INDEXED_FIELDS`]; any other is a programming error.
+    pub fn lines<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &str,
+        field: &str,
+        parent: &RecordId,
+    ) -> Result<Vec<(RecordId, T)>> {
+        let lookup = model::transfer::INDEXED_FIELDS
+            .iter()
+            .position(|&(t, f)| (t, f) == (table, field))
+            .unwrap_or_else(|| panic!("`{table}`.`{field}` has no index (model::transfer::INDEXED_FIELDS)"));
+        let found = self.sql(|sql| sql.records_by(lookup, parent.as_str()))?;
+        Ok(found.into_iter().filter_map(|(id, data)| serde_json::from_str(&data).ok().map(|view| (id, view))).collect())
+    }
+
+    /// The highest serial number of the transactions of `store` whose `type` is `kind` (through
+    /// an index; a serial that is not a number is not counted).
+    pub fn max_serial(&self, store: &model::StoreId, kind: &str) -> Result<Option<i64>> {
+        self.sql(|sql| sql.max_serial(store.as_str(), kind))
     }
 
     /// The live records of `table` whose document contains `text` (a JSON-encoded value, e.g.

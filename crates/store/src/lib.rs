@@ -27,6 +27,7 @@ mod migrations;
 mod queries;
 mod state_key;
 mod sync_state;
+pub mod transfers;
 
 pub use backend::DbError;
 pub use db::{Current, Db, Incoming, Tx, Written, PREFETCH_FROM};

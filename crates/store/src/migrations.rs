@@ -36,6 +36,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_records_and_log.sql"),
     migration!(2, "0002_refusals_seen_and_last_batch.sql"),
     migration!(3, "0003_merges.sql"),
+    migration!(4, "0004_lines_by_parent.sql"),
 ];
 
 /// The schema version this binary writes.

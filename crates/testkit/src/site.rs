@@ -143,7 +143,7 @@ pub fn write_stock_lines<B: Binary>(site: &Site<B>, n: usize) {
             store::Write::upsert(
                 "stock_line",
                 format!("sl-{i:06}"),
-                &serde_json::json!({"store_id": store, "item_id": format!("item-{:06}", i % 1000), "batch": format!("B{i:06}"), "expiry_date": "2027-12-31", "pack_size": 10, "total_packs": i % 500, "cost_price_per_pack": 2.5}),
+                &serde_json::json!({"store_id": store, "item_id": format!("item-{:06}", i % 1000), "batch": format!("B{i:06}"), "expiry_date": "2027-12-31", "pack_size": 10, "total_number_of_packs": i % 500, "cost_price_per_pack": 2.5}),
             )
         })
         .collect();

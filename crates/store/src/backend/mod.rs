@@ -55,6 +55,12 @@ pub(crate) trait Sql {
     /// id, document): candidates the caller checks field by field. A scan: for merges and
     /// processors, not for every write.
     fn records_containing(&mut self, table: Option<&str>, text: &str) -> Result<Vec<(String, RecordId, String)>>;
+    /// The live records whose document's field is `value`, for the lookup
+    /// `model::transfer::INDEXED_FIELDS[lookup]` (which has an index): id and document, by id.
+    fn records_by(&mut self, lookup: usize, value: &str) -> Result<Vec<(RecordId, String)>>;
+    /// The highest numeric `serial_number` of the live transactions of `store` whose `type` is
+    /// `kind` (an index: migration 4).
+    fn max_serial(&mut self, store: &str, kind: &str) -> Result<Option<i64>>;
     /// The logged, live records whose routing column (`store_id` or `name_id`, from
     /// [`crate::RoutedBy::column`]) holds `value`: table, id, keys, position.
     fn logged_records(&mut self, column: &'static str, value: &str)

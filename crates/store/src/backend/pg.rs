@@ -823,6 +823,36 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         rows.iter().map(|r| Ok((r.try_get(0)?, RecordId(r.try_get(1)?), r.try_get(2)?))).collect()
     }
 
+    fn records_by(&mut self, lookup: usize, value: &str) -> Result<Vec<(RecordId, String)>> {
+        static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        // The expression and the table are those of the partial index (migration 4).
+        let sql = SQL.get_or_init(|| {
+            model::transfer::INDEXED_FIELDS
+                .iter()
+                .map(|(table, field)| {
+                    format!(
+                        "SELECT id, data FROM record WHERE tbl = '{table}' AND (data::jsonb ->> '{field}') = $1
+                         AND data IS NOT NULL ORDER BY id"
+                    )
+                })
+                .collect()
+        });
+        let rows = self.query(&sql[lookup], &[&value])?;
+        rows.iter().map(|r| Ok((RecordId(r.try_get(0)?), r.try_get(1)?))).collect()
+    }
+
+    fn max_serial(&mut self, store: &str, kind: &str) -> Result<Option<i64>> {
+        // The expression is the index's (migration 4).
+        let row = self.query_opt(
+            "SELECT (CASE WHEN jsonb_typeof(data::jsonb -> 'serial_number') = 'number' THEN (data::jsonb ->> 'serial_number')::numeric END)::float8
+             FROM record WHERE tbl = 'transaction' AND store_id = $1 AND (data::jsonb ->> 'type') = $2
+               AND (CASE WHEN jsonb_typeof(data::jsonb -> 'serial_number') = 'number' THEN (data::jsonb ->> 'serial_number')::numeric END) IS NOT NULL
+             ORDER BY (CASE WHEN jsonb_typeof(data::jsonb -> 'serial_number') = 'number' THEN (data::jsonb ->> 'serial_number')::numeric END) DESC LIMIT 1",
+            &[&store, &kind],
+        )?;
+        Ok(row.map(|r| r.try_get::<_, f64>(0)).transpose()?.map(|n| n as i64))
+    }
+
     fn logged_records(
         &mut self,
         column: &'static str,

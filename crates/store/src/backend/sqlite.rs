@@ -448,6 +448,38 @@ impl Sql for Lite<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn records_by(&mut self, lookup: usize, value: &str) -> Result<Vec<(RecordId, String)>> {
+        static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        // The table is a literal in the text, or SQLite would not use the partial index.
+        let sql = SQL.get_or_init(|| {
+            model::transfer::INDEXED_FIELDS
+                .iter()
+                .map(|(table, field)| {
+                    format!(
+                        "SELECT id, data FROM record WHERE tbl = '{table}' AND json_extract(data, '$.{field}') = ?1
+                         AND data IS NOT NULL ORDER BY id"
+                    )
+                })
+                .collect()
+        });
+        let mut stmt = self.0.prepare_cached(&sql[lookup])?;
+        let rows = stmt.query_map([value], |r| Ok((RecordId(r.get(0)?), r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn max_serial(&mut self, store: &str, kind: &str) -> Result<Option<i64>> {
+        // The expressions and the table literal are the index's (migration 4); the range skips
+        // text serials (text sorts after every number) and NULLs.
+        let mut stmt = self.0.prepare_cached(
+            "SELECT json_extract(data, '$.serial_number') FROM record
+             WHERE tbl = 'transaction' AND store_id = ?1 AND json_extract(data, '$.type') = ?2
+               AND json_extract(data, '$.serial_number') < 9223372036854775807
+             ORDER BY json_extract(data, '$.serial_number') DESC LIMIT 1",
+        )?;
+        let found: Option<f64> = stmt.query_row(params![store, kind], |r| r.get(0)).optional()?;
+        Ok(found.map(|n| n as i64))
+    }
+
     fn logged_records(
         &mut self,
         column: &'static str,

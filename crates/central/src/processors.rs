@@ -23,7 +23,8 @@ pub(crate) fn after_push(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Res
     if change.data.is_some() && change.table != "patient_move" {
         let me = tx.network().central.clone();
         let mut routed = |tx: &mut Tx<'_>, write: &Write| write_routed(tx, write, &me).map(|w| w.seq);
-        return store::transfers::respond(tx, &me, site, &change.table, &change.id, &mut routed);
+        let doc = change.data.as_ref().map(|d| d.get());
+        return store::transfers::respond(tx, &me, site, &change.table, &change.id, doc, &mut routed);
     }
     if change.table != "patient_move" {
         return Ok(());

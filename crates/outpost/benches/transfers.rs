@@ -8,8 +8,8 @@
 //! - **baseline**: the same records, the same sizes, with status `confirmed` (one byte longer),
 //!   which the central server stores and routes without making anything: the plain push.
 //!
-//! Each run gets a new central database. Prints invoices per second for both, and the ratio
-//! (target: at least 50%).
+//! Each run gets a new central database; each is run three times, alternating, and the fastest
+//! of each is kept. Prints invoices per second for both, and the ratio (target: at least 50%).
 //!
 //! `cargo bench -p outpost --bench transfers` (OUTPOST_BENCH_INVOICES changes the count).
 
@@ -25,13 +25,27 @@ const LINES: usize = 10;
 const ITEMS: usize = 50;
 /// Changes per push batch, as a site sends them.
 const BATCH: usize = 5_000;
+/// Runs of each; the fastest is reported.
+const ROUNDS: usize = 3;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::var("OUTPOST_BENCH_INVOICES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let baseline = run(n, "confirmed")?;
-    let processed = run(n, "finalised")?;
+    // Best of three, alternating, so that a busy moment of a shared machine hits both alike.
+    let (mut baseline, mut processed) = (run(n, "confirmed")?, run(n, "finalised")?);
+    for _ in 1..ROUNDS {
+        let (plain, made) = (run(n, "confirmed")?, run(n, "finalised")?);
+        if plain.secs < baseline.secs {
+            baseline = plain;
+        }
+        if made.secs < processed.secs {
+            processed = made;
+        }
+    }
     let (plain, made) = (n as f64 / baseline.secs, n as f64 / processed.secs);
-    println!("{n} customer invoices of {LINES} lines ({} changes) pushed by one site:", n * (LINES + 1));
+    println!(
+        "{n} customer invoices of {LINES} lines ({} changes) pushed by one site, best of {ROUNDS}:",
+        n * (LINES + 1)
+    );
     println!("  plain push (not finalised, nothing made): {:.2} s, {plain:.0} invoices/s", baseline.secs);
     println!(
         "  processed (finalised: {} supplier invoices, {} lines, {} log messages made): {:.2} s, {made:.0} invoices/s",

@@ -609,7 +609,8 @@ fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Resul
         let handed_over = hand_over_moves(tx, me, changes)?;
         let mut checked = |tx: &mut store::Tx<'_>, write: &store::Write| tx.write_checked(write, me);
         for change in changes.iter().filter(|c| c.data.is_some()) {
-            store::transfers::respond(tx, me, &change.origin, &change.table, &change.id, &mut checked)?;
+            let doc = change.data.as_ref().map(|d| d.get());
+            store::transfers::respond(tx, me, &change.origin, &change.table, &change.id, doc, &mut checked)?;
         }
         tx.set_state(StateKey::PullCursor, &cursor)?;
         Ok(handed_over)

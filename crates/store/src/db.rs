@@ -526,7 +526,9 @@ impl Tx<'_> {
             .iter()
             .position(|&(t, f)| (t, f) == (table, field))
             .unwrap_or_else(|| panic!("`{table}`.`{field}` has no index (model::transfer::INDEXED_FIELDS)"));
-        let found = self.sql(|sql| sql.records_by(lookup, parent.as_str()))?;
+        // Sorted here: an `ORDER BY id` leads SQLite to the (tbl, id) key instead of the index.
+        let mut found = self.sql(|sql| sql.records_by(lookup, parent.as_str()))?;
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(found.into_iter().filter_map(|(id, data)| serde_json::from_str(&data).ok().map(|view| (id, view))).collect())
     }
 

@@ -50,7 +50,7 @@ pub fn write_here(tx: &mut Tx<'_>, me: &SiteId, writes: &[Write], write_fn: &mut
         check_finalised_has_lines(tx, write)?;
         let before = was.get(&(write.table.as_str(), &write.id)).copied().flatten();
         follow_stock(tx, me, &write.table, &write.id, before, write_fn)?;
-        respond(tx, me, me, &write.table, &write.id, write_fn)?;
+        respond(tx, me, me, &write.table, &write.id, None, write_fn)?;
     }
     Ok(seqs)
 }
@@ -59,21 +59,26 @@ pub fn write_here(tx: &mut Tx<'_>, me: &SiteId, writes: &[Write], write_fn: &mut
 /// or the origin of a change a site pulled) sets off on this node, `me`: the responding half of
 /// a transfer this node makes ([`transfer::responder`]), a received invoice's number, and the
 /// received quantities of a purchase order this node edits.
+/// `doc`: the document as it was written, when the caller has it (it is not read back).
 pub fn respond(
     tx: &mut Tx<'_>,
     me: &SiteId,
     writer: &SiteId,
     table: &str,
     id: &RecordId,
+    doc: Option<&str>,
     write_fn: &mut WriteFn<'_>,
 ) -> Result<()> {
     match table {
         "transaction" => {
-            let Some(invoice) = tx.view::<Transaction>(table, id)? else { return Ok(()) };
+            let Some(invoice) = read::<Transaction>(tx, table, id, doc)? else { return Ok(()) };
             number_if_unnumbered(tx, me, id, &invoice, write_fn)?;
             invoice_written(tx, me, writer, id, &invoice, write_fn)
         }
-        "transaction_line" => invoice_line_written(tx, me, writer, id, write_fn),
+        "transaction_line" => {
+            let Some(line) = read::<TransactionLine>(tx, table, id, doc)? else { return Ok(()) };
+            invoice_line_written(tx, me, writer, id, &line, write_fn)
+        }
         "requisition" => requisition_written(tx, me, writer, id, write_fn),
         "requisition_line" => requisition_line_written(tx, me, writer, id, write_fn),
         "purchase_order" => purchase_order_written(tx, me, writer, id, write_fn),
@@ -82,17 +87,30 @@ pub fn respond(
     }
 }
 
+/// A record as a typed view: parsed from `doc` when given, else read.
+fn read<T: serde::de::DeserializeOwned>(
+    tx: &Tx<'_>,
+    table: &str,
+    id: &RecordId,
+    doc: Option<&str>,
+) -> Result<Option<T>> {
+    match doc {
+        Some(text) => Ok(serde_json::from_str(text).ok()),
+        None => tx.view(table, id),
+    }
+}
+
 fn refused(table: &str, id: &RecordId, refusal: Refusal) -> StoreError {
     StoreError::Refused { table: table.to_owned(), id: id.clone(), refusal: Box::new(refusal) }
 }
 
 fn upsert<T: serde::Serialize>(table: &str, id: &RecordId, view: &T) -> Result<Write> {
-    let doc = serde_json::to_value(view).map_err(|e| StoreError::Invalid {
+    let text = serde_json::to_string(view).map_err(|e| StoreError::Invalid {
         table: table.to_owned(),
         id: id.clone(),
         reason: e.to_string(),
     })?;
-    Ok(Write::upsert(table, id.as_str(), &doc))
+    Ok(Write::upsert_text(table, id.as_str(), text))
 }
 
 /// Whether this node makes the responding half of what `writer` started for `target`.
@@ -279,8 +297,12 @@ fn invoice_written(
     if invoice.kind != TransactionKind::CustomerInvoice || !runs_here(tx, me, writer, &to) {
         return Ok(());
     }
+    let is_internal = invoice.purchase_order_id.is_some();
+    if !is_internal && !transfer::is_stock_transfer(invoice) {
+        return Ok(());
+    }
     let lines = tx.lines::<TransactionLine>("transaction_line", "transaction_id", id)?;
-    if invoice.purchase_order_id.is_some() {
+    if is_internal {
         // An internal requisition's invoice: its lines make goods-received lines as they come,
         // and finalising it makes the goods received.
         for (line_id, line) in &lines {
@@ -292,9 +314,6 @@ fn invoice_written(
                 tracing::info!(invoice = %id, goods_received = %received_id, "an internal requisition's goods received is made");
             }
         }
-        return Ok(());
-    }
-    if !transfer::is_stock_transfer(invoice) {
         return Ok(());
     }
     let half_id = transfer::responding_id(id);
@@ -352,20 +371,23 @@ fn invoice_line_written(
     me: &SiteId,
     writer: &SiteId,
     id: &RecordId,
+    line: &TransactionLine,
     write_fn: &mut WriteFn<'_>,
 ) -> Result<()> {
-    let Some(line) = tx.view::<TransactionLine>("transaction_line", id)? else { return Ok(()) };
+    if tx.current("transaction", line.transaction_id.as_str())?.is_none() {
+        return Ok(()); // a line before its invoice (the usual order): the invoice will read it
+    }
     let Some(invoice) = tx.view::<Transaction>("transaction", &line.transaction_id)? else { return Ok(()) };
     let Some(to) = invoice.other_store_id.clone() else { return Ok(()) };
     if invoice.kind != TransactionKind::CustomerInvoice || !runs_here(tx, me, writer, &to) {
         return Ok(());
     }
     if invoice.purchase_order_id.is_some() {
-        return goods_received_line_for(tx, me, &line.transaction_id, &invoice, id, &line, write_fn);
+        return goods_received_line_for(tx, me, &line.transaction_id, &invoice, id, line, write_fn);
     }
     let half_id = transfer::responding_id(&line.transaction_id);
     if transfer::is_stock_transfer(&invoice) && tx.current("transaction", half_id.as_str())?.is_some() {
-        add_missing(tx, "transaction_line", &transfer::supplier_invoice_line(&half_id, &to, id, &line), write_fn)?;
+        add_missing(tx, "transaction_line", &transfer::supplier_invoice_line(&half_id, &to, id, line), write_fn)?;
     }
     Ok(())
 }

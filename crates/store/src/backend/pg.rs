@@ -832,7 +832,7 @@ impl<C: GenericClient> Sql for Session<'_, C> {
                 .map(|(table, field)| {
                     format!(
                         "SELECT id, data FROM record WHERE tbl = '{table}' AND (data::jsonb ->> '{field}') = $1
-                         AND data IS NOT NULL ORDER BY id"
+                         AND data IS NOT NULL"
                     )
                 })
                 .collect()

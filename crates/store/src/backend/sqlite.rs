@@ -457,7 +457,7 @@ impl Sql for Lite<'_> {
                 .map(|(table, field)| {
                     format!(
                         "SELECT id, data FROM record WHERE tbl = '{table}' AND json_extract(data, '$.{field}') = ?1
-                         AND data IS NOT NULL ORDER BY id"
+                         AND data IS NOT NULL"
                     )
                 })
                 .collect()

@@ -20,6 +20,7 @@ on_each_backend!(
     a_transfer_whose_push_answer_is_lost_is_made_once,
     the_receiving_site_killed_during_the_pull_numbers_each_supplier_invoice_once,
     two_central_processes_on_one_database_make_each_half_once,
+    with_centralised_procurement_the_primary_confirms_the_order_and_learns_what_was_received,
 );
 
 /// Items every site receives, and the stock `store` holds of them.
@@ -535,4 +536,56 @@ fn two_central_processes_on_one_database_make_each_half_once(backend: &Backend) 
     south.sync();
     assert_numbered_once(south, "store-south", 640);
     assert_eq!(count(&network.central, "SELECT count(*) FROM rejection"), 0);
+}
+
+/// With centralised procurement, purchase orders are entered on the primary (here the central
+/// server): an order it confirms for south, from north, makes north's invoice; the goods-received
+/// lines update the order's received quantities on the primary as they reach it, and again when
+/// south's site changes one. South may not edit the order itself.
+fn with_centralised_procurement_the_primary_confirms_the_order_and_learns_what_was_received(backend: &Backend) {
+    let network = Network::new(backend, &["north", "south"]);
+    items_on(&network);
+    let central = &network.central;
+    central.write("option", "centralised_procurement", &json!({"value": true}));
+    let (north, south) = (network.site("north"), network.site("south"));
+    north.sync();
+    south.sync();
+    central.write(
+        "purchase_order_line",
+        "po-1-a",
+        &json!({"store_id": "store-south", "purchase_order_id": "po-1", "item_id": "item-1", "quantity": 50.0}),
+    );
+    central.write(
+        "purchase_order",
+        "po-1",
+        &json!({"store_id": "store-south", "other_store_id": "store-north", "status": "confirmed"}),
+    );
+    assert!(record(central, "transaction", "po-1:received").is_some(), "the primary made north's invoice at once");
+    north.sync();
+    let mut made = north.get("transaction", "po-1:received").expect("north receives it");
+    assert_eq!(made["serial_number"], 1);
+    enter_stock(north, &[stock("store-north", "sl-n1", "item-1", 20.0)]);
+    made["status"] = json!("finalised");
+    enter(
+        north,
+        &[
+            ("transaction_line", "po-1-l1", line("store-north", "po-1:received", "item-1", 3.0)),
+            ("transaction", "po-1:received", made),
+        ],
+    );
+    north.sync();
+    let received_on =
+        |node: &dyn Inspect| record(node, "purchase_order_line", "po-1-a").map(|l| l["received_quantity"].clone());
+    assert_eq!(received_on(central), Some(json!(30.0)), "updated on the primary as the lines reached it");
+    south.sync();
+    assert_eq!(received_on(south), Some(json!(30.0)), "and south receives the order as the primary keeps it");
+    let mut fewer = south.get("goods_received_line", "po-1-l1:received").expect("south's goods-received line");
+    fewer["number_of_packs"] = json!(2.0);
+    south.write("goods_received_line", "po-1-l1:received", &fewer);
+    assert_eq!(received_on(south), Some(json!(30.0)), "south does not edit the primary's order");
+    south.sync();
+    assert_eq!(received_on(central), Some(json!(20.0)), "south's later update reached the primary's order");
+    south.sync();
+    assert_eq!(received_on(south), Some(json!(20.0)));
+    assert_eq!(count(central, "SELECT count(*) FROM rejection"), 0);
 }

@@ -213,14 +213,14 @@ fn one() -> f64 {
 }
 
 /// The lookups by a field of a document that have an index (storage migration 4): a line's
-/// parent record, a stock line's item. Processors read an invoice's lines on every finalised
-/// invoice, so these must not be scans.
+/// parent record. Processors read an invoice's lines on every finalised invoice, so these must
+/// not be scans. (Stock lines have none: they are the most written records, and an invoice line
+/// names the stock line it takes from.)
 pub const INDEXED_FIELDS: &[(&str, &str)] = &[
     ("transaction_line", "transaction_id"),
     ("requisition_line", "requisition_id"),
     ("purchase_order_line", "purchase_order_id"),
     ("goods_received_line", "goods_received_id"),
-    ("stock_line", "item_id"),
 ];
 
 /// The serial number a responding half carries until its store's site numbers it (the seeds).

@@ -48,6 +48,12 @@ fn line(store: &str, transaction: &str, item: &str, packs: f64) -> Value {
            "expiry_date": "2027-06-30", "pack_size": 10.0, "number_of_packs": packs, "cost_price_per_pack": 2.5})
 }
 
+/// A line that names the stock line it takes from.
+fn named_stock(mut line: Value, stock_line: &str) -> Value {
+    line["stock_line_id"] = json!(stock_line);
+    line
+}
+
 fn invoice(from: &str, to: &str, status: &str) -> Value {
     json!({"store_id": from, "other_store_id": to, "type": "customer_invoice", "status": status, "serial_number": 7})
 }
@@ -96,7 +102,7 @@ fn a_finalised_customer_invoice_makes_one_supplier_invoice_in_the_other_store_nu
         north,
         &[
             ("transaction", "ci-1", invoice("store-north", "store-south", "finalised")),
-            ("transaction_line", "ci-1-a", line("store-north", "ci-1", "item-1", 3.0)),
+            ("transaction_line", "ci-1-a", named_stock(line("store-north", "ci-1", "item-1", 3.0), "sl-n1")),
             ("transaction_line", "ci-1-b", line("store-north", "ci-1", "item-2", 5.0)),
         ],
     );

@@ -25,6 +25,18 @@ use std::collections::BTreeMap;
 /// central server.
 pub type WriteFn<'f> = dyn for<'t> FnMut(&mut Tx<'t>, &Write) -> Result<Seq> + 'f;
 
+/// The tables whose records set something off (`write_here`, `respond`); a write of any other
+/// table costs nothing here.
+const FOLLOWED: &[&str] = &[
+    "transaction",
+    "transaction_line",
+    "requisition",
+    "requisition_line",
+    "purchase_order",
+    "goods_received",
+    "goods_received_line",
+];
+
 /// Writes made on this node (a person's on a site, or the central server's own), in one
 /// transaction, with what they set off: the checks that hold only for what is entered here (a
 /// line's item is known; a finalised customer invoice has lines), the writes themselves, then
@@ -43,7 +55,7 @@ pub fn write_here(tx: &mut Tx<'_>, me: &SiteId, writes: &[Write], write_fn: &mut
     }
     let seqs = writes.iter().map(|write| write_fn(tx, write)).collect::<Result<Vec<_>>>()?;
     let mut done = std::collections::BTreeSet::new();
-    for write in writes.iter().filter(|w| w.data.is_some()) {
+    for write in writes.iter().filter(|w| w.data.is_some() && FOLLOWED.contains(&w.table.as_str())) {
         if !done.insert((&write.table, &write.id)) {
             continue;
         }
@@ -233,10 +245,33 @@ fn take_stock(
 ) -> Result<()> {
     let mut held: BTreeMap<RecordId, Vec<(RecordId, StockLine)>> = BTreeMap::new();
     for (_, line) in lines {
-        if !held.contains_key(&line.item_id) {
-            let of_item = tx.lines::<StockLine>("stock_line", "item_id", &line.item_id)?;
-            held.insert(line.item_id.clone(), of_item.into_iter().filter(|(_, s)| s.store_id == *store).collect());
+        if held.contains_key(&line.item_id) {
+            continue;
         }
+        // The stock lines the invoice's lines name, read by id; when a line names none, the
+        // item's stock lines in the store, found by a scan of the stock lines (slow on a large
+        // store: an application names the stock line it picks from).
+        let of_item: Vec<&TransactionLine> =
+            lines.iter().map(|(_, l)| l).filter(|l| l.item_id == line.item_id).collect();
+        let mut found = Vec::new();
+        if of_item.iter().all(|l| l.stock_line_id.is_some()) {
+            for named in of_item.iter().filter_map(|l| l.stock_line_id.as_ref()) {
+                if let Some(stock) = tx.view::<StockLine>("stock_line", named)? {
+                    found.push((named.clone(), stock));
+                }
+            }
+        } else {
+            let needle = Value::String(line.item_id.0.clone()).to_string();
+            for (id, doc) in tx.records_containing("stock_line", &needle)? {
+                if let Ok(stock) = serde_json::from_value::<StockLine>(doc) {
+                    found.push((id, stock));
+                }
+            }
+        }
+        found.retain(|(_, stock)| stock.store_id == *store && stock.item_id == line.item_id);
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.dedup_by(|a, b| a.0 == b.0);
+        held.insert(line.item_id.clone(), found);
     }
     let mut changed: BTreeMap<RecordId, StockLine> = BTreeMap::new();
     for (_, line) in lines {

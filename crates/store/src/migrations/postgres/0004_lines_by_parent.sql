@@ -6,7 +6,6 @@ CREATE INDEX IF NOT EXISTS transaction_line_parent ON record ((data::jsonb ->> '
 CREATE INDEX IF NOT EXISTS requisition_line_parent ON record ((data::jsonb ->> 'requisition_id')) WHERE tbl = 'requisition_line';
 CREATE INDEX IF NOT EXISTS purchase_order_line_parent ON record ((data::jsonb ->> 'purchase_order_id')) WHERE tbl = 'purchase_order_line';
 CREATE INDEX IF NOT EXISTS goods_received_line_parent ON record ((data::jsonb ->> 'goods_received_id')) WHERE tbl = 'goods_received_line';
-CREATE INDEX IF NOT EXISTS stock_line_item ON record ((data::jsonb ->> 'item_id')) WHERE tbl = 'stock_line';
 -- A store's highest serial number of a kind of transaction, read when a received invoice is
 -- numbered: the last matching entry of this index (a serial that is not a JSON number is NULL).
 CREATE INDEX IF NOT EXISTS transaction_serial ON record (store_id, (data::jsonb ->> 'type'),

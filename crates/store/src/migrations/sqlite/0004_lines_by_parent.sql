@@ -6,7 +6,6 @@ CREATE INDEX IF NOT EXISTS transaction_line_parent ON record (json_extract(data,
 CREATE INDEX IF NOT EXISTS requisition_line_parent ON record (json_extract(data, '$.requisition_id')) WHERE tbl = 'requisition_line';
 CREATE INDEX IF NOT EXISTS purchase_order_line_parent ON record (json_extract(data, '$.purchase_order_id')) WHERE tbl = 'purchase_order_line';
 CREATE INDEX IF NOT EXISTS goods_received_line_parent ON record (json_extract(data, '$.goods_received_id')) WHERE tbl = 'goods_received_line';
-CREATE INDEX IF NOT EXISTS stock_line_item ON record (json_extract(data, '$.item_id')) WHERE tbl = 'stock_line';
 -- A store's highest serial number of a kind of transaction, read when a received invoice is
 -- numbered: the last matching entry of this index (text serials sort after numbers, and are
 -- skipped by the query's range).

@@ -103,7 +103,7 @@ pub enum Special {
     /// A transfer half: also reaches the site where the other store (`other_store_id`) is active.
     Transfer,
     /// A transfer record that can be the responding half of one: the central server may make it
-    /// in any store (and keep it in step with what it answers), as it routes the transfer.
+    /// in any store, as it routes the transfer (and never edit it after).
     RespondingHalf,
     /// Prescriptions: a preference sends them to every site where the patient is visible.
     Prescription,

@@ -363,10 +363,8 @@ pub fn authority(registry: &Registry, network: &Network, change: &ChangeRef<'_>)
                 }
             }
             // The central server makes the responding half of a transfer (the seeds: it "routes
-            // transfers from one store to another"), and keeps a goods-received line in step with
-            // the invoice line it answers until the invoice is finalised; the store's site edits
-            // the half after that.
-            _ if rule.table.has(Special::RespondingHalf) && matches!(change.op, Op::Create | Op::Update) => {
+            // transfers from one store to another"); only the store's site edits it after that.
+            _ if rule.table.has(Special::RespondingHalf) && *change.op == Op::Create => {
                 Writer::Sites(BTreeSet::from([
                     active_site_of(&change.keys.store, "store_id")?,
                     network.central.clone(),

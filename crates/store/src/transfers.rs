@@ -427,8 +427,9 @@ fn invoice_line_written(
     Ok(())
 }
 
-/// The goods-received line matching a line of an internal requisition's invoice: kept in step
-/// with it until the invoice is finalised (the goods received exists), made once after that.
+/// The goods-received line matching a line of an internal requisition's invoice, made once,
+/// when the line first reaches the node that makes it (the central server never edits a half
+/// after making it).
 fn goods_received_line_for(
     tx: &mut Tx<'_>,
     me: &SiteId,
@@ -439,24 +440,16 @@ fn goods_received_line_for(
     write_fn: &mut WriteFn<'_>,
 ) -> Result<()> {
     let Some(order) = &invoice.purchase_order_id else { return Ok(()) };
+    if tx.current("goods_received_line", transfer::responding_id(line_id).as_str())?.is_some() {
+        return Ok(());
+    }
     let order_lines = tx.lines::<PurchaseOrderLine>("purchase_order_line", "purchase_order_id", order)?;
     let Some(made) = transfer::goods_received_line_for(invoice_id, invoice, line_id, line, &order_lines) else {
         return Ok(());
     };
-    let finalised = tx.current("goods_received", transfer::responding_id(invoice_id).as_str())?.is_some();
-    if finalised {
-        if tx.current("goods_received_line", made.0.as_str())?.is_none() {
-            write_fn(tx, &upsert("goods_received_line", &made.0, &made.1)?)?;
-            goods_received_line_written(tx, me, &made.0, write_fn)?;
-        }
-        return Ok(());
-    }
-    if tx.view::<GoodsReceivedLine>("goods_received_line", &made.0)?.as_ref() != Some(&made.1) {
-        write_fn(tx, &upsert("goods_received_line", &made.0, &made.1)?)?;
-        // Where this node edits the order too (the primary, or one site), it is updated now.
-        goods_received_line_written(tx, me, &made.0, write_fn)?;
-    }
-    Ok(())
+    write_fn(tx, &upsert("goods_received_line", &made.0, &made.1)?)?;
+    // Where this node edits the order too (the primary, or one site), it is updated now.
+    goods_received_line_written(tx, me, &made.0, write_fn)
 }
 
 fn requisition_written(

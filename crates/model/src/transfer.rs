@@ -226,17 +226,17 @@ pub const INDEXED_FIELDS: &[(&str, &str)] = &[
 /// The serial number a responding half carries until its store's site numbers it (the seeds).
 pub const UNNUMBERED: i64 = -1;
 
-/// Checks a line of a transaction or a goods received as it is written: a quantity is never
-/// negative, a pack holds something. A document that is not a line at all (fields missing) is
-/// left to the caller.
-pub fn check_line(doc: &Value) -> Result<(), Refusal> {
+/// Checks a line of a transaction or a goods received as it is written (its JSON text, read
+/// once, for the two quantities only): a quantity is never negative, a pack holds something. A
+/// document that is not a line at all (fields missing) is left to the caller.
+pub fn check_line(text: &str) -> Result<(), Refusal> {
     #[derive(Deserialize)]
     struct Quantities {
         #[serde(default = "one")]
         pack_size: f64,
         number_of_packs: f64,
     }
-    let Ok(line) = Quantities::deserialize(doc) else { return Ok(()) };
+    let Ok(line) = serde_json::from_str::<Quantities>(text) else { return Ok(()) };
     let bad = |why: &str| Err(Refusal::BadLine { why: why.to_owned() });
     if line.number_of_packs.is_nan() || line.number_of_packs < 0.0 {
         return bad("its number of packs is negative");
@@ -681,8 +681,8 @@ mod tests {
     #[test]
     fn a_line_with_a_negative_quantity_or_an_empty_pack_is_refused() {
         let line = |packs: f64, size: f64| json!({"store_id": "s", "transaction_id": "t", "item_id": "i", "number_of_packs": packs, "pack_size": size});
-        assert_eq!(check_line(&line(2.0, 10.0)), Ok(()));
-        assert!(check_line(&line(-1.0, 10.0)).is_err());
-        assert!(check_line(&line(1.0, 0.0)).is_err());
+        assert_eq!(check_line(&line(2.0, 10.0).to_string()), Ok(()));
+        assert!(check_line(&line(-1.0, 10.0).to_string()).is_err());
+        assert!(check_line(&line(1.0, 0.0).to_string()).is_err());
     }
 }

@@ -416,8 +416,7 @@ impl Tx<'_> {
                 self.network.check_prescription(table, &keys, writer).map_err(refused)?;
                 self.check_not_moving(&create, change.id, writer)?;
                 if matches!(change.table, "transaction_line" | "goods_received_line") {
-                    let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
-                    model::transfer::check_line(&doc).map_err(refused)?;
+                    model::transfer::check_line(data.unwrap_or_default()).map_err(refused)?;
                 }
                 put.log = self.travels(&create, change.id, writer)?;
                 let audience = recipients(self.registry, &self.network, &create).map_err(refused)?;
@@ -451,8 +450,7 @@ impl Tx<'_> {
                 self.network.check_handover(change.id, &doc, writer).map_err(refused)?;
             }
             if matches!(change.table, "transaction_line" | "goods_received_line") {
-                let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
-                model::transfer::check_line(&doc).map_err(refused)?;
+                model::transfer::check_line(data.unwrap_or_default()).map_err(refused)?;
             }
         }
         self.check_not_moving(&as_written, change.id, writer)?;

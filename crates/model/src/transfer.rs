@@ -30,9 +30,6 @@ pub enum Status {
     Other,
 }
 
-/// The status of a transaction (the same steps as every other transfer record's).
-pub type TransactionStatus = Status;
-
 /// A `transaction` record: a customer invoice (goods going out) or a supplier invoice (goods
 /// coming in).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -555,15 +552,6 @@ pub fn packs(n: f64) -> String {
     }
 }
 
-/// Stock on hand of each item in the given stock lines: packs times pack size, by item.
-pub fn stock_on_hand<'a>(lines: impl IntoIterator<Item = &'a StockLine>) -> std::collections::BTreeMap<RecordId, f64> {
-    let mut on_hand = std::collections::BTreeMap::new();
-    for line in lines {
-        *on_hand.entry(line.item_id.clone()).or_insert(0.0) += line.total_number_of_packs * line.pack_size;
-    }
-    on_hand
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,7 +598,7 @@ mod tests {
         assert_eq!(half.id, RecordId::from("ci-1:received"));
         assert_eq!(half.header.store_id, StoreId::from("store-south"));
         assert_eq!(half.header.kind, TransactionKind::SupplierInvoice);
-        assert_eq!(half.header.status, TransactionStatus::OnHold);
+        assert_eq!(half.header.status, Status::OnHold);
         assert_eq!(half.header.serial_number, Some(UNNUMBERED));
         assert_eq!(half.lines[0].0, RecordId::from("l-1:received"));
         assert_eq!(half.lines[0].1.transaction_id, RecordId::from("ci-1:received"));

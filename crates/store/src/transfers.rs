@@ -541,10 +541,3 @@ fn goods_received_line_written(tx: &mut Tx<'_>, me: &SiteId, id: &RecordId, writ
     }
     Ok(())
 }
-
-/// Stock on hand per item of `store`, from the stock lines this node holds.
-pub fn stock_on_hand(tx: &Tx<'_>, store: &StoreId) -> Result<BTreeMap<RecordId, f64>> {
-    let lines = tx.records_containing("stock_line", &Value::String(store.0.clone()).to_string())?;
-    let lines: Vec<StockLine> = lines.into_iter().filter_map(|(_, doc)| serde_json::from_value(doc).ok()).collect();
-    Ok(transfer::stock_on_hand(lines.iter().filter(|line| line.store_id == *store)))
-}

@@ -42,6 +42,12 @@ pub enum AdminError {
     AlreadyMoving(RecordId, StoreId, SiteId),
     #[error("the administrator password must have at least {MIN_ADMIN_PASSWORD} characters")]
     WeakAdminPassword,
+    #[error("`{0}` is the central server itself; it cannot be {1}")]
+    IsCentral(SiteId, &'static str),
+    #[error("`{0}` is the primary, where central data is edited; make another site the primary before removing it")]
+    IsPrimary(SiteId),
+    #[error("site `{site}` still has active stores ({}); move them first with `outpost central store move STORE --to SITE`, or disable the site (its data is kept)", .stores.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "))]
+    HasActiveStores { site: SiteId, stores: Vec<StoreId> },
 }
 
 /// Creates a central server's database. The central server is the primary unless `primary`
@@ -103,6 +109,110 @@ pub fn add_site(engine: &Engine, site: &SiteId, mobile: bool) -> Result<String, 
         )])?;
     }
     Ok(password)
+}
+
+/// One site as `outpost central site list` shows it.
+#[derive(Debug, Clone)]
+pub struct SiteListing {
+    pub site: SiteId,
+    pub kind: &'static str,
+    /// The stores the site holds, with how it holds them (its active stores first).
+    pub stores: Vec<(StoreId, SyncType)>,
+    pub last_push_at: Option<String>,
+    pub last_pull_at: Option<String>,
+    /// Changes waiting for the site: not sent to it yet, counted from its last noted pull
+    /// (`None`: it has not pulled yet, or is still initialising).
+    pub owed: Option<u64>,
+    /// Refused changes of the site that wait for an administrator (its pushes stop at
+    /// `engine::MAX_OPEN_REJECTIONS`).
+    pub open_rejections: u64,
+    pub disabled_at: Option<String>,
+}
+
+/// Every site the central server knows, with what it holds and how its sync stands.
+pub fn list_sites(engine: &Engine) -> Result<Vec<SiteListing>, AdminError> {
+    let db = engine.db();
+    let network = db.network();
+    let mut listed = Vec::new();
+    for row in db.site_sync_rows()? {
+        let site = SiteId::from(row.site.as_str());
+        let kind = match network.sites.get(&site) {
+            Some(model::SiteKind::Mobile) => "mobile",
+            Some(_) => "desktop",
+            None => "unknown",
+        };
+        let mut stores: Vec<(StoreId, SyncType)> = network
+            .stores
+            .keys()
+            .map(|store| (store.clone(), network.sync_type(store, &site)))
+            .filter(|(_, sync)| *sync != SyncType::None)
+            .collect();
+        stores.sort_by_key(|(store, sync)| (*sync != SyncType::Active, store.clone()));
+        let owed = row.pulled_to.map(|at| engine.owed(&site, at)).transpose()?;
+        listed.push(SiteListing {
+            kind,
+            stores,
+            last_push_at: row.last_push_at,
+            last_pull_at: row.last_pull_at,
+            owed,
+            open_rejections: db.open_rejections(&site)?.len() as u64,
+            disabled_at: row.disabled_at,
+            site,
+        });
+    }
+    Ok(listed)
+}
+
+/// Disables a site (`true`): from now on its sync requests are refused with a clear 403, and
+/// everything it synced is kept, on the central server and on the site. Enabling it again
+/// (`false`) lets it go on where it stopped.
+pub fn set_site_disabled(engine: &Engine, site: &SiteId, disabled: bool) -> Result<(), AdminError> {
+    if *site == engine.central()? {
+        return Err(AdminError::IsCentral(site.clone(), "disabled"));
+    }
+    if !engine.db().set_site_disabled(site, disabled)? {
+        return Err(AdminError::UnknownSite(site.clone()));
+    }
+    tracing::info!(site = %site, disabled, "a site was {}", if disabled { "disabled" } else { "enabled" });
+    Ok(())
+}
+
+/// Removes a site that holds no active store: its credentials and bookkeeping go, and so do
+/// the stores it held as a collector or transfer copy (their data stays on the central
+/// server, where every store has its collector copy). The records it synced stay. Returns the
+/// stores it no longer holds.
+pub fn remove_site(engine: &Engine, site: &SiteId) -> Result<Vec<StoreId>, AdminError> {
+    let db = engine.db();
+    let network = db.network();
+    if *site == engine.central()? {
+        return Err(AdminError::IsCentral(site.clone(), "removed"));
+    }
+    if network.is_primary(site) {
+        return Err(AdminError::IsPrimary(site.clone()));
+    }
+    if db.record("site", site.as_str())?.is_none() {
+        return Err(AdminError::UnknownSite(site.clone()));
+    }
+    let active = network.active_stores(site);
+    if !active.is_empty() {
+        return Err(AdminError::HasActiveStores { site: site.clone(), stores: active });
+    }
+    let rows: Vec<&StoreId> = network.sync_types.keys().filter(|(_, on)| on == site).map(|(store, _)| store).collect();
+    let held: Vec<StoreId> =
+        rows.iter().filter(|store| network.sync_type(store, site) != SyncType::None).map(|s| (*s).clone()).collect();
+    let mut writes: Vec<Write> =
+        rows.iter().map(|store| Write::delete("store_sync", format!("{store}@{site}"))).collect();
+    writes.push(Write::delete("site", site.as_str()));
+    let me = engine.central()?;
+    db.transaction(|tx| {
+        for write in &writes {
+            crate::engine::write_routed(tx, write, &me)?;
+        }
+        tx.forget_site(site)?;
+        Ok(())
+    })?;
+    tracing::info!(site = %site, "a site was removed");
+    Ok(held)
 }
 
 /// Gives a site a new password (the old one stops working), returned once.

@@ -157,8 +157,8 @@ impl Engine {
     /// Notes that a site pulled (for the dashboard's "last synced"): on its last page
     /// (`caught_up`), and at most once a minute while pages keep coming. Not on every page: each
     /// write makes every read connection drop its cache, and an initialisation reads the whole
-    /// database in pages.
-    pub fn mark_pulled(&self, site: &SiteId, caught_up: bool) -> Result<(), EngineError> {
+    /// database in pages. `reached`: the log position the site has been sent up to.
+    pub fn mark_pulled(&self, site: &SiteId, caught_up: bool, reached: Option<LogPos>) -> Result<(), EngineError> {
         let now = Instant::now();
         {
             let mut noted = self.pulls_noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -168,7 +168,7 @@ impl Engine {
             }
             noted.insert(site.clone(), now);
         }
-        Ok(self.db.mark_pulled(site)?)
+        Ok(self.db.mark_pulled(site, reached)?)
     }
 
     /// The acknowledged push position of a site.
@@ -359,6 +359,11 @@ impl Engine {
         }
         let remaining = self.count_log(site, next)?;
         Ok(PullPage { changes, next: Cursor::log(next), remaining })
+    }
+
+    /// How many changes wait for `site` after log position `after`.
+    pub fn owed(&self, site: &SiteId, after: LogPos) -> Result<u64, EngineError> {
+        self.count_log(site, after)
     }
 
     fn count_log(&self, site: &SiteId, after: LogPos) -> Result<u64, EngineError> {

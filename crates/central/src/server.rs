@@ -282,9 +282,9 @@ async fn authenticate(
     let engine = state.engine.clone();
     let who = SiteId::from(site.as_str());
     let credentials = blocking(move || Ok(engine.db().site_credentials(&who)?)).await?;
-    let (stored, bound) = match credentials {
-        Some(c) => (Some(c.password_hash), c.machine),
-        None => (None, None),
+    let (stored, bound, disabled_at) = match credentials {
+        Some(c) => (Some(c.password_hash), c.machine, c.disabled_at),
+        None => (None, None, None),
     };
     state
         .verifier
@@ -296,6 +296,17 @@ async fn authenticate(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("site `{site}` may not sync as site `{path_site}`"),
+        ));
+    }
+    if let Some(since) = disabled_at {
+        tracing::warn!(site = %site, "a disabled site tried to sync");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "site_disabled",
+            format!(
+                "site `{site}` is disabled on the central server since {since}: everything it synced is kept, and what it \
+                 has not pushed stays on the site. An administrator enables it again with `outpost central site enable {site}`"
+            ),
         ));
     }
     check_machine(state, headers, &site, bound).await?;
@@ -456,7 +467,12 @@ async fn pull(
     let max_bytes = request.max_bytes.clamp(1024, protocol::MAX_DECODED_BYTES / 2);
     let (body, count, remaining) = blocking(move || {
         let page = engine.pull_page(&who, request.cursor, max_bytes)?;
-        engine.mark_pulled(&who, page.remaining == 0)?;
+        // How far the site has been sent the log (not while it initialises from a snapshot).
+        let reached = match page.next {
+            protocol::Cursor::Log { after, after_xid } => Some(model::LogPos::new(after_xid, after)),
+            _ => None,
+        };
+        engine.mark_pulled(&who, page.remaining == 0, reached)?;
         Ok((page.encode(), page.changes.len(), page.remaining))
     })
     .await?;

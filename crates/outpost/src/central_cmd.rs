@@ -66,6 +66,28 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
             let password = admin::add_site(&engine(&data)?, &SiteId::new(&name), mobile).map_err(|e| e.to_string())?;
             println!("site `{name}` added. Its password (shown once, keep it safe):\n{password}");
         }
+        CentralCommand::Site(CentralSiteCommand::List { data }) => {
+            let sites = admin::list_sites(&engine(&data)?).map_err(|e| e.to_string())?;
+            print!("{}", site_list(&sites));
+        }
+        CentralCommand::Site(CentralSiteCommand::Disable { name, data }) => {
+            admin::set_site_disabled(&engine(&data)?, &SiteId::new(&name), true).map_err(|e| e.to_string())?;
+            println!("site `{name}` is disabled: its syncs are refused until `outpost central site enable {name}`; everything it synced is kept");
+        }
+        CentralCommand::Site(CentralSiteCommand::Enable { name, data }) => {
+            admin::set_site_disabled(&engine(&data)?, &SiteId::new(&name), false).map_err(|e| e.to_string())?;
+            println!("site `{name}` is enabled: its next sync goes on where it stopped");
+        }
+        CentralCommand::Site(CentralSiteCommand::Remove { name, data }) => {
+            let held = admin::remove_site(&engine(&data)?, &SiteId::new(&name)).map_err(|e| e.to_string())?;
+            let copies = if held.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = held.iter().map(|s| format!("`{s}`")).collect();
+                format!("; it no longer holds copies of {}", names.join(", "))
+            };
+            println!("site `{name}` removed: its password no longer works{copies}. The records it synced stay on the central server");
+        }
         CentralCommand::Site(CentralSiteCommand::ResetPassword { name, data }) => {
             let password = admin::reset_password(&engine(&data)?, &SiteId::new(&name)).map_err(|e| e.to_string())?;
             println!("new password for `{name}` (shown once):\n{password}");
@@ -174,6 +196,39 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `central site list`: a block per site.
+pub(crate) fn site_list(sites: &[central::admin::SiteListing]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if sites.is_empty() {
+        out.push_str("no sites yet; add one with `outpost central site add NAME`\n");
+    }
+    for s in sites {
+        let state = match &s.disabled_at {
+            Some(at) => format!("  DISABLED since {at}"),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "{} ({}){state}", s.site, s.kind);
+        let stores: Vec<String> = s.stores.iter().map(|(store, sync)| format!("{store} ({})", sync.as_str())).collect();
+        let _ = writeln!(out, "  stores:    {}", if stores.is_empty() { "none".to_owned() } else { stores.join(", ") });
+        let _ = writeln!(out, "  last push: {}", s.last_push_at.as_deref().unwrap_or("never"));
+        let _ = writeln!(out, "  last pull: {}", s.last_pull_at.as_deref().unwrap_or("never"));
+        let owed = match s.owed {
+            Some(n) => format!("{n} change(s) wait for the site"),
+            None => "not known until the site has pulled once".to_owned(),
+        };
+        let _ = writeln!(out, "  owed:      {owed}");
+        if s.open_rejections > 0 {
+            let _ = writeln!(
+                out,
+                "  refused:   {} change(s) wait for an administrator (`outpost central site rejected {}`)",
+                s.open_rejections, s.site
+            );
+        }
+    }
+    out
 }
 
 #[cfg(feature = "tls")]

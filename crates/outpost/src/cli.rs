@@ -246,6 +246,31 @@ pub(crate) enum CentralSiteCommand {
         #[command(flatten)]
         data: CentralDb,
     },
+    /// List every site: its kind, its stores and how it holds each, its last push and pull,
+    /// what it is still owed, refused changes waiting, and whether it is disabled.
+    List {
+        #[command(flatten)]
+        data: CentralDb,
+    },
+    /// Refuse a site's sync requests (a clear 403) until it is enabled again; everything it
+    /// synced is kept.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        data: CentralDb,
+    },
+    /// Let a disabled site sync again; it goes on where it stopped.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        data: CentralDb,
+    },
+    /// Remove a site that has no active store (move its stores first). Its records stay.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        data: CentralDb,
+    },
     /// Give a site a new password (printed once).
     ResetPassword {
         name: String,

@@ -31,6 +31,11 @@ fn the_status_of_a_network_and_of_a_site() {
     north.sync();
     expect_file!["snapshots/site_status_synced.txt"].assert_eq(&masked(&north.status(), &url));
     expect_file!["snapshots/central_status.txt"].assert_eq(&masked(&central.status(), &url));
+    central.admin("central site disable", &["site", "disable", "south"]);
+    let listed = central.admin("central site list", &["site", "list"]).stdout;
+    expect_file!["snapshots/central_site_list.txt"].assert_eq(&masked(&listed, &url));
+    let refused = central.try_admin("remove a site with an active store", &["site", "remove", "north"]).failed();
+    expect_file!["snapshots/central_site_remove_refused.txt"].assert_eq(&refused.stderr);
 }
 
 #[test]
@@ -73,7 +78,9 @@ fn every_kind_of_refusal_has_one_json_body() {
         push(&good.as_refs(), &zstd::bulk::compress(impossible.as_bytes(), 1).expect("compress")),
     );
     show("no such endpoint", http.get("/api/v1/sites/north/nothing", &good.as_refs()));
-    expect_file!["snapshots/error_bodies.txt"].assert_eq(&seen);
+    network.central.admin("central site disable", &["site", "disable", "north"]);
+    show("a disabled site", push(&good.as_refs(), &body));
+    expect_file!["snapshots/error_bodies.txt"].assert_eq(&masked(&seen, &network.central.url()));
 }
 
 #[test]

@@ -37,6 +37,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_refusals_seen_and_last_batch.sql"),
     migration!(3, "0003_merges.sql"),
     migration!(4, "0004_lines_by_parent.sql"),
+    migration!(5, "0005_site_admin.sql"),
 ];
 
 /// The schema version this binary writes.

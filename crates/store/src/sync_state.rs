@@ -2,7 +2,7 @@
 //! credentials (central server), and the changes that were refused, with their reasons.
 
 use crate::{Db, Result, Tx};
-use model::{RecordId, Seq, SiteId};
+use model::{LogPos, RecordId, Seq, SiteId};
 use std::fmt;
 
 /// A change that was refused (or could not be applied), kept where a person can see it.
@@ -70,6 +70,11 @@ pub struct SiteSyncRow {
     /// Not synced for more than a month (or never).
     pub stale: bool,
     pub rejections: u64,
+    /// When an administrator disabled the site (`None`: it may sync).
+    pub disabled_at: Option<String>,
+    /// The log position the site's last noted pull reached (`None`: never noted, or still
+    /// initialising): what it is still owed is counted from here.
+    pub pulled_to: Option<LogPos>,
 }
 
 /// What the central server checks a site's sync requests against.
@@ -78,6 +83,8 @@ pub struct SiteCredentials {
     pub password_hash: String,
     /// The machine fingerprint the site is bound to, once it has synced.
     pub machine: Option<String>,
+    /// When an administrator disabled the site: its requests are refused, its data is kept.
+    pub disabled_at: Option<String>,
 }
 
 /// The last batch a site pushed, as the central server remembers it: the position it
@@ -118,6 +125,12 @@ impl Tx<'_> {
         self.sql(|sql| sql.last_push(site))
     }
 
+    /// Central server: forgets a removed site's credentials, bookkeeping and outbox (its kept
+    /// refusals stay, for the record). Whether it existed.
+    pub fn forget_site(&mut self, site: &SiteId) -> Result<bool> {
+        self.sql(|sql| sql.forget_site(site.as_str()))
+    }
+
     /// Central server: stores a site's password hash (creating the site's bookkeeping when
     /// `create`). Returns whether the site exists.
     pub fn set_password_hash(&mut self, site: &SiteId, hash: &str, create: bool) -> Result<bool> {
@@ -139,9 +152,15 @@ impl Db {
     /// Central server: notes that a site pulled (the dashboard's "last synced"). A pull does not
     /// wait for a push to commit: on SQLite, while another transaction writes, the note is
     /// written when it ends.
-    pub fn mark_pulled(&self, site: &SiteId) -> Result<()> {
+    pub fn mark_pulled(&self, site: &SiteId, reached: Option<LogPos>) -> Result<()> {
         let site = site.clone();
-        self.write_soon(Box::new(move |sql| sql.mark_pulled(&site)))
+        self.write_soon(Box::new(move |sql| sql.mark_pulled(&site, reached)))
+    }
+
+    /// Central server: disables a site (`true`: its sync requests are refused from now on, its
+    /// data and bookkeeping are kept) or enables it again. Whether the site exists.
+    pub fn set_site_disabled(&self, site: &SiteId, disabled: bool) -> Result<bool> {
+        self.transaction(|tx| tx.sql(|sql| sql.set_site_disabled(site.as_str(), disabled)))
     }
 
     /// Central server: a site's stored password hash, if the site exists.

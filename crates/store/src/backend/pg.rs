@@ -1016,13 +1016,29 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         Ok(())
     }
 
-    fn mark_pulled(&mut self, site: &SiteId) -> Result<()> {
+    fn mark_pulled(&mut self, site: &SiteId, reached: Option<LogPos>) -> Result<()> {
         self.execute(
-            r#"UPDATE site_sync SET last_pull_at = to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+            r#"UPDATE site_sync SET last_pull_at = to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                   pulled_seq = COALESCE($2, pulled_seq), pulled_xid = COALESCE($3, pulled_xid)
                WHERE site_id = $1"#,
-            &[&site.as_str()],
+            &[&site.as_str(), &reached.map(|r| r.seq.0), &reached.map(|r| r.xid)],
         )?;
         Ok(())
+    }
+
+    fn set_site_disabled(&mut self, site: &str, disabled: bool) -> Result<bool> {
+        let sql = if disabled {
+            r#"UPDATE site_sync SET disabled_at = COALESCE(disabled_at, to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+               WHERE site_id = $1"#
+        } else {
+            "UPDATE site_sync SET disabled_at = NULL WHERE site_id = $1"
+        };
+        Ok(self.execute(sql, &[&site])? > 0)
+    }
+
+    fn forget_site(&mut self, site: &str) -> Result<bool> {
+        self.execute("DELETE FROM outbox WHERE site_id = $1", &[&site])?;
+        Ok(self.execute("DELETE FROM site_sync WHERE site_id = $1", &[&site])? > 0)
     }
 
     fn bind_machine(&mut self, site: &str, machine: &str) -> Result<Option<String>> {
@@ -1038,8 +1054,10 @@ impl<C: GenericClient> Sql for Session<'_, C> {
     }
 
     fn site_credentials(&mut self, site: &str) -> Result<Option<SiteCredentials>> {
-        self.query_opt("SELECT password_hash, hardware_id FROM site_sync WHERE site_id = $1", &[&site])?
-            .map(|r| Ok(SiteCredentials { password_hash: r.try_get(0)?, machine: r.try_get(1)? }))
+        self.query_opt("SELECT password_hash, hardware_id, disabled_at FROM site_sync WHERE site_id = $1", &[&site])?
+            .map(|r| {
+                Ok(SiteCredentials { password_hash: r.try_get(0)?, machine: r.try_get(1)?, disabled_at: r.try_get(2)? })
+            })
             .transpose()
     }
 
@@ -1057,7 +1075,8 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         self.query(
             "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
                     COALESCE(now() - COALESCE(s.last_pull_at, s.last_push_at)::timestamptz > interval '30 days', true),
-                    (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id)
+                    (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id),
+                    s.disabled_at, s.pulled_seq, s.pulled_xid
              FROM site_sync s ORDER BY s.site_id",
             &[],
         )?
@@ -1070,6 +1089,11 @@ impl<C: GenericClient> Sql for Session<'_, C> {
                 last_pull_at: r.try_get(3)?,
                 stale: r.try_get(4)?,
                 rejections: u64::try_from(r.try_get::<_, i64>(5)?).unwrap_or(0),
+                disabled_at: r.try_get(6)?,
+                pulled_to: r
+                    .try_get::<_, Option<i64>>(7)?
+                    .map(|seq| Ok::<_, StoreError>(LogPos::new(r.try_get::<_, Option<i64>>(8)?.unwrap_or(0), Seq(seq))))
+                    .transpose()?,
             })
         })
         .collect()

@@ -636,11 +636,28 @@ impl Sql for Lite<'_> {
         Ok(())
     }
 
-    fn mark_pulled(&mut self, site: &SiteId) -> Result<()> {
+    fn mark_pulled(&mut self, site: &SiteId, reached: Option<LogPos>) -> Result<()> {
         self.0
-            .prepare_cached(&format!("UPDATE site_sync SET last_pull_at = {NOW} WHERE site_id = ?1"))?
-            .execute([site.as_str()])?;
+            .prepare_cached(&format!(
+                "UPDATE site_sync SET last_pull_at = {NOW}, pulled_seq = COALESCE(?2, pulled_seq), pulled_xid = COALESCE(?3, pulled_xid)
+                 WHERE site_id = ?1"
+            ))?
+            .execute(params![site.as_str(), reached.map(|r| r.seq.0), reached.map(|r| r.xid)])?;
         Ok(())
+    }
+
+    fn set_site_disabled(&mut self, site: &str, disabled: bool) -> Result<bool> {
+        let sql = if disabled {
+            format!("UPDATE site_sync SET disabled_at = COALESCE(disabled_at, {NOW}) WHERE site_id = ?1")
+        } else {
+            "UPDATE site_sync SET disabled_at = NULL WHERE site_id = ?1".to_owned()
+        };
+        Ok(self.0.execute(&sql, [site])? > 0)
+    }
+
+    fn forget_site(&mut self, site: &str) -> Result<bool> {
+        self.0.execute("DELETE FROM outbox WHERE site_id = ?1", [site])?;
+        Ok(self.0.execute("DELETE FROM site_sync WHERE site_id = ?1", [site])? > 0)
     }
 
     fn bind_machine(&mut self, site: &str, machine: &str) -> Result<Option<String>> {
@@ -658,8 +675,10 @@ impl Sql for Lite<'_> {
     fn site_credentials(&mut self, site: &str) -> Result<Option<SiteCredentials>> {
         Ok(self
             .0
-            .prepare_cached("SELECT password_hash, hardware_id FROM site_sync WHERE site_id = ?1")?
-            .query_row([site], |r| Ok(SiteCredentials { password_hash: r.get(0)?, machine: r.get(1)? }))
+            .prepare_cached("SELECT password_hash, hardware_id, disabled_at FROM site_sync WHERE site_id = ?1")?
+            .query_row([site], |r| {
+                Ok(SiteCredentials { password_hash: r.get(0)?, machine: r.get(1)?, disabled_at: r.get(2)? })
+            })
             .optional()?)
     }
 
@@ -679,7 +698,8 @@ impl Sql for Lite<'_> {
         let mut stmt = self.0.prepare(
             "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
                     COALESCE(julianday('now') - julianday(COALESCE(s.last_pull_at, s.last_push_at)), 1e9) > 30,
-                    (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id)
+                    (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id),
+                    s.disabled_at, s.pulled_seq, s.pulled_xid
              FROM site_sync s ORDER BY s.site_id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -690,6 +710,8 @@ impl Sql for Lite<'_> {
                 last_pull_at: r.get(3)?,
                 stale: r.get(4)?,
                 rejections: r.get(5)?,
+                disabled_at: r.get(6)?,
+                pulled_to: r.get::<_, Option<i64>>(7)?.map(|seq| LogPos::new(0, Seq(seq))),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

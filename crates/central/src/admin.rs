@@ -42,6 +42,18 @@ pub enum AdminError {
     AlreadyMoving(RecordId, StoreId, SiteId),
     #[error("the administrator password must have at least {MIN_ADMIN_PASSWORD} characters")]
     WeakAdminPassword,
+    #[error("making store `{0}` active on `{1}` is a move: run `outpost central store move {0} --to {1}`, which hands the store over safely")]
+    MoveNeeded(StoreId, SiteId),
+    #[error("store `{0}` is active on `{1}`; to change that, move it to another site with `outpost central store move {0} --to SITE`")]
+    ActiveHere(StoreId, SiteId),
+    #[error("store `{0}` is active on `{1}` already")]
+    ActiveThere(StoreId, SiteId),
+    #[error("`{site}` is a mobile site and store `{has}` is active on it already; a mobile site has one active store")]
+    MobileHasStore { site: SiteId, has: StoreId },
+    #[error("store `{store}` is already moving to `{to}`; the move completes when site `{from}` next syncs (`--force` completes it without that site, if it is lost for good)")]
+    StoreAlreadyMoving { store: StoreId, to: SiteId, from: SiteId },
+    #[error("a store is left on its old site as `none`, `transfer` or `collector` (got `{0}`)")]
+    BadLeaveAs(String),
     #[error("`{0}` is the central server itself; it cannot be {1}")]
     IsCentral(SiteId, &'static str),
     #[error("`{0}` is the primary, where central data is edited; make another site the primary before removing it")]
@@ -269,7 +281,8 @@ fn sync_prefs(store: &StoreId, include_transactions: bool) -> Write {
     )
 }
 
-/// Sets how a store exists on a site (`active` moves the store there).
+/// Sets how a store exists on a site other than its active one (collector, transfer or none).
+/// Making it active elsewhere is a move, done safely by [`move_store`] and nowhere else.
 pub fn set_sync_type(engine: &Engine, store: &StoreId, site: &SiteId, sync: SyncType) -> Result<(), AdminError> {
     let db = engine.db();
     if db.record("store", store.as_str())?.is_none() {
@@ -278,16 +291,16 @@ pub fn set_sync_type(engine: &Engine, store: &StoreId, site: &SiteId, sync: Sync
     if db.record("site", site.as_str())?.is_none() {
         return Err(AdminError::UnknownSite(site.clone()));
     }
-    let mut writes = vec![sync_row(store, site, sync)];
-    if sync == SyncType::Active {
-        // A store is active on exactly one site: the site it leaves keeps a transfer copy.
-        let network = db.network();
-        if let Some(old) = network.active_site(store).filter(|old| *old != site) {
-            writes.insert(0, sync_row(store, old, SyncType::Transfer));
-        }
+    let network = db.network();
+    let active = network.active_site(store);
+    if sync == SyncType::Active && active != Some(site) {
+        return Err(AdminError::MoveNeeded(store.clone(), site.clone()));
+    }
+    if sync != SyncType::Active && active == Some(site) {
+        return Err(AdminError::ActiveHere(store.clone(), site.clone()));
     }
     // A site that comes to hold the store (or see it) receives what the store already has.
-    let sent = engine.write_and_backfill(&writes, RoutedBy::Store(store))?;
+    let sent = engine.write_and_backfill(&[sync_row(store, site, sync)], RoutedBy::Store(store))?;
     if sent > 0 {
         tracing::info!(store = %store, site = %site, records = sent, "the site receives the store's existing records on its next sync");
     }
@@ -377,6 +390,131 @@ pub fn move_patient(engine: &Engine, patient: &RecordId, to: &StoreId) -> Result
         Ok(true)
     })?;
     Ok(if done { MoveOutcome::Done } else { MoveOutcome::Pending { old_site } })
+}
+
+/// How a store's move stands once `move_store` has run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreMoveOutcome {
+    /// The old site hands the store over on its next sync; the move completes then.
+    Pending { old_site: SiteId },
+    /// Complete: the new site receives `records` on its next sync.
+    Done { records: usize },
+    /// Completed without the old site (`--force`): what it had not pushed before its last push
+    /// is not on the central server, and is refused if it ever syncs again.
+    Forced { records: usize, old_site: SiteId, last_push_at: Option<String>, acked: model::Seq },
+}
+
+/// Moves a store to another site, safely: the store is *moving* until its old site, on its
+/// next sync, has pushed everything it wrote in the store and handed it over (the store is
+/// read-only there from then on); only then does the central server make it active on `to`,
+/// which receives the store's current records. A move from the central server completes at
+/// once. `force` completes a pending move without its old site (lost for good).
+pub fn move_store(
+    engine: &Engine,
+    store: &StoreId,
+    to: &SiteId,
+    leave_as: SyncType,
+    force: bool,
+) -> Result<StoreMoveOutcome, AdminError> {
+    let db = engine.db();
+    let network = db.network();
+    if !network.stores.contains_key(store) {
+        return Err(AdminError::UnknownStore(store.clone()));
+    }
+    if !network.sites.contains_key(to) {
+        return Err(AdminError::UnknownSite(to.clone()));
+    }
+    if leave_as == SyncType::Active {
+        return Err(AdminError::BadLeaveAs(leave_as.as_str().to_owned()));
+    }
+    let from = network.active_site(store).cloned().unwrap_or(SiteId::NONE);
+    let pending = network.store_moves.get(store).cloned();
+    match &pending {
+        Some(found) if !force => {
+            return Err(AdminError::StoreAlreadyMoving {
+                store: store.clone(),
+                to: found.to.clone(),
+                from: found.from.clone(),
+            })
+        }
+        Some(found) if found.to != *to => {
+            return Err(AdminError::StoreAlreadyMoving {
+                store: store.clone(),
+                to: found.to.clone(),
+                from: found.from.clone(),
+            })
+        }
+        None if from == *to => return Err(AdminError::ActiveThere(store.clone(), to.clone())),
+        _ => {}
+    }
+    if network.sites.get(to) == Some(&model::SiteKind::Mobile) {
+        if let Some(has) = network.active_stores(to).into_iter().find(|s| s != store) {
+            return Err(AdminError::MobileHasStore { site: to.clone(), has });
+        }
+    }
+    let me = engine.central()?;
+    let (last_push_at, acked) = db
+        .site_sync_rows()?
+        .into_iter()
+        .find(|row| row.site == from.as_str())
+        .map(|row| (row.last_push_at, row.acked))
+        .unwrap_or_default();
+    let outcome = db.transaction(|tx| {
+        if pending.is_none() {
+            let doc = json!({
+                "store_id": store,
+                "from_site_id": from,
+                "to_site_id": to,
+                "leave_as": leave_as.as_str(),
+                "status": "pending",
+                "requested_at": protocol::now_rfc3339(),
+            });
+            crate::engine::write_routed(tx, &Write::upsert("store_move", store.as_str(), &doc), &me)?;
+        }
+        if network.is_central(&from) {
+            return Ok(StoreMoveOutcome::Done { records: crate::processors::complete_store_move(tx, store, false)? });
+        }
+        if force {
+            let records = crate::processors::complete_store_move(tx, store, true)?;
+            return Ok(StoreMoveOutcome::Forced { records, old_site: from.clone(), last_push_at, acked });
+        }
+        Ok(StoreMoveOutcome::Pending { old_site: from.clone() })
+    })?;
+    tracing::info!(%store, %to, ?outcome, "a store move");
+    Ok(outcome)
+}
+
+/// One store as `outpost central store list` shows it.
+#[derive(Debug, Clone)]
+pub struct StoreListing {
+    pub store: StoreId,
+    pub active_on: SiteId,
+    pub dispensary: bool,
+    /// The other sites that hold it, and how.
+    pub held_by: Vec<(SiteId, SyncType)>,
+    pub moving: Option<model::StoreMove>,
+}
+
+/// Every store, where it is active and held, and its move if one is under way.
+pub fn list_stores(engine: &Engine) -> Vec<StoreListing> {
+    let network = engine.db().network();
+    network
+        .stores
+        .values()
+        .map(|info| StoreListing {
+            store: info.id.clone(),
+            active_on: info.active_site.clone(),
+            dispensary: info.dispensary,
+            held_by: network
+                .sites
+                .keys()
+                .filter(|site| **site != info.active_site)
+                .map(|site| (site.clone(), network.sync_type(&info.id, site)))
+                .filter(|(_, sync)| *sync != SyncType::None)
+                .collect(),
+            moving: network.store_moves.get(&info.id).cloned(),
+        })
+        .collect()
 }
 
 /// Makes an item visible in a store (edited on the primary).

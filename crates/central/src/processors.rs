@@ -20,6 +20,12 @@ pub(crate) fn after_push(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Res
     if change.table == "prescription" {
         return share_prescriber(tx, &change.id);
     }
+    if change.table == "store_move" {
+        let store = StoreId::from(change.id.as_str());
+        let handed_over =
+            tx.network().store_moves.get(&store).is_some_and(|m| m.status == model::MoveStatus::HandedOver);
+        return if handed_over { complete_store_move(tx, &store, false).map(|_| ()) } else { Ok(()) };
+    }
     if change.data.is_some() && change.table != "patient_move" {
         let me = tx.network().central.clone();
         let mut routed = |tx: &mut Tx<'_>, write: &Write| write_routed(tx, write, &me).map(|w| w.seq);
@@ -74,6 +80,46 @@ pub(crate) fn complete_move(tx: &mut Tx<'_>, move_id: &RecordId, mut doc: Value)
     let sent = backfill::send_newly_visible(tx, key, &before)?;
     tracing::info!(%patient, %from, %to, records = sent, "a patient's move to another home store is complete");
     Ok(())
+}
+
+/// Completes a store's move to another site, once its old site has handed it over (or at once
+/// when the old site is the central server itself, or when an administrator forces it): the
+/// old site keeps what the move said (`leave_as`), the store becomes active on the new site,
+/// the move is marked done, and the new site receives the store's current records on its next
+/// sync (each record once, as it stands, not its history). All in the caller's transaction.
+/// Returns how many records the new site is sent.
+pub(crate) fn complete_store_move(tx: &mut Tx<'_>, store: &StoreId, forced: bool) -> Result<usize, StoreError> {
+    let network = tx.network();
+    let Some(found) = network.store_moves.get(store).cloned() else { return Ok(0) };
+    let me = network.central.clone();
+    let key = RoutedBy::Store(store);
+    let before = backfill::reach(tx, key)?;
+    let dispensaries = network.dispensary_sites();
+    let sync_row = |site: &SiteId, sync: model::SyncType| {
+        Write::upsert(
+            "store_sync",
+            format!("{store}@{site}"),
+            &json!({"store_id": store, "site_id": site, "sync_type": sync.as_str()}),
+        )
+    };
+    // The old site lets go first: a store is active on one site at every step.
+    let old = if network.is_central(&found.from) { model::SyncType::Collector } else { found.leave_as };
+    write_routed(tx, &sync_row(&found.from, old), &me)?;
+    write_routed(tx, &sync_row(&found.to, model::SyncType::Active), &me)?;
+    let done = json!({
+        "store_id": store,
+        "from_site_id": found.from,
+        "to_site_id": found.to,
+        "leave_as": found.leave_as.as_str(),
+        "status": if forced { "forced" } else { "done" },
+        "requested_at": found.requested_at,
+        "completed_at": protocol::now_rfc3339(),
+    });
+    write_routed(tx, &Write::upsert("store_move", store.as_str(), &done), &me)?;
+    backfill::dispensary_data_for_new_sites(tx, &dispensaries)?;
+    let sent = backfill::send_newly_visible(tx, key, &before)?;
+    tracing::info!(%store, from = %found.from, to = %found.to, forced, records = sent, "a store's move to another site is complete");
+    Ok(sent)
 }
 
 /// Whether a move from `from` can complete at once: its old home store is active on the central

@@ -26,6 +26,9 @@ pub fn edited_on(entry: &Entry, table: &TableDef) -> String {
     if table.has(Special::PatientMove) {
         text += "; the old home site only hands the patient over";
     }
+    if table.has(Special::StoreMove) {
+        text += "; the store's old site only hands the store over";
+    }
     text
 }
 

@@ -20,9 +20,9 @@ pub mod transfer;
 
 pub use change::{Action, Change};
 pub use ids::{LogPos, RecordId, Seq, SiteId, StoreId};
-pub use network::{MoveStatus, Network, PatientMove, Prefs, SiteKind, StoreInfo, SyncType};
+pub use network::{MoveStatus, Network, PatientMove, Prefs, SiteKind, StoreInfo, StoreMove, SyncType};
 pub use registry::{registry, DataType, Editor, Entry, Registry, Scope, Special, TableDef};
 pub use rules::{
-    authority, check_not_moving, check_write, held_where_written, recipients, Audience, ChangeRef, Op, RecordKeys,
-    Refusal, Rule, Writer,
+    authority, check_not_handed_over, check_not_moving, check_write, held_where_written, recipients, Audience,
+    ChangeRef, Op, RecordKeys, Refusal, Rule, Writer,
 };

@@ -98,6 +98,20 @@ pub struct PatientMove {
     pub status: MoveStatus,
 }
 
+/// A move of a store to another site that is not complete yet (`store_move`, id the store's).
+/// Made on the central server; the old site hands the store over on its next sync, after
+/// pushing everything it wrote in it, and the store is read-only there from then on; the
+/// central server then makes it active on the new site.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreMove {
+    pub from: SiteId,
+    pub to: SiteId,
+    /// What the old site keeps of the store once the move is complete.
+    pub leave_as: SyncType,
+    pub status: MoveStatus,
+    pub requested_at: String,
+}
+
 /// Network-wide preferences that change who edits or receives a record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prefs {
@@ -129,6 +143,8 @@ pub struct Network {
     pub home_stores: BTreeMap<RecordId, StoreId>,
     /// Moves to another home store not complete yet, by patient (or prescriber).
     pub moves: BTreeMap<RecordId, PatientMove>,
+    /// Moves of stores to another site not complete yet, by store.
+    pub store_moves: BTreeMap<StoreId, StoreMove>,
     /// Stores whose site switched centralised procurement off for them (`local_procurement`).
     pub local_procurement: BTreeSet<StoreId>,
     /// Records merged into others, by (table, merged-away id): see [`crate::merge`].
@@ -148,6 +164,7 @@ impl Default for Network {
             name_visibility: BTreeMap::new(),
             home_stores: BTreeMap::new(),
             moves: BTreeMap::new(),
+            store_moves: BTreeMap::new(),
             merged: BTreeMap::new(),
             local_procurement: BTreeSet::new(),
             prefs: Prefs::default(),
@@ -280,6 +297,7 @@ pub const TOPOLOGY_TABLES: &[&str] = &[
     "patient",
     "prescriber",
     "patient_move",
+    "store_move",
     "local_procurement",
     "option",
 ];
@@ -401,6 +419,21 @@ impl Network {
                 let found = PatientMove { id: RecordId::from(id), from: StoreId(from), to: StoreId(to), status };
                 self.moves.insert(RecordId(patient), found);
             }
+            "store_move" => {
+                let store = StoreId::from(id);
+                self.store_moves.remove(&store);
+                let Some(new) = new else { return };
+                let status = match text(new, "status").as_deref() {
+                    Some("pending") => MoveStatus::Pending,
+                    Some("handed_over") => MoveStatus::HandedOver,
+                    _ => return, // done: the store's sync types now say where it is active
+                };
+                let (Some(from), Some(to)) = (text(new, "from_site_id"), text(new, "to_site_id")) else { return };
+                let leave_as = text(new, "leave_as").as_deref().and_then(SyncType::parse).unwrap_or(SyncType::None);
+                let requested_at = text(new, "requested_at").unwrap_or_default();
+                let found = StoreMove { from: SiteId(from), to: SiteId(to), leave_as, status, requested_at };
+                self.store_moves.insert(store, found);
+            }
             "local_procurement" => {
                 if let Some(store) = old.and_then(|o| text(o, "store_id")) {
                     self.local_procurement.remove(&StoreId(store));
@@ -520,6 +553,41 @@ impl Network {
             return refused(String::new());
         }
         Ok(())
+    }
+
+    /// A site's write of a `store_move` record is the old site handing its store over: the
+    /// pending move's own record with `status` set to `handed_over` and nothing else changed.
+    /// The central server writes moves as it likes (it makes and completes them).
+    pub fn check_store_handover(
+        &self,
+        store: &StoreId,
+        new: &serde_json::Value,
+        writer: &SiteId,
+    ) -> Result<(), Refusal> {
+        if *writer == self.central {
+            return Ok(());
+        }
+        let field = |f: &str| new.get(f).and_then(|x| x.as_str());
+        let refused = |why: &str| Err(Refusal::StoreMoveEdited { store: store.clone(), why: why.to_owned() });
+        let Some(found) = self.store_moves.get(store) else {
+            return refused(" (no move of it waits to be handed over)");
+        };
+        if found.status != MoveStatus::Pending {
+            return refused(" (it was handed over already)");
+        }
+        let same = field("from_site_id") == Some(found.from.as_str())
+            && field("to_site_id") == Some(found.to.as_str())
+            && field("leave_as") == Some(found.leave_as.as_str());
+        if field("status") != Some(MoveStatus::HandedOver.as_str()) || !same {
+            return refused("");
+        }
+        Ok(())
+    }
+
+    /// Whether `site` has handed `store` over to another site: the store is read-only there
+    /// while the central server completes the move.
+    pub fn handed_over_by(&self, store: &StoreId, site: &SiteId) -> Option<&StoreMove> {
+        self.store_moves.get(store).filter(|m| m.status == MoveStatus::HandedOver && m.from == *site)
     }
 
     /// The stores a new patient (or prescriber) of `home` is made visible in (the seeds): the

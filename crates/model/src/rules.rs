@@ -164,6 +164,12 @@ pub enum Refusal {
     PatientMoving { patient: RecordId, from: StoreId, to: StoreId },
     #[error("a patient is moved on the central server; its old home site may only hand it over (`status` becomes `handed_over`, nothing else changes){why}")]
     MoveEdited { why: String },
+    #[error(
+        "the move of store `{store}` is made and completed on the central server; a site may only hand it over{why}"
+    )]
+    StoreMoveEdited { store: StoreId, why: String },
+    #[error("store `{store}` has been handed over to site `{to}` and is read-only here; what was entered before the hand-over is kept and synced. Enter it on `{to}` once the move is complete")]
+    StoreHandedOver { store: StoreId, to: SiteId },
     #[error("the line cannot be written: {why}")]
     BadLine { why: String },
     #[error("store `{store}` holds {have} packs of item `{item}`, and the invoice takes {want}: finalising it would take stock the store does not have")]
@@ -315,6 +321,15 @@ pub fn authority(registry: &Registry, network: &Network, change: &ChangeRef<'_>)
             }
             _ => Writer::Site(network.central.clone()),
         },
+        // A store's move is made on the central server; its old site hands the store over.
+        Editor::Central if rule.table.has(Special::StoreMove) => {
+            match change.keys.store.as_ref().and_then(|store| network.store_moves.get(store)) {
+                Some(found) if *change.op != Op::Create => {
+                    Writer::Sites(BTreeSet::from([network.central.clone(), found.from.clone()]))
+                }
+                _ => Writer::Site(network.central.clone()),
+            }
+        }
         Editor::Primary if rule.table.has(Special::AddedAnywhere) && *change.op == Op::Create => Writer::AnySite,
         Editor::Primary => Writer::Site(network.primary.clone()),
         Editor::Central => Writer::Site(network.central.clone()),
@@ -474,6 +489,25 @@ pub fn check_not_moving(
         return Ok(());
     }
     Err(Refusal::PatientMoving { patient: patient.clone(), from: found.from.clone(), to: found.to.clone() })
+}
+
+/// A store its site has handed over to another site is read-only there while the central
+/// server completes the move: that site's own changes of the store's records are refused (the
+/// hand-over itself aside). Everyone else's are taken: they do not come from the old site.
+pub fn check_not_handed_over(
+    registry: &Registry,
+    network: &Network,
+    change: &ChangeRef<'_>,
+    writer: &SiteId,
+) -> Result<(), Refusal> {
+    let Some((store, found)) = change.keys.store.as_ref().and_then(|s| Some(s).zip(network.handed_over_by(s, writer)))
+    else {
+        return Ok(());
+    };
+    if registry.table(change.table).is_some_and(|(table, _)| table.has(Special::StoreMove)) {
+        return Ok(());
+    }
+    Err(Refusal::StoreHandedOver { store: store.clone(), to: found.to.clone() })
 }
 
 /// Why a change stays on the node that wrote it, if it does: local (and sync) data never

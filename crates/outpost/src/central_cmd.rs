@@ -124,6 +124,33 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             println!("store `{name}` added, active on `{active_on}`");
         }
+        CentralCommand::Store(CentralStoreCommand::List { data }) => {
+            print!("{}", store_list(&admin::list_stores(&engine(&data)?)));
+        }
+        CentralCommand::Store(CentralStoreCommand::Move { store, to, leave_as, force, data }) => {
+            let leave = SyncType::parse(&leave_as).ok_or_else(|| {
+                format!("`{leave_as}` is not a sync type: leave the store as none, transfer or collector")
+            })?;
+            let outcome = admin::move_store(&engine(&data)?, &StoreId::new(&store), &SiteId::new(&to), leave, force)
+                .map_err(|e| e.to_string())?;
+            match outcome {
+                admin::StoreMoveOutcome::Pending { old_site } => println!(
+                    "store `{store}` is moving to `{to}`. On its next sync, site `{old_site}` pushes everything it has for the store and hands it over \
+                     (the store is read-only there from then on); then `{to}` receives the store on its next sync. \
+                     `outpost central store list` shows how the move stands"
+                ),
+                admin::StoreMoveOutcome::Done { records } => println!(
+                    "store `{store}` is now active on `{to}`; it receives the store's {records} current record(s) on its next sync"
+                ),
+                admin::StoreMoveOutcome::Forced { records, old_site, last_push_at, acked } => println!(
+                    "store `{store}` is now active on `{to}` without a hand-over by `{old_site}`: everything the central server held is kept \
+                     and {records} record(s) go to `{to}`. What `{old_site}` entered after its last push ({}, up to its change {}) is not on the \
+                     central server; if that site ever syncs again, its changes to the store are refused and kept for review",
+                    last_push_at.as_deref().unwrap_or("never"),
+                    acked.0
+                ),
+            }
+        }
         CentralCommand::Store(CentralStoreCommand::SyncType { store, site, sync_type, data }) => {
             let sync = SyncType::parse(&sync_type)
                 .ok_or_else(|| format!("`{sync_type}` is not a sync type: use active, collector, transfer or none"))?;
@@ -196,6 +223,35 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `central store list`: a line per store, and its move if one is under way.
+pub(crate) fn store_list(stores: &[central::admin::StoreListing]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if stores.is_empty() {
+        out.push_str("no stores yet; add one with `outpost central store add NAME --active-on SITE`\n");
+    }
+    for s in stores {
+        let held: Vec<String> = s.held_by.iter().map(|(site, sync)| format!("{site} ({})", sync.as_str())).collect();
+        let kind = if s.dispensary { ", dispensary" } else { "" };
+        let _ = writeln!(out, "{}  active on {}{kind}; also held by {}", s.store, s.active_on, held.join(", "));
+        if let Some(m) = &s.moving {
+            let stage = match m.status {
+                model::MoveStatus::Pending => format!("waits for `{}` to sync and hand it over", m.from),
+                model::MoveStatus::HandedOver => format!("handed over by `{}`; completing", m.from),
+            };
+            let _ = writeln!(
+                out,
+                "  MOVING to {} (leaving {} on {}) since {}: {stage}",
+                m.to,
+                m.leave_as.as_str(),
+                m.from,
+                m.requested_at
+            );
+        }
+    }
+    out
 }
 
 /// `central site list`: a block per site.

@@ -321,7 +321,32 @@ pub(crate) enum CentralStoreCommand {
         #[command(flatten)]
         data: CentralDb,
     },
-    /// Set how a store exists on a site: active, collector, transfer or none.
+    /// List every store: where it is active, which other sites hold it and how, and its move
+    /// if one is under way.
+    List {
+        #[command(flatten)]
+        data: CentralDb,
+    },
+    /// Move a store to another site, safely: its old site pushes everything it has for the
+    /// store and hands it over on its next sync (the store is read-only there from then on);
+    /// then the store becomes active on the new site, which receives its current records.
+    Move {
+        store: String,
+        /// The site the store moves to.
+        #[arg(long)]
+        to: String,
+        /// What the old site keeps of the store: none, transfer or collector.
+        #[arg(long, default_value = "none")]
+        leave_as: String,
+        /// Complete a pending move without its old site, when that site is lost for good. What
+        /// it had not pushed is not on the central server; the command says since when.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        data: CentralDb,
+    },
+    /// Set how a store exists on a site other than its active one: collector, transfer or
+    /// none (`store move` makes it active elsewhere).
     SyncType {
         store: String,
         site: String,

@@ -529,10 +529,8 @@ fn a_mobile_site_has_one_active_store(backend: &Backend) {
     central.admin("central site add", &["site", "add", "desk"]);
     central.add_store("desk-store", "desk");
     let moved = run(
-        "central store sync-type",
-        common::outpost()
-            .args(["central", "store", "sync-type", "desk-store", "tablet", "active"])
-            .args(central.db.args()),
+        "central store move",
+        common::outpost().args(["central", "store", "move", "desk-store", "--to", "tablet"]).args(central.db.args()),
     )
     .failed();
     assert!(moved.stderr.contains("a mobile site has one active store"), "{}", moved.stderr);

@@ -71,9 +71,10 @@ fn a_site_with_active_stores_cannot_be_removed_and_a_removed_site_cannot_sync(ba
     assert!(refused.stderr.contains("outpost central store move"), "{}", refused.stderr);
     north.sync(); // nothing changed: it still syncs
 
-    // Its store goes to south; then north holds only a copy, and may go.
-    central.sync_type("store-north", "south", "active");
-    central.sync_type("store-north", "north", "none");
+    // Its store goes to south (north hands it over on its sync); then north holds only a copy,
+    // and may go.
+    central.admin("central store move", &["store", "move", "store-north", "--to", "south", "--leave-as", "none"]);
+    north.sync();
     let removed = central.admin("central site remove", &["site", "remove", "north"]).stdout;
     assert!(removed.contains("site `north` removed"), "{removed}");
     assert!(removed.contains("it no longer holds copies of `store-south`"), "{removed}");

@@ -65,6 +65,8 @@ pub struct SiteStatus {
     pub records: u64,
     /// Something this site did on its own that a person should know of (a restore detected).
     pub notice: Option<String>,
+    /// Moves of stores from or to this site that are under way, in words.
+    pub store_moves: Vec<String>,
 }
 
 pub fn status(db: &Db) -> Result<SiteStatus, StoreError> {
@@ -84,7 +86,32 @@ pub fn status(db: &Db) -> Result<SiteStatus, StoreError> {
         initialised: cursor.contains("\"log\""),
         records,
         notice: non_empty(db.state(StateKey::LastNotice)?),
+        store_moves: store_moves(db, &site),
     })
+}
+
+/// The store moves this site takes part in, as a person reads them.
+fn store_moves(db: &Db, me: &model::SiteId) -> Vec<String> {
+    let network = db.network();
+    network
+        .store_moves
+        .iter()
+        .filter_map(|(store, m)| match m.status {
+            model::MoveStatus::Pending if m.from == *me => Some(format!(
+                "store `{store}` is moving to `{}`: the next sync pushes everything it has and hands it over (it is read-only here from then on)",
+                m.to
+            )),
+            model::MoveStatus::HandedOver if m.from == *me => Some(format!(
+                "store `{store}` was handed over to `{}` and is read-only here; the next sync completes the move",
+                m.to
+            )),
+            _ if m.to == *me => Some(format!(
+                "store `{store}` is moving here from `{}`: it becomes active here once `{}` has handed it over",
+                m.from, m.from
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 pub fn rejected(db: &Db) -> Result<Vec<RejectedChange>, StoreError> {
@@ -118,6 +145,9 @@ impl fmt::Display for SiteStatus {
         )?;
         writeln!(f, "initialised:       {}", if self.initialised { "yes" } else { "not yet (first sync incomplete)" })?;
         write!(f, "records held:      {}", self.records)?;
+        for moving in &self.store_moves {
+            write!(f, "\nstore move:        {moving}")?;
+        }
         if let Some(notice) = &self.notice {
             write!(f, "\nnotice:            {notice}")?;
         }

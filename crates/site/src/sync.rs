@@ -606,7 +606,7 @@ fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Resul
                 })?;
             }
         }
-        let handed_over = hand_over_moves(tx, me, changes)?;
+        let handed_over = hand_over_moves(tx, me, changes)? + hand_over_stores(tx, me, changes)?;
         let mut checked = |tx: &mut store::Tx<'_>, write: &store::Write| tx.write_checked(write, me);
         for change in changes.iter().filter(|c| c.data.is_some()) {
             let doc = change.data.as_ref().map(|d| d.get());
@@ -640,6 +640,31 @@ fn hand_over_moves(tx: &mut store::Tx<'_>, me: &SiteId, changes: &[Change]) -> R
         }
         tx.write_checked(&store::Write::upsert(&change.table, change.id.as_str(), &doc), me)?;
         tracing::info!(patient = %change.id, "handed a patient over to its new home store");
+        handed_over += 1;
+    }
+    Ok(handed_over)
+}
+
+/// A received move of a store active here: hand the store over. Everything this site wrote in
+/// the store before is logged before the hand-over, so the central server applies it first and
+/// then makes the store active on its new site. The store is read-only here from now on.
+fn hand_over_stores(tx: &mut store::Tx<'_>, me: &SiteId, changes: &[Change]) -> Result<u64, StoreError> {
+    let mut handed_over = 0;
+    for change in changes.iter().filter(|c| c.table == "store_move") {
+        let store = model::StoreId::from(change.id.as_str());
+        let network = tx.network();
+        let ours =
+            network.store_moves.get(&store).is_some_and(|m| m.status == model::MoveStatus::Pending && m.from == *me)
+                && network.active_site(&store) == Some(me);
+        let stored = if ours { tx.current(&change.table, change.id.as_str())?.and_then(|c| c.data) } else { None };
+        let Some(mut doc) = stored.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok()) else {
+            continue;
+        };
+        if let Some(fields) = doc.as_object_mut() {
+            fields.insert("status".into(), serde_json::json!(model::MoveStatus::HandedOver.as_str()));
+        }
+        tx.write_checked(&store::Write::upsert(&change.table, change.id.as_str(), &doc), me)?;
+        tracing::info!(%store, "handed a store over to its new site; it is read-only here from now on");
         handed_over += 1;
     }
     Ok(handed_over)

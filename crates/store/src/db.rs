@@ -449,6 +449,11 @@ impl Tx<'_> {
                 let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
                 self.network.check_handover(change.id, &doc, writer).map_err(refused)?;
             }
+            if table.has(model::Special::StoreMove) {
+                let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
+                let store = StoreId::from(change.id.as_str());
+                self.network.check_store_handover(&store, &doc, writer).map_err(refused)?;
+            }
             if matches!(change.table, "transaction_line" | "goods_received_line") {
                 model::transfer::check_line(data.unwrap_or_default()).map_err(refused)?;
             }
@@ -599,8 +604,14 @@ impl Tx<'_> {
     }
 
     /// A patient moving to another home store is read-only here until the move completes
-    /// (`model::check_not_moving`); what its old home site pushes is still taken.
+    /// (`model::check_not_moving`); what its old home site pushes is still taken. A store its
+    /// site handed over is read-only for that site (`model::check_not_handed_over`).
     fn check_not_moving(&self, change: &ChangeRef<'_>, id: &RecordId, writer: &SiteId) -> Result<()> {
+        if !self.network.store_moves.is_empty() {
+            model::check_not_handed_over(self.registry, &self.network, change, writer).map_err(|refusal| {
+                StoreError::Refused { table: change.table.to_owned(), id: id.clone(), refusal: Box::new(refusal) }
+            })?;
+        }
         if self.network.moves.is_empty() {
             return Ok(());
         }

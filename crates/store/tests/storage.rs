@@ -109,6 +109,58 @@ fn assert_nothing_written(db: &Db, table: &str, id: &str) {
     assert_eq!(db.last_seq().expect("read the last position"), Seq(0), "the change log is empty");
 }
 
+fn store_move(status: &str) -> Value {
+    json!({"store_id": LOCAL_STORE, "from_site_id": HERE, "to_site_id": "south", "leave_as": "collector",
+           "status": status, "requested_at": "2026-12-02T00:00:00Z"})
+}
+
+// A store move: the old site hands the store over after pushing what it wrote in it; from then
+// on the store is read-only there, whatever else it may still receive.
+fn a_store_handed_over_is_read_only_here_until_the_move_completes(fx: &Fixture) {
+    let db = open_site(fx);
+    db.transaction(|tx| tx.apply_received(&received("store_move", LOCAL_STORE, store_move("pending"))))
+        .expect("the move");
+    db.write(&[stock_line("sl-before", LOCAL_STORE, 1.0)]).expect("before the hand-over the store is still ours");
+    db.write(&[Write::upsert("store_move", LOCAL_STORE, &store_move("handed_over"))]).expect("the hand-over");
+    let refused = db.write(&[stock_line("sl-after", LOCAL_STORE, 2.0)]).expect_err("read-only after the hand-over");
+    assert!(
+        matches!(&refused, StoreError::Refused { refusal, .. } if matches!(**refusal, Refusal::StoreHandedOver { .. })),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("has been handed over to site `south` and is read-only here"), "{refused}");
+    assert_eq!(db.record("stock_line", "sl-after").expect("read"), None);
+    // What the central server sends for the store is still applied (a transfer's half, say).
+    db.transaction(|tx| tx.apply_received(&received("stock_line", "sl-central", stock_doc(LOCAL_STORE, 3.0))))
+        .expect("received changes are not this site's edits");
+    let pushed: Vec<String> = log(&db).iter().map(|c| format!("{} {}", c.table, c.id)).collect();
+    assert_eq!(
+        pushed,
+        ["stock_line sl-before", "store_move north-pharmacy"],
+        "the hand-over goes after what came before"
+    );
+}
+
+fn only_the_old_site_hands_a_store_over_and_only_by_setting_its_status(fx: &Fixture) {
+    let db = open_site(fx);
+    let refused = db
+        .write(&[Write::upsert("store_move", LOCAL_STORE, &store_move("pending"))])
+        .expect_err("a site makes no move");
+    assert!(refused.to_string().contains("(`central`) may edit them, not site `north`"), "{refused}");
+    db.transaction(|tx| tx.apply_received(&received("store_move", LOCAL_STORE, store_move("pending"))))
+        .expect("the move");
+    let mut elsewhere = store_move("handed_over");
+    elsewhere["to_site_id"] = json!("east");
+    let refused = db
+        .write(&[Write::upsert("store_move", LOCAL_STORE, &elsewhere)])
+        .expect_err("the move's target is the central server's");
+    assert!(refused.to_string().contains("a site may only hand it over"), "{refused}");
+    let refused = db
+        .write(&[Write::upsert("store_move", LOCAL_STORE, &store_move("done"))])
+        .expect_err("done is the central server's");
+    assert!(refused.to_string().contains("a site may only hand it over"), "{refused}");
+    assert_eq!(logged(&db), 0, "nothing refused was logged");
+}
+
 // 1. Every write appends exactly one change-log entry, in the same transaction.
 
 fn each_write_appends_exactly_one_change_log_entry_and_the_record_is_readable(fx: &Fixture) {
@@ -604,6 +656,8 @@ on_each_backend!(
     received_delete_leaves_a_tombstone_without_logging_it,
     received_store_sync_activating_a_store_here_makes_local_writes_to_it_accepted,
     received_store_sync_moving_a_store_away_makes_local_writes_to_it_refused,
+    a_store_handed_over_is_read_only_here_until_the_move_completes,
+    only_the_old_site_hands_a_store_over_and_only_by_setting_its_status,
     an_update_moving_a_record_of_a_store_active_elsewhere_into_a_local_store_is_refused,
     error_in_a_transaction_after_a_topology_change_rolls_back_record_and_network,
     error_after_moving_a_store_rolls_the_network_back_to_where_it_was,

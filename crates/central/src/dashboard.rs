@@ -16,6 +16,19 @@ pub struct DashboardView {
     pub rejections: Vec<RejectionRow>,
     /// Moves of patients to another home store that wait for the old home site to sync.
     pub moves: Vec<MoveRow>,
+    /// Moves of stores to another site under way.
+    pub store_moves: Vec<StoreMoveRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoreMoveRow {
+    pub store: String,
+    pub from: String,
+    pub to: String,
+    pub leave_as: String,
+    /// `pending` (waits for the old site to hand it over) or `handed_over`.
+    pub status: String,
+    pub requested_at: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,8 +111,21 @@ pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
             }
         })
         .collect();
+    let store_moves = network
+        .store_moves
+        .iter()
+        .map(|(store, m)| StoreMoveRow {
+            store: store.to_string(),
+            from: m.from.to_string(),
+            to: m.to.to_string(),
+            leave_as: m.leave_as.as_str().to_owned(),
+            status: m.status.as_str().to_owned(),
+            requested_at: m.requested_at.clone(),
+        })
+        .collect();
     Ok(DashboardView {
         moves,
+        store_moves,
         central: network.central.to_string(),
         primary: network.primary.to_string(),
         generated_at: now_rfc3339(),
@@ -164,6 +190,16 @@ pub fn render(view: &DashboardView, csrf: &str) -> String {
                     tr { th { "patient" } th { "from" } th { "to" } th { "waits for site" } th { "since" } }
                     @for m in &view.moves {
                         tr { td { (m.patient) } td { (m.from) } td { (m.to) } td { (m.waits_for) } td { (m.requested_at) } }
+                    }
+                }
+            }
+            @if !view.store_moves.is_empty() {
+                h2 { "Store moves waiting" }
+                p { "A store becomes active on its new site once its old site has synced, pushed what it has and handed it over." }
+                table {
+                    tr { th { "store" } th { "from" } th { "to" } th { "old site keeps" } th { "stage" } th { "since" } }
+                    @for m in &view.store_moves {
+                        tr { td { (m.store) } td { (m.from) } td { (m.to) } td { (m.leave_as) } td { (m.status) } td { (m.requested_at) } }
                     }
                 }
             }
@@ -290,11 +326,23 @@ mod tests {
                 waits_for: "north".into(),
                 requested_at: "2026-12-01T15:00:00Z".into(),
             }],
+            store_moves: vec![StoreMoveRow {
+                store: "s<1>".into(),
+                from: "north".into(),
+                to: "south".into(),
+                leave_as: "collector".into(),
+                status: "pending".into(),
+                requested_at: "2026-12-01T15:00:00Z".into(),
+            }],
         };
         let html = render(&view, "to\"ken");
         assert!(html.contains("<tr class=\"stale\"><td>a&amp;b</td><td>desktop</td><td>never</td>"), "{html}");
         assert!(html.contains("<td>&lt;t&gt;</td><td>1</td>"), "{html}");
         assert!(html.contains("<h2>Patient moves waiting</h2>"), "a pending move is shown: {html}");
+        assert!(
+            html.contains("<td>s&lt;1&gt;</td><td>north</td><td>south</td><td>collector</td><td>pending</td>"),
+            "a pending store move is shown: {html}"
+        );
         assert!(
             html.contains("<td>p&lt;1&gt;</td><td>north-dispensary</td><td>south-dispensary</td><td>north</td>"),
             "{html}"

@@ -220,6 +220,17 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
                     m.patient, m.from, m.to, m.requested_at, m.waits_for
                 );
             }
+            for m in &view.store_moves {
+                println!(
+                    "  store move {}: `{}` from `{}` to `{}`, since {}; completes when site `{}` next syncs",
+                    m.status.replace('_', " "),
+                    m.store,
+                    m.from,
+                    m.to,
+                    m.requested_at,
+                    m.from
+                );
+            }
         }
     }
     Ok(())

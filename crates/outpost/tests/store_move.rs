@@ -41,6 +41,8 @@ fn a_store_moves_only_after_its_old_site_hands_it_over(backend: &Backend) {
     assert!(listed.contains("store-north  active on north"), "{listed}");
     assert!(listed.contains("  MOVING to south (leaving collector on north) since "), "{listed}");
     assert!(listed.contains("waits for `north` to sync and hand it over"), "{listed}");
+    let status = central.status();
+    assert!(status.contains("store move pending: `store-north` from `north` to `south`, since "), "{status}");
     let again = central.try_admin("move it again", &["store", "move", "store-north", "--to", "south"]).failed();
     assert!(again.stderr.contains("store `store-north` is already moving to `south`"), "{}", again.stderr);
 
@@ -58,6 +60,7 @@ fn a_store_moves_only_after_its_old_site_hands_it_over(backend: &Backend) {
     assert!(listed.contains("store-north  active on south"), "{listed}");
     assert!(listed.contains("north (collector)"), "{listed}");
     assert!(!listed.contains("MOVING"), "{listed}");
+    assert!(!central.status().contains("store move"), "the move is done");
     let refused = try_stock(north, "store-north", "sl-3").failed();
     assert!(refused.stderr.contains("only site `south` may edit them, not site `north`"), "{}", refused.stderr);
     assert!(north.get("stock_line", "sl-3").is_none());

@@ -517,6 +517,60 @@ pub fn list_stores(engine: &Engine) -> Vec<StoreListing> {
         .collect()
 }
 
+/// A seed file for `site`: everything it must hold now, as the pages its initial sync would
+/// pull (read through the same `Engine::pull_page`), with the position its syncs continue
+/// from. Returns the file's bytes and its header.
+/// The file also holds the address the site syncs with and a new password for it (the old one
+/// stops working), so that `outpost site import FILE` needs nothing else.
+pub fn export_seed(
+    engine: &Engine,
+    site: &SiteId,
+    central_url: &str,
+) -> Result<(Vec<u8>, protocol::seed::SeedHeader), AdminError> {
+    let db = engine.db();
+    if *site == engine.central()? {
+        return Err(AdminError::IsCentral(site.clone(), "exported as a site"));
+    }
+    let Some(row) = db.site_sync_rows()?.into_iter().find(|row| row.site == site.as_str()) else {
+        return Err(AdminError::UnknownSite(site.clone()));
+    };
+    let mut bodies = Vec::new();
+    let (mut cursor, mut records) = (None, 0u64);
+    loop {
+        let page = engine.pull_page(site, cursor.clone(), protocol::MAX_DECODED_BYTES / 2)?;
+        records += page.changes.len() as u64;
+        bodies.push(page.encode());
+        // Nothing more to take now (on PostgreSQL, changes a running transaction must be ordered
+        // before): the site's first sync continues from here.
+        let stuck = page.changes.is_empty() && cursor.as_ref() == Some(&page.next);
+        let done = stuck || page.remaining == 0 && matches!(page.next, protocol::Cursor::Log { .. });
+        cursor = Some(page.next);
+        if done {
+            break;
+        }
+    }
+    let password = reset_password(engine, site)?;
+    let created_at = protocol::now_rfc3339();
+    let header = protocol::seed::SeedHeader {
+        site: site.clone(),
+        central: engine.central()?,
+        central_url: central_url.to_owned(),
+        password,
+        expires_at: protocol::seed::expiry_of(&created_at),
+        created_at,
+        position: cursor.expect("at least one page"),
+        acked: row.acked,
+        records,
+        pages: bodies.len() as u64,
+    };
+    let mut writer = protocol::seed::SeedWriter::new(&header);
+    for body in &bodies {
+        writer.page(body);
+    }
+    tracing::info!(%site, records, "a seed file was made");
+    Ok((writer.finish(), header))
+}
+
 /// Makes an item visible in a store (edited on the primary).
 pub fn show_item(engine: &Engine, item: &RecordId, store: &StoreId) -> Result<(), AdminError> {
     engine.write(&[Write::upsert(

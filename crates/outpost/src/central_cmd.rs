@@ -88,6 +88,21 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
             };
             println!("site `{name}` removed: its password no longer works{copies}. The records it synced stay on the central server");
         }
+        CentralCommand::Site(CentralSiteCommand::Export { name, out, central_url, data }) => {
+            let (bytes, header) =
+                admin::export_seed(&engine(&data)?, &SiteId::new(&name), &central_url).map_err(|e| e.to_string())?;
+            std::fs::write(&out, &bytes).map_err(|e| format!("writing {}: {e}", out.display()))?;
+            println!(
+                "seed file for site `{name}` written to {}: {} record(s), {} bytes, valid until {}.\n\
+                 It holds a new password for `{name}` (the old one no longer works): keep it as you would the password.\n\
+                 On the site: outpost site import {} --data DIR",
+                out.display(),
+                header.records,
+                bytes.len(),
+                header.expires_at,
+                out.display()
+            );
+        }
         CentralCommand::Site(CentralSiteCommand::ResetPassword { name, data }) => {
             let password = admin::reset_password(&engine(&data)?, &SiteId::new(&name)).map_err(|e| e.to_string())?;
             println!("new password for `{name}` (shown once):\n{password}");

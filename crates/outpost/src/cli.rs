@@ -271,6 +271,21 @@ pub(crate) enum CentralSiteCommand {
         #[command(flatten)]
         data: CentralDb,
     },
+    /// Write a seed file for a new site: everything it must hold now, compressed and
+    /// checksummed, with the address it syncs with and a new password for it (the old one
+    /// stops working; keep the file as you would the password). `outpost site import` starts
+    /// the site from it without a network; it then syncs only what changed since.
+    Export {
+        name: String,
+        /// Where to write the file.
+        #[arg(long)]
+        out: PathBuf,
+        /// The address the site will sync with (as it reaches this central server).
+        #[arg(long)]
+        central_url: String,
+        #[command(flatten)]
+        data: CentralDb,
+    },
     /// Give a site a new password (printed once).
     ResetPassword {
         name: String,
@@ -397,6 +412,24 @@ pub(crate) enum SiteCommand {
         password_file: Option<PathBuf>,
         /// Trust only this certificate authority (PEM) for the central server's HTTPS
         /// certificate, e.g. a self-signed central server (feature `tls`).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+    },
+    /// Start a new site from a seed file made by `outpost central site export`, without a
+    /// network. The file is checked whole first; a damaged, expired or other site's file is
+    /// refused and nothing is written.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+        /// Refuse the file unless it is for this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Sync with this address instead of the one in the file.
+        #[arg(long)]
+        central: Option<String>,
+        /// Trust only this certificate authority (PEM) for the central server's HTTPS
+        /// certificate (feature `tls`).
         #[arg(long)]
         ca_cert: Option<PathBuf>,
     },

@@ -24,6 +24,20 @@ pub(crate) fn run(command: SiteCommand) -> Result<(), String> {
                 report.central
             );
         }
+        SiteCommand::Import { file, data, site, central, ca_cert } => {
+            let ca_pem = match &ca_cert {
+                Some(file) => std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?,
+                None => String::new(),
+            };
+            let bytes = std::fs::read(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+            let wanted = site.as_deref().map(SiteId::new);
+            let report = site::import_seed(&data.data, &bytes, wanted.as_ref(), central.as_deref(), &ca_pem)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            println!(
+                "site `{}` started from the seed file made at {}: {} record(s). Its next `outpost site sync` receives only what changed since",
+                report.header.site, report.header.created_at, report.applied
+            );
+        }
         SiteCommand::Sync { data } => {
             let db = data.open()?;
             let client = client_for(&db)?;

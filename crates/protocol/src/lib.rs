@@ -12,6 +12,8 @@
 //! its cursor, and moves the cursor only after it committed the batch. Re-sending a push batch
 //! or re-asking a pull batch changes nothing.
 
+pub mod seed;
+
 use model::{Change, LogPos, RecordId, Seq, SiteId};
 use serde::{Deserialize, Serialize};
 use std::io::Read;

@@ -71,18 +71,99 @@ pub fn initialise(
         Err(StoreError::NotInitialised) => {}
         Err(e) => return Err(e.into()),
     }
-    db.transaction(|tx| {
-        tx.start_log_after(answer.acked)?;
-        for (key, value) in [
-            (StateKey::LocalSite, site.as_str()),
-            (StateKey::CentralUrl, central_url),
-            (StateKey::Password, password),
-            (StateKey::CaCertPem, ca_pem),
-            (StateKey::Role, "site"),
-        ] {
-            tx.set_state(key, value)?;
-        }
-        Ok(())
-    })?;
+    db.transaction(|tx| set_identity(tx, answer.acked, site, central_url, password, ca_pem))?;
     Ok(InitReport { db, client, central: answer.central, acked: answer.acked })
+}
+
+/// What makes a database this site: its id, its central server and credentials, and where its
+/// own change log starts (after `acked`, the last of its changes the central server holds).
+fn set_identity(
+    tx: &mut store::Tx<'_>,
+    acked: Seq,
+    site: &SiteId,
+    central_url: &str,
+    password: &str,
+    ca_pem: &str,
+) -> Result<(), StoreError> {
+    tx.start_log_after(acked)?;
+    for (key, value) in [
+        (StateKey::LocalSite, site.as_str()),
+        (StateKey::CentralUrl, central_url),
+        (StateKey::Password, password),
+        (StateKey::CaCertPem, ca_pem),
+        (StateKey::Role, "site"),
+    ] {
+        tx.set_state(key, value)?;
+    }
+    Ok(())
+}
+
+/// Why a seed file could not be imported. Nothing is written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    Seed(#[from] protocol::seed::SeedError),
+    #[error("{} holds a site already; a seed file starts a new site in an empty data directory", dir.display())]
+    NotEmpty { dir: PathBuf },
+    #[error("creating {}: {source}", dir.display())]
+    CreateDir { dir: PathBuf, source: std::io::Error },
+    #[error("applying the seed file: {0} (nothing was kept)")]
+    Apply(String),
+}
+
+/// What an import did.
+#[derive(Debug)]
+pub struct ImportReport {
+    pub header: protocol::seed::SeedHeader,
+    pub applied: u64,
+}
+
+/// Starts a site in `data_dir` from a seed file, without a network: the file is checked whole
+/// first (checksum, site when `site` is given, expiry, every page readable), then its pages are
+/// applied as pulled pages are (`sync::apply_batch`), in one new database whose pulls continue
+/// from the file's position. The site syncs with the file's central server address unless
+/// `central_url` says otherwise. On any error nothing is left behind.
+pub fn import_seed(
+    data_dir: &Path,
+    bytes: &[u8],
+    site: Option<&SiteId>,
+    central_url: Option<&str>,
+    ca_pem: &str,
+) -> Result<ImportReport, ImportError> {
+    let seed = protocol::seed::Seed::read(bytes, site, &protocol::now_rfc3339())?;
+    let (site, password) = (&seed.header.site, seed.header.password.as_str());
+    let central_url = central_url.unwrap_or(&seed.header.central_url);
+    let pages = seed.pages()?;
+    let file = data_dir.join(DB_FILE);
+    if file.exists() {
+        return Err(ImportError::NotEmpty { dir: data_dir.to_owned() });
+    }
+    std::fs::create_dir_all(data_dir).map_err(|source| ImportError::CreateDir { dir: data_dir.to_owned(), source })?;
+    let applied = apply_seed(&file, &seed.header, &pages, site, central_url, password, ca_pem).inspect_err(|_| {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+    })?;
+    tracing::info!(%site, records = applied, "a site was started from a seed file");
+    Ok(ImportReport { header: seed.header, applied })
+}
+
+fn apply_seed(
+    file: &Path,
+    header: &protocol::seed::SeedHeader,
+    pages: &[protocol::PullResponse],
+    site: &SiteId,
+    central_url: &str,
+    password: &str,
+    ca_pem: &str,
+) -> Result<u64, ImportError> {
+    let failed = |e: &dyn std::fmt::Display| ImportError::Apply(e.to_string());
+    let db = Db::open(file).map_err(|e| failed(&e))?;
+    db.transaction(|tx| set_identity(tx, header.acked, site, central_url, password, ca_pem)).map_err(|e| failed(&e))?;
+    let mut applied = 0;
+    for page in pages {
+        crate::sync::apply_batch(&db, site, &page.changes, &page.next).map_err(|e| failed(&e))?;
+        applied += page.changes.len() as u64;
+    }
+    Ok(applied)
 }

@@ -16,6 +16,6 @@ pub mod status;
 pub mod sync;
 
 pub use client::{Client, ClientError};
-pub use init::{initialise, InitError, InitReport};
+pub use init::{import_seed, initialise, ImportError, ImportReport, InitError, InitReport};
 pub use status::{SiteStatus, SyncState};
 pub use sync::{sync_once, Progress, SyncError, SyncReport};

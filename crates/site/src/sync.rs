@@ -573,7 +573,7 @@ fn keep_cut_page(
 /// Commits one pulled batch and the position after it, in one transaction. A change that
 /// cannot be applied here (a table this version does not know, a malformed record) is kept
 /// with its reason, visible in `outpost site rejected`, instead of stalling every later sync.
-fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Result<u64, SyncError> {
+pub(crate) fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Result<u64, SyncError> {
     let cursor = serde_json::to_string(next).map_err(SyncError::BadCursor)?;
     db.transaction(|tx| {
         // A record this site changed and has not pushed yet keeps the local change: it goes to

@@ -534,21 +534,16 @@ pub fn export_seed(
     let Some(row) = db.site_sync_rows()?.into_iter().find(|row| row.site == site.as_str()) else {
         return Err(AdminError::UnknownSite(site.clone()));
     };
-    let mut bodies = Vec::new();
-    let (mut cursor, mut records) = (None, 0u64);
-    loop {
-        let page = engine.pull_page(site, cursor.clone(), protocol::MAX_DECODED_BYTES / 2)?;
-        records += page.changes.len() as u64;
-        bodies.push(page.encode());
-        // Nothing more to take now (on PostgreSQL, changes a running transaction must be ordered
-        // before): the site's first sync continues from here.
-        let stuck = page.changes.is_empty() && cursor.as_ref() == Some(&page.next);
-        let done = stuck || page.remaining == 0 && matches!(page.next, protocol::Cursor::Log { .. });
-        cursor = Some(page.next);
-        if done {
-            break;
-        }
-    }
+    // Pages are read here and compressed on another thread meanwhile.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (read, bodies) = std::thread::scope(|scope| {
+        let compressor =
+            scope.spawn(move || receiver.iter().map(|json| protocol::seed::compress_page(&json)).collect::<Vec<_>>());
+        let read = read_pages(engine, site, &sender);
+        drop(sender);
+        (read, compressor.join().unwrap_or_default())
+    });
+    let (cursor, records) = read?;
     let password = reset_password(engine, site)?;
     let created_at = protocol::now_rfc3339();
     let header = protocol::seed::SeedHeader {
@@ -558,7 +553,7 @@ pub fn export_seed(
         password,
         expires_at: protocol::seed::expiry_of(&created_at),
         created_at,
-        position: cursor.expect("at least one page"),
+        position: cursor,
         acked: row.acked,
         records,
         pages: bodies.len() as u64,
@@ -569,6 +564,29 @@ pub fn export_seed(
     }
     tracing::info!(%site, records, "a seed file was made");
     Ok((writer.finish(), header))
+}
+
+/// Reads every page an initial sync of `site` would pull, as JSON, into `pages`; returns the
+/// position after the last and how many changes they hold.
+fn read_pages(
+    engine: &Engine,
+    site: &SiteId,
+    pages: &std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> Result<(protocol::Cursor, u64), AdminError> {
+    let (mut cursor, mut records) = (None, 0u64);
+    loop {
+        let page = engine.pull_page(site, cursor.clone(), protocol::MAX_DECODED_BYTES / 2)?;
+        records += page.changes.len() as u64;
+        let _ = pages.send(page.json());
+        // Nothing more to take now (on PostgreSQL, changes a running transaction must be ordered
+        // before): the site's first sync continues from here.
+        let stuck = page.changes.is_empty() && cursor.as_ref() == Some(&page.next);
+        let done = stuck || page.remaining == 0 && matches!(page.next, protocol::Cursor::Log { .. });
+        if done {
+            return Ok((page.next, records));
+        }
+        cursor = Some(page.next);
+    }
 }
 
 /// Makes an item visible in a store (edited on the primary).

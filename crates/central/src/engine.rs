@@ -390,6 +390,11 @@ impl PullPage {
         protocol::encode_pull_response(&self.changes, &self.next, self.remaining)
     }
 
+    /// The answer's JSON, not compressed (a seed file compresses it harder).
+    pub fn json(&self) -> Vec<u8> {
+        protocol::pull_response_json(&self.changes, &self.next, self.remaining)
+    }
+
     /// The answer as wire types (each record checked to be JSON).
     pub fn into_response(self) -> PullResponse {
         let changes = self

@@ -199,6 +199,13 @@ pub struct OutgoingChange {
 /// then compressed. Records are copied as stored, not parsed again (they were
 /// checked when they were written; the site checks them again when it decodes the batch).
 pub fn encode_pull_response(changes: &[OutgoingChange], next: &Cursor, remaining: u64) -> Vec<u8> {
+    // Written whole, then compressed whole: faster than feeding a streaming compressor many
+    // small writes.
+    zstd::bulk::compress(&pull_response_json(changes, next, remaining), ZSTD_LEVEL).unwrap_or_default()
+}
+
+/// A [`PullResponse`]'s JSON, as [`encode_pull_response`] compresses it.
+pub fn pull_response_json(changes: &[OutgoingChange], next: &Cursor, remaining: u64) -> Vec<u8> {
     use std::io::Write;
     fn write_all(
         out: &mut impl Write,
@@ -229,13 +236,11 @@ pub fn encode_pull_response(changes: &[OutgoingChange], next: &Cursor, remaining
         serde_json::to_writer(&mut *out, next)?;
         write!(out, ",\"remaining\":{remaining}}}")
     }
-    // Written whole, then compressed whole: faster than feeding a streaming compressor many
-    // small writes.
     let mut json =
         Vec::with_capacity(changes.iter().map(|c| c.data.as_ref().map_or(0, String::len) + 96).sum::<usize>() + 128);
     // Writing into memory cannot fail.
     let _ = write_all(&mut json, changes, next, remaining);
-    zstd::bulk::compress(&json, ZSTD_LEVEL).unwrap_or_default()
+    json
 }
 
 /// Serialises and compresses a body.

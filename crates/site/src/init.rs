@@ -133,13 +133,12 @@ pub fn import_seed(
     let seed = protocol::seed::Seed::read(bytes, site, &protocol::now_rfc3339())?;
     let (site, password) = (&seed.header.site, seed.header.password.as_str());
     let central_url = central_url.unwrap_or(&seed.header.central_url);
-    let pages = seed.pages()?;
     let file = data_dir.join(DB_FILE);
     if file.exists() {
         return Err(ImportError::NotEmpty { dir: data_dir.to_owned() });
     }
     std::fs::create_dir_all(data_dir).map_err(|source| ImportError::CreateDir { dir: data_dir.to_owned(), source })?;
-    let applied = apply_seed(&file, &seed.header, &pages, site, central_url, password, ca_pem).inspect_err(|_| {
+    let applied = apply_seed(&file, &seed, site, central_url, password, ca_pem).inspect_err(|_| {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
         }
@@ -148,10 +147,12 @@ pub fn import_seed(
     Ok(ImportReport { header: seed.header, applied })
 }
 
+/// Applies the file's pages in a new database at `file`, each decoded on another thread while
+/// the one before is applied. (The checksum has already shown the file whole: a page that
+/// cannot be read is an error the caller cleans up after, like any other.)
 fn apply_seed(
     file: &Path,
-    header: &protocol::seed::SeedHeader,
-    pages: &[protocol::PullResponse],
+    seed: &protocol::seed::Seed<'_>,
     site: &SiteId,
     central_url: &str,
     password: &str,
@@ -159,11 +160,25 @@ fn apply_seed(
 ) -> Result<u64, ImportError> {
     let failed = |e: &dyn std::fmt::Display| ImportError::Apply(e.to_string());
     let db = Db::open(file).map_err(|e| failed(&e))?;
-    db.transaction(|tx| set_identity(tx, header.acked, site, central_url, password, ca_pem)).map_err(|e| failed(&e))?;
-    let mut applied = 0;
-    for page in pages {
-        crate::sync::apply_batch(&db, site, &page.changes, &page.next).map_err(|e| failed(&e))?;
-        applied += page.changes.len() as u64;
-    }
-    Ok(applied)
+    db.transaction(|tx| set_identity(tx, seed.header.acked, site, central_url, password, ca_pem))
+        .map_err(|e| failed(&e))?;
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for i in 0..seed.page_count() {
+                let page = seed.page(i);
+                let stop = page.is_err();
+                if sender.send(page).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let mut applied = 0;
+        for page in receiver {
+            let page = page?;
+            crate::sync::apply_batch(&db, site, &page.changes, &page.next).map_err(|e| failed(&e))?;
+            applied += page.changes.len() as u64;
+        }
+        Ok(applied)
+    })
 }

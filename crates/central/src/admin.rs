@@ -54,6 +54,12 @@ pub enum AdminError {
     StoreAlreadyMoving { store: StoreId, to: SiteId, from: SiteId },
     #[error("a store is left on its old site as `none`, `transfer` or `collector` (got `{0}`)")]
     BadLeaveAs(String),
+    #[error("`{0}` is the primary already")]
+    PrimaryAlready(SiteId),
+    #[error("the primary is already changing from `{from}` to `{to}`; it completes when `{from}` next syncs")]
+    PrimaryAlreadyChanging { from: SiteId, to: SiteId },
+    #[error("`{0}` is a mobile site; the primary edits central data for the whole network and must be a desktop site or the central server")]
+    MobilePrimary(SiteId),
     #[error("`{0}` is the central server itself; it cannot be {1}")]
     IsCentral(SiteId, &'static str),
     #[error("`{0}` is the primary, where central data is edited; make another site the primary before removing it")]
@@ -135,6 +141,8 @@ pub struct SiteListing {
     /// Changes waiting for the site: not sent to it yet, counted from its last noted pull
     /// (`None`: it has not pulled yet, or is still initialising).
     pub owed: Option<u64>,
+    /// What the site said at its last noted pull it still had to push (`None`: not said yet).
+    pub waiting_to_push: Option<u64>,
     /// Refused changes of the site that wait for an administrator (its pushes stop at
     /// `engine::MAX_OPEN_REJECTIONS`).
     pub open_rejections: u64,
@@ -167,6 +175,7 @@ pub fn list_sites(engine: &Engine) -> Result<Vec<SiteListing>, AdminError> {
             last_push_at: row.last_push_at,
             last_pull_at: row.last_pull_at,
             owed,
+            waiting_to_push: row.waiting_to_push,
             open_rejections: db.open_rejections(&site)?.len() as u64,
             disabled_at: row.disabled_at,
             site,
@@ -481,6 +490,49 @@ pub fn move_store(
         Ok(StoreMoveOutcome::Pending { old_site: from.clone() })
     })?;
     tracing::info!(%store, %to, ?outcome, "a store move");
+    Ok(outcome)
+}
+
+/// How a change of primary stands once `set_primary` has run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrimaryOutcome {
+    /// The old primary hands over on its next sync; the change completes then.
+    Pending { old_primary: SiteId },
+    /// Done: the central server was the primary and has handed over at once.
+    Done,
+}
+
+/// Makes `to` the primary, the one site that edits central data, with never two at once: the
+/// old primary hands over on its next sync (after pushing its edits) and edits nothing from
+/// then on; only then does `to` become the primary. When the central server is the old
+/// primary, it hands over at once (the network becomes a mirrored one).
+pub fn set_primary(engine: &Engine, to: &SiteId) -> Result<PrimaryOutcome, AdminError> {
+    let db = engine.db();
+    let network = db.network();
+    match network.sites.get(to) {
+        None => return Err(AdminError::UnknownSite(to.clone())),
+        Some(model::SiteKind::Mobile) => return Err(AdminError::MobilePrimary(to.clone())),
+        Some(_) => {}
+    }
+    if let Some(found) = &network.primary_move {
+        return Err(AdminError::PrimaryAlreadyChanging { from: found.from.clone(), to: found.to.clone() });
+    }
+    let from = network.primary.clone();
+    if from == *to {
+        return Err(AdminError::PrimaryAlready(to.clone()));
+    }
+    let me = engine.central()?;
+    let doc =
+        json!({"from_site_id": from, "to_site_id": to, "status": "pending", "requested_at": protocol::now_rfc3339()});
+    let outcome = db.transaction(|tx| {
+        crate::engine::write_routed(tx, &Write::upsert("primary_move", "primary", &doc), &me)?;
+        if network.is_central(&from) {
+            crate::processors::complete_primary_move(tx)?;
+            return Ok(PrimaryOutcome::Done);
+        }
+        Ok(PrimaryOutcome::Pending { old_primary: from.clone() })
+    })?;
+    tracing::info!(%from, %to, ?outcome, "a change of primary");
     Ok(outcome)
 }
 

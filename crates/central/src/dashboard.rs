@@ -18,6 +18,8 @@ pub struct DashboardView {
     pub moves: Vec<MoveRow>,
     /// Moves of stores to another site under way.
     pub store_moves: Vec<StoreMoveRow>,
+    /// A change of primary under way: from, to, since.
+    pub primary_move: Option<(String, String, String)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,6 +128,10 @@ pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
     Ok(DashboardView {
         moves,
         store_moves,
+        primary_move: network
+            .primary_move
+            .as_ref()
+            .map(|m| (m.from.to_string(), m.to.to_string(), m.requested_at.clone())),
         central: network.central.to_string(),
         primary: network.primary.to_string(),
         generated_at: now_rfc3339(),
@@ -169,6 +175,9 @@ pub fn render(view: &DashboardView, csrf: &str) -> String {
             }
             h1 { "Outpost — central server " code { (view.central) } }
             p { "Primary: " code { (view.primary) } ". Generated " (view.generated_at) "." }
+            @if let Some((from, to, since)) = &view.primary_move {
+                p { "The primary is changing from " code { (from) } " to " code { (to) } " since " (since) "; it completes when " code { (from) } " next syncs and hands over." }
+            }
             h2 { "Sites" }
             table {
                 tr { th { "site" } th { "kind" } th { "last push" } th { "last pull" } th { "pushed up to" } th { "rejected" } }
@@ -326,6 +335,7 @@ mod tests {
                 waits_for: "north".into(),
                 requested_at: "2026-12-01T15:00:00Z".into(),
             }],
+            primary_move: None,
             store_moves: vec![StoreMoveRow {
                 store: "s<1>".into(),
                 from: "north".into(),

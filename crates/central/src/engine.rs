@@ -157,8 +157,15 @@ impl Engine {
     /// Notes that a site pulled (for the dashboard's "last synced"): on its last page
     /// (`caught_up`), and at most once a minute while pages keep coming. Not on every page: each
     /// write makes every read connection drop its cache, and an initialisation reads the whole
-    /// database in pages. `reached`: the log position the site has been sent up to.
-    pub fn mark_pulled(&self, site: &SiteId, caught_up: bool, reached: Option<LogPos>) -> Result<(), EngineError> {
+    /// database in pages. `reached`: the log position the site has been sent up to; `waiting_to_push`: what the
+    /// site says it still has to push.
+    pub fn mark_pulled(
+        &self,
+        site: &SiteId,
+        caught_up: bool,
+        reached: Option<LogPos>,
+        waiting_to_push: Option<u64>,
+    ) -> Result<(), EngineError> {
         let now = Instant::now();
         {
             let mut noted = self.pulls_noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -168,7 +175,7 @@ impl Engine {
             }
             noted.insert(site.clone(), now);
         }
-        Ok(self.db.mark_pulled(site, reached)?)
+        Ok(self.db.mark_pulled(site, reached, waiting_to_push)?)
     }
 
     /// The acknowledged push position of a site.

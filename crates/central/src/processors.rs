@@ -20,6 +20,10 @@ pub(crate) fn after_push(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Res
     if change.table == "prescription" {
         return share_prescriber(tx, &change.id);
     }
+    if change.table == "primary_move" {
+        let handed_over = tx.network().primary_move.as_ref().is_some_and(|m| m.status == model::MoveStatus::HandedOver);
+        return if handed_over { complete_primary_move(tx) } else { Ok(()) };
+    }
     if change.table == "store_move" {
         let store = StoreId::from(change.id.as_str());
         let handed_over =
@@ -120,6 +124,37 @@ pub(crate) fn complete_store_move(tx: &mut Tx<'_>, store: &StoreId, forced: bool
     let sent = backfill::send_newly_visible(tx, key, &before)?;
     tracing::info!(%store, from = %found.from, to = %found.to, forced, records = sent, "a store's move to another site is complete");
     Ok(sent)
+}
+
+/// Completes a change of primary, once the old primary has handed over (or at once when the
+/// old primary is the central server itself): the new site's record says it is the primary,
+/// then the old one's that it is not, and the change is marked done. In the caller's
+/// transaction; from its commit only the new primary may edit central data.
+pub(crate) fn complete_primary_move(tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    let network = tx.network();
+    let Some(found) = network.primary_move.clone() else { return Ok(()) };
+    let me = network.central.clone();
+    for (site, primary) in [(&found.to, true), (&found.from, false)] {
+        let mut doc: Value = tx
+            .current("site", site.as_str())?
+            .and_then(|c| c.data)
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_else(|| json!({"name": site}));
+        if let Some(fields) = doc.as_object_mut() {
+            fields.insert("primary".into(), json!(primary));
+        }
+        write_routed(tx, &Write::upsert("site", site.as_str(), &doc), &me)?;
+    }
+    let done = json!({
+        "from_site_id": found.from,
+        "to_site_id": found.to,
+        "status": "done",
+        "requested_at": found.requested_at,
+        "completed_at": protocol::now_rfc3339(),
+    });
+    write_routed(tx, &Write::upsert("primary_move", "primary", &done), &me)?;
+    tracing::info!(from = %found.from, to = %found.to, "the primary changed");
+    Ok(())
 }
 
 /// Whether a move from `from` can complete at once: its old home store is active on the central

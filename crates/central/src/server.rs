@@ -466,13 +466,14 @@ async fn pull(
     let who = site.clone();
     let max_bytes = request.max_bytes.clamp(1024, protocol::MAX_DECODED_BYTES / 2);
     let (body, count, remaining) = blocking(move || {
+        let waiting_to_push = request.waiting_to_push;
         let page = engine.pull_page(&who, request.cursor, max_bytes)?;
         // How far the site has been sent the log (not while it initialises from a snapshot).
         let reached = match page.next {
             protocol::Cursor::Log { after, after_xid } => Some(model::LogPos::new(after_xid, after)),
             _ => None,
         };
-        engine.mark_pulled(&who, page.remaining == 0, reached)?;
+        engine.mark_pulled(&who, page.remaining == 0, reached, waiting_to_push)?;
         Ok((page.encode(), page.changes.len(), page.remaining))
     })
     .await?;

@@ -29,6 +29,9 @@ pub fn edited_on(entry: &Entry, table: &TableDef) -> String {
     if table.has(Special::StoreMove) {
         text += "; the store's old site only hands the store over";
     }
+    if table.has(Special::PrimaryMove) {
+        text += "; the old primary only hands over";
+    }
     text
 }
 

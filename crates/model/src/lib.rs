@@ -20,7 +20,7 @@ pub mod transfer;
 
 pub use change::{Action, Change};
 pub use ids::{LogPos, RecordId, Seq, SiteId, StoreId};
-pub use network::{MoveStatus, Network, PatientMove, Prefs, SiteKind, StoreInfo, StoreMove, SyncType};
+pub use network::{MoveStatus, Network, PatientMove, Prefs, PrimaryMove, SiteKind, StoreInfo, StoreMove, SyncType};
 pub use registry::{registry, DataType, Editor, Entry, Registry, Scope, Special, TableDef};
 pub use rules::{
     authority, check_not_handed_over, check_not_moving, check_write, held_where_written, recipients, Audience,

@@ -112,6 +112,17 @@ pub struct StoreMove {
     pub requested_at: String,
 }
 
+/// A change of primary not complete yet (`primary_move`, id `primary`): made on the central
+/// server; the old primary hands over on its next sync, after pushing its edits of central
+/// data, and edits none from then on; the central server then makes the new site the primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimaryMove {
+    pub from: SiteId,
+    pub to: SiteId,
+    pub status: MoveStatus,
+    pub requested_at: String,
+}
+
 /// Network-wide preferences that change who edits or receives a record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prefs {
@@ -145,6 +156,8 @@ pub struct Network {
     pub moves: BTreeMap<RecordId, PatientMove>,
     /// Moves of stores to another site not complete yet, by store.
     pub store_moves: BTreeMap<StoreId, StoreMove>,
+    /// A change of primary not complete yet.
+    pub primary_move: Option<PrimaryMove>,
     /// Stores whose site switched centralised procurement off for them (`local_procurement`).
     pub local_procurement: BTreeSet<StoreId>,
     /// Records merged into others, by (table, merged-away id): see [`crate::merge`].
@@ -165,6 +178,7 @@ impl Default for Network {
             home_stores: BTreeMap::new(),
             moves: BTreeMap::new(),
             store_moves: BTreeMap::new(),
+            primary_move: None,
             merged: BTreeMap::new(),
             local_procurement: BTreeSet::new(),
             prefs: Prefs::default(),
@@ -298,6 +312,7 @@ pub const TOPOLOGY_TABLES: &[&str] = &[
     "prescriber",
     "patient_move",
     "store_move",
+    "primary_move",
     "local_procurement",
     "option",
 ];
@@ -433,6 +448,18 @@ impl Network {
                 let requested_at = text(new, "requested_at").unwrap_or_default();
                 let found = StoreMove { from: SiteId(from), to: SiteId(to), leave_as, status, requested_at };
                 self.store_moves.insert(store, found);
+            }
+            "primary_move" => {
+                self.primary_move = None;
+                let Some(new) = new else { return };
+                let status = match text(new, "status").as_deref() {
+                    Some("pending") => MoveStatus::Pending,
+                    Some("handed_over") => MoveStatus::HandedOver,
+                    _ => return, // done: the site records say which site is the primary
+                };
+                let (Some(from), Some(to)) = (text(new, "from_site_id"), text(new, "to_site_id")) else { return };
+                let requested_at = text(new, "requested_at").unwrap_or_default();
+                self.primary_move = Some(PrimaryMove { from: SiteId(from), to: SiteId(to), status, requested_at });
             }
             "local_procurement" => {
                 if let Some(store) = old.and_then(|o| text(o, "store_id")) {
@@ -578,6 +605,25 @@ impl Network {
         let same = field("from_site_id") == Some(found.from.as_str())
             && field("to_site_id") == Some(found.to.as_str())
             && field("leave_as") == Some(found.leave_as.as_str());
+        if field("status") != Some(MoveStatus::HandedOver.as_str()) || !same {
+            return refused("");
+        }
+        Ok(())
+    }
+
+    /// A site's write of the `primary_move` record is the old primary handing over: the pending
+    /// change's own record with `status` set to `handed_over` and nothing else changed.
+    pub fn check_primary_handover(&self, new: &serde_json::Value, writer: &SiteId) -> Result<(), Refusal> {
+        if *writer == self.central {
+            return Ok(());
+        }
+        let field = |f: &str| new.get(f).and_then(|x| x.as_str());
+        let refused = |why: &str| Err(Refusal::PrimaryMoveEdited { why: why.to_owned() });
+        let Some(found) = &self.primary_move else { return refused(" (no change of primary waits to be handed over)") };
+        if found.status != MoveStatus::Pending {
+            return refused(" (it was handed over already)");
+        }
+        let same = field("from_site_id") == Some(found.from.as_str()) && field("to_site_id") == Some(found.to.as_str());
         if field("status") != Some(MoveStatus::HandedOver.as_str()) || !same {
             return refused("");
         }

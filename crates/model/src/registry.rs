@@ -118,6 +118,9 @@ pub enum Special {
     /// A store's move to another site: made on the central server, handed over by the old
     /// site on its next sync (the one edit it may make), completed by the central server.
     StoreMove,
+    /// A change of primary: made on the central server, handed over by the old primary on its
+    /// next sync, completed by the central server.
+    PrimaryMove,
 }
 
 /// A synced table and how its records are routed.
@@ -535,7 +538,7 @@ const STORE_ONES: [Entry; 20] = [
     ),
 ];
 
-const LOCAL_ONES: [Entry; 13] = [
+const LOCAL_ONES: [Entry; 14] = [
     Entry { data: "User licenses and existing users", data_type: D::Local, editor: E::AnySite, tables: &[t("user_licence", Global)], variant: Some(Variant { tables: &["user"], when: C::ExistingRecord }), notes: "Edits of an existing user stay on the site that made them.", in_seeds: true },
     owns("User permissions", D::Local, E::AnySite, &[t("user_permission", Global)], ""),
     owns("Preferences (non-store)", D::Local, E::AnySite, &[t("preference", Global)], "Except for a few special cases which are explicitly synced"),
@@ -548,12 +551,13 @@ const LOCAL_ONES: [Entry; 13] = [
     Entry { data: "Local procurement", data_type: D::Store, editor: E::StoreSite, tables: &[t("local_procurement", S("store_id"))], variant: None, notes: "Not in the seeds' table: the seeds let a satellite switch centralised procurement off locally, for its own stores. A record per store, made on the store's site; while it stands, that store's purchase orders, tenders and quotes are entered on its site, not on the primary.", in_seeds: false },
     Entry { data: "Patient moves", data_type: D::Patient, editor: E::Central, tables: &[ts("patient_move", P("patient_id"), &[X::PatientMove])], variant: None, notes: "Not in the seeds' table: the seeds' special message to the current home store's site when a patient is moved to another home store on the central server. The old home site hands the patient over (the one edit it may make); the central server then completes the move.", in_seeds: false },
     Entry { data: "Store moves", data_type: D::Central, editor: E::Central, tables: &[ts("store_move", S("id"), &[X::StoreMove])], variant: None, notes: "Not in the seeds' table: the seeds move a store between sites by hand (synchronise both sites, stop data entry, change sync types on the central server). Made on the central server and known everywhere; the old site hands the store over after pushing what it wrote in it, the store is read-only there from then on, and the central server then makes it active on the new site.", in_seeds: false },
+    Entry { data: "Primary changes", data_type: D::Central, editor: E::Central, tables: &[ts("primary_move", Global, &[X::PrimaryMove])], variant: None, notes: "Not in the seeds' table: the seeds change the primary (turning a network into a mirrored one) by hand. Made on the central server and known everywhere; the old primary hands over after pushing its edits of central data and edits none from then on; the central server then makes the new site the primary, so that no two sites may edit central data at once.", in_seeds: false },
     Entry { data: "Site credentials and sync state", data_type: D::Sync, editor: E::Central, tables: &[t("site_credential", Global)], variant: None, notes: "Not in the seeds' table: the engine's own data. Edited on the central server, never sent; it drives routing.", in_seeds: false },
 ];
 
-const fn concat_entries() -> [Entry; 76] {
+const fn concat_entries() -> [Entry; 77] {
     let parts: [&[Entry]; 5] = [&CENTRAL_ONES, &STORE_CENTRAL_ONES, &PATIENT_NAME_ONES, &STORE_ONES, &LOCAL_ONES];
-    let mut out = [CENTRAL_ONES[0]; 76];
+    let mut out = [CENTRAL_ONES[0]; 77];
     let mut n = 0;
     let mut p = 0;
     while p < parts.len() {
@@ -565,7 +569,7 @@ const fn concat_entries() -> [Entry; 76] {
         }
         p += 1;
     }
-    assert!(n == 76, "the registry's parts must add up to its length");
+    assert!(n == 77, "the registry's parts must add up to its length");
     out
 }
 

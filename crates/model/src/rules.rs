@@ -2,7 +2,7 @@
 //! [`authority`] (where a record may be written) and [`recipients`] (who must receive a change).
 
 use crate::ids::{RecordId, SiteId, StoreId};
-use crate::network::Network;
+use crate::network::{MoveStatus, Network};
 use crate::registry::{Condition, DataType, Editor, Entry, Registry, Scope, Special, TableDef};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -170,6 +170,12 @@ pub enum Refusal {
     StoreMoveEdited { store: StoreId, why: String },
     #[error("store `{store}` has been handed over to site `{to}` and is read-only here; what was entered before the hand-over is kept and synced. Enter it on `{to}` once the move is complete")]
     StoreHandedOver { store: StoreId, to: SiteId },
+    #[error(
+        "the change of primary is made and completed on the central server; the old primary may only hand over{why}"
+    )]
+    PrimaryMoveEdited { why: String },
+    #[error("this site has handed the primary's role to `{to}`: central data is edited there from now on (what was entered here before is kept and synced)")]
+    PrimaryHandedOver { to: SiteId },
     #[error("the line cannot be written: {why}")]
     BadLine { why: String },
     #[error("store `{store}` holds {have} packs of item `{item}`, and the invoice takes {want}: finalising it would take stock the store does not have")]
@@ -330,6 +336,13 @@ pub fn authority(registry: &Registry, network: &Network, change: &ChangeRef<'_>)
                 _ => Writer::Site(network.central.clone()),
             }
         }
+        // A change of primary is made on the central server; the old primary hands over.
+        Editor::Central if rule.table.has(Special::PrimaryMove) => match &network.primary_move {
+            Some(found) if *change.op != Op::Create => {
+                Writer::Sites(BTreeSet::from([network.central.clone(), found.from.clone()]))
+            }
+            _ => Writer::Site(network.central.clone()),
+        },
         Editor::Primary if rule.table.has(Special::AddedAnywhere) && *change.op == Op::Create => Writer::AnySite,
         Editor::Primary => Writer::Site(network.primary.clone()),
         Editor::Central => Writer::Site(network.central.clone()),
@@ -500,6 +513,13 @@ pub fn check_not_handed_over(
     change: &ChangeRef<'_>,
     writer: &SiteId,
 ) -> Result<(), Refusal> {
+    if let Some(found) =
+        network.primary_move.as_ref().filter(|m| m.status == MoveStatus::HandedOver && m.from == *writer)
+    {
+        if registry.rule(network, change)?.entry.editor == Editor::Primary {
+            return Err(Refusal::PrimaryHandedOver { to: found.to.clone() });
+        }
+    }
     let Some((store, found)) = change.keys.store.as_ref().and_then(|s| Some(s).zip(network.handed_over_by(s, writer)))
     else {
         return Ok(());

@@ -215,6 +215,16 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
             engine(&data)?.write(&[Write::merge(&table, id.as_str(), into.as_str())]).map_err(|e| e.to_string())?;
             println!("`{table}` `{id}` merged into `{into}`");
         }
+        CentralCommand::SetPrimary { site, data } => {
+            match admin::set_primary(&engine(&data)?, &SiteId::new(&site)).map_err(|e| e.to_string())? {
+                admin::PrimaryOutcome::Done => println!(
+                    "`{site}` is now the primary: central data is edited there, and reaches every site through this central server"
+                ),
+                admin::PrimaryOutcome::Pending { old_primary } => println!(
+                    "the primary is changing to `{site}`: on its next sync `{old_primary}` pushes its edits and hands over; until then it stays the primary"
+                ),
+            }
+        }
         CentralCommand::Status { data } => {
             let view = central::dashboard::view(&engine(&data)?).map_err(|e| e.to_string())?;
             println!("central `{}`, primary `{}`", view.central, view.primary);
@@ -233,6 +243,12 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
                 println!(
                     "  patient move pending: `{}` from `{}` to `{}`, since {}; completes when site `{}` next syncs",
                     m.patient, m.from, m.to, m.requested_at, m.waits_for
+                );
+            }
+            if let Some(m) = &view.primary_move {
+                println!(
+                    "  primary changing from `{}` to `{}`, since {}; completes when `{}` next syncs",
+                    m.0, m.1, m.2, m.0
                 );
             }
             for m in &view.store_moves {
@@ -302,6 +318,11 @@ pub(crate) fn site_list(sites: &[central::admin::SiteListing]) -> String {
             None => "not known until the site has pulled once".to_owned(),
         };
         let _ = writeln!(out, "  owed:      {owed}");
+        let owes = match s.waiting_to_push {
+            Some(n) => format!("{n} change(s) still to push, as the site said at its last pull"),
+            None => "not known until the site has pulled once".to_owned(),
+        };
+        let _ = writeln!(out, "  owes:      {owes}");
         if s.open_rejections > 0 {
             let _ = writeln!(
                 out,

@@ -201,6 +201,14 @@ pub(crate) enum CentralCommand {
         #[command(flatten)]
         data: CentralDb,
     },
+    /// Make another site the primary, the one that edits central data (a remote desktop site:
+    /// mirrored sync; or the central server itself). The old primary hands over on its next
+    /// sync, so that two sites never edit central data at once.
+    SetPrimary {
+        site: String,
+        #[command(flatten)]
+        data: CentralDb,
+    },
     /// Print the dashboard's summary: sites, last syncs, rejections.
     Status {
         #[command(flatten)]

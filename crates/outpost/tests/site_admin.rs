@@ -116,4 +116,14 @@ fn the_site_list_shows_what_each_site_holds_and_is_owed(backend: &Backend) {
     south.sync();
     let listed = central.admin("central site list", &["site", "list"]).stdout;
     assert!(listed.contains("  owed:      3 change(s) wait for the site"), "{}", masked(&listed, &central.url()));
+    assert!(listed.contains("  owes:      0 change(s) still to push, as the site said at its last pull"), "{listed}");
+
+    // What a site says it still has to push is shown as it said it.
+    let http = common::Http::new(&central.url());
+    let pull = protocol::PullRequest { cursor: None, max_bytes: 1 << 20, waiting_to_push: Some(5) };
+    let answer =
+        http.post("north", "pull", &common::good_headers("north", &north.password).as_refs(), &protocol::encode(&pull));
+    assert_eq!(answer.status, 200);
+    let listed = central.admin("central site list", &["site", "list"]).stdout;
+    assert!(listed.contains("  owes:      5 change(s) still to push, as the site said at its last pull"), "{listed}");
 }

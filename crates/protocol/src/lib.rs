@@ -120,6 +120,10 @@ pub struct PullRequest {
     pub cursor: Option<Cursor>,
     /// Stop adding changes once the batch holds this many bytes of records.
     pub max_bytes: usize,
+    /// How many of its own changes the site still has to push (for `central site list`; a
+    /// site older than this field sends none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_to_push: Option<u64>,
 }
 
 /// One pull batch.
@@ -317,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_truncated_body_is_a_compression_error() {
-        let body = encode(&PullRequest { cursor: None, max_bytes: 1000 });
+        let body = encode(&PullRequest { cursor: None, max_bytes: 1000, waiting_to_push: None });
         let err = decode::<PullRequest>(&body[..body.len() / 2]).err();
         assert!(matches!(err, Some(DecodeError::Compression(_))), "{err:?}");
     }
@@ -331,7 +335,7 @@ mod tests {
             scanned: 1,
             total: 9,
         };
-        let body = encode(&PullRequest { cursor: Some(cursor.clone()), max_bytes: 10 });
+        let body = encode(&PullRequest { cursor: Some(cursor.clone()), max_bytes: 10, waiting_to_push: Some(3) });
         let back: PullRequest = decode(&body).expect("decodes");
         assert_eq!(back.cursor, Some(cursor));
     }

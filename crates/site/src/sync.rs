@@ -478,6 +478,10 @@ fn pull(
     remaining: &mut u64,
 ) -> Result<(), SyncError> {
     let start = load_cursor(db)?;
+    let waiting_to_push = Some(
+        db.count_changes_after(pushed_up_to(db).map_err(store_err("reading the push position"))?, me)
+            .map_err(store_err("counting the changes to push"))?,
+    );
     show(progress, client, Step::Pulling { pulled: report.pulled, remaining: *remaining });
     let (sender, receiver) = mpsc::sync_channel::<(Option<Cursor>, Result<PullResponse, ClientError>)>(2);
     let fetcher_client = client.clone();
@@ -494,7 +498,7 @@ fn pull(
                     link.page_bytes(Direction::Down, page, FIRST_PAGE_BYTES, MIN_PAGE_BYTES, PULL_MAX_BYTES);
                 page = Some(max_bytes);
                 let asked = cursor.clone();
-                let answer = fetcher_client.pull(&PullRequest { cursor: cursor.clone(), max_bytes });
+                let answer = fetcher_client.pull(&PullRequest { cursor: cursor.clone(), max_bytes, waiting_to_push });
                 let done = match &answer {
                     Ok(batch) => {
                         let in_log = matches!(batch.next, Cursor::Log { .. });
@@ -606,7 +610,8 @@ pub(crate) fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Curso
                 })?;
             }
         }
-        let handed_over = hand_over_moves(tx, me, changes)? + hand_over_stores(tx, me, changes)?;
+        let handed_over =
+            hand_over_moves(tx, me, changes)? + hand_over_stores(tx, me, changes)? + hand_over_primary(tx, me, changes)?;
         let mut checked = |tx: &mut store::Tx<'_>, write: &store::Write| tx.write_checked(write, me);
         for change in changes.iter().filter(|c| c.data.is_some()) {
             let doc = change.data.as_ref().map(|d| d.get());
@@ -668,6 +673,27 @@ fn hand_over_stores(tx: &mut store::Tx<'_>, me: &SiteId, changes: &[Change]) -> 
         handed_over += 1;
     }
     Ok(handed_over)
+}
+
+/// A received change of primary away from this site: hand over. Its edits of central data are
+/// logged before the hand-over, so the central server applies them first; it edits none from
+/// now on.
+fn hand_over_primary(tx: &mut store::Tx<'_>, me: &SiteId, changes: &[Change]) -> Result<u64, StoreError> {
+    if !changes.iter().any(|c| c.table == "primary_move") {
+        return Ok(0);
+    }
+    let ours =
+        tx.network().primary_move.as_ref().is_some_and(|m| m.status == model::MoveStatus::Pending && m.from == *me);
+    let stored = if ours { tx.current("primary_move", "primary")?.and_then(|c| c.data) } else { None };
+    let Some(mut doc) = stored.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok()) else {
+        return Ok(0);
+    };
+    if let Some(fields) = doc.as_object_mut() {
+        fields.insert("status".into(), serde_json::json!(model::MoveStatus::HandedOver.as_str()));
+    }
+    tx.write_checked(&store::Write::upsert("primary_move", "primary", &doc), me)?;
+    tracing::info!("handed the primary's role over; central data is edited on the new primary from now on");
+    Ok(1)
 }
 
 pub(crate) fn now_text() -> String {

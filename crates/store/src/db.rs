@@ -449,6 +449,10 @@ impl Tx<'_> {
                 let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
                 self.network.check_handover(change.id, &doc, writer).map_err(refused)?;
             }
+            if table.has(model::Special::PrimaryMove) {
+                let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
+                self.network.check_primary_handover(&doc, writer).map_err(refused)?;
+            }
             if table.has(model::Special::StoreMove) {
                 let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
                 let store = StoreId::from(change.id.as_str());
@@ -607,7 +611,7 @@ impl Tx<'_> {
     /// (`model::check_not_moving`); what its old home site pushes is still taken. A store its
     /// site handed over is read-only for that site (`model::check_not_handed_over`).
     fn check_not_moving(&self, change: &ChangeRef<'_>, id: &RecordId, writer: &SiteId) -> Result<()> {
-        if !self.network.store_moves.is_empty() {
+        if !self.network.store_moves.is_empty() || self.network.primary_move.is_some() {
             model::check_not_handed_over(self.registry, &self.network, change, writer).map_err(|refusal| {
                 StoreError::Refused { table: change.table.to_owned(), id: id.clone(), refusal: Box::new(refusal) }
             })?;

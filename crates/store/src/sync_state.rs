@@ -75,6 +75,8 @@ pub struct SiteSyncRow {
     /// The log position the site's last noted pull reached (`None`: never noted, or still
     /// initialising): what it is still owed is counted from here.
     pub pulled_to: Option<LogPos>,
+    /// What the site said, at its last noted pull, it still had to push.
+    pub waiting_to_push: Option<u64>,
 }
 
 /// What the central server checks a site's sync requests against.
@@ -152,9 +154,9 @@ impl Db {
     /// Central server: notes that a site pulled (the dashboard's "last synced"). A pull does not
     /// wait for a push to commit: on SQLite, while another transaction writes, the note is
     /// written when it ends.
-    pub fn mark_pulled(&self, site: &SiteId, reached: Option<LogPos>) -> Result<()> {
+    pub fn mark_pulled(&self, site: &SiteId, reached: Option<LogPos>, waiting_to_push: Option<u64>) -> Result<()> {
         let site = site.clone();
-        self.write_soon(Box::new(move |sql| sql.mark_pulled(&site, reached)))
+        self.write_soon(Box::new(move |sql| sql.mark_pulled(&site, reached, waiting_to_push)))
     }
 
     /// Central server: disables a site (`true`: its sync requests are refused from now on, its

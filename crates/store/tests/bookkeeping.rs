@@ -282,7 +282,7 @@ fn a_push_is_acknowledged_and_the_site_shows_when_it_last_synced(fx: &Fixture) {
     })
     .expect("record the push");
     assert_eq!(db.transaction(|tx| tx.acked(&north())).expect("acked"), Seq(42));
-    db.mark_pulled(&north(), None).expect("mark pulled");
+    db.mark_pulled(&north(), None, None).expect("mark pulled");
     db.transaction(|tx| tx.set_password_hash(&SiteId::from("south"), "hash-s", true)).expect("create");
 
     let rows = db.site_sync_rows().expect("rows");

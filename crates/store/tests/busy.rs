@@ -57,7 +57,7 @@ fn sqlite_reads_answer_while_a_transaction_holds_the_writer() {
             let sites = db.site_sync_rows().expect("sites").len();
             let credentials = db.site_credentials(&SiteId::from("north")).expect("credentials").is_some();
             let network = db.network().central.clone();
-            db.mark_pulled(&SiteId("north".into()), None).expect("note the pull");
+            db.mark_pulled(&SiteId("north".into()), None, None).expect("note the pull");
             // Uncommitted writes are not seen.
             let busy = db.state(StateKey::LastNotice).expect("state");
             answered.send((records, dump, sites, credentials, network, busy)).expect("answer");

@@ -161,6 +161,34 @@ fn only_the_old_site_hands_a_store_over_and_only_by_setting_its_status(fx: &Fixt
     assert_eq!(logged(&db), 0, "nothing refused was logged");
 }
 
+// A change of primary: the old primary hands over after pushing its edits; from then on it
+// edits no central data, so two sites never may at once.
+fn a_primary_that_handed_over_edits_no_central_data(fx: &Fixture) {
+    let db = open_site(fx);
+    let primary_move = |status: &str| json!({"from_site_id": HERE, "to_site_id": "central", "status": status, "requested_at": "2026-12-02T00:00:00Z"});
+    db.transaction(|tx| {
+        tx.apply_received(&received("site", "central", json!({"name": "Central", "central": true, "primary": false})))?;
+        tx.apply_received(&received("site", HERE, json!({"name": "North", "primary": true})))?;
+        tx.apply_received(&received("primary_move", "primary", primary_move("pending")))
+    })
+    .expect("north is the primary, and is asked to hand over");
+    let item = |id: &str| Write::upsert("item", id, &json!({"code": id, "name": "Amoxicillin"}));
+    db.write(&[item("item-before")]).expect("still the primary until it hands over");
+    let mut elsewhere = primary_move("handed_over");
+    elsewhere["to_site_id"] = json!("south");
+    let refused = db.write(&[Write::upsert("primary_move", "primary", &elsewhere)]).expect_err("only the status");
+    assert!(refused.to_string().contains("the old primary may only hand over"), "{refused}");
+    db.write(&[Write::upsert("primary_move", "primary", &primary_move("handed_over"))]).expect("the hand-over");
+    let refused = db.write(&[item("item-after")]).expect_err("no central data after the hand-over");
+    assert!(
+        matches!(&refused, StoreError::Refused { refusal, .. } if matches!(**refusal, Refusal::PrimaryHandedOver { .. })),
+        "{refused}"
+    );
+    db.write(&[stock_line("sl-1", LOCAL_STORE, 1.0)]).expect("its own stores' data is still its own");
+    let pushed: Vec<String> = log(&db).iter().map(|c| format!("{} {}", c.table, c.id)).collect();
+    assert_eq!(pushed, ["item item-before", "primary_move primary", "stock_line sl-1"]);
+}
+
 // 1. Every write appends exactly one change-log entry, in the same transaction.
 
 fn each_write_appends_exactly_one_change_log_entry_and_the_record_is_readable(fx: &Fixture) {
@@ -658,6 +686,7 @@ on_each_backend!(
     received_store_sync_moving_a_store_away_makes_local_writes_to_it_refused,
     a_store_handed_over_is_read_only_here_until_the_move_completes,
     only_the_old_site_hands_a_store_over_and_only_by_setting_its_status,
+    a_primary_that_handed_over_edits_no_central_data,
     an_update_moving_a_record_of_a_store_active_elsewhere_into_a_local_store_is_refused,
     error_in_a_transaction_after_a_topology_change_rolls_back_record_and_network,
     error_after_moving_a_store_rolls_the_network_back_to_where_it_was,

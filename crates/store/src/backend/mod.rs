@@ -84,7 +84,7 @@ pub(crate) trait Sql {
     fn last_push(&mut self, site: &SiteId) -> Result<Option<PushedBatch>>;
     fn set_password_hash(&mut self, site: &str, hash: &str, create: bool) -> Result<bool>;
     fn start_log_after(&mut self, seq: Seq) -> Result<()>;
-    fn mark_pulled(&mut self, site: &SiteId, reached: Option<LogPos>) -> Result<()>;
+    fn mark_pulled(&mut self, site: &SiteId, reached: Option<LogPos>, waiting_to_push: Option<u64>) -> Result<()>;
     fn set_site_disabled(&mut self, site: &str, disabled: bool) -> Result<bool>;
     fn forget_site(&mut self, site: &str) -> Result<bool>;
     fn bind_machine(&mut self, site: &str, machine: &str) -> Result<Option<String>>;

@@ -1016,12 +1016,14 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         Ok(())
     }
 
-    fn mark_pulled(&mut self, site: &SiteId, reached: Option<LogPos>) -> Result<()> {
+    fn mark_pulled(&mut self, site: &SiteId, reached: Option<LogPos>, waiting_to_push: Option<u64>) -> Result<()> {
+        let waiting = waiting_to_push.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         self.execute(
             r#"UPDATE site_sync SET last_pull_at = to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-                   pulled_seq = COALESCE($2, pulled_seq), pulled_xid = COALESCE($3, pulled_xid)
+                   pulled_seq = COALESCE($2, pulled_seq), pulled_xid = COALESCE($3, pulled_xid),
+                   waiting_to_push = COALESCE($4, waiting_to_push)
                WHERE site_id = $1"#,
-            &[&site.as_str(), &reached.map(|r| r.seq.0), &reached.map(|r| r.xid)],
+            &[&site.as_str(), &reached.map(|r| r.seq.0), &reached.map(|r| r.xid), &waiting],
         )?;
         Ok(())
     }
@@ -1076,7 +1078,7 @@ impl<C: GenericClient> Sql for Session<'_, C> {
             "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
                     COALESCE(now() - COALESCE(s.last_pull_at, s.last_push_at)::timestamptz > interval '30 days', true),
                     (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id),
-                    s.disabled_at, s.pulled_seq, s.pulled_xid
+                    s.disabled_at, s.pulled_seq, s.pulled_xid, s.waiting_to_push
              FROM site_sync s ORDER BY s.site_id",
             &[],
         )?
@@ -1094,6 +1096,7 @@ impl<C: GenericClient> Sql for Session<'_, C> {
                     .try_get::<_, Option<i64>>(7)?
                     .map(|seq| Ok::<_, StoreError>(LogPos::new(r.try_get::<_, Option<i64>>(8)?.unwrap_or(0), Seq(seq))))
                     .transpose()?,
+                waiting_to_push: r.try_get::<_, Option<i64>>(9)?.map(|n| u64::try_from(n).unwrap_or(0)),
             })
         })
         .collect()

@@ -636,13 +636,15 @@ impl Sql for Lite<'_> {
         Ok(())
     }
 
-    fn mark_pulled(&mut self, site: &SiteId, reached: Option<LogPos>) -> Result<()> {
+    fn mark_pulled(&mut self, site: &SiteId, reached: Option<LogPos>, waiting_to_push: Option<u64>) -> Result<()> {
+        let waiting = waiting_to_push.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         self.0
             .prepare_cached(&format!(
-                "UPDATE site_sync SET last_pull_at = {NOW}, pulled_seq = COALESCE(?2, pulled_seq), pulled_xid = COALESCE(?3, pulled_xid)
+                "UPDATE site_sync SET last_pull_at = {NOW}, pulled_seq = COALESCE(?2, pulled_seq), pulled_xid = COALESCE(?3, pulled_xid),
+                   waiting_to_push = COALESCE(?4, waiting_to_push)
                  WHERE site_id = ?1"
             ))?
-            .execute(params![site.as_str(), reached.map(|r| r.seq.0), reached.map(|r| r.xid)])?;
+            .execute(params![site.as_str(), reached.map(|r| r.seq.0), reached.map(|r| r.xid), waiting])?;
         Ok(())
     }
 
@@ -699,7 +701,7 @@ impl Sql for Lite<'_> {
             "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
                     COALESCE(julianday('now') - julianday(COALESCE(s.last_pull_at, s.last_push_at)), 1e9) > 30,
                     (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id),
-                    s.disabled_at, s.pulled_seq, s.pulled_xid
+                    s.disabled_at, s.pulled_seq, s.pulled_xid, s.waiting_to_push
              FROM site_sync s ORDER BY s.site_id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -712,6 +714,7 @@ impl Sql for Lite<'_> {
                 rejections: r.get(5)?,
                 disabled_at: r.get(6)?,
                 pulled_to: r.get::<_, Option<i64>>(7)?.map(|seq| LogPos::new(0, Seq(seq))),
+                waiting_to_push: r.get::<_, Option<i64>>(9)?.map(|n| u64::try_from(n).unwrap_or(0)),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

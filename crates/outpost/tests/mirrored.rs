@@ -104,6 +104,21 @@ fn a_primary_offline_for_a_week_comes_back_and_every_site_converges(backend: &Ba
         assert_eq!(dump_table(site, "item"), catalogue, "the catalogue on `{}`", site.name);
     }
     assert_eq!(record(south, "item", "item-1").map(|d| d["name"].clone()), Some(json!("Medicine item-1 (7)")));
+
+    // A store is created on the central server, reaches the primary, which sets what it sees.
+    central.add_store("store-new", "north");
+    hq.sync();
+    assert!(record(hq, "store", "store-new").is_some(), "the primary knows the new store");
+    hq.write("item_visibility", "item-1@store-new", &json!({"item_id": "item-1", "store_id": "store-new"}));
+    hq.sync();
+    north.sync();
+    assert!(
+        record(north, "item_visibility", "item-1@store-new").is_some(),
+        "the store's site sees what the primary set"
+    );
+    let refused =
+        central.try_admin("visibility set on the central server", &["show-item", "item-2", "store-new"]).failed();
+    assert!(refused.stderr.contains("only the primary server (`hq`)"), "{}", refused.stderr);
 }
 
 fn the_primary_moves_back_only_after_the_old_one_hands_over(backend: &Backend) {

@@ -1,6 +1,7 @@
 //! Snapshots of what a person reads: `outpost rules`, `central status`, `site status`, the
-//! JSON error body of every kind of refusal, the refusal of a database from a newer release, and
-//! the central server's dashboard page. A change to any of them shows here as a diff, to
+//! JSON error body of every kind of refusal, the refusal of a database from a newer release,
+//! the administration commands (sites, store moves, seed files, the primary), and the central
+//! server's dashboard page. A change to any of them shows here as a diff, to
 //! be reviewed on purpose; `UPDATE_EXPECT=1 cargo test -p outpost --test what_people_read`
 //! accepts it.
 
@@ -36,6 +37,57 @@ fn the_status_of_a_network_and_of_a_site() {
     expect_file!["snapshots/central_site_list.txt"].assert_eq(&masked(&listed, &url));
     let refused = central.try_admin("remove a site with an active store", &["site", "remove", "north"]).failed();
     expect_file!["snapshots/central_site_remove_refused.txt"].assert_eq(&refused.stderr);
+}
+
+#[test]
+fn the_administration_commands_say_what_they_did() {
+    let network = Network::new(&Backend::Sqlite, &["north", "south"]);
+    let (central, north, south) = (&network.central, network.site("north"), network.site("south"));
+    north.sync();
+    south.sync();
+    let url = central.url();
+    let root = network.root.path().to_string_lossy().into_owned();
+    let mut seen = String::new();
+    let mut show = |command: &str, out: &common::Run| {
+        let text = if out.success() { &out.stdout } else { &out.stderr };
+        let text = masked(text, &url).replace(&root, "{root}");
+        seen.push_str(&format!("$ outpost {command}\n{text}\n"));
+    };
+    let admin = |args: &[&str]| central.try_admin("an administration command", args);
+    show(
+        "central store move store-north --to south --leave-as collector",
+        &admin(&["store", "move", "store-north", "--to", "south", "--leave-as", "collector"]),
+    );
+    show("central store list", &admin(&["store", "list"]));
+    show("central status", &admin(&["status"]));
+    south.sync();
+    show("site status (south)", &run("site status", &mut south.command(&["status"])));
+    show("central store move store-north --to south", &admin(&["store", "move", "store-north", "--to", "south"]));
+    north.sync();
+    show("central store list (after north synced)", &admin(&["store", "list"]));
+    show(
+        "central store sync-type store-south north active",
+        &admin(&["store", "sync-type", "store-south", "north", "active"]),
+    );
+    let file = format!("{root}/east.seed");
+    admin(&["site", "add", "east"]);
+    let exported = admin(&["site", "export", "east", "--out", &file, "--central-url", &url]);
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or_default().to_string();
+    let exported = common::Run { stdout: exported.stdout.replace(&size, "{bytes}"), ..exported };
+    show("central site export east --out {root}/east.seed --central-url http://<central>", &exported);
+    let data = format!("{root}/east");
+    show(
+        "site import {root}/east.seed --data {root}/east",
+        &run("site import", outpost().args(["site", "import", &file, "--data", &data])),
+    );
+    show(
+        "site import {root}/east.seed --data {root}/east (again)",
+        &run("site import", outpost().args(["site", "import", &file, "--data", &data])),
+    );
+    show("central set-primary north", &admin(&["set-primary", "north"]));
+    show("central set-primary central", &admin(&["set-primary", "central"]));
+    show("central status", &admin(&["status"]));
+    expect_file!["snapshots/administration.txt"].assert_eq(&seen);
 }
 
 #[test]

@@ -232,7 +232,7 @@ pub fn masked(text: &str, central_url: &str) -> String {
     let text = text.replace(central_url, "http://<central>");
     let mut out = String::new();
     for word in text.split_inclusive(char::is_whitespace) {
-        let bare = word.trim_end().trim_end_matches(':');
+        let bare = word.trim_end().trim_end_matches([':', ';', ',', ')', '.']);
         let is_time = bare.len() >= 20 && bare.as_bytes().get(4) == Some(&b'-') && bare.contains('T');
         out.push_str(&if is_time { word.replacen(bare, "<time>", 1) } else { word.to_owned() });
     }

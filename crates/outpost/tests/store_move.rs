@@ -25,13 +25,19 @@ fn try_stock(site: &Site, store: &str, id: &str) -> common::Run {
     run("site write", &mut site.command(&["write", "stock_line", id, &doc]))
 }
 
-fn a_store_moves_only_after_its_old_site_hands_it_over(backend: &Backend) {
+/// Two synced sites; north has entered `sl-1` in `store-north` and pushed it.
+fn north_and_south_with_a_line(backend: &Backend) -> Network {
     let network = Network::new(backend, &["north", "south"]);
+    network.site("north").sync();
+    network.site("south").sync();
+    stock(network.site("north"), "store-north", "sl-1", 1.0);
+    network.site("north").sync();
+    network
+}
+
+fn a_store_moves_only_after_its_old_site_hands_it_over(backend: &Backend) {
+    let network = north_and_south_with_a_line(backend);
     let (central, north, south) = (&network.central, network.site("north"), network.site("south"));
-    north.sync();
-    south.sync();
-    stock(north, "store-north", "sl-1", 1.0);
-    north.sync();
 
     let moving = central
         .admin("central store move", &["store", "move", "store-north", "--to", "south", "--leave-as", "collector"])
@@ -140,12 +146,8 @@ fn a_mobile_site_takes_no_second_store_and_a_mobile_store_moves_to_a_desktop_and
 }
 
 fn a_forced_move_completes_without_a_lost_old_site_and_says_what_it_had_not_pushed(backend: &Backend) {
-    let network = Network::new(backend, &["north", "south"]);
+    let network = north_and_south_with_a_line(backend);
     let (central, north, south) = (&network.central, network.site("north"), network.site("south"));
-    north.sync();
-    south.sync();
-    stock(north, "store-north", "sl-1", 1.0);
-    north.sync();
     stock(north, "store-north", "sl-lost", 9.0); // never pushed before the site is "lost"
 
     central.admin("central store move", &["store", "move", "store-north", "--to", "south"]);

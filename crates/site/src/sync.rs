@@ -610,8 +610,7 @@ pub(crate) fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Curso
                 })?;
             }
         }
-        let handed_over =
-            hand_over_moves(tx, me, changes)? + hand_over_stores(tx, me, changes)? + hand_over_primary(tx, me, changes)?;
+        let handed_over = hand_over(tx, me, changes)?;
         let mut checked = |tx: &mut store::Tx<'_>, write: &store::Write| tx.write_checked(write, me);
         for change in changes.iter().filter(|c| c.data.is_some()) {
             let doc = change.data.as_ref().map(|d| d.get());
@@ -623,19 +622,29 @@ pub(crate) fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Curso
     .map_err(store_err("applying a pulled batch"))
 }
 
-/// A received move of a patient whose home store is active here: hand the patient over. The
-/// hand-over is this site's own change, logged after everything it wrote about the patient
-/// before, so the central server applies those first and then completes the move. The patient
-/// is read-only here from now on.
-fn hand_over_moves(tx: &mut store::Tx<'_>, me: &SiteId, changes: &[Change]) -> Result<u64, StoreError> {
+/// What the central server asks this site to hand over, in a received batch: a patient whose
+/// home store is active here and is moving (`patient_move`), a store active here that is moving
+/// to another site (`store_move`), or the primary's role (`primary_move`). The hand-over is this
+/// site's own change, logged after everything it wrote before, so the central server applies
+/// that first and then completes the move; what was handed over is read-only here from now on.
+/// Returns how many were handed over.
+fn hand_over(tx: &mut store::Tx<'_>, me: &SiteId, changes: &[Change]) -> Result<u64, StoreError> {
     let mut handed_over = 0;
-    for change in changes.iter().filter(|c| c.table == "patient_move") {
+    for change in changes.iter().filter(|c| matches!(c.table.as_str(), "patient_move" | "store_move" | "primary_move"))
+    {
         let network = tx.network();
-        let ours = network.moves.values().any(|m| {
-            m.id == change.id
-                && m.status == model::MoveStatus::Pending
-                && network.active_site(&m.from).is_some_and(|site| site == me)
-        });
+        let pending = model::MoveStatus::Pending;
+        let ours = match change.table.as_str() {
+            "patient_move" => network.moves.values().any(|m| {
+                m.id == change.id && m.status == pending && network.active_site(&m.from).is_some_and(|site| site == me)
+            }),
+            "store_move" => {
+                let store = model::StoreId::from(change.id.as_str());
+                network.store_moves.get(&store).is_some_and(|m| m.status == pending && m.from == *me)
+                    && network.active_site(&store) == Some(me)
+            }
+            _ => network.primary_move.as_ref().is_some_and(|m| m.status == pending && m.from == *me),
+        };
         let stored = if ours { tx.current(&change.table, change.id.as_str())?.and_then(|c| c.data) } else { None };
         let Some(mut doc) = stored.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok()) else {
             continue;
@@ -644,56 +653,10 @@ fn hand_over_moves(tx: &mut store::Tx<'_>, me: &SiteId, changes: &[Change]) -> R
             fields.insert("status".into(), serde_json::json!(model::MoveStatus::HandedOver.as_str()));
         }
         tx.write_checked(&store::Write::upsert(&change.table, change.id.as_str(), &doc), me)?;
-        tracing::info!(patient = %change.id, "handed a patient over to its new home store");
+        tracing::info!(table = %change.table, id = %change.id, "handed over; it is read-only here from now on");
         handed_over += 1;
     }
     Ok(handed_over)
-}
-
-/// A received move of a store active here: hand the store over. Everything this site wrote in
-/// the store before is logged before the hand-over, so the central server applies it first and
-/// then makes the store active on its new site. The store is read-only here from now on.
-fn hand_over_stores(tx: &mut store::Tx<'_>, me: &SiteId, changes: &[Change]) -> Result<u64, StoreError> {
-    let mut handed_over = 0;
-    for change in changes.iter().filter(|c| c.table == "store_move") {
-        let store = model::StoreId::from(change.id.as_str());
-        let network = tx.network();
-        let ours =
-            network.store_moves.get(&store).is_some_and(|m| m.status == model::MoveStatus::Pending && m.from == *me)
-                && network.active_site(&store) == Some(me);
-        let stored = if ours { tx.current(&change.table, change.id.as_str())?.and_then(|c| c.data) } else { None };
-        let Some(mut doc) = stored.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok()) else {
-            continue;
-        };
-        if let Some(fields) = doc.as_object_mut() {
-            fields.insert("status".into(), serde_json::json!(model::MoveStatus::HandedOver.as_str()));
-        }
-        tx.write_checked(&store::Write::upsert(&change.table, change.id.as_str(), &doc), me)?;
-        tracing::info!(%store, "handed a store over to its new site; it is read-only here from now on");
-        handed_over += 1;
-    }
-    Ok(handed_over)
-}
-
-/// A received change of primary away from this site: hand over. Its edits of central data are
-/// logged before the hand-over, so the central server applies them first; it edits none from
-/// now on.
-fn hand_over_primary(tx: &mut store::Tx<'_>, me: &SiteId, changes: &[Change]) -> Result<u64, StoreError> {
-    if !changes.iter().any(|c| c.table == "primary_move") {
-        return Ok(0);
-    }
-    let ours =
-        tx.network().primary_move.as_ref().is_some_and(|m| m.status == model::MoveStatus::Pending && m.from == *me);
-    let stored = if ours { tx.current("primary_move", "primary")?.and_then(|c| c.data) } else { None };
-    let Some(mut doc) = stored.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok()) else {
-        return Ok(0);
-    };
-    if let Some(fields) = doc.as_object_mut() {
-        fields.insert("status".into(), serde_json::json!(model::MoveStatus::HandedOver.as_str()));
-    }
-    tx.write_checked(&store::Write::upsert("primary_move", "primary", &doc), me)?;
-    tracing::info!("handed the primary's role over; central data is edited on the new primary from now on");
-    Ok(1)
 }
 
 pub(crate) fn now_text() -> String {

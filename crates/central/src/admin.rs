@@ -410,7 +410,14 @@ pub enum StoreMoveOutcome {
     Done { records: usize },
     /// Completed without the old site (`--force`): what it had not pushed before its last push
     /// is not on the central server, and is refused if it ever syncs again.
-    Forced { records: usize, old_site: SiteId, last_push_at: Option<String>, acked: model::Seq },
+    Forced {
+        records: usize,
+        old_site: SiteId,
+        last_push_at: Option<String>,
+        acked: model::Seq,
+        /// What the old site said, at its last pull, it still had to push.
+        waiting_to_push: Option<u64>,
+    },
 }
 
 /// Moves a store to another site, safely: the store is *moving* until its old site, on its
@@ -462,11 +469,11 @@ pub fn move_store(
         }
     }
     let me = engine.central()?;
-    let (last_push_at, acked) = db
+    let (last_push_at, acked, waiting_to_push) = db
         .site_sync_rows()?
         .into_iter()
         .find(|row| row.site == from.as_str())
-        .map(|row| (row.last_push_at, row.acked))
+        .map(|row| (row.last_push_at, row.acked, row.waiting_to_push))
         .unwrap_or_default();
     let outcome = db.transaction(|tx| {
         if pending.is_none() {
@@ -485,7 +492,13 @@ pub fn move_store(
         }
         if force {
             let records = crate::processors::complete_store_move(tx, store, true)?;
-            return Ok(StoreMoveOutcome::Forced { records, old_site: from.clone(), last_push_at, acked });
+            return Ok(StoreMoveOutcome::Forced {
+                records,
+                old_site: from.clone(),
+                last_push_at,
+                acked,
+                waiting_to_push,
+            });
         }
         Ok(StoreMoveOutcome::Pending { old_site: from.clone() })
     })?;

@@ -52,6 +52,8 @@ pub struct SiteRow {
     pub last_pull_at: Option<String>,
     /// No sync for more than a month (the seeds' sync report shows these in red).
     pub stale: bool,
+    /// Added but never synced: its own state, not "stale".
+    pub never_synced: bool,
     pub rejections: u64,
 }
 
@@ -73,6 +75,7 @@ pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
         .into_iter()
         .map(|row| {
             let kind = network.sites.get(&SiteId::from(row.site.as_str()));
+            let never_synced = row.never_synced();
             SiteRow {
                 kind: kind
                     .map_or("unknown", |k| if *k == model::SiteKind::Mobile { "mobile" } else { "desktop" })
@@ -81,6 +84,7 @@ pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
                 last_push_at: row.last_push_at,
                 last_pull_at: row.last_pull_at,
                 stale: row.stale,
+                never_synced,
                 rejections: row.rejections,
                 site: row.site,
             }
@@ -144,7 +148,7 @@ pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
 /// The page's only style, inline: nothing is loaded from elsewhere.
 const STYLE: &str =
     "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}\
-     td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.stale{background:#fdd}\
+     td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.stale{background:#fdd}.never{background:#eee}\
      .error{color:#a00}form.signout{float:right}";
 
 /// A whole page: `title` in the head, `body` in the body. Every value in a template is escaped
@@ -182,7 +186,7 @@ pub fn render(view: &DashboardView, csrf: &str) -> String {
             table {
                 tr { th { "site" } th { "kind" } th { "last push" } th { "last pull" } th { "pushed up to" } th { "rejected" } }
                 @for s in &view.sites {
-                    tr class=[s.stale.then_some("stale")] {
+                    tr class=[s.stale.then_some("stale").or(s.never_synced.then_some("never"))] {
                         td { (s.site) }
                         td { (s.kind) }
                         td { (s.last_push_at.as_deref().unwrap_or("never")) }
@@ -324,6 +328,7 @@ mod tests {
                 last_push_at: None,
                 last_pull_at: Some("2026-10-01T00:00:00.000Z".into()),
                 stale: true,
+                never_synced: false,
                 rejections: 0,
             }],
             tables: vec![("<t>".into(), 1)],

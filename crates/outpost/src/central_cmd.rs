@@ -157,12 +157,17 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
                 admin::StoreMoveOutcome::Done { records } => println!(
                     "store `{store}` is now active on `{to}`; it receives the store's {records} current record(s) on its next sync"
                 ),
-                admin::StoreMoveOutcome::Forced { records, old_site, last_push_at, acked } => println!(
+                admin::StoreMoveOutcome::Forced { records, old_site, last_push_at, acked, waiting_to_push } => println!(
                     "store `{store}` is now active on `{to}` without a hand-over by `{old_site}`: everything the central server held is kept \
                      and {records} record(s) go to `{to}`. What `{old_site}` entered after its last push ({}, up to its change {}) is not on the \
-                     central server; if that site ever syncs again, its changes to the store are refused and kept for review",
+                     central server{}; if that site ever syncs again, its changes to the store are refused and kept for review",
                     last_push_at.as_deref().unwrap_or("never"),
-                    acked.0
+                    acked.0,
+                    match waiting_to_push {
+                        Some(0) => " (at its last pull it had nothing left to push)".to_owned(),
+                        Some(n) => format!(" (at its last pull it still had {n} change(s) to push, of any store)"),
+                        None => String::new(),
+                    }
                 ),
             }
         }
@@ -236,7 +241,13 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
                     s.last_push_at.as_deref().unwrap_or("never"),
                     s.last_pull_at.as_deref().unwrap_or("never"),
                     s.rejections,
-                    if s.stale { "  (no sync for over a month)" } else { "" }
+                    if s.stale {
+                        "  (no sync for over a month)"
+                    } else if s.never_synced {
+                        "  (never synced yet)"
+                    } else {
+                        ""
+                    }
                 );
             }
             for m in &view.moves {

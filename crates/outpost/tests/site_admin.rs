@@ -11,7 +11,24 @@ on_each_backend!(
     a_disabled_site_is_refused_with_a_clear_error_and_loses_nothing,
     a_site_with_active_stores_cannot_be_removed_and_a_removed_site_cannot_sync,
     the_site_list_shows_what_each_site_holds_and_is_owed,
+    a_site_silent_for_a_month_is_stale_and_one_never_synced_is_not,
 );
+
+fn a_site_silent_for_a_month_is_stale_and_one_never_synced_is_not(backend: &Backend) {
+    let network = Network::new(backend, &["north", "south", "east"]);
+    let central = &network.central;
+    network.site("north").sync();
+    network.site("east").sync();
+    // north last synced 31 days ago; east today; south never.
+    central.db.execute(
+        "UPDATE site_sync SET last_pull_at = '2020-01-01T00:00:00.000Z', last_push_at = NULL WHERE site_id = 'north'",
+    );
+    let status = central.status();
+    let line = |site: &str| status.lines().find(|l| l.trim_start().starts_with(site)).unwrap_or_default().to_owned();
+    assert!(line("north").ends_with("(no sync for over a month)"), "{status}");
+    assert!(line("south").ends_with("(never synced yet)"), "{status}");
+    assert!(!line("east").contains('('), "{status}");
+}
 
 fn a_disabled_site_is_refused_with_a_clear_error_and_loses_nothing(backend: &Backend) {
     let network = Network::new(backend, &["north"]);

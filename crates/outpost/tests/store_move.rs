@@ -156,6 +156,7 @@ fn a_forced_move_completes_without_a_lost_old_site_and_says_what_it_had_not_push
         .stdout;
     assert!(forced.contains("store `store-north` is now active on `south` without a hand-over by `north`"), "{forced}");
     assert!(forced.contains("What `north` entered after its last push ("), "{forced}");
+    assert!(forced.contains("(at its last pull it had nothing left to push)"), "{forced}");
     south.sync();
     assert!(south.get("stock_line", "sl-1").is_some(), "everything the central server held went to the new site");
 

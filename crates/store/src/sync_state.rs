@@ -67,7 +67,8 @@ pub struct SiteSyncRow {
     pub acked: Seq,
     pub last_push_at: Option<String>,
     pub last_pull_at: Option<String>,
-    /// Not synced for more than a month (or never).
+    /// Synced once, but not for more than a month (a site that never synced is not stale: see
+    /// [`SiteSyncRow::never_synced`]).
     pub stale: bool,
     pub rejections: u64,
     /// When an administrator disabled the site (`None`: it may sync).
@@ -96,6 +97,13 @@ pub struct PushedBatch {
     pub from: Seq,
     pub acked: Seq,
     pub digest: String,
+}
+
+impl SiteSyncRow {
+    /// Added, but never pushed nor pulled: a site being set up, not one gone silent.
+    pub fn never_synced(&self) -> bool {
+        self.last_pull_at.is_none() && self.last_push_at.is_none()
+    }
 }
 
 impl Tx<'_> {

@@ -1076,7 +1076,7 @@ impl<C: GenericClient> Sql for Session<'_, C> {
     fn site_sync_rows(&mut self) -> Result<Vec<SiteSyncRow>> {
         self.query(
             "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
-                    COALESCE(now() - COALESCE(s.last_pull_at, s.last_push_at)::timestamptz > interval '30 days', true),
+                    COALESCE(now() - COALESCE(s.last_pull_at, s.last_push_at)::timestamptz > interval '30 days', false),
                     (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id),
                     s.disabled_at, s.pulled_seq, s.pulled_xid, s.waiting_to_push
              FROM site_sync s ORDER BY s.site_id",

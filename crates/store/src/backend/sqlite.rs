@@ -699,7 +699,7 @@ impl Sql for Lite<'_> {
     fn site_sync_rows(&mut self) -> Result<Vec<SiteSyncRow>> {
         let mut stmt = self.0.prepare(
             "SELECT s.site_id, s.acked_seq, s.last_push_at, s.last_pull_at,
-                    COALESCE(julianday('now') - julianday(COALESCE(s.last_pull_at, s.last_push_at)), 1e9) > 30,
+                    COALESCE(julianday('now') - julianday(COALESCE(s.last_pull_at, s.last_push_at)), 0) > 30,
                     (SELECT count(*) FROM rejection r WHERE r.site_id = s.site_id),
                     s.disabled_at, s.pulled_seq, s.pulled_xid, s.waiting_to_push
              FROM site_sync s ORDER BY s.site_id",

@@ -54,6 +54,8 @@ pub enum AdminError {
     StoreAlreadyMoving { store: StoreId, to: SiteId, from: SiteId },
     #[error("a store is left on its old site as `none`, `transfer` or `collector` (got `{0}`)")]
     BadLeaveAs(String),
+    #[error("store `{store}` is moving to or from site `{site}`; let the move complete (or `--force` it) before removing the site")]
+    MoveUnderWay { site: SiteId, store: StoreId },
     #[error("`{0}` is the primary already")]
     PrimaryAlready(SiteId),
     #[error("the primary is already changing from `{from}` to `{to}`; it completes when `{from}` next syncs")]
@@ -217,6 +219,12 @@ pub fn remove_site(engine: &Engine, site: &SiteId) -> Result<Vec<StoreId>, Admin
     let active = network.active_stores(site);
     if !active.is_empty() {
         return Err(AdminError::HasActiveStores { site: site.clone(), stores: active });
+    }
+    if let Some((store, _)) = network.store_moves.iter().find(|(_, m)| m.to == *site || m.from == *site) {
+        return Err(AdminError::MoveUnderWay { site: site.clone(), store: store.clone() });
+    }
+    if network.primary_move.as_ref().is_some_and(|m| m.to == *site) {
+        return Err(AdminError::PrimaryAlreadyChanging { from: network.primary.clone(), to: site.clone() });
     }
     let rows: Vec<&StoreId> = network.sync_types.keys().filter(|(_, on)| on == site).map(|(store, _)| store).collect();
     let held: Vec<StoreId> =

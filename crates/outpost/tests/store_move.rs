@@ -170,8 +170,13 @@ fn a_forced_move_completes_without_a_lost_old_site_and_says_what_it_had_not_push
 }
 
 fn a_store_is_made_active_elsewhere_only_by_a_move(backend: &Backend) {
-    let network = Network::new(backend, &["north", "south"]);
+    let network = Network::with(backend, &["north", "south"], |central| {
+        central.add_site("spare");
+    });
     let central = &network.central;
+    central.admin("central store move", &["store", "move", "store-south", "--to", "spare"]);
+    let remove = central.try_admin("remove the site a store moves to", &["site", "remove", "spare"]).failed();
+    assert!(remove.stderr.contains("store `store-south` is moving to or from site `spare`"), "{}", remove.stderr);
     let refused =
         central.try_admin("sync-type active", &["store", "sync-type", "store-north", "south", "active"]).failed();
     assert!(refused.stderr.contains("outpost central store move store-north --to south"), "{}", refused.stderr);

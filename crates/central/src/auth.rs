@@ -157,6 +157,9 @@ pub struct Verifier {
     verified: Mutex<HashMap<Account, [u8; 32]>>,
     /// The key of those digests, random per process: memory alone does not reveal a password.
     key: [u8; 32],
+    /// argon2 checks run, and those that found no free slot at once (for `/metrics`).
+    checks: std::sync::atomic::AtomicU64,
+    waited: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Verifier {
@@ -182,7 +185,15 @@ impl Verifier {
             failures: Mutex::default(),
             verified: Mutex::default(),
             key,
+            checks: Default::default(),
+            waited: Default::default(),
         }
+    }
+
+    /// How many argon2 checks ran, and how many of them waited for a slot.
+    pub fn stats(&self) -> crate::metrics::Argon2Stats {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::metrics::Argon2Stats { checks: self.checks.load(Relaxed), waited: self.waited.load(Relaxed) }
     }
 
     /// Checks `password` for `account`, whose stored hash is `stored` (`None`: no such
@@ -207,9 +218,17 @@ impl Verifier {
             return Ok(());
         }
         self.throttled(Some(account), addr)?;
-        let permit = match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            _ => return Err(Refusal::Busy { retry_after: Duration::from_secs(1) }),
+        use std::sync::atomic::Ordering::Relaxed;
+        self.checks.fetch_add(1, Relaxed);
+        let permit = match self.slots.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.waited.fetch_add(1, Relaxed);
+                match tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => return Err(Refusal::Busy { retry_after: Duration::from_secs(1) }),
+                }
+            }
         };
         // Failures may have piled up while this request waited.
         self.throttled(Some(account), addr)?;

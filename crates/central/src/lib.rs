@@ -16,6 +16,7 @@ mod backfill;
 pub mod conn;
 pub mod dashboard;
 pub mod engine;
+pub mod metrics;
 mod processors;
 pub mod server;
 pub mod session;

@@ -39,6 +39,8 @@ pub(crate) struct AppState {
     pub(crate) verifier: Verifier,
     /// Whether cookies are marked `Secure` (the server speaks HTTPS).
     pub(crate) secure_cookies: bool,
+    /// This process's sync counters, for `/metrics`.
+    pub(crate) counters: crate::metrics::Counters,
 }
 
 /// Which routes a listener serves.
@@ -58,6 +60,8 @@ fn build(state: Arc<AppState>, serves: Serves) -> Router {
             .route("/api/v1/sites/{site}/pull", post(pull))
             .route("/api/v1/sites/{site}/status", get(status));
     }
+    // Counts only, never a record's contents: served without a login, on every listener.
+    router = router.route("/metrics", get(metrics));
     if serves != Serves::SyncApi {
         router = router.merge(web::routes());
     }
@@ -70,7 +74,7 @@ fn build(state: Arc<AppState>, serves: Serves) -> Router {
 }
 
 fn state(engine: Engine, secure_cookies: bool) -> Arc<AppState> {
-    Arc::new(AppState { engine, verifier: Verifier::default(), secure_cookies })
+    Arc::new(AppState { engine, verifier: Verifier::default(), secure_cookies, counters: Default::default() })
 }
 
 /// Builds the router of the sync API and the dashboard on one address (tests and `serve`).
@@ -426,14 +430,23 @@ async fn sync_request<T: for<'de> serde::Deserialize<'de> + Send + 'static>(
     peer: Peer,
     body: Body,
     what: &'static str,
-) -> Result<(SiteId, T), ApiError> {
-    check_version(headers)?;
-    let site = authenticate(state, headers, peer, path_site).await?;
-    let body = read_body(body).await?;
-    let request =
-        off_worker(move || protocol::decode(&body).map_err(|e| ApiError::bad_request(format!("reading {what}: {e}"))))
-            .await?;
-    Ok((site, request))
+) -> Result<(SiteId, T, u64), ApiError> {
+    let checked = async {
+        check_version(headers)?;
+        let site = authenticate(state, headers, peer, path_site).await?;
+        let body = read_body(body).await?;
+        let bytes = body.len() as u64;
+        let request = off_worker(move || {
+            protocol::decode(&body).map_err(|e| ApiError::bad_request(format!("reading {what}: {e}")))
+        })
+        .await?;
+        Ok((site, request, bytes))
+    };
+    let outcome = checked.await;
+    if outcome.is_err() {
+        state.counters.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    outcome
 }
 
 async fn push(
@@ -443,14 +456,30 @@ async fn push(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (site, request): (SiteId, PushRequest) =
+    let started = std::time::Instant::now();
+    let (site, request, bytes_in): (SiteId, PushRequest, u64) =
         sync_request(&state, &site, &headers, peer, body, "the push batch").await?;
     let engine = state.engine.clone();
     let count = request.changes.len();
     let who = site.clone();
     let response = blocking(move || engine.push(&who, request.after, &request.changes)).await?;
     tracing::info!(site = %site, changes = count, applied = response.applied, rejected = response.rejections.len(), acked = %response.acked, "push");
-    Ok(encoded(&response))
+    let body = protocol::encode(&response);
+    let rejected = response.rejections.len() as u64;
+    state.counters.push(started.elapsed(), count as u64, rejected, bytes_in, body.len() as u64);
+    Ok(compressed(body))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let shared = state.clone();
+    let text = blocking(move || {
+        let argon2 = shared.verifier.stats();
+        crate::metrics::render(&shared.engine, &shared.counters, argon2)
+    })
+    .await?;
+    let mut response = text.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    Ok(response)
 }
 
 async fn pull(
@@ -460,7 +489,8 @@ async fn pull(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (site, request): (SiteId, PullRequest) =
+    let started = std::time::Instant::now();
+    let (site, request, bytes_in): (SiteId, PullRequest, u64) =
         sync_request(&state, &site, &headers, peer, body, "the pull request").await?;
     let engine = state.engine.clone();
     let who = site.clone();
@@ -478,6 +508,7 @@ async fn pull(
     })
     .await?;
     tracing::debug!(site = %site, changes = count, remaining, "pull");
+    state.counters.pull(started.elapsed(), count as u64, bytes_in, body.len() as u64);
     Ok(compressed(body))
 }
 

@@ -311,6 +311,12 @@ pub fn now_rfc3339() -> String {
     rfc3339(jiff::Timestamp::now())
 }
 
+/// Seconds from RFC 3339 time `at` to now (`None` when `at` cannot be read).
+pub fn seconds_since(at: &str) -> Option<f64> {
+    let at = at.parse::<jiff::Timestamp>().ok()?;
+    Some(jiff::Timestamp::now().duration_since(at).as_secs_f64())
+}
+
 fn rfc3339(time: jiff::Timestamp) -> String {
     time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

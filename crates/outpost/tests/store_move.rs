@@ -7,6 +7,7 @@ mod common;
 
 use common::{count, on_each_backend, record, run, Backend, Network, Site};
 use serde_json::json;
+use store::Write;
 
 on_each_backend!(
     a_store_moves_only_after_its_old_site_hands_it_over,
@@ -14,7 +15,56 @@ on_each_backend!(
     a_mobile_site_takes_no_second_store_and_a_mobile_store_moves_to_a_desktop_and_back,
     a_forced_move_completes_without_a_lost_old_site_and_says_what_it_had_not_pushed,
     a_store_is_made_active_elsewhere_only_by_a_move,
+    a_transfer_to_a_moving_store_is_numbered_on_its_new_site,
 );
+
+/// A supplier invoice made for a store while it moves reaches its old site in the batch that
+/// asks it to hand the store over: the old site hands over and leaves it alone (a write of its
+/// own there is refused, and would stall its pulls), and the new site numbers it.
+fn a_transfer_to_a_moving_store_is_numbered_on_its_new_site(backend: &Backend) {
+    let network = Network::new(backend, &["north", "south", "east"]);
+    let (central, north, south, east) =
+        (&network.central, network.site("north"), network.site("south"), network.site("east"));
+    central.write("item", "item-1", &json!({"code": "I1", "name": "Amoxicillin"}));
+    for site in [north, south, east] {
+        site.sync();
+    }
+    central.admin("central store move", &["store", "move", "store-south", "--to", "east"]);
+    let writes = [
+        Write::upsert(
+            "stock_line",
+            "sl-n",
+            &json!({"store_id": "store-north", "item_id": "item-1", "batch": "B1",
+            "expiry_date": "2027-06-30", "pack_size": 10.0, "total_number_of_packs": 10.0}),
+        ),
+        Write::upsert(
+            "transaction_line",
+            "ci-1-1",
+            &json!({"store_id": "store-north", "transaction_id": "ci-1",
+            "item_id": "item-1", "batch": "B1", "expiry_date": "2027-06-30", "pack_size": 10.0, "number_of_packs": 2.0,
+            "stock_line_id": "sl-n"}),
+        ),
+        Write::upsert(
+            "transaction",
+            "ci-1",
+            &json!({"store_id": "store-north", "other_store_id": "store-south",
+            "type": "customer_invoice", "status": "finalised", "serial_number": 1}),
+        ),
+    ];
+    north.db().write(&writes).expect("a finalised transfer to store-south");
+    north.sync();
+    assert!(record(central, "transaction", "ci-1:received").is_some(), "the half is made for the moving store");
+    south.sync(); // the half and the move in one batch: hands over, leaves the half alone
+    assert_eq!(record(south, "transaction", "ci-1:received").map(|d| d["serial_number"].clone()), Some(json!(-1)));
+    east.sync();
+    assert_eq!(
+        record(east, "transaction", "ci-1:received").map(|d| d["serial_number"].clone()),
+        Some(json!(1)),
+        "numbered on the new site"
+    );
+    east.sync();
+    assert_eq!(record(central, "transaction", "ci-1:received").map(|d| d["serial_number"].clone()), Some(json!(1)));
+}
 
 fn stock(site: &Site, store: &str, id: &str, packs: f64) {
     site.write("stock_line", id, &json!({"store_id": store, "item_id": "item-1", "total_number_of_packs": packs}));

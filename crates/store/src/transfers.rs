@@ -131,7 +131,9 @@ fn runs_here(tx: &Tx<'_>, me: &SiteId, writer: &SiteId, target: &StoreId) -> boo
 }
 
 fn active_here(tx: &Tx<'_>, me: &SiteId, store: &StoreId) -> bool {
-    tx.network().active_site(store) == Some(me)
+    // A store this site has handed over is the new site's to number and stock: it is
+    // read-only here until the move completes.
+    tx.network().active_site(store) == Some(me) && tx.network().handed_over_by(store, me).is_none()
 }
 
 /// Where a record stands (`status`), before a write changes it.
@@ -529,7 +531,9 @@ fn goods_received_line_written(tx: &mut Tx<'_>, me: &SiteId, id: &RecordId, writ
     };
     let Some(keys) = tx.stored_keys("purchase_order_line", order_line_id.as_str())? else { return Ok(()) };
     let edit = ChangeRef { table: "purchase_order_line", op: &Op::Update, keys: &keys };
-    if model::check_write(tx.registry(), tx.network(), &edit, me).is_err() {
+    let editable = model::check_write(tx.registry(), tx.network(), &edit, me).is_ok()
+        && model::check_not_handed_over(tx.registry(), tx.network(), &edit, me).is_ok();
+    if !editable {
         return Ok(());
     }
     let received =

@@ -132,6 +132,21 @@ fn a_store_handed_over_is_read_only_here_until_the_move_completes(fx: &Fixture) 
     // What the central server sends for the store is still applied (a transfer's half, say).
     db.transaction(|tx| tx.apply_received(&received("stock_line", "sl-central", stock_doc(LOCAL_STORE, 3.0))))
         .expect("received changes are not this site's edits");
+    // A supplier invoice the central server made for the store before the move completed: the
+    // store's new site numbers it, not this one (whose write would be refused, and would stall
+    // every pull from here on).
+    let half = json!({"store_id": LOCAL_STORE, "other_store_id": REMOTE_STORE, "type": "supplier_invoice",
+                      "status": "on_hold", "serial_number": -1});
+    let change = received("transaction", "ci-1:received", half);
+    db.transaction(|tx| {
+        tx.apply_received(&change)?;
+        let mut checked = |tx: &mut outpost_store::Tx<'_>, write: &Write| tx.write_checked(write, &me());
+        let doc = change.data.as_ref().map(|d| d.get());
+        outpost_store::transfers::respond(tx, &me(), &central(), "transaction", &change.id, doc, &mut checked)
+    })
+    .expect("what arrives for a handed-over store is applied without a write of this site's");
+    let stored = db.record("transaction", "ci-1:received").expect("read").expect("applied");
+    assert_eq!(stored["serial_number"], json!(-1), "left for the new site to number");
     let pushed: Vec<String> = log(&db).iter().map(|c| format!("{} {}", c.table, c.id)).collect();
     assert_eq!(
         pushed,

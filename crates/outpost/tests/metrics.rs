@@ -6,7 +6,51 @@ mod common;
 use common::{basic, on_each_backend, Backend, Http, Network};
 use serde_json::json;
 
-on_each_backend!(the_metrics_count_what_the_sites_did_and_show_no_record);
+on_each_backend!(the_metrics_count_what_the_sites_did_and_show_no_record, a_site_serves_its_own_metrics);
+
+/// `site serve` on a free local port: its process, and the address it printed.
+fn serve(site: &common::Site) -> (common::ChildGuard, String) {
+    use std::io::BufRead;
+    let mut command = site.command(&["serve", "--listen", "127.0.0.1:0", "--every", "3600"]);
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    let mut child = common::ChildGuard::spawn("site serve", &mut command);
+    let mut line = String::new();
+    std::io::BufReader::new(child.take_stdout()).read_line(&mut line).expect("site serve says where it listens");
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("an address").trim_end_matches(',');
+    (child, url.to_owned())
+}
+
+fn a_site_serves_its_own_metrics(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    north.sync();
+    north.write("stock_line", "sl-1", &json!({"store_id": "store-north", "item_id": "i", "note": "Secret note"}));
+    let (_serving, url) = serve(north);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let get = |path: &str| {
+        agent
+            .get(format!("{url}{path}"))
+            .call()
+            .expect("the site answers")
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_default()
+    };
+    let synced = agent.post(format!("{url}/api/sync")).send_empty().expect("sync now");
+    assert_eq!(synced.status().as_u16(), 200);
+    let text = get("/metrics");
+    assert!(sample(&text, "outpost_site_syncs_total") >= 1.0, "{text}");
+    assert!(
+        sample(&text, "outpost_site_changes_pushed_total") >= 1.0,
+        "the scheduled or asked sync pushed sl-1: {text}"
+    );
+    assert_eq!(sample(&text, "outpost_site_waiting_to_push"), 0.0, "{text}");
+    assert!(sample(&text, "outpost_site_records") >= 1.0, "{text}");
+    assert_eq!(sample(&text, "outpost_site_sync_active"), 1.0, "{text}");
+    assert!(sample(&text, "outpost_site_last_sync_age_seconds") < 600.0, "{text}");
+    assert!(sample(&text, "outpost_site_bytes_sent_total") > 0.0, "{text}");
+    assert!(!text.contains("Secret note") && !text.contains("sl-1"), "no record's contents: {text}");
+}
 
 /// The value of one sample (`name` with its labels, as it is written).
 fn sample(text: &str, name: &str) -> f64 {

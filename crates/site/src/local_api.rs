@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use model::RecordId;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Db, StoreError, Write};
@@ -21,6 +23,21 @@ struct LocalState {
     client: Client,
     /// One sync at a time, whether scheduled or asked for.
     syncing: Mutex<()>,
+    /// What this process's syncs did, for `/metrics`.
+    counters: SyncCounters,
+}
+
+/// This process's syncs since it started (Prometheus computes the rates).
+#[derive(Debug, Default)]
+struct SyncCounters {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    micros: AtomicU64,
+    pushed: AtomicU64,
+    pulled: AtomicU64,
+    rejected: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
 }
 
 /// Serves the local API on `listener` and syncs every `every` until the process stops.
@@ -30,7 +47,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     every: Duration,
 ) -> std::io::Result<()> {
-    let state = Arc::new(LocalState { db, client, syncing: Mutex::new(()) });
+    let state = Arc::new(LocalState { db, client, syncing: Mutex::new(()), counters: SyncCounters::default() });
     let scheduler = state.clone();
     tokio::spawn(async move {
         loop {
@@ -41,6 +58,7 @@ pub async fn serve(
         }
     });
     let app = Router::new()
+        .route("/metrics", get(get_metrics))
         .route("/api/status", get(get_status))
         .route("/api/rejected", get(get_rejected))
         .route("/api/sync", post(sync_now))
@@ -66,13 +84,86 @@ async fn run_sync(state: &Arc<LocalState>, asked: bool) -> Result<crate::SyncRep
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
+    let counters = &state.counters;
     match &outcome {
         Ok(report) => {
-            tracing::info!(pushed = report.pushed, pulled = report.pulled, rejected = report.rejected, "synced")
+            tracing::info!(pushed = report.pushed, pulled = report.pulled, rejected = report.rejected, "synced");
+            counters.succeeded.fetch_add(1, Ordering::Relaxed);
+            counters.micros.fetch_add(report.duration.as_micros() as u64, Ordering::Relaxed);
+            counters.pushed.fetch_add(report.pushed, Ordering::Relaxed);
+            counters.pulled.fetch_add(report.pulled, Ordering::Relaxed);
+            counters.rejected.fetch_add(report.rejected, Ordering::Relaxed);
+            counters.bytes_sent.fetch_add(report.bytes_sent, Ordering::Relaxed);
+            counters.bytes_received.fetch_add(report.bytes_received, Ordering::Relaxed);
         }
-        Err(e) => tracing::warn!(error = %e, "sync did not complete"),
+        Err(e) => {
+            tracing::warn!(error = %e, "sync did not complete");
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
     }
     outcome
+}
+
+/// `/metrics` for Prometheus: this process's syncs and the site's queue, counts only (no
+/// record's contents), so no login, on the site's local address.
+async fn get_metrics(State(state): State<Arc<LocalState>>) -> Result<Response, LocalError> {
+    let status = with_db(&state, |db| Ok(status::status(db)?)).await?;
+    let c = &state.counters;
+    let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    metric("outpost_site_syncs_total", "counter", "Syncs that completed.", load(&c.succeeded).to_string());
+    metric("outpost_site_sync_failures_total", "counter", "Syncs that did not complete.", load(&c.failed).to_string());
+    metric(
+        "outpost_site_sync_seconds_total",
+        "counter",
+        "Time spent in completed syncs.",
+        format!("{:.6}", load(&c.micros) as f64 / 1e6),
+    );
+    metric("outpost_site_changes_pushed_total", "counter", "Changes pushed.", load(&c.pushed).to_string());
+    metric("outpost_site_changes_pulled_total", "counter", "Changes pulled.", load(&c.pulled).to_string());
+    metric(
+        "outpost_site_changes_rejected_total",
+        "counter",
+        "Pushed changes the central server refused.",
+        load(&c.rejected).to_string(),
+    );
+    metric("outpost_site_bytes_sent_total", "counter", "Bytes sent by syncs.", load(&c.bytes_sent).to_string());
+    metric(
+        "outpost_site_bytes_received_total",
+        "counter",
+        "Bytes received by syncs.",
+        load(&c.bytes_received).to_string(),
+    );
+    metric(
+        "outpost_site_waiting_to_push",
+        "gauge",
+        "Changes waiting to be pushed.",
+        status.waiting_to_push.to_string(),
+    );
+    metric("outpost_site_rejected_changes", "gauge", "Refused changes kept for review.", status.rejected.to_string());
+    metric("outpost_site_records", "gauge", "Records held.", status.records.to_string());
+    metric(
+        "outpost_site_sync_active",
+        "gauge",
+        "1 when sync is on (not paused or disabled).",
+        u8::from(status.state == SyncState::Active).to_string(),
+    );
+    if let Some(age) = status.last_sync_at.as_deref().and_then(protocol::seconds_since) {
+        metric(
+            "outpost_site_last_sync_age_seconds",
+            "gauge",
+            "Seconds since the last good sync.",
+            format!("{:.0}", age.max(0.0)),
+        );
+    }
+    let mut response = out.into_response();
+    response
+        .headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/plain; version=0.0.4"));
+    Ok(response)
 }
 
 struct LocalError(StatusCode, String);

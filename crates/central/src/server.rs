@@ -60,8 +60,9 @@ fn build(state: Arc<AppState>, serves: Serves) -> Router {
             .route("/api/v1/sites/{site}/pull", post(pull))
             .route("/api/v1/sites/{site}/status", get(status));
     }
-    // Counts only, never a record's contents: served without a login, on every listener.
-    router = router.route("/metrics", get(metrics));
+    // Counts only, never a record's contents: served without a login, on every listener; and
+    // the document of every route here (keep `ROUTES` in step).
+    router = router.route("/metrics", get(metrics)).route("/api/v1/openapi.json", get(openapi));
     if serves != Serves::SyncApi {
         router = router.merge(web::routes());
     }
@@ -71,6 +72,30 @@ fn build(state: Arc<AppState>, serves: Serves) -> Router {
         Serves::Dashboard => "no such page; this address serves the dashboard (/) only",
     };
     router.fallback(move || async move { ApiError::new(StatusCode::NOT_FOUND, "not_found", missing) }).with_state(state)
+}
+
+/// Every route `build` serves, as (method, path): what `/api/v1/openapi.json` documents, checked
+/// in `tests/openapi.rs` against the document and against the running server.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/api/v1/sites/{site}/push"),
+    ("post", "/api/v1/sites/{site}/pull"),
+    ("get", "/api/v1/sites/{site}/status"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/"),
+    ("get", "/api/v1/dashboard"),
+    ("get", "/login"),
+    ("post", "/login"),
+    ("post", "/logout"),
+];
+
+/// The OpenAPI document of the sync and dashboard APIs.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    let mut response = OPENAPI.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn state(engine: Engine, secure_cookies: bool) -> Arc<AppState> {

@@ -152,7 +152,7 @@ pub struct SiteListing {
 }
 
 /// Every site the central server knows, with what it holds and how its sync stands.
-pub fn list_sites(engine: &Engine) -> Result<Vec<SiteListing>, AdminError> {
+pub fn list_sites(engine: &Engine) -> Result<Vec<SiteListing>, EngineError> {
     let db = engine.db();
     let network = db.network();
     let mut listed = Vec::new();
@@ -324,7 +324,8 @@ pub fn set_sync_type(engine: &Engine, store: &StoreId, site: &SiteId, sync: Sync
     Ok(())
 }
 
-fn sync_row(store: &StoreId, site: &SiteId, sync: SyncType) -> Write {
+/// The `store_sync` record that says how `store` exists on `site`.
+pub(crate) fn sync_row(store: &StoreId, site: &SiteId, sync: SyncType) -> Write {
     Write::upsert(
         "store_sync",
         format!("{store}@{site}"),
@@ -454,14 +455,8 @@ pub fn move_store(
     let from = network.active_site(store).cloned().unwrap_or(SiteId::NONE);
     let pending = network.store_moves.get(store).cloned();
     match &pending {
-        Some(found) if !force => {
-            return Err(AdminError::StoreAlreadyMoving {
-                store: store.clone(),
-                to: found.to.clone(),
-                from: found.from.clone(),
-            })
-        }
-        Some(found) if found.to != *to => {
+        // `--force` completes the move under way, to where it was going, and nothing else.
+        Some(found) if !force || found.to != *to => {
             return Err(AdminError::StoreAlreadyMoving {
                 store: store.clone(),
                 to: found.to.clone(),

@@ -108,15 +108,7 @@ pub fn render(engine: &Engine, counters: &Counters, argon2: Argon2Stats) -> Resu
     metric("outpost_argon2_checks_total", "counter", "Password checks that ran argon2.", &one(argon2.checks));
     metric("outpost_argon2_waits_total", "counter", "argon2 checks that waited for a free slot.", &one(argon2.waited));
 
-    let sites = admin::list_sites(engine).map_err(|e| match e {
-        admin::AdminError::Engine(e) => e,
-        admin::AdminError::Store(e) => EngineError::Store(e),
-        other => EngineError::Store(store::StoreError::Invalid {
-            table: "site_sync".into(),
-            id: model::RecordId::from("metrics"),
-            reason: other.to_string(),
-        }),
-    })?;
+    let sites = admin::list_sites(engine)?;
     let per_site = |value: &dyn Fn(&admin::SiteListing) -> Option<String>| -> Vec<(String, String)> {
         sites.iter().filter_map(|s| value(s).map(|v| (format!("{{site=\"{}\"}}", s.site), v))).collect()
     };

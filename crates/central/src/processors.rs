@@ -99,17 +99,10 @@ pub(crate) fn complete_store_move(tx: &mut Tx<'_>, store: &StoreId, forced: bool
     let key = RoutedBy::Store(store);
     let before = backfill::reach(tx, key)?;
     let dispensaries = network.dispensary_sites();
-    let sync_row = |site: &SiteId, sync: model::SyncType| {
-        Write::upsert(
-            "store_sync",
-            format!("{store}@{site}"),
-            &json!({"store_id": store, "site_id": site, "sync_type": sync.as_str()}),
-        )
-    };
     // The old site lets go first: a store is active on one site at every step.
     let old = if network.is_central(&found.from) { model::SyncType::Collector } else { found.leave_as };
-    write_routed(tx, &sync_row(&found.from, old), &me)?;
-    write_routed(tx, &sync_row(&found.to, model::SyncType::Active), &me)?;
+    write_routed(tx, &crate::admin::sync_row(store, &found.from, old), &me)?;
+    write_routed(tx, &crate::admin::sync_row(store, &found.to, model::SyncType::Active), &me)?;
     let done = json!({
         "store_id": store,
         "from_site_id": found.from,

@@ -55,6 +55,12 @@ pub struct SiteRow {
     /// Added but never synced: its own state, not "stale".
     pub never_synced: bool,
     pub rejections: u64,
+    /// Its sync debt: changes waiting for it (from its last noted pull), and what it said it
+    /// still had to push; `None` until it has pulled.
+    pub owed: Option<u64>,
+    pub waiting_to_push: Option<u64>,
+    /// When an administrator disabled it.
+    pub disabled_at: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,7 +82,11 @@ pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
         .map(|row| {
             let kind = network.sites.get(&SiteId::from(row.site.as_str()));
             let never_synced = row.never_synced();
-            SiteRow {
+            let owed = row.pulled_to.map(|at| engine.owed(&SiteId::from(row.site.as_str()), at)).transpose()?;
+            Ok(SiteRow {
+                owed,
+                waiting_to_push: row.waiting_to_push,
+                disabled_at: row.disabled_at,
                 kind: kind
                     .map_or("unknown", |k| if *k == model::SiteKind::Mobile { "mobile" } else { "desktop" })
                     .to_owned(),
@@ -87,9 +97,9 @@ pub fn view(engine: &Engine) -> Result<DashboardView, EngineError> {
                 never_synced,
                 rejections: row.rejections,
                 site: row.site,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, EngineError>>()?;
     let rejections = db
         .rejections(Some(50))?
         .into_iter()
@@ -184,14 +194,16 @@ pub fn render(view: &DashboardView, csrf: &str) -> String {
             }
             h2 { "Sites" }
             table {
-                tr { th { "site" } th { "kind" } th { "last push" } th { "last pull" } th { "pushed up to" } th { "rejected" } }
+                tr { th { "site" } th { "kind" } th { "last push" } th { "last pull" } th { "pushed up to" } th { "waiting for it" } th { "still to push" } th { "rejected" } }
                 @for s in &view.sites {
                     tr class=[s.stale.then_some("stale").or(s.never_synced.then_some("never"))] {
                         td { (s.site) }
-                        td { (s.kind) }
+                        td { (s.kind) @if let Some(at) = &s.disabled_at { " — disabled since " (at) } }
                         td { (s.last_push_at.as_deref().unwrap_or("never")) }
                         td { (s.last_pull_at.as_deref().unwrap_or("never")) }
                         td { (s.acked) }
+                        td { (s.owed.map_or_else(|| "?".to_owned(), |n| n.to_string())) }
+                        td { (s.waiting_to_push.map_or_else(|| "?".to_owned(), |n| n.to_string())) }
                         td { (s.rejections) }
                     }
                 }
@@ -330,6 +342,9 @@ mod tests {
                 stale: true,
                 never_synced: false,
                 rejections: 0,
+                owed: Some(7),
+                waiting_to_push: None,
+                disabled_at: Some("2026-11-30T00:00:00Z".into()),
             }],
             tables: vec![("<t>".into(), 1)],
             rejections: Vec::new(),
@@ -351,7 +366,11 @@ mod tests {
             }],
         };
         let html = render(&view, "to\"ken");
-        assert!(html.contains("<tr class=\"stale\"><td>a&amp;b</td><td>desktop</td><td>never</td>"), "{html}");
+        assert!(
+            html.contains("<tr class=\"stale\"><td>a&amp;b</td><td>desktop — disabled since 2026-11-30T00:00:00Z</td><td>never</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<td>3</td><td>7</td><td>?</td><td>0</td>"), "its sync debt is shown: {html}");
         assert!(html.contains("<td>&lt;t&gt;</td><td>1</td>"), "{html}");
         assert!(html.contains("<h2>Patient moves waiting</h2>"), "a pending move is shown: {html}");
         assert!(

@@ -86,6 +86,16 @@ impl MoveStatus {
             MoveStatus::HandedOver => "handed_over",
         }
     }
+
+    /// A move record's `status` while the move is under way; `None` once it is done (or for
+    /// a status that is not a move's).
+    pub fn under_way(status: Option<&str>) -> Option<MoveStatus> {
+        match status {
+            Some("pending") => Some(MoveStatus::Pending),
+            Some("handed_over") => Some(MoveStatus::HandedOver),
+            _ => None,
+        }
+    }
 }
 
 /// A move of a patient or prescriber to another home store that is not complete yet.
@@ -421,10 +431,8 @@ impl Network {
                     self.moves.remove(&RecordId(patient));
                 }
                 let Some(new) = new else { return };
-                let status = match text(new, "status").as_deref() {
-                    Some("pending") => MoveStatus::Pending,
-                    Some("handed_over") => MoveStatus::HandedOver,
-                    _ => return, // done: the patient's own record now says where it lives
+                let Some(status) = MoveStatus::under_way(text(new, "status").as_deref()) else {
+                    return; // done: the patient's own record now says where it lives
                 };
                 let (Some(patient), Some(from), Some(to)) =
                     (text(new, "patient_id"), text(new, "from_store_id"), text(new, "to_store_id"))
@@ -438,10 +446,8 @@ impl Network {
                 let store = StoreId::from(id);
                 self.store_moves.remove(&store);
                 let Some(new) = new else { return };
-                let status = match text(new, "status").as_deref() {
-                    Some("pending") => MoveStatus::Pending,
-                    Some("handed_over") => MoveStatus::HandedOver,
-                    _ => return, // done: the store's sync types now say where it is active
+                let Some(status) = MoveStatus::under_way(text(new, "status").as_deref()) else {
+                    return; // done: the store's sync types now say where it is active
                 };
                 let (Some(from), Some(to)) = (text(new, "from_site_id"), text(new, "to_site_id")) else { return };
                 let leave_as = text(new, "leave_as").as_deref().and_then(SyncType::parse).unwrap_or(SyncType::None);
@@ -452,10 +458,8 @@ impl Network {
             "primary_move" => {
                 self.primary_move = None;
                 let Some(new) = new else { return };
-                let status = match text(new, "status").as_deref() {
-                    Some("pending") => MoveStatus::Pending,
-                    Some("handed_over") => MoveStatus::HandedOver,
-                    _ => return, // done: the site records say which site is the primary
+                let Some(status) = MoveStatus::under_way(text(new, "status").as_deref()) else {
+                    return; // done: the site records say which site is the primary
                 };
                 let (Some(from), Some(to)) = (text(new, "from_site_id"), text(new, "to_site_id")) else { return };
                 let requested_at = text(new, "requested_at").unwrap_or_default();
@@ -594,21 +598,16 @@ impl Network {
         if *writer == self.central {
             return Ok(());
         }
-        let field = |f: &str| new.get(f).and_then(|x| x.as_str());
         let refused = |why: &str| Err(Refusal::StoreMoveEdited { store: store.clone(), why: why.to_owned() });
         let Some(found) = self.store_moves.get(store) else {
             return refused(" (no move of it waits to be handed over)");
         };
-        if found.status != MoveStatus::Pending {
-            return refused(" (it was handed over already)");
-        }
-        let same = field("from_site_id") == Some(found.from.as_str())
-            && field("to_site_id") == Some(found.to.as_str())
-            && field("leave_as") == Some(found.leave_as.as_str());
-        if field("status") != Some(MoveStatus::HandedOver.as_str()) || !same {
-            return refused("");
-        }
-        Ok(())
+        let kept = [
+            ("from_site_id", found.from.as_str()),
+            ("to_site_id", found.to.as_str()),
+            ("leave_as", found.leave_as.as_str()),
+        ];
+        only_handed_over(found.status, new, &kept).or_else(refused)
     }
 
     /// A site's write of the `primary_move` record is the old primary handing over: the pending
@@ -617,17 +616,10 @@ impl Network {
         if *writer == self.central {
             return Ok(());
         }
-        let field = |f: &str| new.get(f).and_then(|x| x.as_str());
         let refused = |why: &str| Err(Refusal::PrimaryMoveEdited { why: why.to_owned() });
         let Some(found) = &self.primary_move else { return refused(" (no change of primary waits to be handed over)") };
-        if found.status != MoveStatus::Pending {
-            return refused(" (it was handed over already)");
-        }
-        let same = field("from_site_id") == Some(found.from.as_str()) && field("to_site_id") == Some(found.to.as_str());
-        if field("status") != Some(MoveStatus::HandedOver.as_str()) || !same {
-            return refused("");
-        }
-        Ok(())
+        let kept = [("from_site_id", found.from.as_str()), ("to_site_id", found.to.as_str())];
+        only_handed_over(found.status, new, &kept).or_else(refused)
     }
 
     /// Whether `site` has handed `store` over to another site: the store is read-only there
@@ -663,4 +655,18 @@ impl Network {
             sees_new_patients: true,
         })
     }
+}
+
+/// A hand-over of a move under way (at `status`): the record with `status` set to
+/// `handed_over` and the `kept` fields unchanged. `Err` says why not, as a refusal's tail.
+fn only_handed_over(status: MoveStatus, new: &serde_json::Value, kept: &[(&str, &str)]) -> Result<(), &'static str> {
+    if status != MoveStatus::Pending {
+        return Err(" (it was handed over already)");
+    }
+    let field = |f: &str| new.get(f).and_then(|x| x.as_str());
+    let same = kept.iter().all(|(name, value)| field(name) == Some(*value));
+    if field("status") != Some(MoveStatus::HandedOver.as_str()) || !same {
+        return Err("");
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use store::history::{Debt, DebtSample};
 use store::{
     Db, Incoming, PullSource, PushedBatch, RejectedFrom, RejectionRecord, RoutedBy, StoreError, Tx, Write, Written,
 };
@@ -371,6 +372,38 @@ impl Engine {
     /// How many changes wait for `site` after log position `after`.
     pub fn owed(&self, site: &SiteId, after: LogPos) -> Result<u64, EngineError> {
         self.count_log(site, after)
+    }
+
+    /// What waits for `site` after log position `after`: changes, their size, the first of them.
+    pub fn debt(&self, site: &SiteId, after: LogPos) -> Result<Debt, EngineError> {
+        let network = self.db.network();
+        let mut total = Debt::default();
+        for source in self.sources(&network, site) {
+            total = total.add(self.db.debt(&source, site, after)?);
+        }
+        Ok(total)
+    }
+
+    /// Takes a sample of every site's sync debt at `at` (Unix seconds), for the dashboard's
+    /// trend; a site that has not pulled yet has no known debt and no sample. Returns how many
+    /// were taken.
+    pub fn sample_debts(&self, at: i64) -> Result<usize, EngineError> {
+        let log_seq = self.db.last_seq()?;
+        let mut taken = 0;
+        for row in self.db.site_sync_rows()? {
+            let Some(after) = row.pulled_to else { continue };
+            let site = SiteId::from(row.site.as_str());
+            let debt = self.debt(&site, after)?;
+            self.db.add_debt_sample(&DebtSample {
+                site: row.site,
+                at,
+                owed: debt.changes,
+                owed_bytes: debt.bytes,
+                log_seq,
+            })?;
+            taken += 1;
+        }
+        Ok(taken)
     }
 
     fn count_log(&self, site: &SiteId, after: LogPos) -> Result<u64, EngineError> {

@@ -20,6 +20,7 @@ use protocol::{
 };
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use store::history::SyncRequest;
 use tokio::net::TcpListener;
 
 pub use crate::conn::{Limits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS};
@@ -84,6 +85,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/openapi.json"),
     ("get", "/"),
     ("get", "/api/v1/dashboard"),
+    ("get", "/sites/{site}"),
     ("get", "/login"),
     ("post", "/login"),
     ("post", "/logout"),
@@ -111,6 +113,7 @@ pub fn router(engine: Engine) -> Router {
 /// stopped, each connection within `limits` (see [`crate::conn`]).
 pub async fn serve(engine: Engine, listener: TcpListener, limits: Limits) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "central server listening");
+    spawn_debt_sampler(&engine);
     let app = build(state(engine, false), Serves::Everything);
     conn::serve(listener, app, Gate::new(limits), Transport::Http).await;
     Ok(())
@@ -125,6 +128,7 @@ pub async fn serve_apart(
     limits: Limits,
 ) -> std::io::Result<()> {
     tracing::info!(sync = %sync.local_addr()?, dashboard = %dashboard.local_addr()?, "central server listening");
+    spawn_debt_sampler(&engine);
     let shared = state(engine, false);
     let gate = Gate::new(limits);
     tokio::join!(
@@ -148,6 +152,7 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
     tracing::info!(addr = %listener.local_addr()?, "central server listening (TLS)");
+    spawn_debt_sampler(&engine);
     let tls = Transport::Https(axum_server::tls_rustls::RustlsAcceptor::new(config).handshake_timeout(limits.idle));
     let shared = state(engine, true);
     let gate = Gate::new(limits);
@@ -492,6 +497,9 @@ async fn push(
     let body = protocol::encode(&response);
     let rejected = response.rejections.len() as u64;
     state.counters.push(started.elapsed(), count as u64, rejected, bytes_in, body.len() as u64);
+    let request =
+        SyncRequest { pushed: count as u64, bytes_up: bytes_in, bytes_down: body.len() as u64, ..Default::default() };
+    note_sync(&state, site, request, started).await;
     Ok(compressed(body))
 }
 
@@ -534,7 +542,43 @@ async fn pull(
     .await?;
     tracing::debug!(site = %site, changes = count, remaining, "pull");
     state.counters.pull(started.elapsed(), count as u64, bytes_in, body.len() as u64);
+    let request =
+        SyncRequest { pulled: count as u64, bytes_up: bytes_in, bytes_down: body.len() as u64, ..Default::default() };
+    note_sync(&state, site, request, started).await;
     Ok(compressed(body))
+}
+
+/// Adds a served request to the site's sync history. The history is for people: a note that
+/// fails is logged, and the sync goes on.
+async fn note_sync(state: &Arc<AppState>, site: SiteId, request: SyncRequest, started: std::time::Instant) {
+    let request =
+        SyncRequest { at: crate::web::now_unix() as i64, busy_ms: started.elapsed().as_millis() as u64, ..request };
+    let engine = state.engine.clone();
+    let noted = blocking(move || Ok(engine.db().note_sync(&site, request)?)).await;
+    if let Err(e) = noted {
+        tracing::warn!(error = ?e, "could not add a request to the sync history");
+    }
+}
+
+/// How often the central server samples every site's sync debt for the dashboard's trend.
+pub const SAMPLE_DEBTS_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Samples every site's sync debt now and then every [`SAMPLE_DEBTS_EVERY`], until the
+/// process stops (spawned by each way of serving).
+fn spawn_debt_sampler(engine: &Engine) {
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SAMPLE_DEBTS_EVERY);
+        loop {
+            every.tick().await;
+            let engine = engine.clone();
+            let at = crate::web::now_unix() as i64;
+            match blocking(move || engine.sample_debts(at)).await {
+                Ok(sites) => tracing::debug!(sites, "sampled every site's sync debt"),
+                Err(e) => tracing::warn!(error = ?e, "could not sample the sites' sync debt"),
+            }
+        }
+    });
 }
 
 async fn status(

@@ -13,7 +13,7 @@ use crate::dashboard;
 use crate::engine::EngineError;
 use crate::server::{blocking, off_worker, ApiError, AppState, Peer};
 use crate::session::{self, SESSION_SECS};
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(page))
         .route("/api/v1/dashboard", get(json))
+        .route("/sites/{site}", get(site_page))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
 }
@@ -59,7 +60,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|h| session::cookie(h, name))
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -101,19 +102,48 @@ fn no_admin() -> Response {
     html(StatusCode::SERVICE_UNAVAILABLE, dashboard::no_admin_page())
 }
 
-async fn page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn page(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(filter): Query<dashboard::RejectionFilter>,
+) -> Result<Response, ApiError> {
     match visitor(&state, &headers).await? {
         Visitor::NoAdmin => Ok(no_admin()),
         Visitor::Anonymous(_) => Ok(redirect("/login")),
         Visitor::Admin { auth, session } => {
             let engine = state.engine.clone();
-            let view = blocking(move || dashboard::view(&engine)).await?;
+            let view = blocking(move || dashboard::view(&engine, &filter)).await?;
             Ok(html(StatusCode::OK, dashboard::render(&view, &auth.key.csrf("session", &session))))
         }
     }
 }
 
-async fn json(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn site_page(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+) -> Result<Response, ApiError> {
+    match visitor(&state, &headers).await? {
+        Visitor::NoAdmin => Ok(no_admin()),
+        Visitor::Anonymous(_) => Ok(redirect("/login")),
+        Visitor::Admin { auth, session } => {
+            let engine = state.engine.clone();
+            let wanted = site.clone();
+            let view = blocking(move || dashboard::site_view(&engine, &wanted)).await?;
+            let csrf = auth.key.csrf("session", &session);
+            Ok(match view {
+                Some(view) => html(StatusCode::OK, dashboard::render_site(&view, &csrf)),
+                None => html(StatusCode::NOT_FOUND, dashboard::no_such_site_page(&site, &csrf)),
+            })
+        }
+    }
+}
+
+async fn json(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(filter): Query<dashboard::RejectionFilter>,
+) -> Result<Response, ApiError> {
     match visitor(&state, &headers).await? {
         Visitor::NoAdmin => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -127,7 +157,7 @@ async fn json(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<
         )),
         Visitor::Admin { .. } => {
             let engine = state.engine.clone();
-            let view = blocking(move || dashboard::view(&engine)).await?;
+            let view = blocking(move || dashboard::view(&engine, &filter)).await?;
             Ok(Json(view).into_response())
         }
     }

@@ -231,7 +231,7 @@ pub(crate) fn run(command: CentralCommand) -> Result<(), String> {
             }
         }
         CentralCommand::Status { data } => {
-            let view = central::dashboard::view(&engine(&data)?).map_err(|e| e.to_string())?;
+            let view = central::dashboard::view(&engine(&data)?, &Default::default()).map_err(|e| e.to_string())?;
             println!("central `{}`, primary `{}`", view.central, view.primary);
             for s in &view.sites {
                 println!(

@@ -7,11 +7,10 @@
 
 mod common;
 
-use common::{
-    basic, good_headers, masked, outpost, run, write_behind_the_checks, Backend, Http, Network, ADMIN_PASSWORD,
-};
+use common::{basic, good_headers, masked, outpost, run, write_behind_the_checks, Backend, Http, Network};
 use expect_test::expect_file;
 use serde_json::json;
+use testkit::http::{csrf_of, AdminSession};
 
 #[test]
 fn the_rules_as_outpost_rules_prints_them() {
@@ -157,44 +156,11 @@ fn the_dashboard_as_the_administrator_reads_it() {
     expect_file!["snapshots/dashboard.html"].assert_eq(&readable(&html));
 }
 
-/// Signs in as the administrator (the login form, its CSRF token and cookie) and reads `/`.
+/// Signs in as the administrator and reads `/`.
 fn dashboard_page(url: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(std::time::Duration::from_secs(30)))
-        .build()
-        .into();
-    let cookie = |response: &ureq::http::Response<ureq::Body>, name: &str| {
-        response
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|c| c.split(';').next().filter(|pair| pair.starts_with(&format!("{name}="))).map(str::to_owned))
-            .unwrap_or_else(|| panic!("no `{name}` cookie"))
-    };
-    let mut form = agent.get(format!("{url}/login")).call().expect("GET /login");
-    let login_cookie = cookie(&form, "outpost_login");
-    let body = form.body_mut().read_to_string().expect("the login page");
-    let csrf = csrf_of(&body).unwrap_or_else(|| panic!("no CSRF field in: {body}"));
-    let encode = |v: &str| v.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
-    let signed_in = agent
-        .post(format!("{url}/login"))
-        .header("cookie", &login_cookie)
-        .content_type("application/x-www-form-urlencoded")
-        .send(format!("password={}&csrf={}", encode(ADMIN_PASSWORD), encode(csrf)))
-        .expect("POST /login");
-    assert_eq!(signed_in.status(), 303, "the administrator could not sign in");
-    let session = cookie(&signed_in, "outpost_session");
-    let mut page = agent.get(format!("{url}/")).header("cookie", &session).call().expect("GET /");
-    assert_eq!(page.status(), 200);
-    page.body_mut().read_to_string().expect("the dashboard")
-}
-
-fn csrf_of(html: &str) -> Option<&str> {
-    let marker = r#"name="csrf" value=""#;
-    html.split_once(marker)?.1.split('"').next()
+    let (status, html) = AdminSession::sign_in(url).get("/");
+    assert_eq!(status, 200);
+    html
 }
 
 /// The page with a line per block (the HTML itself has none), and what changes from run to run

@@ -23,6 +23,7 @@
 
 mod backend;
 mod db;
+pub mod history;
 mod migrations;
 mod queries;
 mod state_key;

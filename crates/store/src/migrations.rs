@@ -38,6 +38,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_merges.sql"),
     migration!(4, "0004_lines_by_parent.sql"),
     migration!(5, "0005_site_admin.sql"),
+    migration!(6, "0006_sync_history.sql"),
 ];
 
 /// The schema version this binary writes.

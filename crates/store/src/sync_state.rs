@@ -206,6 +206,21 @@ impl Db {
         self.read(|sql| sql.rejections(limit))
     }
 
+    /// The newest `limit` refusals, newest first, of one site's changes and of one table, or of all.
+    pub fn rejections_matching(
+        &self,
+        site: Option<&str>,
+        table: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RejectionRecord>> {
+        self.read(|sql| sql.rejections_matching(site, table, limit))
+    }
+
+    /// Central server: a site's refusals nobody has looked at yet (towards its quarantine).
+    pub fn count_open_rejections(&self, site: &SiteId) -> Result<u64> {
+        self.read(|sql| sql.count_open_rejections(site))
+    }
+
     /// How many refusals are kept.
     pub fn count_rejections(&self) -> Result<u64> {
         self.read(|sql| sql.count_rejections())

@@ -260,6 +260,57 @@ fn snapshots_page_through_live_records_in_table_and_id_order(fx: &Fixture) {
 
 // The sync bookkeeping.
 
+// What the dashboard shows of a site over time.
+
+fn a_sites_requests_make_sessions_and_its_debt_is_counted_sized_and_sampled(fx: &Fixture) {
+    use outpost_store::history::{Debt, DebtSample, SyncRequest, KEEP_SAMPLES_SECS};
+    let db = open_node(fx, "central");
+    let at = 1_800_000_000;
+    let request = |at, pushed, pulled| SyncRequest { at, pushed, pulled, bytes_up: 100, bytes_down: 1_000, busy_ms: 5 };
+    // A push and two pulls a minute apart are one session; an hour later is another.
+    db.note_sync(&north(), request(at, 3, 0)).expect("note");
+    db.note_sync(&north(), request(at + 60, 0, 10)).expect("note");
+    db.note_sync(&north(), request(at + 170, 0, 5)).expect("note");
+    db.note_sync(&north(), request(at + 3_600, 1, 0)).expect("note");
+    db.note_sync(&south(), request(at + 30, 0, 2)).expect("note");
+    let sessions = db.sync_sessions(&north(), 0).expect("sessions");
+    let seen: Vec<_> = sessions.iter().map(|s| (s.started_at, s.ended_at, s.requests, s.pushed, s.pulled)).collect();
+    assert_eq!(seen, vec![(at, at + 170, 3, 3, 15), (at + 3_600, at + 3_600, 1, 1, 0)]);
+    assert_eq!((sessions[0].bytes_up, sessions[0].bytes_down, sessions[0].busy_ms), (300, 3_000, 15));
+    assert_eq!(db.sync_sessions(&north(), at + 1_000).expect("sessions").len(), 1, "since a time");
+    assert_eq!(db.sync_sessions(&south(), 0).expect("sessions").len(), 1, "each site its own");
+
+    // The debt: what waits for south in the outbox, its size as stored, and the first of it.
+    let outbox = PullSource::Outbox;
+    assert_eq!(db.debt(&outbox, &south(), LogPos::default()).expect("debt"), Debt::default());
+    let one = log_change(&db, &north(), &stock_line("sl-1", "north-pharmacy", 1.0), None, &[south()]);
+    let two = log_change(&db, &north(), &stock_line("sl-2", "north-pharmacy", 2.0), None, &[south()]);
+    let debt = db.debt(&outbox, &south(), LogPos::default()).expect("debt");
+    let stored: u64 = ["sl-1", "sl-2"]
+        .iter()
+        .map(|id| db.record("stock_line", id).expect("read").expect("held").to_string().len() as u64)
+        .sum();
+    assert_eq!((debt.changes, debt.oldest), (2, Some(one)));
+    assert!(debt.bytes >= stored - 4 && debt.bytes <= stored + 4, "{} bytes, {stored} as JSON", debt.bytes);
+    let after_one = pos(&db, &outbox, &south(), one);
+    assert_eq!(db.debt(&outbox, &south(), after_one).expect("debt").oldest, Some(two));
+
+    // Samples: kept per site and time, forgotten after a month; the first one whose log
+    // reached a position says when a change there was already logged.
+    let sample = |at, owed, log_seq| DebtSample { site: "south".into(), at, owed, owed_bytes: 10 * owed, log_seq };
+    db.add_debt_sample(&sample(at, 0, Seq(0))).expect("sample");
+    db.add_debt_sample(&sample(at + 3_600, 2, two)).expect("sample");
+    db.add_debt_sample(&sample(at + 3_600, 3, two)).expect("the same hour again replaces it");
+    let samples = db.debt_samples(Some(&south()), 0).expect("samples");
+    assert_eq!(samples.iter().map(|s| (s.at, s.owed)).collect::<Vec<_>>(), vec![(at, 0), (at + 3_600, 3)]);
+    assert!(db.debt_samples(Some(&north()), 0).expect("samples").is_empty());
+    assert_eq!(db.logged_by(one).expect("logged by"), Some(at + 3_600));
+    assert_eq!(db.logged_by(Seq(two.0 + 1)).expect("logged by"), None, "not logged by any sample yet");
+    db.add_debt_sample(&sample(at + KEEP_SAMPLES_SECS + 10, 0, two)).expect("a month later");
+    let kept: Vec<i64> = db.debt_samples(None, 0).expect("samples").iter().map(|s| s.at).collect();
+    assert_eq!(kept, vec![at + 3_600, at + KEEP_SAMPLES_SECS + 10], "the oldest is forgotten");
+}
+
 fn a_push_is_acknowledged_and_the_site_shows_when_it_last_synced(fx: &Fixture) {
     let db = open_node(fx, "central");
     assert!(db.transaction(|tx| tx.set_password_hash(&SiteId::from("north"), "hash-1", true)).expect("create"));
@@ -444,6 +495,7 @@ on_each_backend!(
     a_delete_and_a_merge_travel_as_logged_actions_without_data,
     snapshots_page_through_live_records_in_table_and_id_order,
     a_push_is_acknowledged_and_the_site_shows_when_it_last_synced,
+    a_sites_requests_make_sessions_and_its_debt_is_counted_sized_and_sampled,
     rejections_are_kept_once_and_listed_oldest_or_newest_first,
     a_log_started_after_a_position_numbers_new_changes_after_it,
     pushes_are_read_in_batches_bounded_by_count_and_bytes,

@@ -121,3 +121,61 @@ pub fn change(seq: i64, origin: &str, table: &str, id: &str, data: &serde_json::
     .to_string();
     serde_json::from_str(&text).expect("a change")
 }
+
+/// The administrator signed in to the dashboard of the central server at `base`, as a browser
+/// does it: the login form, its CSRF token and cookie, the session cookie.
+#[derive(Debug)]
+pub struct AdminSession {
+    agent: ureq::Agent,
+    base: String,
+    cookie: String,
+}
+
+impl AdminSession {
+    pub fn sign_in(base: &str) -> AdminSession {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut form = agent.get(format!("{base}/login")).call().expect("GET /login");
+        let login_cookie = set_cookie(&form, "outpost_login");
+        let body = form.body_mut().read_to_string().expect("the login page");
+        let csrf = csrf_of(&body).unwrap_or_else(|| panic!("no CSRF field in: {body}"));
+        let encode = |v: &str| v.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+        let signed_in = agent
+            .post(format!("{base}/login"))
+            .header("cookie", &login_cookie)
+            .content_type("application/x-www-form-urlencoded")
+            .send(format!("password={}&csrf={}", encode(crate::ADMIN_PASSWORD), encode(csrf)))
+            .expect("POST /login");
+        assert_eq!(signed_in.status(), 303, "the administrator could not sign in");
+        let cookie = set_cookie(&signed_in, "outpost_session");
+        AdminSession { agent, base: base.to_owned(), cookie }
+    }
+
+    /// A page of the dashboard: its status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut page =
+            self.agent.get(format!("{}{path}", self.base)).header("cookie", &self.cookie).call().expect("GET");
+        (page.status().as_u16(), page.body_mut().read_to_string().expect("the page"))
+    }
+}
+
+/// The `name=value` of a cookie the answer sets.
+fn set_cookie(response: &ureq::http::Response<ureq::Body>, name: &str) -> String {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.split(';').next().filter(|pair| pair.starts_with(&format!("{name}="))).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no `{name}` cookie"))
+}
+
+/// The CSRF token of the first form of a page.
+pub fn csrf_of(html: &str) -> Option<&str> {
+    let marker = r#"name="csrf" value=""#;
+    html.split_once(marker)?.1.split('"').next()
+}

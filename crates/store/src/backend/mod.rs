@@ -93,10 +93,21 @@ pub(crate) trait Sql {
     fn password_hash(&mut self, site: &str) -> Result<Option<String>>;
     fn site_sync_rows(&mut self) -> Result<Vec<SiteSyncRow>>;
     fn rejections(&mut self, limit: Option<usize>) -> Result<Vec<RejectionRecord>>;
+    fn rejections_matching(
+        &mut self,
+        site: Option<&str>,
+        table: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RejectionRecord>>;
     fn open_rejections(&mut self, site: &str) -> Result<Vec<RejectionRecord>>;
     fn resolve_rejections(&mut self, site: &str) -> Result<u64>;
     fn count_open_rejections(&mut self, site: &SiteId) -> Result<u64>;
     fn count_rejections(&mut self) -> Result<u64>;
+    fn note_sync(&mut self, site: &SiteId, request: &crate::history::SyncRequest) -> Result<()>;
+    fn sync_sessions(&mut self, site: &str, since: i64) -> Result<Vec<crate::history::SyncSession>>;
+    fn add_debt_sample(&mut self, sample: &crate::history::DebtSample) -> Result<()>;
+    fn debt_samples(&mut self, site: Option<&str>, since: i64) -> Result<Vec<crate::history::DebtSample>>;
+    fn logged_by(&mut self, seq: Seq) -> Result<Option<i64>>;
 
     // Reads for the sync engine and status pages.
 
@@ -113,6 +124,7 @@ pub(crate) trait Sql {
         limit: usize,
     ) -> Result<Vec<(Change, LogPos, usize)>>;
     fn count_pull(&mut self, source: &PullSource, site: &SiteId, after: LogPos) -> Result<u64>;
+    fn debt(&mut self, source: &PullSource, site: &SiteId, after: LogPos) -> Result<crate::history::Debt>;
     fn log_position(&mut self) -> Result<LogPos>;
     /// A record's stored document: `Some(None)` for a tombstone.
     fn record(&mut self, table: &str, id: &str) -> Result<Option<Option<String>>>;

@@ -19,6 +19,7 @@
 
 use super::{change_columns, change_from_parts, take_bounded, Backend, Sql, TxSql};
 use crate::db::{network_from_records, Current, Put, Tx};
+use crate::history::{Debt, DebtSample, SyncRequest, SyncSession, KEEP_SAMPLES_SECS, KEEP_SESSIONS_SECS};
 use crate::migrations;
 use crate::queries::{PullSource, Stored};
 use crate::sync_state::{PushedBatch, RejectionRecord, SiteCredentials, SiteSyncRow};
@@ -1117,6 +1118,22 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         rows.iter().map(rejection_from_row).collect()
     }
 
+    fn rejections_matching(
+        &mut self,
+        site: Option<&str>,
+        table: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RejectionRecord>> {
+        self.query(
+            "SELECT site_id, origin_seq, tbl, record_id, action, data, reason, at FROM rejection
+             WHERE ($1::text IS NULL OR site_id = $1) AND ($2::text IS NULL OR tbl = $2) ORDER BY id DESC LIMIT $3",
+            &[&site, &table, &limit_param(limit)],
+        )?
+        .iter()
+        .map(rejection_from_row)
+        .collect()
+    }
+
     fn open_rejections(&mut self, site: &str) -> Result<Vec<RejectionRecord>> {
         self.query(
             "SELECT site_id, origin_seq, tbl, record_id, action, data, reason, at FROM rejection
@@ -1145,6 +1162,101 @@ impl<C: GenericClient> Sql for Session<'_, C> {
 
     fn count_rejections(&mut self) -> Result<u64> {
         count(&self.query_one("SELECT count(*) FROM rejection", &[])?)
+    }
+
+    fn note_sync(&mut self, site: &SiteId, request: &SyncRequest) -> Result<()> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let values: [&(dyn ToSql + Sync); 7] = [
+            &site.as_str(),
+            &request.at,
+            &n(request.pushed),
+            &n(request.pulled),
+            &n(request.bytes_up),
+            &n(request.bytes_down),
+            &n(request.busy_ms),
+        ];
+        let joined = self.execute(
+            "UPDATE sync_session SET ended_at = greatest(ended_at, $2::bigint), requests = requests + 1,
+               pushed = pushed + $3::bigint, pulled = pulled + $4::bigint, bytes_up = bytes_up + $5::bigint,
+               bytes_down = bytes_down + $6::bigint, busy_ms = busy_ms + $7::bigint
+             WHERE id = (SELECT id FROM sync_session WHERE site_id = $1 ORDER BY ended_at DESC, id DESC LIMIT 1)
+               AND ended_at >= $2::bigint - 120", // history::SESSION_GAP_SECS
+            &values,
+        )?;
+        if joined == 0 {
+            self.execute(
+                "INSERT INTO sync_session (site_id, started_at, ended_at, requests, pushed, pulled, bytes_up, bytes_down, busy_ms)
+                 VALUES ($1, $2, $2, 1, $3, $4, $5, $6, $7)",
+                &values,
+            )?;
+            self.execute(
+                "DELETE FROM sync_session WHERE site_id = $1 AND ended_at < $2",
+                &[&site.as_str(), &(request.at - KEEP_SESSIONS_SECS)],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn sync_sessions(&mut self, site: &str, since: i64) -> Result<Vec<SyncSession>> {
+        let u = |r: &Row, i: usize| -> Result<u64> { Ok(u64::try_from(r.try_get::<_, i64>(i)?).unwrap_or(0)) };
+        self.query(
+            "SELECT site_id, started_at, ended_at, requests, pushed, pulled, bytes_up, bytes_down, busy_ms
+             FROM sync_session WHERE site_id = $1 AND ended_at >= $2 ORDER BY ended_at, id",
+            &[&site, &since],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(SyncSession {
+                site: r.try_get(0)?,
+                started_at: r.try_get(1)?,
+                ended_at: r.try_get(2)?,
+                requests: u(r, 3)?,
+                pushed: u(r, 4)?,
+                pulled: u(r, 5)?,
+                bytes_up: u(r, 6)?,
+                bytes_down: u(r, 7)?,
+                busy_ms: u(r, 8)?,
+            })
+        })
+        .collect()
+    }
+
+    fn add_debt_sample(&mut self, sample: &DebtSample) -> Result<()> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.execute(
+            "INSERT INTO debt_sample (site_id, at, owed, owed_bytes, log_seq) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (site_id, at) DO UPDATE SET owed = excluded.owed, owed_bytes = excluded.owed_bytes, log_seq = excluded.log_seq",
+            &[&sample.site, &sample.at, &n(sample.owed), &n(sample.owed_bytes), &sample.log_seq.0],
+        )?;
+        self.execute(
+            "DELETE FROM debt_sample WHERE site_id = $1 AND at < $2",
+            &[&sample.site, &(sample.at - KEEP_SAMPLES_SECS)],
+        )?;
+        Ok(())
+    }
+
+    fn debt_samples(&mut self, site: Option<&str>, since: i64) -> Result<Vec<DebtSample>> {
+        let u = |r: &Row, i: usize| -> Result<u64> { Ok(u64::try_from(r.try_get::<_, i64>(i)?).unwrap_or(0)) };
+        self.query(
+            "SELECT site_id, at, owed, owed_bytes, log_seq FROM debt_sample
+             WHERE ($1::text IS NULL OR site_id = $1) AND at >= $2 ORDER BY at, site_id",
+            &[&site, &since],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(DebtSample {
+                site: r.try_get(0)?,
+                at: r.try_get(1)?,
+                owed: u(r, 2)?,
+                owed_bytes: u(r, 3)?,
+                log_seq: Seq(r.try_get(4)?),
+            })
+        })
+        .collect()
+    }
+
+    fn logged_by(&mut self, seq: Seq) -> Result<Option<i64>> {
+        Ok(self.query_one("SELECT min(at) FROM debt_sample WHERE log_seq >= $1", &[&seq.0])?.try_get(0)?)
     }
 
     // Reads for the sync engine.
@@ -1228,6 +1340,28 @@ impl<C: GenericClient> Sql for Session<'_, C> {
             )?,
         };
         count(&row)
+    }
+
+    fn debt(&mut self, source: &PullSource, site: &SiteId, after: LogPos) -> Result<Debt> {
+        let row = match source {
+            PullSource::Bucket(bucket) => self.query_one(
+                "SELECT count(*), sum(octet_length(r.data))::bigint, min(l.seq) FROM change_log l
+                 JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
+                 WHERE l.bucket = $1 AND (l.xid, l.seq) > ($2, $3) AND l.origin_site <> $4",
+                &[bucket, &after.xid, &after.seq.0, &site.as_str()],
+            )?,
+            PullSource::Outbox => self.query_one(
+                "SELECT count(*), sum(octet_length(r.data))::bigint, min(l.seq) FROM outbox o JOIN change_log l ON l.seq = o.seq
+                 JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
+                 WHERE o.site_id = $1 AND (o.xid, o.seq) > ($2, $3)",
+                &[&site.as_str(), &after.xid, &after.seq.0],
+            )?,
+        };
+        Ok(Debt {
+            changes: count(&row)?,
+            bytes: row.try_get::<_, Option<i64>>(1)?.map_or(0, |b| u64::try_from(b).unwrap_or(0)),
+            oldest: row.try_get::<_, Option<i64>>(2)?.map(Seq),
+        })
     }
 
     /// Where the log stands for a reader starting now: everything written by transactions

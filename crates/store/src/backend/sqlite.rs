@@ -12,6 +12,9 @@
 
 use super::{change_columns, change_from_parts, take_bounded, Backend, Deferred, Sql, TxSql, REJECTION_COLUMNS};
 use crate::db::{network_from_records, Current, Put, Tx};
+use crate::history::{
+    Debt, DebtSample, SyncRequest, SyncSession, KEEP_SAMPLES_SECS, KEEP_SESSIONS_SECS, SESSION_GAP_SECS,
+};
 use crate::migrations;
 use crate::queries::{PullSource, Stored};
 use crate::sync_state::{PushedBatch, RejectionRecord, SiteCredentials, SiteSyncRow};
@@ -730,6 +733,21 @@ impl Sql for Lite<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn rejections_matching(
+        &mut self,
+        site: Option<&str>,
+        table: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RejectionRecord>> {
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT {REJECTION_COLUMNS} FROM rejection WHERE (?1 IS NULL OR site_id = ?1) AND (?2 IS NULL OR tbl = ?2)
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows =
+            stmt.query_map(params![site, table, i64::try_from(limit).unwrap_or(i64::MAX)], rejection_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn open_rejections(&mut self, site: &str) -> Result<Vec<RejectionRecord>> {
         let mut stmt = self.0.prepare_cached(&format!(
             "SELECT {REJECTION_COLUMNS} FROM rejection WHERE site_id = ?1 AND resolved_at IS NULL ORDER BY id"
@@ -754,6 +772,104 @@ impl Sql for Lite<'_> {
 
     fn count_rejections(&mut self) -> Result<u64> {
         Ok(self.0.query_row("SELECT count(*) FROM rejection", [], |r| r.get(0))?)
+    }
+
+    fn note_sync(&mut self, site: &SiteId, request: &SyncRequest) -> Result<()> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let joined = self
+            .0
+            .prepare_cached(
+                "UPDATE sync_session SET ended_at = max(ended_at, ?2), requests = requests + 1, pushed = pushed + ?3,
+                   pulled = pulled + ?4, bytes_up = bytes_up + ?5, bytes_down = bytes_down + ?6, busy_ms = busy_ms + ?7
+                 WHERE id = (SELECT id FROM sync_session WHERE site_id = ?1 ORDER BY ended_at DESC, id DESC LIMIT 1)
+                   AND ended_at >= ?2 - ?8",
+            )?
+            .execute(params![
+                site.as_str(),
+                request.at,
+                n(request.pushed),
+                n(request.pulled),
+                n(request.bytes_up),
+                n(request.bytes_down),
+                n(request.busy_ms),
+                SESSION_GAP_SECS
+            ])?;
+        if joined == 0 {
+            self.0
+                .prepare_cached(
+                    "INSERT INTO sync_session (site_id, started_at, ended_at, requests, pushed, pulled, bytes_up, bytes_down, busy_ms)
+                     VALUES (?1, ?2, ?2, 1, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    site.as_str(),
+                    request.at,
+                    n(request.pushed),
+                    n(request.pulled),
+                    n(request.bytes_up),
+                    n(request.bytes_down),
+                    n(request.busy_ms)
+                ])?;
+            self.0
+                .prepare_cached("DELETE FROM sync_session WHERE site_id = ?1 AND ended_at < ?2")?
+                .execute(params![site.as_str(), request.at - KEEP_SESSIONS_SECS])?;
+        }
+        Ok(())
+    }
+
+    fn sync_sessions(&mut self, site: &str, since: i64) -> Result<Vec<SyncSession>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT site_id, started_at, ended_at, requests, pushed, pulled, bytes_up, bytes_down, busy_ms
+             FROM sync_session WHERE site_id = ?1 AND ended_at >= ?2 ORDER BY ended_at, id",
+        )?;
+        let rows = stmt.query_map(params![site, since], |r| {
+            Ok(SyncSession {
+                site: r.get(0)?,
+                started_at: r.get(1)?,
+                ended_at: r.get(2)?,
+                requests: r.get(3)?,
+                pushed: r.get(4)?,
+                pulled: r.get(5)?,
+                bytes_up: r.get(6)?,
+                bytes_down: r.get(7)?,
+                busy_ms: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn add_debt_sample(&mut self, sample: &DebtSample) -> Result<()> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.0
+            .prepare_cached(
+                "INSERT INTO debt_sample (site_id, at, owed, owed_bytes, log_seq) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (site_id, at) DO UPDATE SET owed = excluded.owed, owed_bytes = excluded.owed_bytes, log_seq = excluded.log_seq",
+            )?
+            .execute(params![sample.site, sample.at, n(sample.owed), n(sample.owed_bytes), sample.log_seq.0])?;
+        self.0
+            .prepare_cached("DELETE FROM debt_sample WHERE site_id = ?1 AND at < ?2")?
+            .execute(params![sample.site, sample.at - KEEP_SAMPLES_SECS])?;
+        Ok(())
+    }
+
+    fn debt_samples(&mut self, site: Option<&str>, since: i64) -> Result<Vec<DebtSample>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT site_id, at, owed, owed_bytes, log_seq FROM debt_sample
+             WHERE (?1 IS NULL OR site_id = ?1) AND at >= ?2 ORDER BY at, site_id",
+        )?;
+        let rows = stmt.query_map(params![site, since], |r| {
+            Ok(DebtSample {
+                site: r.get(0)?,
+                at: r.get(1)?,
+                owed: r.get(2)?,
+                owed_bytes: r.get(3)?,
+                log_seq: Seq(r.get(4)?),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn logged_by(&mut self, seq: Seq) -> Result<Option<i64>> {
+        Ok(self.0.query_row("SELECT min(at) FROM debt_sample WHERE log_seq >= ?1", [seq.0], |r| r.get(0))?)
     }
 
     fn changes_after(&mut self, after: Seq, origin: &SiteId, limit: usize, max_bytes: usize) -> Result<Vec<Change>> {
@@ -852,6 +968,30 @@ impl Sql for Lite<'_> {
                 "SELECT count(*) FROM outbox o JOIN change_log l ON l.seq = o.seq WHERE o.site_id = ?1 AND o.seq > ?2",
                 params![site.as_str(), after.seq.0],
                 |r| r.get(0),
+            )?,
+        })
+    }
+
+    fn debt(&mut self, source: &PullSource, site: &SiteId, after: LogPos) -> Result<Debt> {
+        let row = |r: &rusqlite::Row<'_>| {
+            Ok(Debt {
+                changes: r.get(0)?,
+                bytes: r.get::<_, Option<u64>>(1)?.unwrap_or(0),
+                oldest: r.get::<_, Option<i64>>(2)?.map(Seq),
+            })
+        };
+        Ok(match source {
+            PullSource::Bucket(bucket) => self.0.query_row(
+                "SELECT count(*), sum(length(r.data)), min(l.seq) FROM change_log l JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id
+                 WHERE l.bucket = ?1 AND l.seq > ?2 AND l.origin_site != ?3",
+                params![bucket, after.seq.0, site.as_str()],
+                row,
+            )?,
+            PullSource::Outbox => self.0.query_row(
+                "SELECT count(*), sum(length(r.data)), min(l.seq) FROM outbox o JOIN change_log l ON l.seq = o.seq
+                 JOIN record r ON r.tbl = l.tbl AND r.id = l.record_id WHERE o.site_id = ?1 AND o.seq > ?2",
+                params![site.as_str(), after.seq.0],
+                row,
             )?,
         })
     }

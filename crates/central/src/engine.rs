@@ -379,7 +379,7 @@ impl Engine {
         let network = self.db.network();
         let mut total = Debt::default();
         for source in self.sources(&network, site) {
-            total = total.add(self.db.debt(&source, site, after)?);
+            total = total.and(self.db.debt(&source, site, after)?);
         }
         Ok(total)
     }

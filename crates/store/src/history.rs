@@ -57,7 +57,7 @@ pub struct Debt {
 
 impl Debt {
     /// The debt of two pull sources together.
-    pub fn add(self, other: Debt) -> Debt {
+    pub fn and(self, other: Debt) -> Debt {
         Debt {
             changes: self.changes + other.changes,
             bytes: self.bytes + other.bytes,

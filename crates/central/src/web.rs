@@ -107,15 +107,23 @@ async fn page(
     headers: HeaderMap,
     Query(filter): Query<dashboard::RejectionFilter>,
 ) -> Result<Response, ApiError> {
-    match visitor(&state, &headers).await? {
-        Visitor::NoAdmin => Ok(no_admin()),
-        Visitor::Anonymous(_) => Ok(redirect("/login")),
-        Visitor::Admin { auth, session } => {
-            let engine = state.engine.clone();
-            let view = blocking(move || dashboard::view(&engine, &filter)).await?;
-            Ok(html(StatusCode::OK, dashboard::render(&view, &auth.key.csrf("session", &session))))
-        }
-    }
+    let csrf = match admin_only(&state, &headers).await? {
+        Ok(csrf) => csrf,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let engine = state.engine.clone();
+    let view = blocking(move || dashboard::view(&engine, &filter)).await?;
+    Ok(html(StatusCode::OK, dashboard::render(&view, &csrf)))
+}
+
+/// The CSRF token of the administrator's session, or the answer to anyone else: the way to the
+/// login form, or the page saying there is no administrator yet.
+async fn admin_only(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Result<String, Response>, ApiError> {
+    Ok(match visitor(state, headers).await? {
+        Visitor::NoAdmin => Err(no_admin()),
+        Visitor::Anonymous(_) => Err(redirect("/login")),
+        Visitor::Admin { auth, session } => Ok(auth.key.csrf("session", &session)),
+    })
 }
 
 async fn site_page(
@@ -123,20 +131,17 @@ async fn site_page(
     headers: HeaderMap,
     Path(site): Path<String>,
 ) -> Result<Response, ApiError> {
-    match visitor(&state, &headers).await? {
-        Visitor::NoAdmin => Ok(no_admin()),
-        Visitor::Anonymous(_) => Ok(redirect("/login")),
-        Visitor::Admin { auth, session } => {
-            let engine = state.engine.clone();
-            let wanted = site.clone();
-            let view = blocking(move || dashboard::site_view(&engine, &wanted)).await?;
-            let csrf = auth.key.csrf("session", &session);
-            Ok(match view {
-                Some(view) => html(StatusCode::OK, dashboard::render_site(&view, &csrf)),
-                None => html(StatusCode::NOT_FOUND, dashboard::no_such_site_page(&site, &csrf)),
-            })
-        }
-    }
+    let csrf = match admin_only(&state, &headers).await? {
+        Ok(csrf) => csrf,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let engine = state.engine.clone();
+    let wanted = site.clone();
+    let view = blocking(move || dashboard::site_view(&engine, &wanted)).await?;
+    Ok(match view {
+        Some(view) => html(StatusCode::OK, dashboard::render_site(&view, &csrf)),
+        None => html(StatusCode::NOT_FOUND, dashboard::no_such_site_page(&site, &csrf)),
+    })
 }
 
 async fn json(

@@ -776,39 +776,31 @@ impl Sql for Lite<'_> {
 
     fn note_sync(&mut self, site: &SiteId, request: &SyncRequest) -> Result<()> {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let values = params![
+            site.as_str(),
+            request.at,
+            n(request.pushed),
+            n(request.pulled),
+            n(request.bytes_up),
+            n(request.bytes_down),
+            n(request.busy_ms)
+        ];
         let joined = self
             .0
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "UPDATE sync_session SET ended_at = max(ended_at, ?2), requests = requests + 1, pushed = pushed + ?3,
                    pulled = pulled + ?4, bytes_up = bytes_up + ?5, bytes_down = bytes_down + ?6, busy_ms = busy_ms + ?7
                  WHERE id = (SELECT id FROM sync_session WHERE site_id = ?1 ORDER BY ended_at DESC, id DESC LIMIT 1)
-                   AND ended_at >= ?2 - ?8",
-            )?
-            .execute(params![
-                site.as_str(),
-                request.at,
-                n(request.pushed),
-                n(request.pulled),
-                n(request.bytes_up),
-                n(request.bytes_down),
-                n(request.busy_ms),
-                SESSION_GAP_SECS
-            ])?;
+                   AND ended_at >= ?2 - {SESSION_GAP_SECS}"
+            ))?
+            .execute(values)?;
         if joined == 0 {
             self.0
                 .prepare_cached(
                     "INSERT INTO sync_session (site_id, started_at, ended_at, requests, pushed, pulled, bytes_up, bytes_down, busy_ms)
                      VALUES (?1, ?2, ?2, 1, ?3, ?4, ?5, ?6, ?7)",
                 )?
-                .execute(params![
-                    site.as_str(),
-                    request.at,
-                    n(request.pushed),
-                    n(request.pulled),
-                    n(request.bytes_up),
-                    n(request.bytes_down),
-                    n(request.busy_ms)
-                ])?;
+                .execute(values)?;
             self.0
                 .prepare_cached("DELETE FROM sync_session WHERE site_id = ?1 AND ended_at < ?2")?
                 .execute(params![site.as_str(), request.at - KEEP_SESSIONS_SECS])?;

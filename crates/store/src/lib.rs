@@ -26,6 +26,7 @@ mod db;
 pub mod history;
 mod migrations;
 mod queries;
+pub mod reports;
 mod state_key;
 mod sync_state;
 pub mod transfers;

@@ -39,6 +39,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_lines_by_parent.sql"),
     migration!(5, "0005_site_admin.sql"),
     migration!(6, "0006_sync_history.sql"),
+    migration!(7, "0007_report_columns.sql"),
 ];
 
 /// The schema version this binary writes.

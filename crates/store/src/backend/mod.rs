@@ -108,6 +108,9 @@ pub(crate) trait Sql {
     fn add_debt_sample(&mut self, sample: &crate::history::DebtSample) -> Result<()>;
     fn debt_samples(&mut self, site: Option<&str>, since: i64) -> Result<Vec<crate::history::DebtSample>>;
     fn logged_by(&mut self, seq: Seq) -> Result<Option<i64>>;
+    fn stock_on_hand(&mut self, scope: &crate::reports::Scope) -> Result<Vec<crate::reports::StockRow>>;
+    fn stock_value(&mut self, scope: &crate::reports::Scope) -> Result<Vec<crate::reports::ValueRow>>;
+    fn monthly_usage(&mut self, scope: &crate::reports::Scope, item: &str) -> Result<Vec<crate::reports::UsageRow>>;
 
     // Reads for the sync engine and status pages.
 

@@ -22,6 +22,7 @@ use crate::db::{network_from_records, Current, Put, Tx};
 use crate::history::{Debt, DebtSample, SyncRequest, SyncSession, KEEP_SAMPLES_SECS, KEEP_SESSIONS_SECS};
 use crate::migrations;
 use crate::queries::{PullSource, Stored};
+use crate::reports::{LineFacts, Scope, StockRow, UsageRow, ValueRow};
 use crate::sync_state::{PushedBatch, RejectionRecord, SiteCredentials, SiteSyncRow};
 use crate::{Db, DbError, Result, StoreError};
 use model::network::TOPOLOGY_TABLES;
@@ -334,6 +335,7 @@ struct PendingRecord {
     name: Option<String>,
     data: Option<String>,
     log_seq: Option<i64>,
+    facts: LineFacts,
 }
 
 struct PendingEntry {
@@ -374,9 +376,12 @@ fn send_pending<C: GenericClient>(
         let column = |f: fn(&PendingRecord) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
         let insert = prepared(
             client,
-            "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
+            "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq,
+                                 item_id, location_id, packs, pack_size, cost_per_pack)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                                  $8::text[], $9::text[], $10::float8[], $11::float8[], $12::float8[])",
         )?;
+        let number = |f: fn(&LineFacts) -> Option<f64>| records.iter().map(|r| f(&r.facts)).collect::<Vec<_>>();
         client.execute(
             &insert,
             &[
@@ -387,6 +392,11 @@ fn send_pending<C: GenericClient>(
                 &column(|r| r.name.as_deref()),
                 &column(|r| r.data.as_deref()),
                 &records.iter().map(|r| r.log_seq).collect::<Vec<_>>(),
+                &column(|r| r.facts.item.as_deref()),
+                &column(|r| r.facts.location.as_deref()),
+                &number(|f| f.packs),
+                &number(|f| f.pack_size),
+                &number(|f| f.cost_per_pack),
             ],
         )?;
     }
@@ -630,11 +640,26 @@ impl<C: GenericClient> Sql for Session<'_, C> {
     fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
         let (store, other_store, name) = put.key_columns();
         let id = put.id.as_str();
+        let f = LineFacts::read(put.table, put.data);
         if !put.log {
             let inserted = self.execute(
-                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data) VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data,
+                                     item_id, location_id, packs, pack_size, cost_per_pack)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (tbl, id) DO NOTHING",
-                &[&put.table, &id, &store, &other_store, &name, &put.data],
+                &[
+                    &put.table,
+                    &id,
+                    &store,
+                    &other_store,
+                    &name,
+                    &put.data,
+                    &f.item,
+                    &f.location,
+                    &f.packs,
+                    &f.pack_size,
+                    &f.cost_per_pack,
+                ],
             )?;
             return Ok((inserted > 0).then_some(Seq(0)));
         }
@@ -642,8 +667,10 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         // the record was (a record that exists goes the update path, with no entry to undo).
         let row = self.query_opt(
             "WITH r AS (
-                 INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq)
-                 VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, nextval('change_log_seq_seq'))
+                 INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq,
+                                     item_id, location_id, packs, pack_size, cost_per_pack)
+                 VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, nextval('change_log_seq_seq'),
+                         $11::text, $12::text, $13::float8, $14::float8, $15::float8)
                  ON CONFLICT (tbl, id) DO NOTHING
                  RETURNING log_seq
              )
@@ -661,6 +688,11 @@ impl<C: GenericClient> Sql for Session<'_, C> {
                 &put.merge_into(),
                 &put.origin.as_str(),
                 &put.bucket,
+                &f.item,
+                &f.location,
+                &f.packs,
+                &f.pack_size,
+                &f.cost_per_pack,
             ],
         )?;
         row.map(|r| Ok(Seq(r.try_get(0)?))).transpose()
@@ -685,6 +717,7 @@ impl<C: GenericClient> Sql for Session<'_, C> {
             name: keys.name.as_ref().map(|s| s.as_str().to_owned()),
             data: put.data.map(str::to_owned),
             log_seq: seq,
+            facts: LineFacts::read(put.table, put.data),
         });
         if let Some(seq) = seq {
             pending.log_at.insert(seq, pending.log.len());
@@ -733,12 +766,17 @@ impl<C: GenericClient> Sql for Session<'_, C> {
         let (store, other_store, name) = put.key_columns();
         let id = put.id.as_str();
         let data = put.stored_data();
+        let f = LineFacts::read(put.table, data);
         if !put.log {
             self.execute(
-                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data) VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data,
+                                     item_id, location_id, packs, pack_size, cost_per_pack)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
-                   name_id = excluded.name_id, data = excluded.data",
-                &[&put.table, &id, &store, &other_store, &name, &data],
+                   name_id = excluded.name_id, data = excluded.data, item_id = excluded.item_id,
+                   location_id = excluded.location_id, packs = excluded.packs, pack_size = excluded.pack_size,
+                   cost_per_pack = excluded.cost_per_pack",
+                &[&put.table, &id, &store, &other_store, &name, &data, &f.item, &f.location, &f.packs, &f.pack_size, &f.cost_per_pack],
             )?;
             return Ok(None);
         }
@@ -750,10 +788,14 @@ impl<C: GenericClient> Sql for Session<'_, C> {
              ), superseded AS (
                  DELETE FROM change_log WHERE seq = $11::bigint
              )
-             INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq)
-             SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, l.seq FROM l
+             INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq,
+                                 item_id, location_id, packs, pack_size, cost_per_pack)
+             SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, l.seq,
+                    $12::text, $13::text, $14::float8, $15::float8, $16::float8 FROM l
              ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
-               name_id = excluded.name_id, data = excluded.data, log_seq = excluded.log_seq
+               name_id = excluded.name_id, data = excluded.data, log_seq = excluded.log_seq, item_id = excluded.item_id,
+               location_id = excluded.location_id, packs = excluded.packs, pack_size = excluded.pack_size,
+               cost_per_pack = excluded.cost_per_pack
              RETURNING log_seq",
             &[
                 &put.table,
@@ -767,6 +809,11 @@ impl<C: GenericClient> Sql for Session<'_, C> {
                 &put.origin.as_str(),
                 &put.bucket,
                 &old_seq.map(|s| s.0),
+                &f.item,
+                &f.location,
+                &f.packs,
+                &f.pack_size,
+                &f.cost_per_pack,
             ],
         )?;
         Ok(Some(Seq(row.try_get(0)?)))
@@ -1257,6 +1304,94 @@ impl<C: GenericClient> Sql for Session<'_, C> {
 
     fn logged_by(&mut self, seq: Seq) -> Result<Option<i64>> {
         Ok(self.query_one("SELECT min(at) FROM debt_sample WHERE log_seq >= $1", &[&seq.0])?.try_get(0)?)
+    }
+
+    // The reports: over the columns of migration 7 (a live line has its item; a tombstone none).
+
+    fn stock_on_hand(&mut self, scope: &Scope) -> Result<Vec<StockRow>> {
+        let rows = self.query(
+            "SELECT s.store_id, st.data::json ->> 'name', s.location_id, s.item_id, it.data::json ->> 'name',
+                    s.lines, s.units, s.value
+             FROM (SELECT store_id, location_id, item_id, count(*) AS lines,
+                          coalesce(sum(packs * coalesce(pack_size, 1)), 0) AS units,
+                          coalesce(sum(packs * coalesce(cost_per_pack, 0)), 0) AS value
+                   FROM record
+                   WHERE tbl = 'stock_line' AND item_id IS NOT NULL AND store_id IS NOT NULL
+                     AND ($1::text[] IS NULL OR store_id = ANY($1)) AND ($2::text IS NULL OR item_id = $2)
+                   GROUP BY store_id, location_id, item_id) s
+             LEFT JOIN record st ON st.tbl = 'store' AND st.id = s.store_id COLLATE \"C\"
+             LEFT JOIN record it ON it.tbl = 'item' AND it.id = s.item_id COLLATE \"C\"
+             ORDER BY s.store_id COLLATE \"C\", s.location_id COLLATE \"C\" NULLS FIRST, s.item_id COLLATE \"C\"",
+            &[&scope.store_list(), &scope.item],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(StockRow {
+                    store: r.try_get(0)?,
+                    store_name: r.try_get(1)?,
+                    location: r.try_get(2)?,
+                    item: r.try_get(3)?,
+                    item_name: r.try_get(4)?,
+                    lines: u64::try_from(r.try_get::<_, i64>(5)?).unwrap_or(0),
+                    units: r.try_get(6)?,
+                    value: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    fn stock_value(&mut self, scope: &Scope) -> Result<Vec<ValueRow>> {
+        let rows = self.query(
+            "SELECT s.store_id, st.data::json ->> 'name', s.lines, s.units, s.value
+             FROM (SELECT store_id, count(*) AS lines,
+                          coalesce(sum(packs * coalesce(pack_size, 1)), 0) AS units,
+                          coalesce(sum(packs * coalesce(cost_per_pack, 0)), 0) AS value
+                   FROM record
+                   WHERE tbl = 'stock_line' AND item_id IS NOT NULL AND store_id IS NOT NULL
+                     AND ($1::text[] IS NULL OR store_id = ANY($1))
+                   GROUP BY store_id) s
+             LEFT JOIN record st ON st.tbl = 'store' AND st.id = s.store_id COLLATE \"C\"
+             ORDER BY s.store_id COLLATE \"C\"",
+            &[&scope.store_list()],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(ValueRow {
+                    store: r.try_get(0)?,
+                    store_name: r.try_get(1)?,
+                    lines: u64::try_from(r.try_get::<_, i64>(2)?).unwrap_or(0),
+                    units: r.try_get(3)?,
+                    value: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    fn monthly_usage(&mut self, scope: &Scope, item: &str) -> Result<Vec<UsageRow>> {
+        let rows = self.query(
+            "SELECT u.store_id, st.data::json ->> 'name', u.month, u.units
+             FROM (SELECT l.store_id, coalesce(left(t.data::json ->> 'finalised_date', 7), 'none') AS month,
+                          coalesce(sum(l.packs * coalesce(l.pack_size, 1)), 0) AS units
+                   FROM record l
+                   JOIN record t ON t.tbl = 'transaction' AND t.id = (l.data::json ->> 'transaction_id') COLLATE \"C\"
+                   WHERE l.tbl = 'transaction_line' AND l.item_id = $2 AND l.store_id IS NOT NULL
+                     AND ($1::text[] IS NULL OR l.store_id = ANY($1))
+                     AND t.data::json ->> 'type' = 'customer_invoice' AND t.data::json ->> 'status' = 'finalised'
+                   GROUP BY 1, 2) u
+             LEFT JOIN record st ON st.tbl = 'store' AND st.id = u.store_id COLLATE \"C\"
+             ORDER BY u.month COLLATE \"C\", u.store_id COLLATE \"C\"",
+            &[&scope.store_list(), &item],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    store: r.try_get(0)?,
+                    store_name: r.try_get(1)?,
+                    month: r.try_get(2)?,
+                    units: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
     // Reads for the sync engine.

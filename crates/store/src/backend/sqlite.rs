@@ -17,6 +17,7 @@ use crate::history::{
 };
 use crate::migrations;
 use crate::queries::{PullSource, Stored};
+use crate::reports::{Scope, StockRow, UsageRow, ValueRow};
 use crate::sync_state::{PushedBatch, RejectionRecord, SiteCredentials, SiteSyncRow};
 use crate::{Db, Result, StoreError};
 use model::network::TOPOLOGY_TABLES;
@@ -304,6 +305,32 @@ fn keys_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<RecordKeys> {
         name: r.get::<_, Option<String>>(first + 2)?.map(Into::into),
         home_store: None,
     })
+}
+
+/// The live stock lines of the stores `?1` names (a JSON array; NULL for every store), with
+/// what the reports read of each, a field of the wrong type taken as absent: the `line` of the
+/// stock reports' queries.
+macro_rules! stock_lines {
+    () => {
+        "WITH line AS (
+             SELECT store_id,
+                    CASE WHEN json_type(data, '$.item_id') = 'text' THEN json_extract(data, '$.item_id') END AS item,
+                    CASE WHEN json_type(data, '$.location_id') = 'text' THEN json_extract(data, '$.location_id') END AS location,
+                    CASE WHEN json_type(data, '$.total_number_of_packs') IN ('integer', 'real')
+                         THEN json_extract(data, '$.total_number_of_packs') END AS packs,
+                    CASE WHEN json_type(data, '$.pack_size') IN ('integer', 'real') THEN json_extract(data, '$.pack_size') END AS pack_size,
+                    CASE WHEN json_type(data, '$.cost_price_per_pack') IN ('integer', 'real')
+                         THEN json_extract(data, '$.cost_price_per_pack') END AS cost
+             FROM record
+             WHERE tbl = 'stock_line' AND data IS NOT NULL AND store_id IS NOT NULL
+               AND (?1 IS NULL OR store_id IN (SELECT value FROM json_each(?1)))
+         ) "
+    };
+}
+
+/// A report's stores as `json_each` reads them: `None` for every store.
+fn store_list(scope: &Scope) -> Option<String> {
+    scope.store_list().map(|stores| serde_json::Value::from(stores.to_vec()).to_string())
 }
 
 /// Statements on a SQLite connection (a transaction derefs to one).
@@ -862,6 +889,81 @@ impl Sql for Lite<'_> {
 
     fn logged_by(&mut self, seq: Seq) -> Result<Option<i64>> {
         Ok(self.0.query_row("SELECT min(at) FROM debt_sample WHERE log_seq >= ?1", [seq.0], |r| r.get(0))?)
+    }
+
+    // The reports: over the documents themselves (see `store::reports`); a field of the wrong
+    // type counts as absent, as PostgreSQL's columns have it.
+
+    fn stock_on_hand(&mut self, scope: &Scope) -> Result<Vec<StockRow>> {
+        let mut stmt = self.0.prepare_cached(concat!(
+            stock_lines!(),
+            "SELECT s.store_id, json_extract(st.data, '$.name'), s.location, s.item, json_extract(it.data, '$.name'),
+                    s.lines, s.units, s.value
+             FROM (SELECT store_id, location, item, count(*) AS lines, total(packs * coalesce(pack_size, 1)) AS units,
+                          total(packs * coalesce(cost, 0)) AS value
+                   FROM line WHERE ?2 IS NULL OR item = ?2 GROUP BY store_id, location, item) s
+             LEFT JOIN record st ON st.tbl = 'store' AND st.id = s.store_id
+             LEFT JOIN record it ON it.tbl = 'item' AND it.id = s.item
+             ORDER BY s.store_id, s.location, s.item"
+        ))?;
+        let rows = stmt.query_map(params![store_list(scope), scope.item], |r| {
+            Ok(StockRow {
+                store: r.get(0)?,
+                store_name: r.get(1)?,
+                location: r.get(2)?,
+                item: r.get(3)?,
+                item_name: r.get(4)?,
+                lines: r.get(5)?,
+                units: r.get(6)?,
+                value: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn stock_value(&mut self, scope: &Scope) -> Result<Vec<ValueRow>> {
+        let mut stmt = self.0.prepare_cached(concat!(
+            stock_lines!(),
+            "SELECT s.store_id, json_extract(st.data, '$.name'), s.lines, s.units, s.value
+             FROM (SELECT store_id, count(*) AS lines, total(packs * coalesce(pack_size, 1)) AS units,
+                          total(packs * coalesce(cost, 0)) AS value
+                   FROM line GROUP BY store_id) s
+             LEFT JOIN record st ON st.tbl = 'store' AND st.id = s.store_id
+             ORDER BY s.store_id"
+        ))?;
+        let rows = stmt.query_map(params![store_list(scope)], |r| {
+            Ok(ValueRow {
+                store: r.get(0)?,
+                store_name: r.get(1)?,
+                lines: r.get(2)?,
+                units: r.get(3)?,
+                value: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn monthly_usage(&mut self, scope: &Scope, item: &str) -> Result<Vec<UsageRow>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT u.store_id, json_extract(st.data, '$.name'), u.month, u.units
+             FROM (SELECT l.store_id, coalesce(substr(json_extract(t.data, '$.finalised_date'), 1, 7), 'none') AS month,
+                          total(CASE WHEN json_type(l.data, '$.number_of_packs') IN ('integer', 'real')
+                                     THEN json_extract(l.data, '$.number_of_packs') END
+                                * coalesce(CASE WHEN json_type(l.data, '$.pack_size') IN ('integer', 'real')
+                                                THEN json_extract(l.data, '$.pack_size') END, 1)) AS units
+                   FROM record l
+                   JOIN record t ON t.tbl = 'transaction' AND t.id = json_extract(l.data, '$.transaction_id')
+                   WHERE l.tbl = 'transaction_line' AND json_extract(l.data, '$.item_id') = ?2 AND l.store_id IS NOT NULL
+                     AND (?1 IS NULL OR l.store_id IN (SELECT value FROM json_each(?1)))
+                     AND json_extract(t.data, '$.type') = 'customer_invoice' AND json_extract(t.data, '$.status') = 'finalised'
+                   GROUP BY 1, 2) u
+             LEFT JOIN record st ON st.tbl = 'store' AND st.id = u.store_id
+             ORDER BY u.month, u.store_id",
+        )?;
+        let rows = stmt.query_map(params![store_list(scope), item], |r| {
+            Ok(UsageRow { store: r.get(0)?, store_name: r.get(1)?, month: r.get(2)?, units: r.get(3)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn changes_after(&mut self, after: Seq, origin: &SiteId, limit: usize, max_bytes: usize) -> Result<Vec<Change>> {

@@ -340,7 +340,7 @@ const STYLE: &str =
 
 /// A whole page: `title` in the head, `body` in the body. Every value in a template is escaped
 /// by `maud`; only the constant style sheet goes in as it is.
-fn page(title: &str, body: Markup) -> String {
+pub(crate) fn page(title: &str, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -376,7 +376,7 @@ pub fn age(seconds: u64) -> String {
     }
 }
 
-fn sign_out(csrf: &str) -> Markup {
+pub(crate) fn sign_out(csrf: &str) -> Markup {
     html! {
         form.signout method="post" action="/logout" {
             input type="hidden" name="csrf" value=(csrf);
@@ -438,6 +438,7 @@ pub fn render(view: &DashboardView, csrf: &str) -> String {
         html! {
             (sign_out(csrf))
             h1 { "Outpost — central server " code { (view.central) } }
+            nav { a href="/reports" { "Reports" } }
             p { "Primary: " code { (view.primary) } ". Generated " (view.generated_at) "." }
             @if let Some((from, to, since)) = &view.primary_move {
                 p { "The primary is changing from " code { (from) } " to " code { (to) } " since " (since) "; it completes when " code { (from) } " next syncs and hands over." }

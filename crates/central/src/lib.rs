@@ -18,6 +18,7 @@ pub mod dashboard;
 pub mod engine;
 pub mod metrics;
 mod processors;
+pub mod reports;
 pub mod server;
 pub mod session;
 mod web;

@@ -11,9 +11,10 @@ use crate::admin::{self, AdminAuth};
 use crate::auth::{Account, Refusal};
 use crate::dashboard;
 use crate::engine::EngineError;
+use crate::reports;
 use crate::server::{blocking, off_worker, ApiError, AppState, Peer};
 use crate::session::{self, SESSION_SECS};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,6 +31,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/", get(page))
         .route("/api/v1/dashboard", get(json))
         .route("/sites/{site}", get(site_page))
+        .route("/reports", get(reports_index))
+        .route("/reports/stock", get(|s, h, q| report(s, h, q, reports::Report::Stock)))
+        .route("/reports/value", get(|s, h, q| report(s, h, q, reports::Report::Value)))
+        .route("/reports/usage", get(|s, h, q| report(s, h, q, reports::Report::Usage)))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
 }
@@ -141,6 +146,42 @@ async fn site_page(
     Ok(match view {
         Some(view) => html(StatusCode::OK, dashboard::render_site(&view, &csrf)),
         None => html(StatusCode::NOT_FOUND, dashboard::no_such_site_page(&site, &csrf)),
+    })
+}
+
+async fn reports_index(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    Ok(match admin_only(&state, &headers).await? {
+        Ok(csrf) => html(StatusCode::OK, reports::index(&csrf)),
+        Err(elsewhere) => elsewhere,
+    })
+}
+
+/// A report as a page, or as a CSV download with `format=csv`.
+async fn report(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    report: reports::Report,
+) -> Result<Response, ApiError> {
+    let csrf = match admin_only(&state, &headers).await? {
+        Ok(csrf) => csrf,
+        Err(elsewhere) => return Ok(elsewhere),
+    };
+    let request = reports::Request::parse(query.as_deref().unwrap_or_default());
+    let engine = state.engine.clone();
+    let answer = blocking(move || reports::answer(&engine, report, &request, &csrf)).await?;
+    Ok(match answer {
+        reports::Answer::Page(body) => html(StatusCode::OK, body),
+        reports::Answer::Csv { file_name, body } => {
+            let mut response = body.into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
+                headers.insert(header::CONTENT_DISPOSITION, value);
+            }
+            response
+        }
     })
 }
 

@@ -156,6 +156,28 @@ fn the_dashboard_as_the_administrator_reads_it() {
     expect_file!["snapshots/dashboard.html"].assert_eq(&readable(&html));
 }
 
+#[test]
+fn a_report_as_the_administrator_reads_it() {
+    let network = Network::new(&Backend::Sqlite, &["north"]);
+    let north = network.site("north");
+    network.central.write("item", "item-pcm", &json!({"code": "PCM", "name": "Paracetamol 500mg"}));
+    network.central.write("item", "item-ors", &json!({"code": "ORS", "name": "Oral rehydration salts"}));
+    north.sync();
+    for (id, item, location, packs) in [
+        ("sl-1", "item-pcm", "shelf-1", 12),
+        ("sl-2", "item-pcm", "shelf-1", 3),
+        ("sl-3", "item-ors", "store room", 40),
+    ] {
+        let line = json!({"store_id": "store-north", "item_id": item, "location_id": location, "pack_size": 100,
+                          "total_number_of_packs": packs, "cost_price_per_pack": 4.25});
+        north.write("stock_line", id, &line);
+    }
+    north.sync();
+    let (status, html) = AdminSession::sign_in(&network.central.url()).get("/reports/stock");
+    assert_eq!(status, 200, "{html}");
+    expect_file!["snapshots/report_stock.html"].assert_eq(&readable(&html));
+}
+
 /// Signs in as the administrator and reads `/`.
 fn dashboard_page(url: &str) -> String {
     let (status, html) = AdminSession::sign_in(url).get("/");

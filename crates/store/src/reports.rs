@@ -66,6 +66,7 @@ impl Scope {
 /// is written (PostgreSQL keeps them as columns). A field of the wrong type is left out, so a
 /// line the rules let through is never refused by the database.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) struct LineFacts {
     pub item: Option<String>,
     pub location: Option<String>,
@@ -74,6 +75,7 @@ pub(crate) struct LineFacts {
     pub cost_per_pack: Option<f64>,
 }
 
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 impl LineFacts {
     pub(crate) fn read(table: &str, data: Option<&str>) -> LineFacts {
         #[derive(Deserialize)]

@@ -157,9 +157,17 @@ impl AdminSession {
 
     /// A page of the dashboard: its status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.download(path);
+        (status, body)
+    }
+
+    /// A GET with the answer's `content-type` and `content-disposition` (a file to download).
+    pub fn download(&self, path: &str) -> (u16, [String; 2], String) {
         let mut page =
             self.agent.get(format!("{}{path}", self.base)).header("cookie", &self.cookie).call().expect("GET");
-        (page.status().as_u16(), page.body_mut().read_to_string().expect("the page"))
+        let header = |name: &str| page.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let headers = [header("content-type"), header("content-disposition")];
+        (page.status().as_u16(), headers, page.body_mut().read_to_string().expect("the page"))
     }
 }
 

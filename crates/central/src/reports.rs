@@ -38,7 +38,7 @@ impl Report {
 
     fn what(self) -> &'static str {
         match self {
-            Report::Stock => "Units on hand (packs × pack size) of an item, or of every item, per store and location.",
+            Report::Stock => "Units on hand (packs × pack size) of an item, or of every item, per store, item and location.",
             Report::Value => "What the stock on hand is worth (packs × cost price per pack), per store and in all.",
             Report::Usage => "Units of an item that left each store on finalised customer invoices, per month of their finalised date.",
         }
@@ -298,12 +298,12 @@ fn stock_table(rows: &[StockRow]) -> Markup {
     html! {
         @if rows.is_empty() { p { "No stock lines in these stores." } } @else {
             table #rows {
-                tr { th { "store" } th { "location" } th { "item" } th { "batches" } th { "units" } th { "value" } }
+                tr { th { "store" } th { "item" } th { "location" } th { "batches" } th { "units" } th { "value" } }
                 @for r in rows {
                     tr {
                         td { (label(&r.store, &r.store_name)) }
-                        td { (r.location.as_deref().unwrap_or("—")) }
                         td { a href={"/reports/usage?item=" (encode(&r.item)) "&store=" (encode(&r.store))} { (label(&r.item, &r.item_name)) } }
+                        td { (r.location.as_deref().unwrap_or("—")) }
                         td.n { (r.lines) } td.n { (amount(r.units)) } td.n { (amount(r.value)) }
                     }
                 }
@@ -362,14 +362,14 @@ fn csv_lines(header: &str, rows: impl Iterator<Item = Vec<String>>) -> String {
 
 fn stock_csv(rows: &[StockRow]) -> String {
     csv_lines(
-        "store,store_name,location,item,item_name,batches,units,value",
+        "store,store_name,item,item_name,location,batches,units,value",
         rows.iter().map(|r| {
             vec![
                 r.store.clone(),
                 r.store_name.clone().unwrap_or_default(),
-                r.location.clone().unwrap_or_default(),
                 r.item.clone(),
                 r.item_name.clone().unwrap_or_default(),
+                r.location.clone().unwrap_or_default(),
                 r.lines.to_string(),
                 r.units.to_string(),
                 r.value.to_string(),

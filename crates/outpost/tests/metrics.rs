@@ -8,24 +8,12 @@ use serde_json::json;
 
 on_each_backend!(the_metrics_count_what_the_sites_did_and_show_no_record, a_site_serves_its_own_metrics);
 
-/// `site serve` on a free local port: its process, and the address it printed.
-fn serve(site: &common::Site) -> (common::ChildGuard, String) {
-    use std::io::BufRead;
-    let mut command = site.command(&["serve", "--listen", "127.0.0.1:0", "--every", "3600"]);
-    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
-    let mut child = common::ChildGuard::spawn("site serve", &mut command);
-    let mut line = String::new();
-    std::io::BufReader::new(child.take_stdout()).read_line(&mut line).expect("site serve says where it listens");
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("an address").trim_end_matches(',');
-    (child, url.to_owned())
-}
-
 fn a_site_serves_its_own_metrics(backend: &Backend) {
     let network = Network::new(backend, &["north"]);
     let north = network.site("north");
     north.sync();
     north.write("stock_line", "sl-1", &json!({"store_id": "store-north", "item_id": "i", "note": "Secret note"}));
-    let (_serving, url) = serve(north);
+    let (_serving, url) = north.serve();
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let get = |path: &str| {
         agent

@@ -94,8 +94,8 @@ fn the_reports_add_up_what_the_sites_pushed(backend: &Backend) {
     assert_eq!(
         rows(&html),
         [
-            ["store-north", "shelf-1", "Amoxicillin 250mg (amox)", "1", "30", "6"],
-            ["store-south", "fridge", "Amoxicillin 250mg (amox)", "1", "20", "6"],
+            ["store-north", "Amoxicillin 250mg (amox)", "shelf-1", "1", "30", "6"],
+            ["store-south", "Amoxicillin 250mg (amox)", "fridge", "1", "20", "6"],
         ],
         "{html}"
     );
@@ -129,10 +129,10 @@ fn the_reports_add_up_what_the_sites_pushed(backend: &Backend) {
     assert_eq!(disposition, "attachment; filename=\"stock-on-hand.csv\"");
     assert_eq!(
         csv,
-        "store,store_name,location,item,item_name,batches,units,value\r\n\
-         store-north,store-north,shelf-1,amox,Amoxicillin 250mg,1,30,6\r\n\
-         store-north,store-north,shelf-2,para,\"Paracetamol, 500mg\",1,10,0.5\r\n\
-         store-south,store-south,fridge,amox,Amoxicillin 250mg,1,20,6\r\n"
+        "store,store_name,item,item_name,location,batches,units,value\r\n\
+         store-north,store-north,amox,Amoxicillin 250mg,shelf-1,1,30,6\r\n\
+         store-north,store-north,para,\"Paracetamol, 500mg\",shelf-2,1,10,0.5\r\n\
+         store-south,store-south,amox,Amoxicillin 250mg,fridge,1,20,6\r\n"
     );
     let (_, _, csv) = admin.download("/reports/usage?item=amox&store=store-south&format=csv");
     assert_eq!(csv, "month,store,store_name,units\r\n", "nothing left the south store");

@@ -178,6 +178,26 @@ fn a_report_as_the_administrator_reads_it() {
     expect_file!["snapshots/report_stock.html"].assert_eq(&readable(&html));
 }
 
+#[test]
+fn a_sites_own_page_as_a_person_there_reads_it() {
+    let network = Network::new(&Backend::Sqlite, &["north"]);
+    let north = network.site("north");
+    let (_serving, url) = north.serve();
+    let page = testkit::http::Http::new(&url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let html = loop {
+        let html = String::from_utf8_lossy(&page.get("/", &[]).body).into_owned();
+        if html.contains("Sync finished") || std::time::Instant::now() > deadline {
+            break html;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let html = html.replace(&network.central.url(), "{central}");
+    let html =
+        html.split(", in ").next().unwrap_or_default().to_owned() + html.split(" s</span>").nth(1).unwrap_or_default();
+    expect_file!["snapshots/site_page.html"].assert_eq(&readable(&html));
+}
+
 /// Signs in as the administrator and reads `/`.
 fn dashboard_page(url: &str) -> String {
     let (status, html) = AdminSession::sign_in(url).get("/");

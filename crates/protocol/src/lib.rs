@@ -311,6 +311,11 @@ pub fn now_rfc3339() -> String {
     rfc3339(jiff::Timestamp::now())
 }
 
+/// Unix time `secs` as RFC 3339, in the form of [`now_rfc3339`] (`None` out of range).
+pub fn rfc3339_of(secs: i64) -> Option<String> {
+    jiff::Timestamp::from_second(secs).ok().map(rfc3339)
+}
+
 /// Seconds from RFC 3339 time `at` to now (`None` when `at` cannot be read).
 pub fn seconds_since(at: &str) -> Option<f64> {
     let at = at.parse::<jiff::Timestamp>().ok()?;

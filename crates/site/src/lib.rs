@@ -12,6 +12,7 @@ pub mod init;
 pub mod link;
 pub mod local_api;
 pub mod machine;
+pub mod page;
 pub mod status;
 pub mod sync;
 

@@ -2,13 +2,14 @@
 //! records, see the status, and sync now.
 
 use crate::client::Client;
+use crate::page::{self, LiveProgress};
 use crate::status::{self, SyncState};
 use crate::sync::{sync_once, Step};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Form, Json, Router};
 use model::RecordId;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,59 @@ struct LocalState {
     syncing: Mutex<()>,
     /// What this process's syncs did, for `/metrics`.
     counters: SyncCounters,
+    /// The sync under way, or how the last one ended: the site's page shows it.
+    progress: std::sync::Mutex<LiveProgress>,
+}
+
+impl LocalState {
+    fn progress(&self) -> std::sync::MutexGuard<'_, LiveProgress> {
+        self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A sync begins: the page shows it running from now on.
+    fn begin(&self) {
+        let mut p = self.progress();
+        *p = LiveProgress {
+            running: true,
+            doing: "connecting".into(),
+            last_outcome: p.last_outcome.take(),
+            ..Default::default()
+        };
+    }
+
+    fn step(&self, step: Step) {
+        let mut p = self.progress();
+        match step {
+            Step::Connecting => p.doing = "connecting".into(),
+            Step::Pushing { pushed, waiting } => {
+                (p.doing, p.pushed, p.to_push) = ("pushing this site's changes".into(), pushed, waiting);
+            }
+            Step::Pulling { pulled, remaining } => {
+                (p.doing, p.pulled, p.to_pull, p.to_push) = ("receiving".into(), pulled, remaining, 0);
+            }
+            Step::Retrying { attempt, of, in_secs } => {
+                p.doing = format!("the link failed; attempt {attempt} of {of} in {in_secs} s");
+            }
+        }
+    }
+
+    fn end(&self, outcome: &Result<crate::SyncReport, String>) {
+        let mut p = self.progress();
+        p.running = false;
+        p.last_outcome = Some(match outcome {
+            Ok(r) => (
+                true,
+                format!(
+                    "{} pushed, {} received, {} rejected, in {:.1} s",
+                    r.pushed,
+                    r.pulled,
+                    r.rejected,
+                    r.duration.as_secs_f64()
+                ),
+            ),
+            Err(e) => (false, e.clone()),
+        });
+    }
 }
 
 /// This process's syncs since it started (Prometheus computes the rates).
@@ -47,7 +101,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     every: Duration,
 ) -> std::io::Result<()> {
-    let state = Arc::new(LocalState { db, client, syncing: Mutex::new(()), counters: SyncCounters::default() });
+    let state = Arc::new(LocalState {
+        db,
+        client,
+        syncing: Mutex::new(()),
+        counters: SyncCounters::default(),
+        progress: Default::default(),
+    });
     let scheduler = state.clone();
     tokio::spawn(async move {
         loop {
@@ -58,6 +118,10 @@ pub async fn serve(
         }
     });
     let app = Router::new()
+        .route("/", get(get_page))
+        .route("/sync-now", post(press_sync_now))
+        .route("/sync-state", post(set_state))
+        .route("/api/progress", get(get_progress))
         .route("/metrics", get(get_metrics))
         .route("/api/status", get(get_status))
         .route("/api/rejected", get(get_rejected))
@@ -70,20 +134,29 @@ pub async fn serve(
 
 async fn run_sync(state: &Arc<LocalState>, asked: bool) -> Result<crate::SyncReport, String> {
     let _one_at_a_time = state.syncing.lock().await;
-    let (db, client) = (state.db.clone(), state.client.clone());
+    let (db, client, live) = (state.db.clone(), state.client.clone(), state.clone());
     let outcome = tokio::task::spawn_blocking(move || {
         if !asked {
             match status::sync_state(&db) {
                 Ok(SyncState::Active) => {}
-                Ok(_) => return Err("sync is paused or disabled".to_owned()),
-                Err(e) => return Err(format!("reading whether sync is paused: {e}")),
+                Ok(_) => return Err(Skipped),
+                Err(e) => return Ok(Err(format!("reading whether sync is paused: {e}"))),
             }
         }
-        let mut log = |step: Step, _: u64, _: u64| tracing::debug!(?step, "sync progress");
-        sync_once(&db, &client, &mut log).map_err(|e| e.to_string())
+        live.begin();
+        let mut log = |step: Step, _: u64, _: u64| {
+            tracing::debug!(?step, "sync progress");
+            live.step(step);
+        };
+        Ok(sync_once(&db, &client, &mut log).map_err(|e| e.to_string()))
     })
     .await
-    .unwrap_or_else(|e| Err(e.to_string()));
+    .unwrap_or_else(|e| Ok(Err(e.to_string())));
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(Skipped) => return Err("sync is paused or disabled".to_owned()),
+    };
+    state.end(&outcome);
     let counters = &state.counters;
     match &outcome {
         Ok(report) => {
@@ -102,6 +175,108 @@ async fn run_sync(state: &Arc<LocalState>, asked: bool) -> Result<crate::SyncRep
         }
     }
     outcome
+}
+
+/// A scheduled sync that did not run: sync is paused or disabled.
+struct Skipped;
+
+/// The site's page (see [`crate::page`]).
+async fn get_page(State(state): State<Arc<LocalState>>) -> Result<Response, LocalError> {
+    let (status, rejected) = with_db(&state, |db| Ok((status::status(db)?, status::rejected(db)?))).await?;
+    let age = status.last_sync_at.as_deref().and_then(protocol::seconds_since).map(|s| s.max(0.0) as u64);
+    let progress = state.progress().clone();
+    Ok(html(StatusCode::OK, page::render(&status, &progress, &rejected, age)))
+}
+
+async fn get_progress(State(state): State<Arc<LocalState>>) -> Json<LiveProgress> {
+    Json(state.progress().clone())
+}
+
+/// The page's *sync now*: the sync runs on, the browser goes back to the page, which shows its
+/// progress until it ends.
+async fn press_sync_now(State(state): State<Arc<LocalState>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = cross_site(&headers) {
+        return refused;
+    }
+    if !state.progress().running {
+        state.begin();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _ = run_sync(&state, true).await;
+        });
+    }
+    back_to_the_page()
+}
+
+#[derive(serde::Deserialize)]
+struct StateForm {
+    state: String,
+}
+
+/// The page's pause, resume, disable and enable.
+async fn set_state(State(state): State<Arc<LocalState>>, headers: HeaderMap, Form(form): Form<StateForm>) -> Response {
+    if let Some(refused) = cross_site(&headers) {
+        return refused;
+    }
+    let to = match form.state.as_str() {
+        "active" => SyncState::Active,
+        "paused" => SyncState::Paused,
+        "disabled" => SyncState::Disabled,
+        other => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                page::refused(&format!("`{other}` is not a sync state (active, paused or disabled)")),
+            )
+        }
+    };
+    match with_db(&state, move |db| Ok(status::set_sync_state(db, to)?)).await {
+        Ok(()) => {
+            tracing::info!(state = %to, "sync state set from the site's page");
+            back_to_the_page()
+        }
+        Err(LocalError(code, message)) => html(code, page::refused(&message)),
+    }
+}
+
+/// A form sent from another site's page (which a browser says in `Sec-Fetch-Site` or
+/// `Origin`) is refused: a page elsewhere must not sync, pause or disable this site.
+fn cross_site(headers: &HeaderMap) -> Option<Response> {
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let same_site = match (fetch_site, header(header::ORIGIN), header(header::HOST)) {
+        (Some(site), _, _) if site != "same-origin" && site != "none" => false,
+        (_, Some(origin), Some(host)) => origin.split_once("://").is_some_and(|(_, at)| at == host),
+        (_, Some(_), None) => false,
+        _ => true,
+    };
+    (!same_site).then(|| {
+        tracing::warn!(?fetch_site, "refused a form sent from another site's page");
+        html(StatusCode::FORBIDDEN, page::refused("This form came from another site's page; use the site's own page."))
+    })
+}
+
+fn back_to_the_page() -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    response.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/"));
+    response
+}
+
+/// A page that loads nothing from elsewhere, may not be framed, and is not cached.
+fn html(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// `/metrics` for Prometheus: this process's syncs and the site's queue, counts only (no

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 pub struct StockRow {
     pub store: String,
     pub store_name: Option<String>,
-    pub location: Option<String>,
     pub item: String,
     pub item_name: Option<String>,
+    pub location: Option<String>,
     /// Stock lines (batches) it is made of.
     pub lines: u64,
     /// Packs times pack size.
@@ -103,7 +103,7 @@ impl LineFacts {
 }
 
 impl Db {
-    /// Stock on hand per store, location and item, in that order.
+    /// Stock on hand per store, item and location, in that order.
     pub fn stock_on_hand(&self, scope: &Scope) -> Result<Vec<StockRow>> {
         self.read(|sql| sql.stock_on_hand(scope))
     }

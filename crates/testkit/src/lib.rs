@@ -31,6 +31,8 @@ pub mod proxy;
 pub mod postgres;
 
 #[cfg(feature = "nodes")]
+pub mod browser;
+#[cfg(feature = "nodes")]
 pub mod central;
 #[cfg(feature = "nodes")]
 pub mod dump;

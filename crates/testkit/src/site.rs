@@ -71,6 +71,19 @@ impl<B: Binary> Site<B> {
         )
     }
 
+    /// `outpost site serve` on a free local port, syncing hourly: its process, and the address
+    /// it printed.
+    pub fn serve(&self) -> (ChildGuard, String) {
+        use std::io::BufRead;
+        let mut command = self.command(&["serve", "--listen", "127.0.0.1:0", "--every", "3600"]);
+        command.stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = ChildGuard::spawn(format!("site serve ({})", self.name), &mut command);
+        let mut line = String::new();
+        std::io::BufReader::new(child.take_stdout()).read_line(&mut line).expect("site serve says where it listens");
+        let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("an address").trim_end_matches(',');
+        (child, url.to_owned())
+    }
+
     /// Points the site at another central server (the `central_url` that `site init` stored).
     pub fn set_central(&self, url: &str) {
         self.db().set_state(store::StateKey::CentralUrl, url).expect("set the site's central URL");

@@ -901,10 +901,10 @@ impl Sql for Lite<'_> {
                     s.lines, s.units, s.value
              FROM (SELECT store_id, location, item, count(*) AS lines, total(packs * coalesce(pack_size, 1)) AS units,
                           total(packs * coalesce(cost, 0)) AS value
-                   FROM line WHERE ?2 IS NULL OR item = ?2 GROUP BY store_id, location, item) s
+                   FROM line WHERE ?2 IS NULL OR item = ?2 GROUP BY store_id, item, location) s
              LEFT JOIN record st ON st.tbl = 'store' AND st.id = s.store_id
              LEFT JOIN record it ON it.tbl = 'item' AND it.id = s.item
-             ORDER BY s.store_id, s.location, s.item"
+             ORDER BY s.store_id, s.item, s.location NULLS LAST"
         ))?;
         let rows = stmt.query_map(params![store_list(scope), scope.item], |r| {
             Ok(StockRow {

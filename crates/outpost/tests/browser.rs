@@ -1,7 +1,8 @@
 //! The central dashboard, a report and a site's own page in a real browser (headless Chromium,
 //! through `chromedriver`): the administrator signs in through the form, sees each site
 //! coloured by its last contact (today, 31 days ago, never) with what waits for it, opens a
-//! report and downloads its CSV; at a site, a person presses *sync now* and watches it finish.
+//! report and downloads its CSV; at a site on a slow link, a person presses *sync now* and
+//! watches the records remaining go down until it finishes.
 //! Screenshots are saved as it goes; with `UPDATE_SCREENSHOTS=1` into `docs/screenshots/`,
 //! the images the README shows.
 
@@ -10,7 +11,9 @@ mod common;
 use common::{Backend, Network};
 use serde_json::json;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 use testkit::browser::Browser;
+use testkit::link::{Link, Shape};
 
 fn screenshot_path(name: &str) -> PathBuf {
     if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
@@ -82,22 +85,49 @@ fn the_dashboard_a_report_and_a_sites_page_in_a_browser() {
         "store,store_name,batches,units,value\r\nstore-east,store-east,1,150,37.5\r\nstore-north,store-north,2,1600,196\r\n"
     );
 
-    // A site's own page: a change waits, *sync now* pushes it, the page follows it to the end.
+    // A site's own page, on a slow link (96 kbit/s up): 1,500 changes wait; *sync now* pushes
+    // them, and the page follows the sync, with the records remaining, to its end.
+    let link = Link::start(central.addr(), Shape { up_bits_per_sec: Some(96_000), ..Shape::default() });
+    north.set_central(&link.url());
     let (_serving, site_url) = north.serve();
-    // `site serve` syncs once as it starts (it receives the last item then); the change is
+    // `site serve` syncs once as it starts (it receives the last item then); the changes are
     // made after that sync.
     let progress = testkit::http::Http::new(&site_url);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !String::from_utf8_lossy(&progress.get("/api/progress", &[]).body).contains("\"last_outcome\":[true") {
-        assert!(std::time::Instant::now() < deadline, "the first scheduled sync did not finish");
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(Instant::now() < deadline, "the first scheduled sync did not finish");
+        std::thread::sleep(Duration::from_millis(50));
     }
-    north.write("stock_line", "sl-n3", &stock("store-north", "item-pcm", "shelf B", 5, 0.8));
+    testkit::write_stock_lines(north, 1_500);
     browser.goto(&format!("{site_url}/"));
-    assert_eq!(browser.text(&browser.wait_for("#waiting")), "1");
+    assert_eq!(browser.text(&browser.wait_for("#waiting")), "1500");
     browser.click(&browser.wait_for("button#sync-now"));
+    browser.wait_for("#progress.running");
+    let (mut most_remaining, mut shot) = (0, false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = browser.source();
+        if page.contains("class=\"finished\"") {
+            break;
+        }
+        let remaining =
+            page.split("<span id=\"remaining\">").nth(1).and_then(|r| r.split('<').next()?.parse::<u64>().ok());
+        if let Some(remaining) = remaining.filter(|&n| n > 0) {
+            most_remaining = most_remaining.max(remaining);
+            if !shot {
+                browser.screenshot(&screenshot_path("site-syncing.png"));
+                shot = true;
+            }
+        }
+        assert!(Instant::now() < deadline, "the sync did not finish in a minute: {page}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        (1..=1_500).contains(&most_remaining),
+        "the page showed the records remaining as it went: {most_remaining}"
+    );
     let outcome = browser.text(&browser.wait_for("#progress.finished"));
-    assert!(outcome.starts_with("Sync finished: 1 pushed, 0 received, 0 rejected"), "{outcome}");
+    assert!(outcome.starts_with("Sync finished: 1500 pushed, 0 received, 0 rejected"), "{outcome}");
     assert_eq!(browser.text(&browser.wait_for("#waiting")), "0");
     browser.screenshot(&screenshot_path("site.png"));
     browser.click(&browser.wait_for("form[action='/sync-state'] button"));

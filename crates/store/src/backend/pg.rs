@@ -1335,7 +1335,7 @@ impl<C: GenericClient> Sql for Session<'_, C> {
                     coalesce(sum(packs * coalesce(cost_per_pack, 0)), 0)
              FROM record
              WHERE tbl = 'stock_line' AND item_id IS NOT NULL AND store_id IS NOT NULL
-               AND ($1::text[] IS NULL OR store_id = ANY($1)) AND ($2::text IS NULL OR item_id = $2)
+               AND ($1::text[] IS NULL OR store_id COLLATE \"C\" = ANY($1)) AND ($2::text IS NULL OR item_id = $2)
              GROUP BY 1, 2, 3
              ORDER BY 1, 2, 3",
             &[&scope.store_list(), &scope.item],
@@ -1367,15 +1367,15 @@ impl<C: GenericClient> Sql for Session<'_, C> {
     fn stock_value(&mut self, scope: &Scope) -> Result<Vec<ValueRow>> {
         let rows = self.query(
             "SELECT s.store_id, st.data::json ->> 'name', s.lines, s.units, s.value
-             FROM (SELECT store_id, count(*) AS lines,
+             FROM (SELECT store_id COLLATE \"C\" AS store_id, count(*) AS lines,
                           coalesce(sum(packs * coalesce(pack_size, 1)), 0) AS units,
                           coalesce(sum(packs * coalesce(cost_per_pack, 0)), 0) AS value
                    FROM record
                    WHERE tbl = 'stock_line' AND item_id IS NOT NULL AND store_id IS NOT NULL
-                     AND ($1::text[] IS NULL OR store_id = ANY($1))
-                   GROUP BY store_id) s
-             LEFT JOIN record st ON st.tbl = 'store' AND st.id = s.store_id COLLATE \"C\"
-             ORDER BY s.store_id COLLATE \"C\"",
+                     AND ($1::text[] IS NULL OR store_id COLLATE \"C\" = ANY($1))
+                   GROUP BY 1) s
+             LEFT JOIN record st ON st.tbl = 'store' AND st.id = s.store_id
+             ORDER BY s.store_id",
             &[&scope.store_list()],
         )?;
         rows.iter()

@@ -294,12 +294,25 @@ pub fn index(csrf: &str) -> String {
     )
 }
 
+/// Rows a page shows at most: every item of a national network is hundreds of thousands of
+/// rows, which a browser cannot show; the CSV has them all.
+pub const ROWS_SHOWN: usize = 1_000;
+
+fn more_in_the_csv(rows: usize) -> Markup {
+    html! {
+        @if rows > ROWS_SHOWN {
+            p.more { "The first " (ROWS_SHOWN) " of " (rows) " rows; choose an item or stores to see fewer, or download the CSV, which has them all." }
+        }
+    }
+}
+
 fn stock_table(rows: &[StockRow]) -> Markup {
     html! {
         @if rows.is_empty() { p { "No stock lines in these stores." } } @else {
+            (more_in_the_csv(rows.len()))
             table #rows {
                 tr { th { "store" } th { "item" } th { "location" } th { "batches" } th { "units" } th { "value" } }
-                @for r in rows {
+                @for r in rows.iter().take(ROWS_SHOWN) {
                     tr {
                         td { (label(&r.store, &r.store_name)) }
                         td { a href={"/reports/usage?item=" (encode(&r.item)) "&store=" (encode(&r.store))} { (label(&r.item, &r.item_name)) } }
@@ -330,9 +343,10 @@ fn value_table(rows: &[ValueRow]) -> Markup {
 fn usage_table(rows: &[UsageRow]) -> Markup {
     html! {
         @if rows.is_empty() { p { "Nothing of this item left these stores on a finalised customer invoice." } } @else {
+            (more_in_the_csv(rows.len()))
             table #rows {
                 tr { th { "month" } th { "store" } th { "units" } }
-                @for r in rows { tr { td { (r.month) } td { (label(&r.store, &r.store_name)) } td.n { (amount(r.units)) } } }
+                @for r in rows.iter().take(ROWS_SHOWN) { tr { td { (r.month) } td { (label(&r.store, &r.store_name)) } td.n { (amount(r.units)) } } }
             }
         }
     }
@@ -425,6 +439,26 @@ mod tests {
         assert_eq!(field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!((field("-3"), field("-cmd")), ("-3".into(), "'-cmd".into()));
         assert_eq!(field("plain"), "plain");
+    }
+
+    #[test]
+    fn a_page_shows_the_first_rows_and_says_the_csv_has_them_all() {
+        let row = |i: usize| StockRow {
+            store: "s".into(),
+            store_name: None,
+            item: format!("item-{i:05}"),
+            item_name: None,
+            location: None,
+            lines: 1,
+            units: 1.0,
+            value: 0.0,
+        };
+        let rows: Vec<StockRow> = (0..ROWS_SHOWN + 5).map(row).collect();
+        let html = stock_table(&rows).into_string();
+        assert_eq!(html.matches("<tr>").count(), ROWS_SHOWN + 1, "a header and the first rows");
+        assert!(html.contains(&format!("The first {ROWS_SHOWN} of {} rows", ROWS_SHOWN + 5)), "{}", &html[..300]);
+        let few = stock_table(&rows[..3]).into_string();
+        assert!(!few.contains("The first"), "{few}");
     }
 
     #[test]

@@ -198,6 +198,34 @@ impl Engine {
         })?)
     }
 
+    /// A site's pull request served: the next page, and the note that the site pulled. What the
+    /// HTTP handler answers with, and what the simulator's sites are answered with.
+    pub fn serve_pull(&self, site: &SiteId, request: protocol::PullRequest) -> Result<PullPage, EngineError> {
+        let max_bytes = request.max_bytes.clamp(1024, protocol::MAX_DECODED_BYTES / 2);
+        let page = self.pull_page(site, request.cursor, max_bytes)?;
+        // How far the site has been sent the log (not while it initialises from a snapshot).
+        let reached = match page.next {
+            Cursor::Log { after, after_xid } => Some(LogPos::new(after_xid, after)),
+            _ => None,
+        };
+        self.mark_pulled(site, page.remaining == 0, reached, request.waiting_to_push)?;
+        Ok(page)
+    }
+
+    /// What a site asks before it syncs: who this server is, and how far it holds the site's
+    /// changes (with the last push batch, for an answer lost on its way back).
+    pub fn serve_status(&self, site: &SiteId) -> Result<protocol::StatusResponse, EngineError> {
+        Ok(protocol::StatusResponse {
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: protocol::PROTOCOL_VERSION,
+            central: self.central()?,
+            acked: self.acked(site)?,
+            last_push: self.last_push(site)?,
+            site: site.clone(),
+            clock: protocol::now_rfc3339(),
+        })
+    }
+
     /// The next pull batch for `site` after `cursor`, as wire types.
     pub fn pull(&self, site: &SiteId, cursor: Option<Cursor>, max_bytes: usize) -> Result<PullResponse, EngineError> {
         Ok(self.pull_page(site, cursor, max_bytes)?.into_response())

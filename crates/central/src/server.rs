@@ -3,7 +3,6 @@
 
 use crate::auth::{Account, Refusal, Verifier};
 use crate::conn::{self, Gate, Stalled, Transport};
-use crate::dashboard;
 use crate::engine::{Engine, EngineError};
 use crate::web;
 use axum::body::{Body, Bytes};
@@ -16,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use model::SiteId;
 use protocol::{
-    ErrorBody, ErrorDetail, PullRequest, PushRequest, StatusResponse, MACHINE_HEADER, PROTOCOL_VERSION, VERSION_HEADER,
+    ErrorBody, ErrorDetail, PullRequest, PushRequest, MACHINE_HEADER, PROTOCOL_VERSION, VERSION_HEADER,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -531,16 +530,8 @@ async fn pull(
         sync_request(&state, &site, &headers, peer, body, "the pull request").await?;
     let engine = state.engine.clone();
     let who = site.clone();
-    let max_bytes = request.max_bytes.clamp(1024, protocol::MAX_DECODED_BYTES / 2);
     let (body, count, remaining) = blocking(move || {
-        let waiting_to_push = request.waiting_to_push;
-        let page = engine.pull_page(&who, request.cursor, max_bytes)?;
-        // How far the site has been sent the log (not while it initialises from a snapshot).
-        let reached = match page.next {
-            protocol::Cursor::Log { after, after_xid } => Some(model::LogPos::new(after_xid, after)),
-            _ => None,
-        };
-        engine.mark_pulled(&who, page.remaining == 0, reached, waiting_to_push)?;
+        let page = engine.serve_pull(&who, request)?;
         Ok((page.encode(), page.changes.len(), page.remaining))
     })
     .await?;
@@ -594,18 +585,7 @@ async fn status(
     check_version(&headers)?;
     let site = authenticate(&state, &headers, peer, &site).await?;
     let engine = state.engine.clone();
-    let response = blocking(move || {
-        Ok(StatusResponse {
-            server_version: env!("CARGO_PKG_VERSION").to_owned(),
-            protocol: PROTOCOL_VERSION,
-            central: engine.central()?,
-            acked: engine.acked(&site)?,
-            last_push: engine.last_push(&site)?,
-            site,
-            clock: dashboard::now_rfc3339(),
-        })
-    })
-    .await?;
+    let response = blocking(move || engine.serve_status(&site)).await?;
     Ok(encoded(&response))
 }
 

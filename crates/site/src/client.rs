@@ -345,6 +345,7 @@ impl Client {
         Ok(protocol::decode(&bytes)?)
     }
 
+    /// Pushes a batch (see [`Exchange::push`]).
     pub fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError> {
         let json = serde_json::to_vec(request).unwrap_or_default();
         let body = protocol::compress(&json);
@@ -361,6 +362,36 @@ impl Client {
 
     pub fn status(&self) -> Result<StatusResponse, ClientError> {
         self.exchange_decoded("status", None)
+    }
+}
+
+/// What a sync needs of the central server: the HTTP [`Client`], or the simulator's exchange,
+/// which answers from a central server in the same process and breaks exchanges as its seed
+/// says, so that the simulator runs this crate's real sync code.
+pub trait Exchange: Clone + Send {
+    fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError>;
+    fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError>;
+    fn status(&self) -> Result<StatusResponse, ClientError>;
+    /// The link as measured (its rates size the pages).
+    fn link(&self) -> &Arc<Link>;
+    /// Waits `wait` before an exchange is tried again (a simulated clock only moves).
+    fn wait(&self, wait: Duration) {
+        std::thread::sleep(wait);
+    }
+}
+
+impl Exchange for Client {
+    fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError> {
+        Client::push(self, request)
+    }
+    fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError> {
+        Client::pull(self, request)
+    }
+    fn status(&self) -> Result<StatusResponse, ClientError> {
+        Client::status(self)
+    }
+    fn link(&self) -> &Arc<Link> {
+        Client::link(self)
     }
 }
 

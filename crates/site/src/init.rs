@@ -64,6 +64,19 @@ pub fn initialise(
         client = client.trusting(ca_pem.as_bytes()).map_err(InitError::Trust)?;
     }
     let answer = client.status().map_err(InitError::Credentials)?;
+    let db = create(data_dir, &answer, central_url, password, ca_pem)?;
+    Ok(InitReport { db, client, central: answer.central, acked: answer.acked })
+}
+
+/// The database of a new site, once the central server has answered its first status
+/// (`answer`, for the site it names): [`initialise`] after its check, and the simulator's sites.
+pub fn create(
+    data_dir: &Path,
+    answer: &protocol::StatusResponse,
+    central_url: &str,
+    password: &str,
+    ca_pem: &str,
+) -> Result<Db, InitError> {
     std::fs::create_dir_all(data_dir).map_err(|source| InitError::CreateDir { dir: data_dir.to_owned(), source })?;
     let db = Db::open(&data_dir.join(DB_FILE)).map_err(InitError::Open)?;
     match db.local_site() {
@@ -71,8 +84,8 @@ pub fn initialise(
         Err(StoreError::NotInitialised) => {}
         Err(e) => return Err(e.into()),
     }
-    db.transaction(|tx| set_identity(tx, answer.acked, site, central_url, password, ca_pem))?;
-    Ok(InitReport { db, client, central: answer.central, acked: answer.acked })
+    db.transaction(|tx| set_identity(tx, answer.acked, &answer.site, central_url, password, ca_pem))?;
+    Ok(db)
 }
 
 /// What makes a database this site: its id, its central server and credentials, and where its

@@ -1,7 +1,7 @@
 //! One sync of a site: push everything this site changed, then pull everything that concerns
 //! it, in batches, each committed before the next position is remembered.
 
-use crate::client::{Client, ClientError};
+use crate::client::{ClientError, Exchange};
 use crate::link::{Direction, Link};
 use crate::status::SyncState;
 use model::{Change, Seq, SiteId};
@@ -104,7 +104,7 @@ fn store_err(step: &'static str) -> impl Fn(StoreError) -> SyncError {
 
 /// Runs one sync: push first, then pull. Records the outcome (last sync, last error) in the
 /// site's state either way.
-pub fn sync_once(db: &Db, client: &Client, progress: &mut dyn Progress) -> Result<SyncReport, SyncError> {
+pub fn sync_once(db: &Db, client: &impl Exchange, progress: &mut dyn Progress) -> Result<SyncReport, SyncError> {
     // Paused skips the schedule, not a sync a person asks for; disabled stops both.
     let state = crate::status::sync_state(db).map_err(store_err("reading the sync state"))?;
     if state == SyncState::Disabled {
@@ -155,7 +155,7 @@ fn record_outcome(db: &Db, link: &Link, result: &Result<SyncReport, SyncError>) 
 /// The state key of the link rates measured by the last sync (see [`Link::to_state`]).
 const LINK_RATES: StateKey = StateKey::LinkRates;
 
-fn push_then_pull(db: &Db, client: &Client, progress: &mut dyn Progress) -> Result<SyncReport, SyncError> {
+fn push_then_pull(db: &Db, client: &impl Exchange, progress: &mut dyn Progress) -> Result<SyncReport, SyncError> {
     let me = db.local_site().map_err(store_err("reading this site's id"))?;
     let mut report = SyncReport::default();
     show(progress, client, Step::Connecting);
@@ -185,7 +185,7 @@ fn push_then_pull(db: &Db, client: &Client, progress: &mut dyn Progress) -> Resu
     Ok(report)
 }
 
-fn show(progress: &mut dyn Progress, client: &Client, step: Step) {
+fn show(progress: &mut dyn Progress, client: &impl Exchange, step: Step) {
     progress.step(step, client.link().sent(), client.link().received());
 }
 
@@ -210,7 +210,7 @@ impl Retry {
         &mut self,
         error: SyncError,
         report: &SyncReport,
-        client: &Client,
+        client: &impl Exchange,
         progress: &mut dyn Progress,
     ) -> Result<(), SyncError> {
         let SyncError::Client { step, source } = error else { return Err(error) };
@@ -237,7 +237,7 @@ impl Retry {
             self.attempts
         );
         show(progress, client, Step::Retrying { attempt: self.failures + 1, of: self.attempts, in_secs: wait });
-        std::thread::sleep(Duration::from_secs(wait));
+        client.wait(Duration::from_secs(wait));
         Ok(())
     }
 }
@@ -253,7 +253,7 @@ const MAX_REALIGNS: u32 = 3;
 
 fn push(
     db: &Db,
-    client: &Client,
+    client: &impl Exchange,
     me: &SiteId,
     progress: &mut dyn Progress,
     report: &mut SyncReport,
@@ -385,7 +385,7 @@ fn count_between(db: &Db, me: &SiteId, after: Seq, up_to: Seq) -> Result<u64, Sy
 /// again (at 20 kbit/s, a full batch again is most of a minute). Refusals travel only in the
 /// answer, so a batch with refusals is sent again and answered again, reasons included.
 /// Returns how many changes the central server held, if it held the batch.
-fn took_lost_push(db: &Db, client: &Client, me: &SiteId, (after, last): (Seq, Seq)) -> Result<Option<u64>, SyncError> {
+fn took_lost_push(db: &Db, client: &impl Exchange, me: &SiteId, (after, last): (Seq, Seq)) -> Result<Option<u64>, SyncError> {
     if after != pushed_up_to(db).map_err(store_err("reading the push position"))? {
         return Ok(None);
     }
@@ -471,7 +471,7 @@ fn load_cursor(db: &Db) -> Result<Option<Cursor>, SyncError> {
 /// committed here. The stored position moves only with a committed batch.
 fn pull(
     db: &Db,
-    client: &Client,
+    client: &impl Exchange,
     me: &SiteId,
     progress: &mut dyn Progress,
     report: &mut SyncReport,
@@ -508,7 +508,7 @@ fn pull(
                             // Changes exist that a transaction still running on the central
                             // server must be ordered before: ask again in a moment.
                             waited += 1;
-                            std::thread::sleep(WAIT);
+                            fetcher_client.wait(WAIT);
                             continue;
                         }
                         nothing_new || (batch.remaining == 0 && in_log)

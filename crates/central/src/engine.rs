@@ -202,7 +202,8 @@ impl Engine {
     /// HTTP handler answers with, and what the simulator's sites are answered with.
     pub fn serve_pull(&self, site: &SiteId, request: protocol::PullRequest) -> Result<PullPage, EngineError> {
         let max_bytes = request.max_bytes.clamp(1024, protocol::MAX_DECODED_BYTES / 2);
-        let page = self.pull_page(site, request.cursor, max_bytes)?;
+        let acked = self.acked(site)?;
+        let page = PullPage { acked: Some(acked), ..self.pull_page(site, request.cursor, max_bytes)? };
         // How far the site has been sent the log (not while it initialises from a snapshot).
         let reached = match page.next {
             Cursor::Log { after, after_xid } => Some(LogPos::new(after_xid, after)),
@@ -337,11 +338,12 @@ impl Engine {
                         total,
                     },
                     remaining,
+                    acked: None,
                 });
             }
             if exhausted {
                 let remaining = self.count_log(site, log_from)?;
-                return Ok(PullPage { changes, next: Cursor::log(log_from), remaining });
+                return Ok(PullPage { changes, next: Cursor::log(log_from), remaining, acked: None });
             }
         }
     }
@@ -394,7 +396,7 @@ impl Engine {
             });
         }
         let remaining = self.count_log(site, next)?;
-        Ok(PullPage { changes, next: Cursor::log(next), remaining })
+        Ok(PullPage { changes, next: Cursor::log(next), remaining, acked: None })
     }
 
     /// How many changes wait for `site` after log position `after`.
@@ -450,17 +452,19 @@ pub struct PullPage {
     pub changes: Vec<OutgoingChange>,
     pub next: Cursor,
     pub remaining: u64,
+    /// The last change of the site the server holds (what [`Engine::serve_pull`] answers with).
+    pub acked: Option<Seq>,
 }
 
 impl PullPage {
     /// The compressed body of the answer.
     pub fn encode(&self) -> Vec<u8> {
-        protocol::encode_pull_response(&self.changes, &self.next, self.remaining)
+        protocol::encode_pull_response(&self.changes, &self.next, self.remaining, self.acked)
     }
 
     /// The answer's JSON, not compressed (a seed file compresses it harder).
     pub fn json(&self) -> Vec<u8> {
-        protocol::pull_response_json(&self.changes, &self.next, self.remaining)
+        protocol::pull_response_json(&self.changes, &self.next, self.remaining, self.acked)
     }
 
     /// The answer as wire types (each record checked to be JSON).
@@ -477,7 +481,7 @@ impl PullPage {
                 origin: c.origin,
             })
             .collect();
-        PullResponse { changes, next: self.next, remaining: self.remaining }
+        PullResponse { changes, next: self.next, remaining: self.remaining, acked: self.acked }
     }
 }
 

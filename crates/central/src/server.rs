@@ -14,9 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use model::SiteId;
-use protocol::{
-    ErrorBody, ErrorDetail, PullRequest, PushRequest, MACHINE_HEADER, PROTOCOL_VERSION, VERSION_HEADER,
-};
+use protocol::{ErrorBody, ErrorDetail, PullRequest, PushRequest, MACHINE_HEADER, PROTOCOL_VERSION, VERSION_HEADER};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use store::history::SyncRequest;

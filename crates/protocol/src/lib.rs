@@ -134,6 +134,10 @@ pub struct PullResponse {
     pub next: Cursor,
     /// How many changes still wait after this batch (an estimate during initialisation).
     pub remaining: u64,
+    /// The last change of this site the server holds. A site that believes it pushed less was
+    /// restored from a backup: it learns so here even when it has nothing to push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<Seq>,
 }
 
 /// The central server's view of a site, and of itself.
@@ -202,20 +206,21 @@ pub struct OutgoingChange {
 /// Encodes a [`PullResponse`] straight from stored records: the same JSON serde would write,
 /// then compressed. Records are copied as stored, not parsed again (they were
 /// checked when they were written; the site checks them again when it decodes the batch).
-pub fn encode_pull_response(changes: &[OutgoingChange], next: &Cursor, remaining: u64) -> Vec<u8> {
+pub fn encode_pull_response(changes: &[OutgoingChange], next: &Cursor, remaining: u64, acked: Option<Seq>) -> Vec<u8> {
     // Written whole, then compressed whole: faster than feeding a streaming compressor many
     // small writes.
-    zstd::bulk::compress(&pull_response_json(changes, next, remaining), ZSTD_LEVEL).unwrap_or_default()
+    zstd::bulk::compress(&pull_response_json(changes, next, remaining, acked), ZSTD_LEVEL).unwrap_or_default()
 }
 
 /// A [`PullResponse`]'s JSON, as [`encode_pull_response`] compresses it.
-pub fn pull_response_json(changes: &[OutgoingChange], next: &Cursor, remaining: u64) -> Vec<u8> {
+pub fn pull_response_json(changes: &[OutgoingChange], next: &Cursor, remaining: u64, acked: Option<Seq>) -> Vec<u8> {
     use std::io::Write;
     fn write_all(
         out: &mut impl Write,
         changes: &[OutgoingChange],
         next: &Cursor,
         remaining: u64,
+        acked: Option<Seq>,
     ) -> std::io::Result<()> {
         out.write_all(b"{\"changes\":[")?;
         for (i, change) in changes.iter().enumerate() {
@@ -238,12 +243,16 @@ pub fn pull_response_json(changes: &[OutgoingChange], next: &Cursor, remaining: 
         }
         out.write_all(b"],\"next\":")?;
         serde_json::to_writer(&mut *out, next)?;
-        write!(out, ",\"remaining\":{remaining}}}")
+        write!(out, ",\"remaining\":{remaining}")?;
+        if let Some(acked) = acked {
+            write!(out, ",\"acked\":{}", acked.0)?;
+        }
+        out.write_all(b"}")
     }
     let mut json =
         Vec::with_capacity(changes.iter().map(|c| c.data.as_ref().map_or(0, String::len) + 96).sum::<usize>() + 128);
     // Writing into memory cannot fail.
-    let _ = write_all(&mut json, changes, next, remaining);
+    let _ = write_all(&mut json, changes, next, remaining, acked);
     json
 }
 
@@ -371,7 +380,7 @@ mod tests {
                 origin: "north".into(),
             },
         ];
-        let body = encode_pull_response(&changes, &Cursor::log(LogPos::new(0, Seq(4))), 7);
+        let body = encode_pull_response(&changes, &Cursor::log(LogPos::new(0, Seq(4))), 7, Some(Seq(2)));
         let back: PullResponse = decode(&body).expect("decodes");
         assert_eq!(back.remaining, 7);
         assert_eq!(back.next, Cursor::log(LogPos::new(0, Seq(4))));
@@ -395,7 +404,7 @@ mod tests {
                 origin: "central".into(),
             })
             .collect();
-        let body = encode_pull_response(&changes, &Cursor::Log { after: Seq(3_000), after_xid: 0 }, 0);
+        let body = encode_pull_response(&changes, &Cursor::Log { after: Seq(3_000), after_xid: 0 }, 0, None);
         let whole = changes_of_cut_pull(&body);
         assert_eq!(whole.len(), 3_000, "an uncut answer gives every change");
         let mut last = 0;

@@ -219,7 +219,7 @@ mod tests {
     fn file() -> Vec<u8> {
         let mut writer = SeedWriter::new(&header(2));
         for _ in 0..2 {
-            writer.page(&encode_pull_response(&[], &Cursor::Log { after: Seq(7), after_xid: 0 }, 0));
+            writer.page(&encode_pull_response(&[], &Cursor::Log { after: Seq(7), after_xid: 0 }, 0, None));
         }
         writer.finish()
     }

@@ -65,7 +65,11 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "seed {} failed: {} (replay: cargo run -p outpost-sim -- simulate --seed {})", self.seed, self.what, self.seed)
+        write!(
+            f,
+            "seed {} failed: {} (replay: cargo run -p outpost-sim -- simulate --seed {})",
+            self.seed, self.what, self.seed
+        )
     }
 }
 
@@ -150,7 +154,11 @@ impl SimExchange {
     }
 
     fn interrupted(when: Phase, partial: Vec<u8>) -> ClientError {
-        ClientError::Interrupted(Box::new(Interrupted { how: Interruption::Cut("simulated cut".into()), when, partial }))
+        ClientError::Interrupted(Box::new(Interrupted {
+            how: Interruption::Cut("simulated cut".into()),
+            when,
+            partial,
+        }))
     }
 
     fn refused(e: central::engine::EngineError) -> ClientError {
@@ -176,7 +184,17 @@ impl Exchange for SimExchange {
         if matches!(fate, Fate::Unreachable) {
             return Err(Self::unreachable());
         }
-        let page = self.engine.serve_pull(&self.site, PullRequest { cursor: request.cursor.clone(), max_bytes: request.max_bytes, waiting_to_push: request.waiting_to_push }).map_err(Self::refused)?;
+        let page = self
+            .engine
+            .serve_pull(
+                &self.site,
+                PullRequest {
+                    cursor: request.cursor.clone(),
+                    max_bytes: request.max_bytes,
+                    waiting_to_push: request.waiting_to_push,
+                },
+            )
+            .map_err(Self::refused)?;
         match fate {
             Fate::LostAnswer => Err(Self::interrupted(Phase::Waiting, Vec::new())),
             Fate::CutAt(at) => {
@@ -261,7 +279,8 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
     let fail = |what: String| failure(seed, what);
     let dir = scratch_dir().map_err(|e| fail(format!("a scratch directory: {e}")))?;
     let central_id = SiteId::from("central");
-    let db = Arc::new(Db::open(&dir.path().join("central.sqlite")).map_err(|e| fail(format!("the central database: {e}")))?);
+    let db =
+        Arc::new(Db::open(&dir.path().join("central.sqlite")).map_err(|e| fail(format!("the central database: {e}")))?);
     let engine = central::admin::init(&db, &central_id, None).map_err(|e| fail(format!("central init: {e}")))?;
     let faults = Arc::new(Mutex::new(Faults { rng: Rng::new(seed), on: false, config: config.clone(), happened: 0 }));
     let mut sites = Vec::new();
@@ -269,7 +288,8 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
         let (id, store) = (SiteId::from(format!("site-{i}")), StoreId::from(format!("store-{i}")));
         let password = central::admin::add_site(&engine, &id, false).map_err(|e| fail(format!("site add: {e}")))?;
         central::admin::add_store(&engine, &store, &id, false).map_err(|e| fail(format!("store add: {e}")))?;
-        let exchange = SimExchange { engine: engine.clone(), site: id.clone(), faults: faults.clone(), link: Arc::default() };
+        let exchange =
+            SimExchange { engine: engine.clone(), site: id.clone(), faults: faults.clone(), link: Arc::default() };
         let status = engine.serve_status(&id).map_err(|e| fail(format!("status: {e}")))?;
         let site_db = site::init::create(&dir.path().join(id.as_str()), &status, "sim://central", &password, "")
             .map_err(|e| fail(format!("site create: {e}")))?;
@@ -292,7 +312,9 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
             0..=9 => {
                 items += 1;
                 let item = json!({"code": format!("I{items}"), "name": format!("Medicine {items}")});
-                engine.write(&[Write::upsert("item", format!("item-{items}"), &item)]).map_err(|e| fail(format!("item write: {e}")))?;
+                engine
+                    .write(&[Write::upsert("item", format!("item-{items}"), &item)])
+                    .map_err(|e| fail(format!("item write: {e}")))?;
                 summary.writes += 1;
             }
             10..=39 => {
@@ -435,7 +457,8 @@ fn check(engine: &Engine, sites: &[SimSite], transfers: &[Transfer]) -> Result<(
         let first = engine.db().rejections(Some(3)).map_err(|e| e.to_string())?;
         return Err(format!("the central server refused {refused} changes: {first:?}"));
     }
-    let items: Records = central.iter().filter(|((t, _), _)| t == "item").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let items: Records =
+        central.iter().filter(|((t, _), _)| t == "item").map(|(k, v)| (k.clone(), v.clone())).collect();
     for (i, site) in sites.iter().enumerate() {
         let held = records(&site.db)?;
         let refused = site.db.count_rejections().map_err(|e| e.to_string())?;
@@ -452,16 +475,28 @@ fn check(engine: &Engine, sites: &[SimSite], transfers: &[Transfer]) -> Result<(
         }
         for store in &stores {
             let of = |r: &Records| -> Records {
-                r.iter().filter(|(_, d)| store_of(d).as_deref() == Some(store.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+                r.iter()
+                    .filter(|(_, d)| store_of(d).as_deref() == Some(store.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
             };
             let (there, here) = (of(&central), of(&held));
             if there != here {
-                return Err(format!("{} holds store {store} unlike the central server: {}", site.id, difference(&there, &here)));
+                return Err(format!(
+                    "{} holds store {store} unlike the central server: {}",
+                    site.id,
+                    difference(&there, &here)
+                ));
             }
         }
-        let held_items: Records = held.iter().filter(|((t, _), _)| t == "item").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let held_items: Records =
+            held.iter().filter(|((t, _), _)| t == "item").map(|(k, v)| (k.clone(), v.clone())).collect();
         if held_items != items {
-            return Err(format!("{} holds items unlike the central server: {}", site.id, difference(&items, &held_items)));
+            return Err(format!(
+                "{} holds items unlike the central server: {}",
+                site.id,
+                difference(&items, &held_items)
+            ));
         }
     }
     // An invoice a restore took back before it was pushed never happened.
@@ -476,13 +511,17 @@ fn check(engine: &Engine, sites: &[SimSite], transfers: &[Transfer]) -> Result<(
             })
             .count();
         if halves != 1 || !central.contains_key(&("transaction".to_owned(), half.to_string())) {
-            return Err(format!("invoice {} has {halves} responding halves on the central server (one expected, `{half}`)", transfer.invoice));
+            return Err(format!(
+                "invoice {} has {halves} responding halves on the central server (one expected, `{half}`)",
+                transfer.invoice
+            ));
         }
         let lines = central
             .iter()
             .filter(|((t, _), d)| {
                 t == "transaction_line"
-                    && serde_json::from_str::<Value>(d).ok().and_then(|v| v.get("transaction_id").cloned()) == Some(json!(half.as_str()))
+                    && serde_json::from_str::<Value>(d).ok().and_then(|v| v.get("transaction_id").cloned())
+                        == Some(json!(half.as_str()))
             })
             .count();
         if lines != transfer.lines {
@@ -500,6 +539,7 @@ fn check(engine: &Engine, sites: &[SimSite], transfers: &[Transfer]) -> Result<(
 fn difference(expected: &Records, found: &Records) -> String {
     let missing: Vec<_> = expected.keys().filter(|k| !found.contains_key(*k)).take(3).collect();
     let extra: Vec<_> = found.keys().filter(|k| !expected.contains_key(*k)).take(3).collect();
-    let changed: Vec<_> = expected.iter().filter(|(k, v)| found.get(*k).is_some_and(|f| f != *v)).map(|(k, _)| k).take(3).collect();
+    let changed: Vec<_> =
+        expected.iter().filter(|(k, v)| found.get(*k).is_some_and(|f| f != *v)).map(|(k, _)| k).take(3).collect();
     format!("missing {missing:?}, extra {extra:?}, different {changed:?}")
 }

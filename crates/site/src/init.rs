@@ -99,6 +99,9 @@ fn set_identity(
     ca_pem: &str,
 ) -> Result<(), StoreError> {
     tx.start_log_after(acked)?;
+    // What the central server holds of this site is pushed: a pull answer that says it holds
+    // more tells a site it was restored from a backup (`sync::realign`).
+    tx.set_state(StateKey::PushedSeq, &acked.0.to_string())?;
     for (key, value) in [
         (StateKey::LocalSite, site.as_str()),
         (StateKey::CentralUrl, central_url),

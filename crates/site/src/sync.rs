@@ -168,9 +168,7 @@ fn push_then_pull(db: &Db, client: &impl Exchange, progress: &mut dyn Progress) 
         retry.after(e, &report, client, progress)?;
     }
     let mut remaining = 0;
-    while let Err(e) = pull(db, client, &me, progress, &mut report, &mut remaining) {
-        retry.after(e, &report, client, progress)?;
-    }
+    pull_all(db, client, &me, progress, &mut report, &mut remaining, &mut retry)?;
     if report.handed_over > 0 {
         // The hand-over goes up now and the completed move comes back: the move is done when
         // this sync ends, not one sync later.
@@ -178,11 +176,38 @@ fn push_then_pull(db: &Db, client: &impl Exchange, progress: &mut dyn Progress) 
         while let Err(e) = push(db, client, &me, progress, &mut report, &mut waiting_up_to, &mut sent) {
             retry.after(e, &report, client, progress)?;
         }
-        while let Err(e) = pull(db, client, &me, progress, &mut report, &mut remaining) {
-            retry.after(e, &report, client, progress)?;
-        }
+        pull_all(db, client, &me, progress, &mut report, &mut remaining, &mut retry)?;
     }
     Ok(report)
+}
+
+/// Pulls until nothing remains, trying again after a broken exchange, and from a snapshot when
+/// the central server's answer shows this site was restored from a backup.
+fn pull_all(
+    db: &Db,
+    client: &impl Exchange,
+    me: &SiteId,
+    progress: &mut dyn Progress,
+    report: &mut SyncReport,
+    remaining: &mut u64,
+    retry: &mut Retry,
+) -> Result<(), SyncError> {
+    loop {
+        match pull(db, client, me, progress, report, remaining) {
+            Ok(Pulled::Done) => return Ok(()),
+            Ok(Pulled::Restored) => continue,
+            Err(e) => retry.after(e, report, client, progress)?,
+        }
+    }
+}
+
+/// How a pull ended.
+enum Pulled {
+    Done,
+    /// The central server holds more of this site's changes than it knew it had pushed: it was
+    /// put back from a backup. Its position is realigned and the pull starts again from a
+    /// snapshot, which brings back its own records written after the backup.
+    Restored,
 }
 
 fn show(progress: &mut dyn Progress, client: &impl Exchange, step: Step) {
@@ -385,7 +410,12 @@ fn count_between(db: &Db, me: &SiteId, after: Seq, up_to: Seq) -> Result<u64, Sy
 /// again (at 20 kbit/s, a full batch again is most of a minute). Refusals travel only in the
 /// answer, so a batch with refusals is sent again and answered again, reasons included.
 /// Returns how many changes the central server held, if it held the batch.
-fn took_lost_push(db: &Db, client: &impl Exchange, me: &SiteId, (after, last): (Seq, Seq)) -> Result<Option<u64>, SyncError> {
+fn took_lost_push(
+    db: &Db,
+    client: &impl Exchange,
+    me: &SiteId,
+    (after, last): (Seq, Seq),
+) -> Result<Option<u64>, SyncError> {
     if after != pushed_up_to(db).map_err(store_err("reading the push position"))? {
         return Ok(None);
     }
@@ -476,7 +506,7 @@ fn pull(
     progress: &mut dyn Progress,
     report: &mut SyncReport,
     remaining: &mut u64,
-) -> Result<(), SyncError> {
+) -> Result<Pulled, SyncError> {
     let start = load_cursor(db)?;
     let waiting_to_push = Some(
         db.count_changes_after(pushed_up_to(db).map_err(store_err("reading the push position"))?, me)
@@ -529,12 +559,20 @@ fn pull(
                     return Err(SyncError::Client { step, source });
                 }
             };
+            if let Some(theirs) = batch.acked {
+                let ours = pushed_up_to(db).map_err(store_err("reading the push position"))?;
+                if theirs > ours {
+                    // Nothing of this answer is applied: the pull starts again from a snapshot.
+                    realign(db, ours, theirs, None)?;
+                    return Ok(Pulled::Restored);
+                }
+            }
             report.handed_over += apply_batch(db, me, &batch.changes, &batch.next)?;
             report.pulled += batch.changes.len() as u64;
             *remaining = batch.remaining;
             show(progress, client, Step::Pulling { pulled: report.pulled, remaining: batch.remaining });
         }
-        Ok(())
+        Ok(Pulled::Done)
     })
 }
 

@@ -37,11 +37,22 @@ pub struct Config {
     pub cut_page: u32,
     /// Sites are backed up now and then, and restored from their backup.
     pub restores: bool,
+    /// A deliberate bug: every pull answer of more than three changes loses its second one on
+    /// the way. Only to show that the checks find a node that does not hold what it must.
+    pub lose_a_pulled_change: bool,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { sites: 4, steps: 60, unreachable: 10, lost_answer: 10, cut_page: 10, restores: true }
+        Config {
+            sites: 4,
+            steps: 60,
+            unreachable: 10,
+            lost_answer: 10,
+            cut_page: 10,
+            restores: true,
+            lose_a_pulled_change: false,
+        }
     }
 }
 
@@ -118,6 +129,8 @@ pub struct SimExchange {
     site: SiteId,
     faults: Arc<Mutex<Faults>>,
     link: Arc<Link>,
+    /// [`Config::lose_a_pulled_change`].
+    sabotaged: bool,
 }
 
 enum Fate {
@@ -202,7 +215,13 @@ impl Exchange for SimExchange {
                 let cut = (at % (body.len() as u64).max(1)) as usize;
                 Err(Self::interrupted(Phase::Receiving { received: cut as u64 }, body[..cut].to_vec()))
             }
-            _ => Ok(page.into_response()),
+            _ => {
+                let mut answer = page.into_response();
+                if self.sabotaged && answer.changes.len() > 3 {
+                    answer.changes.remove(1);
+                }
+                Ok(answer)
+            }
         }
     }
 
@@ -288,8 +307,13 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
         let (id, store) = (SiteId::from(format!("site-{i}")), StoreId::from(format!("store-{i}")));
         let password = central::admin::add_site(&engine, &id, false).map_err(|e| fail(format!("site add: {e}")))?;
         central::admin::add_store(&engine, &store, &id, false).map_err(|e| fail(format!("store add: {e}")))?;
-        let exchange =
-            SimExchange { engine: engine.clone(), site: id.clone(), faults: faults.clone(), link: Arc::default() };
+        let exchange = SimExchange {
+            engine: engine.clone(),
+            site: id.clone(),
+            faults: faults.clone(),
+            link: Arc::default(),
+            sabotaged: config.lose_a_pulled_change,
+        };
         let status = engine.serve_status(&id).map_err(|e| fail(format!("status: {e}")))?;
         let site_db = site::init::create(&dir.path().join(id.as_str()), &status, "sim://central", &password, "")
             .map_err(|e| fail(format!("site create: {e}")))?;

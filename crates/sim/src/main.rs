@@ -33,13 +33,14 @@ fn main() -> ExitCode {
         }
     }
     let started = Instant::now();
-    let (mut syncs, mut faults, mut transfers) = (0, 0, 0);
+    let (mut syncs, mut faults, mut transfers, mut restores) = (0, 0, 0, 0);
     for seed in first..first + seeds {
         match run(seed, &config) {
             Ok(summary) => {
                 syncs += summary.syncs;
                 faults += summary.faults;
                 transfers += summary.transfers;
+                restores += summary.restores;
             }
             Err(failure) => {
                 eprintln!("{failure}");
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "{seeds} seeds passed ({} sites, {} steps each; {syncs} syncs, {faults} faults, {transfers} transfers) in {:.1} s: {}",
+        "{seeds} seeds passed ({} sites, {} steps each; {syncs} syncs, {faults} faults, {transfers} transfers, {restores} restores) in {:.1} s: {}",
         config.sites,
         config.steps,
         started.elapsed().as_secs_f64(),

@@ -194,7 +194,7 @@ impl Engine {
                 return Ok(None);
             }
             let rejected = tx.rejections_between(site, Seq(last.from.0 + 1), last.acked)?.len() as u64;
-            Ok(Some(protocol::LastPush { after: last.from, acked: last.acked, rejected }))
+            Ok(Some(protocol::LastPush { after: last.from, acked: last.acked, rejected, digest: Some(last.digest) }))
         })?)
     }
 
@@ -550,24 +550,8 @@ fn is_resend(last: &PushedBatch, after: Seq, changes: &[Change]) -> bool {
     last.from == after && digest(changes.iter().take_while(|c| c.seq <= last.acked)) == last.digest
 }
 
-/// A digest of pushed changes: position, table, id, action and document of each.
 fn digest<'a>(changes: impl Iterator<Item = &'a Change>) -> String {
-    use blake2::{Blake2s256, Digest};
-    let mut hash = Blake2s256::new();
-    for change in changes {
-        hash.update(change.seq.0.to_le_bytes());
-        for part in [change.table.as_str(), change.id.as_str(), change.action.code()] {
-            hash.update((part.len() as u64).to_le_bytes());
-            hash.update(part.as_bytes());
-        }
-        if let Action::MergeInto(into) = &change.action {
-            hash.update(into.as_str().as_bytes());
-        }
-        let data = change.data.as_ref().map_or("", |d| d.get());
-        hash.update((data.len() as u64).to_le_bytes());
-        hash.update(data.as_bytes());
-    }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    protocol::push_digest(changes)
 }
 
 /// Whether writes may change where stores are active or which are dispensaries.

@@ -21,6 +21,7 @@ use common::{
 use model::Seq;
 use protocol::{Cursor, PullRequest, PushRequest, MAX_PUSH_CHANGES, MAX_REQUEST_BYTES};
 use serde_json::json;
+use testkit::link::{Link, Shape};
 
 on_each_backend!(
     malformed_json_is_a_bad_request,
@@ -35,6 +36,7 @@ on_each_backend!(
     a_refused_change_is_put_back_on_the_site_and_kept_whole_in_rejected,
     a_site_restored_from_a_backup_loses_nothing_it_writes_afterwards,
     a_site_restored_from_a_backup_gets_its_records_back_with_nothing_to_push,
+    a_restored_sites_new_changes_at_old_positions_are_not_taken_for_a_lost_answer,
     a_push_answer_lost_on_the_way_back_costs_nothing_even_if_the_site_edits_meanwhile,
     a_push_at_an_impossible_position_is_refused_and_changes_nothing,
     a_pull_cursor_the_server_never_handed_out_is_refused,
@@ -317,6 +319,42 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         let entry = entry.expect("entry");
         std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy a file");
     }
+}
+
+/// Found by the simulator (`outpost-sim`, seed 100623): a site put back from its backup numbers
+/// its new changes as the ones it had pushed since the backup. When the answer to their push was
+/// lost, the site asked the central server what it held, saw its own positions acknowledged,
+/// took them for this push, and never sent its new changes. The digest of the batch now tells.
+fn a_restored_sites_new_changes_at_old_positions_are_not_taken_for_a_lost_answer(backend: &Backend) {
+    let network = Network::new(backend, &["north"]);
+    let north = network.site("north");
+    north.sync();
+    let line = |n: i64| json!({"store_id": "store-north", "item_id": format!("item-{n}"), "total_packs": n});
+    north.write("stock_line", "sl-1", &line(1));
+    north.sync();
+    let backup = network.root.path().join("north-backup");
+    copy_dir(&north.data, &backup);
+    north.write("stock_line", "sl-2", &line(2));
+    north.sync();
+
+    std::fs::remove_dir_all(&north.data).expect("remove the data directory");
+    copy_dir(&backup, &north.data);
+    // Written at the position sl-2 had: the same positions, another change.
+    north.write("stock_line", "sl-3", &line(3));
+    // The answer to the push is cut on its way back; the sync asks, then goes on.
+    let link = Link::start(network.central.addr(), Shape::default());
+    north.set_central(&link.url());
+    link.cut_after_down_bytes(1);
+    north.sync();
+    assert_eq!(
+        record(&network.central, "stock_line", "sl-3"),
+        Some(line(3)),
+        "the new change reached the central server"
+    );
+    for (id, n) in [("sl-1", 1), ("sl-2", 2), ("sl-3", 3)] {
+        assert_eq!(north.get("stock_line", id), Some(line(n)), "the restored site has {id}");
+    }
+    assert!(north.status().contains("restored from a backup"), "{}", north.status());
 }
 
 /// Found by the simulator (`outpost-sim`, seed 27): a site put back from its backup that wrote

@@ -159,11 +159,37 @@ pub struct StatusResponse {
 
 /// A push batch the central server applied: it followed `after`, took the site to `acked`,
 /// and `rejected` of its changes were refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastPush {
     pub after: Seq,
     pub acked: Seq,
     pub rejected: u64,
+    /// [`push_digest`] of the changes it applied: a site tells its own unanswered batch from
+    /// another that took the same positions (a site restored from a backup numbers its new
+    /// changes as the lost ones were numbered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// A digest of pushed changes: position, table, id, action and document of each. The central
+/// server keeps it of the last batch it applied from each site; a site, of the batch it sent.
+pub fn push_digest<'a>(changes: impl Iterator<Item = &'a Change>) -> String {
+    use blake2::{Blake2s256, Digest};
+    let mut hash = Blake2s256::new();
+    for change in changes {
+        hash.update(change.seq.0.to_le_bytes());
+        for part in [change.table.as_str(), change.id.as_str(), change.action.code()] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+        if let model::Action::MergeInto(into) = &change.action {
+            hash.update(into.as_str().as_bytes());
+        }
+        let data = change.data.as_ref().map_or("", |d| d.get());
+        hash.update((data.len() as u64).to_le_bytes());
+        hash.update(data.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The body of every error response: `{"error":{"code":…,"message":…}}`.

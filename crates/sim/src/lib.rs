@@ -330,8 +330,16 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
     let mut transfers: Vec<Transfer> = Vec::new();
     let mut items = 0_u64;
     faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).on = true;
+    // `OUTPOST_SIM_TRACE=1` prints every step of the run (to follow a failing seed).
+    let trace = std::env::var_os("OUTPOST_SIM_TRACE").is_some();
     for step in 0..config.steps {
         let s = rng.below(sites.len() as u64) as usize;
+        let who = sites[s].id.clone();
+        let said = |what: String| {
+            if trace {
+                eprintln!("step {step:>4} {who}: {what}");
+            }
+        };
         match rng.below(100) {
             0..=9 => {
                 items += 1;
@@ -348,19 +356,23 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
                                   "pack_size": 10, "total_number_of_packs": 100 + rng.below(50), "cost_price_per_pack": 1.5});
                 write_on(&site.db, &[Write::upsert("stock_line", format!("sl-{}-{step}", site.id), &line)])
                     .map_err(|e| fail(format!("stock write on {}: {e}", site.id)))?;
+                said(format!("writes sl-{}-{step}", site.id));
                 summary.writes += 1;
             }
             55..=57 if config.restores => {
                 sites[s].back_up(step).map_err(&fail)?;
+                said("is backed up".into());
             }
             58 if config.restores => {
                 if sites[s].restore().map_err(&fail)? {
+                    said("is restored from its backup".into());
                     summary.restores += 1;
                 }
             }
             40..=54 if sites.len() > 1 => {
                 let to = (s + 1 + rng.below(sites.len() as u64 - 1) as usize) % sites.len();
                 if let Some(transfer) = invoice(&sites[s], &sites[to].store, step, &mut rng).map_err(&fail)? {
+                    said(format!("finalises {} to {}", transfer.invoice, transfer.to));
                     summary.writes += 1;
                     summary.transfers += 1;
                     transfers.push(transfer);
@@ -369,7 +381,16 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
             _ => {
                 let site = &sites[s];
                 summary.syncs += 1;
-                if site::sync::sync_once(&site.db, &site.exchange, &mut |_, _, _| {}).is_err() {
+                let outcome = site::sync::sync_once(&site.db, &site.exchange, &mut |_, _, _| {});
+                let pushed = site::sync::pushed_up_to(&site.db).map(|s| s.0).unwrap_or(-1);
+                match &outcome {
+                    Ok(r) => said(format!(
+                        "syncs: pushed {}, confirmed {}, pulled {}; pushed up to {pushed}",
+                        r.pushed, r.confirmed, r.pulled
+                    )),
+                    Err(e) => said(format!("syncs and fails: {e}; pushed up to {pushed}")),
+                }
+                if outcome.is_err() {
                     summary.failed_syncs += 1;
                 }
             }

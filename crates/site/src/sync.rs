@@ -286,20 +286,35 @@ fn push(
     sent: &mut Option<(Seq, Seq)>,
 ) -> Result<(), SyncError> {
     let mut realigned = 0;
-    // A push of an earlier sync, or of an earlier attempt of this one, whose answer never came.
-    let mut unanswered = db.state(IN_FLIGHT).map_err(store_err("reading the push in flight"))?.and_then(|text| {
-        let (after, last) = text.split_once(':')?;
-        Some((Seq(after.parse().ok()?), Seq(last.parse().ok()?)))
+    // A push of an earlier sync, or of an earlier attempt of this one, whose answer never came:
+    // `AFTER:LAST:DIGEST` (the digest of what was sent; older sites noted no digest).
+    let in_flight = db.state(IN_FLIGHT).map_err(store_err("reading the push in flight"))?.and_then(|text| {
+        let mut parts = text.splitn(3, ':');
+        let (after, last) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+        Some(((Seq(after), Seq(last)), parts.next().map(str::to_owned)))
     });
-    if let Some(in_flight) = unanswered {
-        if let Some(delivered) = took_lost_push(db, client, me, in_flight)? {
-            // Pushed by this sync if an attempt of this one sent it; else confirmed now.
-            if *sent == Some(in_flight) {
-                report.pushed += delivered;
-            } else {
-                report.confirmed += delivered;
+    let mut unanswered = in_flight.as_ref().map(|(positions, _)| *positions);
+    if let Some((positions, digest)) = in_flight {
+        match took_lost_push(db, client, me, positions, digest.as_deref())? {
+            LostPush::Held(delivered) => {
+                // Pushed by this sync if an attempt of this one sent it; else confirmed now.
+                if *sent == Some(positions) {
+                    report.pushed += delivered;
+                } else {
+                    report.confirmed += delivered;
+                }
+                unanswered = None;
             }
-            unanswered = None;
+            // The central server answered: what it holds is known, and a push answered out of
+            // step below is not this one's lost answer.
+            LostPush::NotHeld => unanswered = None,
+            LostPush::Another => {
+                // What the central server holds at those positions is not what this site
+                // sent: it was restored from a backup, and its positions were used twice. The
+                // push below is answered out of step, and realigned as a restore.
+                db.set_state(IN_FLIGHT, "").map_err(store_err("clearing the push in flight"))?;
+                unanswered = None;
+            }
         }
     }
     let start = pushed_up_to(db).map_err(store_err("reading the push position"))?;
@@ -321,7 +336,9 @@ fn push(
         let sending = batch.len();
         // Remembered until the answer is: an answer lost on the way back is then told apart
         // from a restore from a backup (see `realign`), and not sent again (`took_lost_push`).
-        db.set_state(IN_FLIGHT, &format!("{}:{}", acked.0, last.0)).map_err(store_err("noting the push in flight"))?;
+        let digest = protocol::push_digest(batch.iter());
+        db.set_state(IN_FLIGHT, &format!("{}:{}:{digest}", acked.0, last.0))
+            .map_err(store_err("noting the push in flight"))?;
         *sent = Some((acked, last));
         let response = match client.push(&PushRequest { after: acked, changes: batch }) {
             Ok(response) => response,
@@ -409,24 +426,42 @@ fn count_between(db: &Db, me: &SiteId, after: Seq, up_to: Seq) -> Result<u64, Sy
 /// arrived whole and nothing in it was refused, the site moves on without sending a byte of it
 /// again (at 20 kbit/s, a full batch again is most of a minute). Refusals travel only in the
 /// answer, so a batch with refusals is sent again and answered again, reasons included.
-/// Returns how many changes the central server held, if it held the batch.
+/// `digest`: of the batch as it was sent ([`protocol::push_digest`]).
 fn took_lost_push(
     db: &Db,
     client: &impl Exchange,
     me: &SiteId,
     (after, last): (Seq, Seq),
-) -> Result<Option<u64>, SyncError> {
+    digest: Option<&str>,
+) -> Result<LostPush, SyncError> {
     if after != pushed_up_to(db).map_err(store_err("reading the push position"))? {
-        return Ok(None);
+        return Ok(LostPush::NotHeld);
     }
     let status = client.status().map_err(|source| SyncError::Client {
         step: "pushing changes: asking the central server what arrived of the last push".to_owned(),
         source,
     })?;
-    let Some(held) = status.last_push else { return Ok(None) };
+    let Some(held) = status.last_push else { return Ok(LostPush::NotHeld) };
     let whole = held.after == after && held.acked == status.acked && held.acked > after && held.acked <= last;
-    if !whole || held.rejected > 0 {
-        return Ok(None);
+    if !whole {
+        return Ok(LostPush::NotHeld);
+    }
+    if let Some(theirs) = held.digest.as_deref() {
+        // The batch as sent, or (when the server stopped part way) what the log holds up to
+        // where it stopped; anything else at those positions is another batch.
+        let ours = if held.acked == last && digest.is_some() {
+            digest.map(str::to_owned)
+        } else {
+            let log =
+                db.changes_after(after, me, PUSH_LIMIT, usize::MAX).map_err(store_err("reading the change log"))?;
+            Some(protocol::push_digest(log.iter().take_while(|c| c.seq <= held.acked)))
+        };
+        if ours.as_deref() != Some(theirs) {
+            return Ok(LostPush::Another);
+        }
+    }
+    if held.rejected > 0 {
+        return Ok(LostPush::NotHeld);
     }
     let delivered = count_between(db, me, after, held.acked)?;
     db.transaction(|tx| {
@@ -435,7 +470,17 @@ fn took_lost_push(
     })
     .map_err(store_err("recording the push acknowledgement"))?;
     tracing::info!(delivered, acked = %held.acked, "the answer to the last push was lost on its way back; the central server holds its changes, so they are not sent again");
-    Ok(Some(delivered))
+    Ok(LostPush::Held(delivered))
+}
+
+/// What the central server holds of a push whose answer never came.
+enum LostPush {
+    /// The batch, whole: this many changes.
+    Held(u64),
+    /// Not the batch (or not whole, or with refusals only its answer carries): send it again.
+    NotHeld,
+    /// Another batch at the same positions: this site was restored from a backup.
+    Another,
 }
 
 /// The state key of the push sent and not answered yet: `AFTER:LAST`.

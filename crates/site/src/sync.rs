@@ -553,10 +553,10 @@ fn pull(
     remaining: &mut u64,
 ) -> Result<Pulled, SyncError> {
     let start = load_cursor(db)?;
-    let waiting_to_push = Some(
-        db.count_changes_after(pushed_up_to(db).map_err(store_err("reading the push position"))?, me)
-            .map_err(store_err("counting the changes to push"))?,
-    );
+    let pushed = pushed_up_to(db).map_err(store_err("reading the push position"))?;
+    let waiting_to_push = Some(db.count_changes_after(pushed, me).map_err(store_err("counting the changes to push"))?);
+    // The central server holds more of this site's changes than it pushed: it was restored.
+    let restored = move |batch: &PullResponse| batch.acked.is_some_and(|theirs| theirs > pushed);
     show(progress, client, Step::Pulling { pulled: report.pulled, remaining: *remaining });
     let (sender, receiver) = mpsc::sync_channel::<(Option<Cursor>, Result<PullResponse, ClientError>)>(2);
     let fetcher_client = client.clone();
@@ -579,14 +579,18 @@ fn pull(
                         let in_log = matches!(batch.next, Cursor::Log { .. });
                         let nothing_new = batch.changes.is_empty() && in_log && Some(&batch.next) == cursor.as_ref();
                         cursor = Some(batch.next.clone());
-                        if nothing_new && batch.remaining > 0 && waited < MAX_WAITS {
+                        if restored(batch) {
+                            // Nothing more: the pull starts again from a snapshot.
+                            true
+                        } else if nothing_new && batch.remaining > 0 && waited < MAX_WAITS {
                             // Changes exist that a transaction still running on the central
                             // server must be ordered before: ask again in a moment.
                             waited += 1;
                             fetcher_client.wait(WAIT);
                             continue;
+                        } else {
+                            nothing_new || (batch.remaining == 0 && in_log)
                         }
-                        nothing_new || (batch.remaining == 0 && in_log)
                     }
                     Err(_) => true,
                 };
@@ -604,13 +608,10 @@ fn pull(
                     return Err(SyncError::Client { step, source });
                 }
             };
-            if let Some(theirs) = batch.acked {
-                let ours = pushed_up_to(db).map_err(store_err("reading the push position"))?;
-                if theirs > ours {
-                    // Nothing of this answer is applied: the pull starts again from a snapshot.
-                    realign(db, ours, theirs, None)?;
-                    return Ok(Pulled::Restored);
-                }
+            if let Some(theirs) = batch.acked.filter(|_| restored(&batch)) {
+                // Nothing of this answer is applied: the pull starts again from a snapshot.
+                realign(db, pushed, theirs, None)?;
+                return Ok(Pulled::Restored);
             }
             report.handed_over += apply_batch(db, me, &batch.changes, &batch.next)?;
             report.pulled += batch.changes.len() as u64;

@@ -321,6 +321,27 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+fn north_line(n: i64) -> serde_json::Value {
+    json!({"store_id": "store-north", "item_id": format!("item-{n}"), "total_packs": n})
+}
+
+/// north pushes `sl-1` and is backed up; then `since` is written and pushed; then the disk fails
+/// and the backup is put back.
+fn restored_after(network: &Network, since: &[(&str, i64)]) {
+    let north = network.site("north");
+    north.sync();
+    north.write("stock_line", "sl-1", &north_line(1));
+    north.sync();
+    let backup = network.root.path().join("north-backup");
+    copy_dir(&north.data, &backup);
+    for (id, n) in since {
+        north.write("stock_line", id, &north_line(*n));
+    }
+    north.sync();
+    std::fs::remove_dir_all(&north.data).expect("remove the data directory");
+    copy_dir(&backup, &north.data);
+}
+
 /// Found by the simulator (`outpost-sim`, seed 100623): a site put back from its backup numbers
 /// its new changes as the ones it had pushed since the backup. When the answer to their push was
 /// lost, the site asked the central server what it held, saw its own positions acknowledged,
@@ -328,17 +349,8 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 fn a_restored_sites_new_changes_at_old_positions_are_not_taken_for_a_lost_answer(backend: &Backend) {
     let network = Network::new(backend, &["north"]);
     let north = network.site("north");
-    north.sync();
-    let line = |n: i64| json!({"store_id": "store-north", "item_id": format!("item-{n}"), "total_packs": n});
-    north.write("stock_line", "sl-1", &line(1));
-    north.sync();
-    let backup = network.root.path().join("north-backup");
-    copy_dir(&north.data, &backup);
-    north.write("stock_line", "sl-2", &line(2));
-    north.sync();
-
-    std::fs::remove_dir_all(&north.data).expect("remove the data directory");
-    copy_dir(&backup, &north.data);
+    restored_after(&network, &[("sl-2", 2)]);
+    let line = north_line;
     // Written at the position sl-2 had: the same positions, another change.
     north.write("stock_line", "sl-3", &line(3));
     // The answer to the push is cut on its way back; the sync asks, then goes on.
@@ -363,18 +375,8 @@ fn a_restored_sites_new_changes_at_old_positions_are_not_taken_for_a_lost_answer
 fn a_site_restored_from_a_backup_gets_its_records_back_with_nothing_to_push(backend: &Backend) {
     let network = Network::new(backend, &["north"]);
     let north = network.site("north");
-    north.sync();
-    let line = |n: i64| json!({"store_id": "store-north", "item_id": format!("item-{n}"), "total_packs": n});
-    north.write("stock_line", "sl-1", &line(1));
-    north.sync();
-    let backup = network.root.path().join("north-backup");
-    copy_dir(&north.data, &backup);
-    north.write("stock_line", "sl-2", &line(2));
-    north.write("stock_line", "sl-1", &line(10));
-    north.sync();
-
-    std::fs::remove_dir_all(&north.data).expect("remove the data directory");
-    copy_dir(&backup, &north.data);
+    restored_after(&network, &[("sl-2", 2), ("sl-1", 10)]);
+    let line = north_line;
     north.sync();
     for (id, n) in [("sl-1", 10), ("sl-2", 2)] {
         assert_eq!(north.get("stock_line", id), Some(line(n)), "the restored site has {id} as it pushed it");

@@ -6,7 +6,7 @@
 //! answer lost after the server acted, a pull page cut at any byte.
 //!
 //! A run draws everything from its seed: which site writes what (stock, invoices to other
-//! sites' stores, central items), who syncs when, which exchange fails and how. At the end the
+//! stores on other sites or on the same one, central items), who syncs when, which exchange fails and how. At the end the
 //! link is made good, every site syncs until nothing moves, and the network is checked against
 //! what the rules say each node must hold ([`check`]). A failing seed prints itself and replays
 //! exactly: `cargo run -p outpost-sim -- simulate --seed N`.
@@ -243,7 +243,8 @@ impl Exchange for SimExchange {
 /// One remote site of the run.
 struct SimSite {
     id: SiteId,
-    store: StoreId,
+    /// The stores active here (the first site has two: transfers between them are made here).
+    stores: Vec<StoreId>,
     db: Db,
     exchange: SimExchange,
     dir: std::path::PathBuf,
@@ -306,7 +307,13 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
     for i in 0..config.sites {
         let (id, store) = (SiteId::from(format!("site-{i}")), StoreId::from(format!("store-{i}")));
         let password = central::admin::add_site(&engine, &id, false).map_err(|e| fail(format!("site add: {e}")))?;
-        central::admin::add_store(&engine, &store, &id, false).map_err(|e| fail(format!("store add: {e}")))?;
+        let mut stores = vec![store];
+        if i == 0 {
+            stores.push(StoreId::from("store-0b"));
+        }
+        for store in &stores {
+            central::admin::add_store(&engine, store, &id, false).map_err(|e| fail(format!("store add: {e}")))?;
+        }
         let exchange = SimExchange {
             engine: engine.clone(),
             site: id.clone(),
@@ -318,11 +325,11 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
         let site_db = site::init::create(&dir.path().join(id.as_str()), &status, "sim://central", &password, "")
             .map_err(|e| fail(format!("site create: {e}")))?;
         let dir = dir.path().join(id.as_str());
-        sites.push(SimSite { id, store, db: site_db, exchange, dir, backup: None });
+        sites.push(SimSite { id, stores, db: site_db, exchange, dir, backup: None });
     }
     // The first site also keeps a read-only copy of the second's store.
     if config.sites > 1 {
-        central::admin::set_sync_type(&engine, &sites[1].store, &sites[0].id, SyncType::Collector)
+        central::admin::set_sync_type(&engine, &sites[1].stores[0], &sites[0].id, SyncType::Collector)
             .map_err(|e| fail(format!("sync type: {e}")))?;
     }
     let mut rng = Rng::new(seed ^ 0xA5A5_5A5A_DEAD_BEEF);
@@ -352,7 +359,8 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
             10..=39 => {
                 let site = &sites[s];
                 let Some(item) = held_item(&site.db, items, &mut rng) else { continue };
-                let line = json!({"store_id": site.store, "item_id": item, "batch": format!("B{step}"),
+                let store = &site.stores[rng.below(site.stores.len() as u64) as usize];
+                let line = json!({"store_id": store, "item_id": item, "batch": format!("B{step}"),
                                   "pack_size": 10, "total_number_of_packs": 100 + rng.below(50), "cost_price_per_pack": 1.5});
                 write_on(&site.db, &[Write::upsert("stock_line", format!("sl-{}-{step}", site.id), &line)])
                     .map_err(|e| fail(format!("stock write on {}: {e}", site.id)))?;
@@ -370,8 +378,12 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
                 }
             }
             40..=54 if sites.len() > 1 => {
-                let to = (s + 1 + rng.below(sites.len() as u64 - 1) as usize) % sites.len();
-                if let Some(transfer) = invoice(&sites[s], &sites[to].store, step, &mut rng).map_err(&fail)? {
+                // To any other store: on another site (the central server makes the other half)
+                // or on this one (this site makes it, through the same processor).
+                let from = sites[s].stores[rng.below(sites[s].stores.len() as u64) as usize].clone();
+                let others: Vec<&StoreId> = sites.iter().flat_map(|x| &x.stores).filter(|x| **x != from).collect();
+                let to = others[rng.below(others.len() as u64) as usize].clone();
+                if let Some(transfer) = invoice(&sites[s], &from, &to, step, &mut rng).map_err(&fail)? {
                     said(format!("finalises {} to {}", transfer.invoice, transfer.to));
                     summary.writes += 1;
                     summary.transfers += 1;
@@ -431,12 +443,19 @@ fn held_item(db: &Db, items: u64, rng: &mut Rng) -> Option<String> {
     db.record("item", &item).ok().flatten().map(|_| item)
 }
 
-/// A customer invoice from `from`'s store to `to`, with a stock line to take from: written
-/// new, then finalised (which takes its stock and, between sites, makes the other half on the
-/// central server). `None` when the site holds no item yet.
-fn invoice(from: &SimSite, to: &StoreId, step: usize, rng: &mut Rng) -> Result<Option<Transfer>, String> {
+/// A customer invoice from `store` (one of `from`'s) to `to`, with a stock line to take from:
+/// written new, then finalised, which takes its stock and makes the other half — on the central
+/// server when `to` is on another site, at once on `from` when it is on the same one. `None`
+/// when the site holds no item yet.
+fn invoice(
+    from: &SimSite,
+    store: &StoreId,
+    to: &StoreId,
+    step: usize,
+    rng: &mut Rng,
+) -> Result<Option<Transfer>, String> {
     let Some(item) = (1..=20).find_map(|_| held_item(&from.db, 1 + rng.below(50), rng)) else { return Ok(None) };
-    let (store, invoice) = (&from.store, format!("ci-{}-{step}", from.id));
+    let invoice = format!("ci-{}-{step}", from.id);
     let stock_id = format!("sl-{invoice}");
     let lines = 1 + rng.below(3) as usize;
     let mut writes = vec![Write::upsert(
@@ -514,9 +533,9 @@ fn check(engine: &Engine, sites: &[SimSite], transfers: &[Transfer]) -> Result<(
         if status.waiting_to_push > 0 {
             return Err(format!("{} still has {} changes to push", site.id, status.waiting_to_push));
         }
-        let mut stores = BTreeSet::from([site.store.to_string()]);
+        let mut stores: BTreeSet<String> = site.stores.iter().map(|s| s.to_string()).collect();
         if i == 0 && sites.len() > 1 {
-            stores.insert(sites[1].store.to_string());
+            stores.insert(sites[1].stores[0].to_string());
         }
         for store in &stores {
             let of = |r: &Records| -> Records {
@@ -572,7 +591,7 @@ fn check(engine: &Engine, sites: &[SimSite], transfers: &[Transfer]) -> Result<(
         if lines != transfer.lines {
             return Err(format!("the half of {} has {lines} lines, not {}", transfer.invoice, transfer.lines));
         }
-        let receiver = sites.iter().find(|s| s.store == transfer.to).ok_or("a transfer to no site")?;
+        let receiver = sites.iter().find(|s| s.stores.contains(&transfer.to)).ok_or("a transfer to no site")?;
         if receiver.db.record("transaction", half.as_str()).map_err(|e| e.to_string())?.is_none() {
             return Err(format!("{} did not receive the half of {}", receiver.id, transfer.invoice));
         }

@@ -31,7 +31,8 @@ pub struct Config {
     /// Steps before the link is made good and the network settles.
     pub steps: usize,
     /// In percent, for each exchange: the central server out of reach, the answer lost after
-    /// the server acted, a pull answer cut part way.
+    /// the server acted, the exchange cut part way (a push while it goes up, a pull answer
+    /// while it comes down).
     pub unreachable: u32,
     pub lost_answer: u32,
     pub cut_page: u32,
@@ -141,7 +142,7 @@ enum Fate {
 }
 
 impl SimExchange {
-    fn fate(&self, pull: bool) -> Fate {
+    fn fate(&self) -> Fate {
         let mut f = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !f.on {
             return Fate::Fine;
@@ -151,7 +152,7 @@ impl SimExchange {
             Fate::Unreachable
         } else if f.rng.chance(lost) {
             Fate::LostAnswer
-        } else if pull && f.rng.chance(cut) {
+        } else if f.rng.chance(cut) {
             Fate::CutAt(f.rng.next_u64())
         } else {
             Fate::Fine
@@ -181,19 +182,25 @@ impl SimExchange {
 
 impl Exchange for SimExchange {
     fn push(&self, request: &PushRequest) -> Result<PushResponse, ClientError> {
-        let fate = self.fate(false);
-        if matches!(fate, Fate::Unreachable) {
-            return Err(Self::unreachable());
+        let fate = self.fate();
+        match fate {
+            Fate::Unreachable => return Err(Self::unreachable()),
+            Fate::CutAt(at) => {
+                // Cut while the request was still going up: the server never saw it whole.
+                let total = protocol::encode(request).len() as u64;
+                return Err(Self::interrupted(Phase::Sending { sent: at % total.max(1), total }, Vec::new()));
+            }
+            _ => {}
         }
         let answer = self.engine.push(&self.site, request.after, &request.changes).map_err(Self::refused)?;
         match fate {
-            Fate::LostAnswer | Fate::CutAt(_) => Err(Self::interrupted(Phase::Waiting, Vec::new())),
+            Fate::LostAnswer => Err(Self::interrupted(Phase::Waiting, Vec::new())),
             _ => Ok(answer),
         }
     }
 
     fn pull(&self, request: &PullRequest) -> Result<PullResponse, ClientError> {
-        let fate = self.fate(true);
+        let fate = self.fate();
         if matches!(fate, Fate::Unreachable) {
             return Err(Self::unreachable());
         }
@@ -226,7 +233,7 @@ impl Exchange for SimExchange {
     }
 
     fn status(&self) -> Result<StatusResponse, ClientError> {
-        if matches!(self.fate(false), Fate::Unreachable) {
+        if !matches!(self.fate(), Fate::Fine) {
             return Err(Self::unreachable());
         }
         self.engine.serve_status(&self.site).map_err(Self::refused)

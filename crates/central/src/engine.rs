@@ -181,7 +181,7 @@ impl Engine {
 
     /// The acknowledged push position of a site.
     pub fn acked(&self, site: &SiteId) -> Result<Seq, EngineError> {
-        Ok(self.db.transaction(|tx| tx.acked(site))?)
+        Ok(self.db.acked_now(site)?)
     }
 
     /// The last push batch applied from `site`, if it is still the acknowledged position: a

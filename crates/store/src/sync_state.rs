@@ -180,6 +180,12 @@ impl Db {
 
     /// Central server: a site's password hash and the machine it is bound to, in one read (every
     /// sync request needs both); `None` for an unknown site.
+    /// Central server: the last change of `site` applied or rejected, as it stands now (no lock:
+    /// what a pull answer and a status tell the site).
+    pub fn acked_now(&self, site: &SiteId) -> Result<Seq> {
+        self.read(|sql| sql.acked_now(site))
+    }
+
     pub fn site_credentials(&self, site: &SiteId) -> Result<Option<SiteCredentials>> {
         self.read(|sql| sql.site_credentials(site.as_str()))
     }

@@ -80,6 +80,8 @@ pub(crate) trait Sql {
     fn rejections_between(&mut self, from: &str, first: Seq, last: Seq) -> Result<Vec<RejectionRecord>>;
     /// The last change of `site` applied or rejected; on PostgreSQL the site's row stays locked.
     fn acked(&mut self, site: &SiteId) -> Result<Seq>;
+    /// [`Sql::acked`] read as it stands, locking nothing (a pull, a status).
+    fn acked_now(&mut self, site: &SiteId) -> Result<Seq>;
     fn record_push(&mut self, site: &SiteId, batch: &PushedBatch) -> Result<()>;
     fn last_push(&mut self, site: &SiteId) -> Result<Option<PushedBatch>>;
     fn set_password_hash(&mut self, site: &str, hash: &str, create: bool) -> Result<bool>;

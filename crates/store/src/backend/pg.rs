@@ -519,7 +519,6 @@ impl<C: GenericClient> Session<'_, C> {
     /// The `name` of each record of `table` among `ids` that has one.
     fn names<'i>(&mut self, table: &str, ids: impl Iterator<Item = &'i str>) -> Result<HashMap<String, String>> {
         let mut ids: Vec<&str> = ids.collect();
-        ids.dedup();
         ids.sort_unstable();
         ids.dedup();
         let rows = self.query(
@@ -1028,6 +1027,11 @@ impl<C: GenericClient> Sql for Session<'_, C> {
     /// push of the same site (another process, another connection) waits for this one.
     fn acked(&mut self, site: &SiteId) -> Result<Seq> {
         let row = self.query_opt("SELECT acked_seq FROM site_sync WHERE site_id = $1 FOR UPDATE", &[&site.as_str()])?;
+        Ok(Seq(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0)))
+    }
+
+    fn acked_now(&mut self, site: &SiteId) -> Result<Seq> {
+        let row = self.query_opt("SELECT acked_seq FROM site_sync WHERE site_id = $1", &[&site.as_str()])?;
         Ok(Seq(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0)))
     }
 

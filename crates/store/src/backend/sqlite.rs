@@ -611,6 +611,10 @@ impl Sql for Lite<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn acked_now(&mut self, site: &SiteId) -> Result<Seq> {
+        self.acked(site)
+    }
+
     fn acked(&mut self, site: &SiteId) -> Result<Seq> {
         let seq: Option<i64> = self
             .0

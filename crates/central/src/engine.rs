@@ -6,7 +6,7 @@ use model::{
     check_write, recipients, Action, Audience, Change, ChangeRef, LogPos, Network, Op, RecordId, RecordKeys, Seq,
     SiteId,
 };
-use protocol::{Cursor, OutgoingChange, PullResponse, PushResponse, Rejection};
+use protocol::{Cursor, OutgoingChange, PageFormat, PullResponse, PushResponse, Rejection};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -203,7 +203,8 @@ impl Engine {
     pub fn serve_pull(&self, site: &SiteId, request: protocol::PullRequest) -> Result<PullPage, EngineError> {
         let max_bytes = request.max_bytes.clamp(1024, protocol::MAX_DECODED_BYTES / 2);
         let acked = self.acked(site)?;
-        let page = PullPage { acked: Some(acked), ..self.pull_page(site, request.cursor, max_bytes)? };
+        let page =
+            PullPage { acked: Some(acked), format: request.format, ..self.pull_page(site, request.cursor, max_bytes)? };
         // How far the site has been sent the log (not while it initialises from a snapshot).
         let reached = match page.next {
             Cursor::Log { after, after_xid } => Some(LogPos::new(after_xid, after)),
@@ -339,11 +340,18 @@ impl Engine {
                     },
                     remaining,
                     acked: None,
+                    format: PageFormat::Rows,
                 });
             }
             if exhausted {
                 let remaining = self.count_log(site, log_from)?;
-                return Ok(PullPage { changes, next: Cursor::log(log_from), remaining, acked: None });
+                return Ok(PullPage {
+                    changes,
+                    next: Cursor::log(log_from),
+                    remaining,
+                    acked: None,
+                    format: PageFormat::Rows,
+                });
             }
         }
     }
@@ -396,7 +404,7 @@ impl Engine {
             });
         }
         let remaining = self.count_log(site, next)?;
-        Ok(PullPage { changes, next: Cursor::log(next), remaining, acked: None })
+        Ok(PullPage { changes, next: Cursor::log(next), remaining, acked: None, format: PageFormat::Rows })
     }
 
     /// How many changes wait for `site` after log position `after`.
@@ -454,17 +462,19 @@ pub struct PullPage {
     pub remaining: u64,
     /// The last change of the site the server holds (what [`Engine::serve_pull`] answers with).
     pub acked: Option<Seq>,
+    /// How [`PullPage::encode`] writes it: what the site asked for.
+    pub format: PageFormat,
 }
 
 impl PullPage {
     /// The compressed body of the answer.
     pub fn encode(&self) -> Vec<u8> {
-        protocol::encode_pull_response(&self.changes, &self.next, self.remaining, self.acked)
+        protocol::encode_pull_response(&self.changes, &self.next, self.remaining, self.acked, self.format)
     }
 
-    /// The answer's JSON, not compressed (a seed file compresses it harder).
+    /// The answer's JSON, column by column and not compressed (as a seed file holds it).
     pub fn json(&self) -> Vec<u8> {
-        protocol::pull_response_json(&self.changes, &self.next, self.remaining, self.acked)
+        protocol::columns::file_page_json(&self.changes, &self.next, self.remaining, self.acked)
     }
 
     /// The answer as wire types (each record checked to be JSON).

@@ -79,7 +79,12 @@ impl Fixture {
     /// A good request is answered: a pull for north (read-only) and its status.
     fn still_serves(&self) {
         let password = self.password("north");
-        let pull = protocol::encode(&PullRequest { cursor: None, max_bytes: 1 << 20, waiting_to_push: None });
+        let pull = protocol::encode(&PullRequest {
+            cursor: None,
+            max_bytes: 1 << 20,
+            waiting_to_push: None,
+            format: Default::default(),
+        });
         let answer = self.http.post("north", "pull", &good_headers("north", &password).as_refs(), &pull);
         assert!(!answer.pull_response().changes.is_empty(), "north receives its initial data");
         let status = self.http.get("/api/v1/sites/north/status", &good_headers("north", &password).as_refs());
@@ -176,7 +181,12 @@ fn a_wrong_password_or_an_unknown_site_is_unauthorized(backend: &Backend) {
 fn a_request_for_another_sites_data_is_forbidden(backend: &Backend) {
     let f = Fixture::new(backend);
     let north = f.password("north");
-    let pull = protocol::encode(&PullRequest { cursor: None, max_bytes: 1 << 20, waiting_to_push: None });
+    let pull = protocol::encode(&PullRequest {
+        cursor: None,
+        max_bytes: 1 << 20,
+        waiting_to_push: None,
+        format: Default::default(),
+    });
     f.refused(403, "forbidden", |http| http.post("south", "pull", &good_headers("north", &north).as_refs(), &pull));
     let push = protocol::encode(&PushRequest { after: Seq(0), changes: vec![stock_line(1)] });
     f.refused(403, "forbidden", |http| http.post("south", "push", &good_headers("north", &north).as_refs(), &push));
@@ -469,7 +479,12 @@ fn a_pull_cursor_the_server_never_handed_out_is_refused(backend: &Backend) {
     north.sync();
     let http = Http::new(&network.central.url());
     let pull = |cursor: Cursor| {
-        let body = protocol::encode(&PullRequest { cursor: Some(cursor), max_bytes: 1 << 20, waiting_to_push: None });
+        let body = protocol::encode(&PullRequest {
+            cursor: Some(cursor),
+            max_bytes: 1 << 20,
+            waiting_to_push: None,
+            format: Default::default(),
+        });
         http.post("north", "pull", &common::good_headers("north", &north.password).as_refs(), &body)
     };
     for (cursor, why) in [

@@ -137,7 +137,12 @@ fn the_site_list_shows_what_each_site_holds_and_is_owed(backend: &Backend) {
 
     // What a site says it still has to push is shown as it said it.
     let http = common::Http::new(&central.url());
-    let pull = protocol::PullRequest { cursor: None, max_bytes: 1 << 20, waiting_to_push: Some(5) };
+    let pull = protocol::PullRequest {
+        cursor: None,
+        max_bytes: 1 << 20,
+        waiting_to_push: Some(5),
+        format: Default::default(),
+    };
     let answer =
         http.post("north", "pull", &common::good_headers("north", &north.password).as_refs(), &protocol::encode(&pull));
     assert_eq!(answer.status, 200);

@@ -357,7 +357,12 @@ fn an_honest_slow_download_is_not_cut() {
         })
         .collect();
     central::Engine::new(Arc::new(central.db.open())).write(&items).expect("write the items");
-    let pull = protocol::encode(&PullRequest { cursor: None, max_bytes: 32 << 20, waiting_to_push: None });
+    let pull = protocol::encode(&PullRequest {
+        cursor: None,
+        max_bytes: 32 << 20,
+        waiting_to_push: None,
+        format: Default::default(),
+    });
     let mut head =
         format!("POST /api/v1/sites/north/pull HTTP/1.1\r\nhost: central\r\ncontent-length: {}\r\n", pull.len());
     for (name, value) in good_headers(&north.name, &north.password).0 {

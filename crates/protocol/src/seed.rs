@@ -12,7 +12,7 @@
 //! Blake2s-256 of everything before (32 bytes)
 //! ```
 
-use crate::{decode, Cursor, PullResponse};
+use crate::{Cursor, PullResponse};
 use blake2::{Blake2s256, Digest};
 use model::{Seq, SiteId};
 use serde::{Deserialize, Serialize};
@@ -177,7 +177,10 @@ impl<'a> Seed<'a> {
 
     /// Page `i`, decoded (bounded as a pulled page is).
     pub fn page(&self, i: usize) -> Result<PullResponse, SeedError> {
-        decode::<PullResponse>(self.pages[i]).map_err(|_| SeedError::Unreadable("pages"))
+        crate::decompress(self.pages[i])
+            .ok()
+            .and_then(|json| crate::decode_pull(&json).ok())
+            .ok_or(SeedError::Unreadable("pages"))
     }
 }
 
@@ -219,7 +222,13 @@ mod tests {
     fn file() -> Vec<u8> {
         let mut writer = SeedWriter::new(&header(2));
         for _ in 0..2 {
-            writer.page(&encode_pull_response(&[], &Cursor::Log { after: Seq(7), after_xid: 0 }, 0, None));
+            writer.page(&encode_pull_response(
+                &[],
+                &Cursor::Log { after: Seq(7), after_xid: 0 },
+                0,
+                None,
+                crate::PageFormat::Columns,
+            ));
         }
         writer.finish()
     }

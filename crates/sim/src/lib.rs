@@ -212,6 +212,7 @@ impl Exchange for SimExchange {
                     cursor: request.cursor.clone(),
                     max_bytes: request.max_bytes,
                     waiting_to_push: request.waiting_to_push,
+                    format: request.format,
                 },
             )
             .map_err(Self::refused)?;
@@ -223,7 +224,10 @@ impl Exchange for SimExchange {
                 Err(Self::interrupted(Phase::Receiving { received: cut as u64 }, body[..cut].to_vec()))
             }
             _ => {
-                let mut answer = page.into_response();
+                // Through the encoding a real answer takes, so that the simulator reads what a
+                // site would.
+                let body = protocol::decompress(&page.encode()).map_err(ClientError::from)?;
+                let mut answer = protocol::decode_pull(&body).map_err(ClientError::from)?;
                 if self.sabotaged && answer.changes.len() > 3 {
                     answer.changes.remove(1);
                 }

@@ -357,7 +357,7 @@ impl Client {
         let bytes = self.exchange("pull", Some(protocol::encode(request)))?;
         let json = protocol::decompress(&bytes)?;
         self.link.record_ratio(Direction::Down, json.len(), bytes.len());
-        Ok(serde_json::from_slice(&json).map_err(protocol::DecodeError::from)?)
+        Ok(protocol::decode_pull(&json)?)
     }
 
     pub fn status(&self) -> Result<StatusResponse, ClientError> {

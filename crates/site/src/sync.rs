@@ -5,7 +5,7 @@ use crate::client::{ClientError, Exchange};
 use crate::link::{Direction, Link};
 use crate::status::SyncState;
 use model::{Change, Seq, SiteId};
-use protocol::{Cursor, PullRequest, PullResponse, PushRequest};
+use protocol::{Cursor, PageFormat, PullRequest, PullResponse, PushRequest};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use store::{Db, RejectedFrom, RejectionRecord, StateKey, StoreError};
@@ -573,7 +573,12 @@ fn pull(
                     link.page_bytes(Direction::Down, page, FIRST_PAGE_BYTES, MIN_PAGE_BYTES, PULL_MAX_BYTES);
                 page = Some(max_bytes);
                 let asked = cursor.clone();
-                let answer = fetcher_client.pull(&PullRequest { cursor: cursor.clone(), max_bytes, waiting_to_push });
+                let answer = fetcher_client.pull(&PullRequest {
+                    cursor: cursor.clone(),
+                    max_bytes,
+                    waiting_to_push,
+                    format: PageFormat::Columns,
+                });
                 let done = match &answer {
                     Ok(batch) => {
                         let in_log = matches!(batch.next, Cursor::Log { .. });

@@ -42,7 +42,7 @@ impl Answer {
 
     pub fn pull_response(&self) -> protocol::PullResponse {
         assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
-        protocol::decode(&self.body).expect("a zstd JSON pull answer")
+        protocol::decode_pull(&protocol::decompress(&self.body).expect("a zstd body")).expect("a JSON pull answer")
     }
 }
 

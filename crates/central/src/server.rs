@@ -189,6 +189,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 
 /// How long a site is asked to wait when the database is busy.
 const BUSY_RETRY_SECS: u64 = 5;
+/// How long a site waits before trying a central server whose disk was full.
+const DISK_FULL_RETRY_SECS: u64 = 300;
 
 /// An error answer: a status, a stable code, and a message a person can act on. Logged here,
 /// once, where it is handled.
@@ -219,6 +221,23 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
                 format!("the central server's database is busy ({why}); try again in {BUSY_RETRY_SECS} s"),
+            )
+        }
+    }
+
+    /// 507: the central server's disk is full. Nothing of the request was kept and the site's
+    /// changes wait on the site; somebody must free space on the server, so this is logged as
+    /// an error and the site tries again later.
+    pub(crate) fn disk_full(why: &str) -> ApiError {
+        ApiError {
+            retry_after: Some(DISK_FULL_RETRY_SECS),
+            ..Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+                format!(
+                    "the central server's disk is full ({why}); nothing of this request was kept and this site's changes wait here; \
+                     the central server's administrator must free space (this site tries again in {DISK_FULL_RETRY_SECS} s)"
+                ),
             )
         }
     }
@@ -280,6 +299,7 @@ impl From<EngineError> for ApiError {
             | EngineError::BadCursor(_) => ApiError::bad_request(error.to_string()),
             EngineError::Quarantined { .. } => ApiError::new(StatusCode::FORBIDDEN, "quarantined", error.to_string()),
             EngineError::Store(store::StoreError::Busy(why)) => ApiError::busy(&why),
+            EngineError::Store(store::StoreError::DiskFull(why)) => ApiError::disk_full(&why),
             EngineError::Store(e) => ApiError::internal("applying the request to the central database", e),
         }
     }
@@ -589,7 +609,20 @@ async fn status(
 
 #[cfg(test)]
 mod tests {
-    use super::base64_decode;
+    use super::{base64_decode, ApiError, EngineError};
+    use axum::http::StatusCode;
+
+    #[test]
+    fn a_full_disk_is_507_and_says_who_must_act() {
+        let error = ApiError::from(EngineError::Store(store::StoreError::DiskFull("database or disk is full".into())));
+        assert_eq!((error.status, error.code), (StatusCode::INSUFFICIENT_STORAGE, "disk_full"));
+        assert_eq!(
+            error.message,
+            "the central server's disk is full (database or disk is full); nothing of this request was kept and this site's \
+             changes wait here; the central server's administrator must free space (this site tries again in 300 s)"
+        );
+        assert!(error.retry_after.is_some());
+    }
 
     #[test]
     fn base64_decodes_basic_credentials() {

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         }
     }
     let started = Instant::now();
-    let (mut syncs, mut faults, mut transfers, mut restores) = (0, 0, 0, 0);
+    let (mut syncs, mut faults, mut transfers, mut restores, mut kills, mut full) = (0, 0, 0, 0, 0, 0);
     for seed in first..first + seeds {
         match run(seed, &config) {
             Ok(summary) => {
@@ -41,6 +41,8 @@ fn main() -> ExitCode {
                 faults += summary.faults;
                 transfers += summary.transfers;
                 restores += summary.restores;
+                kills += summary.kills;
+                full += summary.disk_full_writes;
             }
             Err(failure) => {
                 eprintln!("{failure}");
@@ -49,7 +51,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "{seeds} seeds passed ({} sites, {} steps each; {syncs} syncs, {faults} faults, {transfers} transfers, {restores} restores) in {:.1} s: {}",
+        "{seeds} seeds passed ({} sites, {} steps each; {syncs} syncs, {faults} faults, {transfers} transfers, {restores} restores, {kills} kills, {full} writes refused by a full disk) in {:.1} s: {}",
         config.sites,
         config.steps,
         started.elapsed().as_secs_f64(),

@@ -1,5 +1,5 @@
 use crate::backend::{Backend, Deferred, Sql, TxSql};
-use crate::{Result, RoutedBy, StateKey, StoreError, Write};
+use crate::{failpoint, Result, RoutedBy, StateKey, StoreError, Write};
 use model::network::TOPOLOGY_TABLES;
 use model::{
     check_write, recipients, registry, Action, Audience, ChangeRef, Network, Op, RecordId, RecordKeys, Refusal,
@@ -39,7 +39,21 @@ impl Db {
 
     /// Runs `f` in one transaction: all of it is committed, or none of it.
     pub fn transaction<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        self.backend.transaction(self.registry, f)
+        let value = self.backend.transaction(self.registry, |tx| {
+            let value = f(tx)?;
+            failpoint::hit(failpoint::BEFORE_COMMIT);
+            Ok(value)
+        })?;
+        failpoint::hit(failpoint::AFTER_COMMIT);
+        Ok(value)
+    }
+
+    /// Lets the database grow by `spare_pages` more pages and no further, as a disk that is
+    /// nearly full; `None` gives it room again. Only for the simulator (SQLite; a PostgreSQL
+    /// database is left as it is).
+    #[cfg(feature = "failpoints")]
+    pub fn limit_disk(&self, spare_pages: Option<u64>) -> Result<()> {
+        self.backend.limit_disk(spare_pages)
     }
 
     /// Runs read-only statements outside any transaction (the queries of `queries.rs` and

@@ -23,6 +23,7 @@
 
 mod backend;
 mod db;
+pub mod failpoint;
 pub mod history;
 mod migrations;
 mod queries;
@@ -104,6 +105,12 @@ pub enum StoreError {
     /// in use; another process holding SQLite's write lock). Worth trying again shortly.
     #[error("the database is busy: {0}")]
     Busy(String),
+    /// The disk holding the database is full (or the database reached the size it may have):
+    /// the transaction rolled back whole, and trying again once there is room loses nothing.
+    #[error(
+        "the disk holding the database is full, so nothing of this write was kept ({0}); free some space and try again"
+    )]
+    DiskFull(String),
     #[error("writing `{}` record `{}` was refused: {refusal}", shown(table), shown(id.as_str()))]
     Refused { table: String, id: RecordId, refusal: Box<Refusal> },
     #[error("`{}` record `{}` is not valid: {reason}", shown(table), shown(id.as_str()))]

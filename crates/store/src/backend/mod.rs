@@ -149,6 +149,15 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn limit_disk(&self, spare_pages: Option<u64>) -> Result<()> {
+        match self {
+            Backend::Sqlite(db) => db.limit_disk(spare_pages),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Runs `f` in one transaction: all of it is committed, or none of it.
     pub(crate) fn transaction<T>(
         &self,
@@ -254,6 +263,7 @@ impl From<rusqlite::Error> for StoreError {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 StoreError::Busy(format!("another process is writing to the database ({e})"))
             }
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull(e.to_string()),
             _ => StoreError::Database(DbError::Sqlite(e)),
         }
     }

@@ -176,6 +176,17 @@ impl SqliteDb {
         result
     }
 
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn limit_disk(&self, spare_pages: Option<u64>) -> Result<()> {
+        let writer = self.writer();
+        let pages = match spare_pages {
+            Some(spare) => writer.conn.query_row("PRAGMA page_count", [], |r| r.get::<_, u64>(0))? + spare,
+            None => u64::from(u32::MAX - 1),
+        };
+        writer.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Runs what was left for the writer, each statement committing on its own. A failure is
     /// logged: it is bookkeeping for status pages, not a record.
     fn run_deferred(&self, conn: &Connection) {

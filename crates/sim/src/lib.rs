@@ -42,6 +42,8 @@ pub struct Config {
     pub cut_page: u32,
     /// Sites are backed up now and then, and restored from their backup.
     pub restores: bool,
+    /// Sites go off line now and then, for up to half the run, and keep working meanwhile.
+    pub outages: bool,
     /// In percent, for each sync: a node is killed at one of the failpoints the sync passes
     /// (the site's or the central server's), and started again.
     pub kills: u32,
@@ -65,6 +67,7 @@ impl Default for Config {
             lost_answer: 10,
             cut_page: 10,
             restores: true,
+            outages: true,
             kills: 15,
             disk_full: true,
             lose_a_pulled_change: false,
@@ -86,6 +89,11 @@ pub struct Summary {
     pub kills: u64,
     /// Writes a full disk refused (the person sees the error; nothing of them is kept).
     pub disk_full_writes: u64,
+    /// Times a site went off line.
+    pub outages: u64,
+    /// The time the exchanges took on their simulated links (each site's rate, 2 s round
+    /// trips), in whole seconds.
+    pub link_secs: u64,
 }
 
 /// A seed whose network does not hold what the rules say.
@@ -140,6 +148,8 @@ struct Faults {
     on: bool,
     config: Config,
     happened: u64,
+    /// Simulated seconds the exchanges took on their links.
+    link_secs: f64,
 }
 
 /// The central server of a run: its engine over its database file, opened again when a
@@ -193,9 +203,16 @@ pub struct SimExchange {
     site: SiteId,
     faults: Arc<Mutex<Faults>>,
     link: Arc<Link>,
+    /// This site's link, in bytes per second each way (20 kbit/s to 10 Mbit/s).
+    rate: f64,
+    /// The site is off line (an outage): the central server is out of reach.
+    offline: Arc<std::sync::atomic::AtomicBool>,
     /// [`Config::lose_a_pulled_change`].
     sabotaged: bool,
 }
+
+/// The round trip of every simulated link.
+const ROUND_TRIP: Duration = Duration::from_secs(2);
 
 enum Fate {
     Fine,
@@ -209,6 +226,9 @@ impl SimExchange {
         let mut f = self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !f.on {
             return Fate::Fine;
+        }
+        if self.offline.load(std::sync::atomic::Ordering::Relaxed) {
+            return Fate::Unreachable;
         }
         let (unreachable, lost, cut) = (f.config.unreachable, f.config.lost_answer, f.config.cut_page);
         let fate = if f.rng.chance(unreachable) {
@@ -224,6 +244,23 @@ impl SimExchange {
             f.happened += 1;
         }
         fate
+    }
+
+    /// Reports an exchange of `up` and `down` wire bytes to the site's link as it would have
+    /// taken on this site's rate: the pages that follow are sized from it, as over HTTP.
+    fn carried(&self, up: (usize, usize), down: (usize, usize)) {
+        let secs = ROUND_TRIP.as_secs_f64() + (up.1 + down.1) as f64 / self.rate;
+        let elapsed = Duration::from_secs_f64(secs);
+        let link = &self.link;
+        link.count_sent(up.1);
+        link.count_received(down.1);
+        link.record_ratio(site::link::Direction::Up, up.0, up.1);
+        link.record_ratio(site::link::Direction::Down, down.0, down.1);
+        if up.1 > 0 {
+            link.record(site::link::Direction::Up, up.1 as u64, elapsed);
+        }
+        link.record(site::link::Direction::Down, down.1 as u64, elapsed);
+        self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner).link_secs += secs;
     }
 
     fn unreachable() -> ClientError {
@@ -259,6 +296,9 @@ impl Exchange for SimExchange {
             return Err(Self::interrupted(Phase::Waiting, Vec::new()));
         };
         let answer = answer.map_err(Self::refused)?;
+        let json = serde_json::to_vec(request).unwrap_or_default();
+        let answered = protocol::encode(&answer).len();
+        self.carried((json.len(), protocol::compress(&json).len()), (answered, answered));
         match fate {
             Fate::LostAnswer => Err(Self::interrupted(Phase::Waiting, Vec::new())),
             _ => Ok(answer),
@@ -292,7 +332,9 @@ impl Exchange for SimExchange {
             _ => {
                 // Through the encoding a real answer takes, so that the simulator reads what a
                 // site would.
-                let body = protocol::decompress(&page.encode()).map_err(ClientError::from)?;
+                let wire = page.encode();
+                let body = protocol::decompress(&wire).map_err(ClientError::from)?;
+                self.carried((0, 0), (body.len(), wire.len()));
                 let mut answer = protocol::decode_pull(&body).map_err(ClientError::from)?;
                 if self.sabotaged && answer.changes.len() > 3 {
                     answer.changes.remove(1);
@@ -337,6 +379,8 @@ struct SimSite {
     written_at_backup: BTreeSet<(String, String)>,
     /// The disk is full (see `Db::limit_disk`).
     disk_full: bool,
+    /// Off line until this step.
+    offline_until: Option<usize>,
 }
 
 impl SimSite {
@@ -418,7 +462,14 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
     drop(db);
     let central = Central { engine: Arc::new(Mutex::new(engine.clone())), file: central_file, kills: Arc::default() };
     quiet_kills();
-    let faults = Arc::new(Mutex::new(Faults { rng: Rng::new(seed), on: false, config: config.clone(), happened: 0 }));
+    let faults = Arc::new(Mutex::new(Faults {
+        rng: Rng::new(seed),
+        on: false,
+        config: config.clone(),
+        happened: 0,
+        link_secs: 0.0,
+    }));
+    let mut links = Rng::new(seed ^ 0x5EED_11AE);
     let mut sites = Vec::new();
     for i in 0..config.sites {
         let (id, store) = (SiteId::from(format!("site-{i}")), StoreId::from(format!("store-{i}")));
@@ -435,6 +486,9 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
             site: id.clone(),
             faults: faults.clone(),
             link: Arc::default(),
+            // 2,500 to 1,250,000 bytes per second, spread evenly over the powers of ten.
+            rate: 2_500.0 * 500_f64.powf(links.below(1_000) as f64 / 1_000.0),
+            offline: Arc::default(),
             sabotaged: config.lose_a_pulled_change,
         };
         let status = engine.serve_status(&id).map_err(|e| fail(format!("status: {e}")))?;
@@ -451,6 +505,7 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
             written: BTreeSet::new(),
             written_at_backup: BTreeSet::new(),
             disk_full: false,
+            offline_until: None,
         });
     }
     // The first site also keeps a read-only copy of the second's store.
@@ -475,6 +530,17 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
                 eprintln!("step {step:>4} {who}: {what}");
             }
         };
+        for site in sites.iter_mut().filter(|x| x.offline_until.is_some_and(|until| until <= step)) {
+            site.offline_until = None;
+            site.exchange.offline.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        if config.outages && sites[s].offline_until.is_none() && rng.chance(2) {
+            let until = step + 1 + rng.below(config.steps as u64 / 2 + 1) as usize;
+            sites[s].offline_until = Some(until);
+            sites[s].exchange.offline.store(true, std::sync::atomic::Ordering::Relaxed);
+            said(format!("goes off line until step {until}"));
+            summary.outages += 1;
+        }
         match rng.below(100) {
             0..=9 => {
                 items += 1;
@@ -595,9 +661,11 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
     let mut f = faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     f.on = false;
     summary.faults = f.happened;
+    summary.link_secs = f.link_secs as u64;
     drop(f);
-    // And every disk has room.
+    // Every site is on line, and every disk has room.
     for site in &mut sites {
+        site.exchange.offline.store(false, std::sync::atomic::Ordering::Relaxed);
         site.db.limit_disk(None).map_err(|e| fail(format!("freeing the disk of {}: {e}", site.id)))?;
         site.disk_full = false;
     }

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
     }
     let started = Instant::now();
     let (mut syncs, mut faults, mut transfers, mut restores, mut kills, mut full) = (0, 0, 0, 0, 0, 0);
+    let (mut outages, mut link_secs) = (0, 0);
     for seed in first..first + seeds {
         match run(seed, &config) {
             Ok(summary) => {
@@ -43,6 +44,8 @@ fn main() -> ExitCode {
                 restores += summary.restores;
                 kills += summary.kills;
                 full += summary.disk_full_writes;
+                outages += summary.outages;
+                link_secs += summary.link_secs;
             }
             Err(failure) => {
                 eprintln!("{failure}");
@@ -51,9 +54,10 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "{seeds} seeds passed ({} sites, {} steps each; {syncs} syncs, {faults} faults, {transfers} transfers, {restores} restores, {kills} kills, {full} writes refused by a full disk) in {:.1} s: {}",
+        "{seeds} seeds passed ({} sites, {} steps each; {syncs} syncs, {faults} faults, {transfers} transfers, {restores} restores, {kills} kills, {full} writes refused by a full disk, {outages} outages, {:.1} days on the simulated links) in {:.1} s: {}",
         config.sites,
         config.steps,
+        link_secs as f64 / 86_400.0,
         started.elapsed().as_secs_f64(),
         check_summary()
     );

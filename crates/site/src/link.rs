@@ -80,11 +80,14 @@ impl Link {
         self.received.load(Relaxed)
     }
 
-    pub(crate) fn count_sent(&self, bytes: usize) {
+    /// Counts request bytes handed to the connection. (`count_sent`, `count_received`,
+    /// `record` and `record_ratio` are what an exchange reports; HTTP's in `client.rs`, the
+    /// simulator's over its simulated link.)
+    pub fn count_sent(&self, bytes: usize) {
         self.sent.fetch_add(bytes as u64, Relaxed);
     }
 
-    pub(crate) fn count_received(&self, bytes: usize) {
+    pub fn count_received(&self, bytes: usize) {
         self.received.fetch_add(bytes as u64, Relaxed);
     }
 
@@ -98,7 +101,7 @@ impl Link {
     }
 
     /// Notes one exchange: `bytes` moved the way that mattered, in `elapsed` of wall time.
-    pub(crate) fn record(&self, direction: Direction, bytes: u64, elapsed: Duration) {
+    pub fn record(&self, direction: Direction, bytes: u64, elapsed: Duration) {
         if bytes < MEASURABLE_BYTES || elapsed.is_zero() {
             return;
         }
@@ -114,7 +117,7 @@ impl Link {
     }
 
     /// Notes how many bytes of records one wire byte carried.
-    pub(crate) fn record_ratio(&self, direction: Direction, records: usize, wire: usize) {
+    pub fn record_ratio(&self, direction: Direction, records: usize, wire: usize) {
         if wire == 0 || records < MEASURABLE_BYTES as usize {
             return;
         }

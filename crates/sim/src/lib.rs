@@ -438,13 +438,34 @@ impl SimSite {
     }
 }
 
-/// A finalised invoice from one site's store to another's: its responding half must exist
-/// exactly once, in the other store, with as many lines.
+/// A finalised invoice or request requisition from one store to another: its responding
+/// half must exist exactly once, in the other store, with as many lines.
 #[derive(Debug, Clone)]
 struct Transfer {
-    invoice: String,
+    kind: TransferKind,
+    /// The initiating half.
+    id: String,
     to: StoreId,
     lines: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TransferKind {
+    /// A customer invoice; its half is a supplier invoice.
+    Invoice,
+    /// A request requisition; its half is a response requisition.
+    Requisition,
+}
+
+impl TransferKind {
+    /// The header's table, its lines' table, the half's field naming the initiating record,
+    /// and the lines' field naming their header.
+    fn tables(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            TransferKind::Invoice => ("transaction", "transaction_line", "linked_transaction_id", "transaction_id"),
+            TransferKind::Requisition => ("requisition", "requisition_line", "linked_requisition_id", "requisition_id"),
+        }
+    }
 }
 
 fn failure(seed: u64, what: impl Into<String>) -> Failure {
@@ -601,14 +622,19 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
                 central.engine().db().limit_disk(spare).map_err(|e| fail(format!("filling the central disk: {e}")))?;
                 central_disk_full = spare.is_some();
             }
-            40..=54 if sites.len() > 1 => {
+            roll @ 40..=54 if sites.len() > 1 => {
                 // To any other store: on another site (the central server makes the other half)
                 // or on this one (this site makes it, through the same processor).
                 let from = sites[s].stores[rng.below(sites[s].stores.len() as u64) as usize].clone();
                 let others: Vec<&StoreId> = sites.iter().flat_map(|x| &x.stores).filter(|x| **x != from).collect();
                 let to = others[rng.below(others.len() as u64) as usize].clone();
-                if let Some(transfer) = invoice(&mut sites[s], &from, &to, step, &mut rng).map_err(&fail)? {
-                    said(format!("finalises {} to {}", transfer.invoice, transfer.to));
+                let made = if roll < 50 {
+                    invoice(&mut sites[s], &from, &to, step, &mut rng)
+                } else {
+                    requisition(&mut sites[s], &from, &to, step, &mut rng)
+                };
+                if let Some(transfer) = made.map_err(&fail)? {
+                    said(format!("finalises {} to {}", transfer.id, transfer.to));
                     summary.writes += 1;
                     summary.transfers += 1;
                     transfers.push(transfer);
@@ -739,7 +765,32 @@ fn invoice(
     if !from.write(&writes)? || !from.write(&[Write::upsert("transaction", invoice.as_str(), &header("finalised"))])? {
         return Ok(None);
     }
-    Ok(Some(Transfer { invoice, to: to.clone(), lines }))
+    Ok(Some(Transfer { kind: TransferKind::Invoice, id: invoice, to: to.clone(), lines }))
+}
+
+/// A request requisition from `store` (one of `from`'s) to the supplying store `to`, written
+/// new, then finalised, which makes its response in `to`. `None` when the site holds no item.
+fn requisition(
+    from: &mut SimSite,
+    store: &StoreId,
+    to: &StoreId,
+    step: usize,
+    rng: &mut Rng,
+) -> Result<Option<Transfer>, String> {
+    let Some(item) = (1..=20).find_map(|_| held_item(&from.db, 1 + rng.below(50), rng)) else { return Ok(None) };
+    let id = format!("rq-{}-{step}", from.id);
+    let lines = 1 + rng.below(4) as usize;
+    let header = |status: &str| json!({"store_id": store, "other_store_id": to, "type": "request", "status": status});
+    let mut writes = vec![Write::upsert("requisition", id.as_str(), &header("new"))];
+    for l in 0..lines {
+        let line =
+            json!({"store_id": store, "requisition_id": id, "item_id": item, "requested_quantity": 10 * (l + 1)});
+        writes.push(Write::upsert("requisition_line", format!("{id}-{l}"), &line));
+    }
+    if !from.write(&writes)? || !from.write(&[Write::upsert("requisition", id.as_str(), &header("finalised"))])? {
+        return Ok(None);
+    }
+    Ok(Some(Transfer { kind: TransferKind::Requisition, id, to: to.clone(), lines }))
 }
 
 /// Syncs every site until a whole round pushes and pulls nothing (at most 20 rounds).
@@ -776,7 +827,7 @@ fn store_of(data: &str) -> Option<String> {
 /// - each site holds its own store's records exactly as the central server does, and the
 ///   collector site a copy of the store it collects;
 /// - each site holds every item, as the central server has it;
-/// - every finalised invoice to another site's store has its responding half exactly once,
+/// - every finalised invoice and request requisition has its responding half exactly once,
 ///   with as many lines, on the central server and on the receiving site.
 pub fn check_summary() -> &'static str {
     "no refusals, nothing waiting, every saved record on the central server, stores and items equal to the central server's, every transfer half exactly once"
@@ -837,37 +888,33 @@ fn check(engine: &Engine, sites: &[SimSite], transfers: &[Transfer]) -> Result<(
             ));
         }
     }
-    // An invoice a restore took back before it was pushed never happened.
-    for transfer in transfers.iter().filter(|t| central.contains_key(&("transaction".to_owned(), t.invoice.clone()))) {
-        let half = model::transfer::responding_id(&RecordId::from(transfer.invoice.as_str()));
-        let halves = central
-            .iter()
-            .filter(|((t, _), d)| {
-                t == "transaction"
-                    && serde_json::from_str::<Value>(d).ok().and_then(|v| v.get("linked_transaction_id").cloned())
-                        == Some(json!(transfer.invoice))
-            })
-            .count();
-        if halves != 1 || !central.contains_key(&("transaction".to_owned(), half.to_string())) {
+    let field = |d: &str, name: &str| serde_json::from_str::<Value>(d).ok().and_then(|v| v.get(name).cloned());
+    for transfer in transfers {
+        let (table, line_table, link, parent) = transfer.kind.tables();
+        // A transfer a restore took back before it was pushed never happened.
+        let Some(initiating) = central.get(&(table.to_owned(), transfer.id.clone())) else { continue };
+        if field(initiating, "status") != Some(json!("finalised")) {
+            return Err(format!("{table} {} is not finalised on the central server: {initiating}", transfer.id));
+        }
+        let half = model::transfer::responding_id(&RecordId::from(transfer.id.as_str()));
+        let halves =
+            central.iter().filter(|((t, _), d)| t == table && field(d, link) == Some(json!(transfer.id))).count();
+        if halves != 1 || !central.contains_key(&(table.to_owned(), half.to_string())) {
             return Err(format!(
-                "invoice {} has {halves} responding halves on the central server (one expected, `{half}`)",
-                transfer.invoice
+                "{table} {} has {halves} responding halves on the central server (one expected, `{half}`)",
+                transfer.id
             ));
         }
         let lines = central
             .iter()
-            .filter(|((t, _), d)| {
-                t == "transaction_line"
-                    && serde_json::from_str::<Value>(d).ok().and_then(|v| v.get("transaction_id").cloned())
-                        == Some(json!(half.as_str()))
-            })
+            .filter(|((t, _), d)| t == line_table && field(d, parent) == Some(json!(half.as_str())))
             .count();
         if lines != transfer.lines {
-            return Err(format!("the half of {} has {lines} lines, not {}", transfer.invoice, transfer.lines));
+            return Err(format!("the half of {} has {lines} lines, not {}", transfer.id, transfer.lines));
         }
         let receiver = sites.iter().find(|s| s.stores.contains(&transfer.to)).ok_or("a transfer to no site")?;
-        if receiver.db.record("transaction", half.as_str()).map_err(|e| e.to_string())?.is_none() {
-            return Err(format!("{} did not receive the half of {}", receiver.id, transfer.invoice));
+        if receiver.db.record(table, half.as_str()).map_err(|e| e.to_string())?.is_none() {
+            return Err(format!("{} did not receive the half of {}", receiver.id, transfer.id));
         }
     }
     Ok(())

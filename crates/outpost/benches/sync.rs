@@ -319,6 +319,8 @@ fn counting_proxy(target: std::net::SocketAddr, counted: Arc<AtomicU64>) -> std:
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             let Ok(server) = TcpStream::connect(target) else { continue };
+            // As the site and the server do: no segment waits for the other side's acknowledgement.
+            let _ = (client.set_nodelay(true), server.set_nodelay(true));
             for (mut from, mut to) in
                 [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())]
                     .into_iter()

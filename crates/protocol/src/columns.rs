@@ -8,12 +8,16 @@
 //! ```text
 //! {"groups":[{"t":"item","o":"central","a":"upsert",
 //!             "s":[1001,1,1],                  first position, then differences
-//!             "i":["id-a","id-b","id-c"],
+//!             "w":4,"j":"id-aid-bid-c",        ids of one length, end to end (else "i":[…])
 //!             "k":["code","name"],             the documents' fields, in their order
 //!             "v":[["A1","A2","A3"],["Amoxicillin","Zinc","ORS"]]},
 //!            {"t":"item", ..., "d":[{"code":"A4","name":"x","new":1}]}],  documents as they are
 //!  "next":{...},"remaining":0,"acked":12}
 //! ```
+//!
+//! Ids of one length in plain ASCII (random hex ids, as most catalogues have) travel end to end
+//! in one string, `w` bytes each: no quotes or commas between them, which saves about a twentieth
+//! of the catalogue's bytes on the wire. Any other ids travel as a list, `i`.
 //!
 //! A document is split only when writing its fields back gives exactly its stored text (compact
 //! JSON, as every writer here produces); any other document travels whole in `d`, so what a site
@@ -140,14 +144,25 @@ fn write_group(out: &mut Vec<u8>, changes: &[OutgoingChange], split: &[Option<Fi
         write!(out, "{}", change.seq.0.wrapping_sub(previous))?;
         previous = change.seq.0;
     }
-    out.write_all(b"],\"i\":[")?;
-    for (i, change) in changes.iter().enumerate() {
-        if i > 0 {
-            out.write_all(b",")?;
+    match packed_width(changes) {
+        Some(width) => {
+            write!(out, "],\"w\":{width},\"j\":\"")?;
+            for change in changes {
+                out.write_all(change.id.as_str().as_bytes())?;
+            }
+            out.write_all(b"\"")?;
         }
-        serde_json::to_writer(&mut *out, &change.id)?;
+        None => {
+            out.write_all(b"],\"i\":[")?;
+            for (i, change) in changes.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut *out, &change.id)?;
+            }
+            out.write_all(b"]")?;
+        }
     }
-    out.write_all(b"]")?;
     match &split[0] {
         Some(fields) => {
             out.write_all(b",\"k\":")?;
@@ -182,6 +197,15 @@ fn write_group(out: &mut Vec<u8>, changes: &[OutgoingChange], split: &[Option<Fi
         None => {}
     }
     out.write_all(b"}")
+}
+
+/// The one length of the group's ids, when they can travel end to end: all that long, and in
+/// printable ASCII that a JSON string holds as it is (no `"` or `\\`).
+fn packed_width(changes: &[OutgoingChange]) -> Option<usize> {
+    let width = changes[0].id.as_str().len();
+    let plain =
+        |id: &str| id.len() == width && id.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    (width > 0 && changes.len() > 1 && changes.iter().all(|c| plain(c.id.as_str()))).then_some(width)
 }
 
 /// A document's top-level fields as its own text holds them.
@@ -262,7 +286,13 @@ struct Group<'a> {
     o: SiteId,
     a: Action,
     s: Vec<i64>,
-    i: Vec<RecordId>,
+    #[serde(default)]
+    i: Option<Vec<RecordId>>,
+    /// Ids end to end ([`packed_width`]): each `w` bytes of `j`.
+    #[serde(default)]
+    w: Option<usize>,
+    #[serde(default, borrow)]
+    j: Option<Cow<'a, str>>,
     #[serde(default)]
     k: Option<Vec<String>>,
     #[serde(default, borrow)]
@@ -272,10 +302,27 @@ struct Group<'a> {
 }
 
 impl Group<'_> {
-    /// The group's changes, in order; an error when its columns disagree in length.
-    fn into_changes(self, out: &mut Vec<Change>) -> Result<(), serde_json::Error> {
+    /// The group's ids, listed or end to end.
+    fn ids(&mut self) -> Result<Vec<RecordId>, serde_json::Error> {
         use serde::de::Error;
-        let rows = self.i.len();
+        match (self.i.take(), self.w, self.j.as_deref()) {
+            (Some(ids), None, None) => Ok(ids),
+            (None, Some(width), Some(joined)) if width > 0 && joined.len() % width == 0 && joined.is_ascii() => {
+                Ok(joined
+                    .as_bytes()
+                    .chunks(width)
+                    .map(|id| RecordId(String::from_utf8_lossy(id).into_owned()))
+                    .collect())
+            }
+            _ => Err(serde_json::Error::custom("a group's ids are neither a list nor one string of ids of one length")),
+        }
+    }
+
+    /// The group's changes, in order; an error when its columns disagree in length.
+    fn into_changes(mut self, out: &mut Vec<Change>) -> Result<(), serde_json::Error> {
+        use serde::de::Error;
+        let ids = self.ids()?;
+        let rows = ids.len();
         if self.s.len() != rows {
             return Err(serde_json::Error::custom("a group's positions and ids differ in number"));
         }
@@ -297,7 +344,7 @@ impl Group<'_> {
             return Err(serde_json::Error::custom("a group's documents and ids differ in number"));
         }
         let mut seq = 0i64;
-        for (row, (delta, id)) in self.s.iter().zip(self.i).enumerate() {
+        for (row, (delta, id)) in self.s.iter().zip(ids).enumerate() {
             seq = seq.wrapping_add(*delta);
             let data = match (&columns, &self.d) {
                 (Some((keys, columns)), _) => {
@@ -347,7 +394,7 @@ struct Page<'a> {
 /// Reads a page written by [`page_json`].
 pub fn parse_page(json: &[u8]) -> Result<PullResponse, serde_json::Error> {
     let page: Page<'_> = serde_json::from_slice(json)?;
-    let mut changes = Vec::with_capacity(page.groups.iter().map(|g| g.i.len()).sum());
+    let mut changes = Vec::with_capacity(page.groups.iter().map(|g| g.s.len()).sum());
     for group in page.groups {
         group.into_changes(&mut changes)?;
     }
@@ -478,6 +525,33 @@ mod tests {
     }
 
     #[test]
+    fn ids_of_one_length_travel_end_to_end_and_others_as_a_list() {
+        let hex = |i: usize| format!("{i:032x}");
+        let changes: Vec<_> =
+            (0..10).map(|i| change(i as i64 + 1, "item", &hex(i), Action::Upsert, Some(r#"{"code":"C"}"#))).collect();
+        let json = String::from_utf8(page_json(&changes, &next(), 0, None)).expect("text");
+        assert!(json.contains(&format!(r#""w":32,"j":"{}{}"#, hex(0), hex(1))), "{json}");
+        let read = parse_page(json.as_bytes()).expect("a page");
+        assert_eq!(
+            read.changes.iter().map(|c| c.id.to_string()).collect::<Vec<_>>(),
+            (0..10).map(hex).collect::<Vec<_>>()
+        );
+        // Lengths that differ, a quote, a backslash, a character beyond ASCII: a list.
+        for odd in [
+            "short",
+            "0000000000000000000000000000000\"",
+            "0000000000000000000000000000000\\",
+            "000000000000000000000000000000é",
+        ] {
+            let mut changes = changes.clone();
+            changes[3].id = odd.into();
+            let json = String::from_utf8(page_json(&changes, &next(), 0, None)).expect("text");
+            assert!(json.contains(r#""i":["#) && !json.contains(r#""j":"#), "{odd}: {json}");
+            assert_eq!(parse_page(json.as_bytes()).expect("a page").changes[3].id.as_str(), odd);
+        }
+    }
+
+    #[test]
     fn a_group_whose_columns_disagree_is_refused() {
         let page = |group: &str| {
             format!(r#"{{"groups":[{group}],"next":{},"remaining":0}}"#, serde_json::to_string(&next()).expect("json"))
@@ -490,6 +564,10 @@ mod tests {
             r#"{"t":"item","o":"c","a":"upsert","s":[1],"i":["a","b"]}"#,
             r#"{"t":"item","o":"c","a":"upsert","s":[1,1],"i":["a","b"],"k":["x"]}"#,
             r#"{"t":"item","o":"c","a":"upsert","s":[1,1],"i":["a","b"],"d":[{}]}"#,
+            r#"{"t":"item","o":"c","a":"upsert","s":[1,1],"w":2,"j":"abc"}"#,
+            r#"{"t":"item","o":"c","a":"upsert","s":[1,1],"w":0,"j":""}"#,
+            r#"{"t":"item","o":"c","a":"upsert","s":[1,1],"w":1,"j":"ab","i":["a","b"]}"#,
+            r#"{"t":"item","o":"c","a":"upsert","s":[1,1,1],"w":1,"j":"ab"}"#,
         ] {
             assert!(parse_page(page(bad).as_bytes()).is_err(), "{bad}");
         }

@@ -25,7 +25,7 @@ fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shape = Shape {
         sites: env("OUTPOST_LOAD_SITES", 1000),
         batches: env("OUTPOST_LOAD_BATCHES", 5),

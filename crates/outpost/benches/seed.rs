@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use store::{Db, StateKey, Write};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::var("OUTPOST_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
     let central_db = Arc::new(Db::open(&dir.path().join("central.sqlite"))?);

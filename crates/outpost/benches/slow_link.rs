@@ -34,7 +34,7 @@ type Result<T> = std::result::Result<T, Box<dyn Error>>;
 /// One way of the long links: a 1 s round trip (a satellite hop, a congested radio network).
 const LONG_DELAY: Duration = Duration::from_millis(500);
 
-fn main() -> Result<()> {
+pub fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| "error".into()))
         .with_writer(std::io::stderr)
@@ -234,6 +234,10 @@ fn catch_up(dir: &Path, runtime: &tokio::runtime::Runtime, scale: usize) -> Resu
     central_week.extend((base_items..base_items + new_items).map(|i| item(i, 0)));
     central_week.extend((base_names..base_names + new_names).map(name));
     write_central(engine, &central_week)?;
+    // The sites that write this week's stock and requisitions know the new items first (a line
+    // for an item a site has not received is refused).
+    north.sync(&central.url())?;
+    south.sync(&central.url())?;
     let item_ids: Vec<String> = (0..base_items + new_items).map(|i| item(i, 0).1).collect();
     let name_ids: Vec<String> = (0..base_names).map(|i| name(i).1).collect();
     let stock: Vec<Record> = (0..stock_lines).map(|i| stock_line(i, &item_ids)).collect();

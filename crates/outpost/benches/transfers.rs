@@ -28,7 +28,7 @@ const BATCH: usize = 5_000;
 /// Runs of each; the fastest is reported.
 const ROUNDS: usize = 3;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::var("OUTPOST_BENCH_INVOICES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     // Best of three, alternating, so that a busy moment of a shared machine hits both alike.
     let (mut baseline, mut processed) = (run(n, "confirmed")?, run(n, "finalised")?);

@@ -7,7 +7,7 @@ use model::{Action, Change, RecordId, Seq, SiteId};
 use outpost_store::{Db, StateKey, StoreError, Write};
 use std::time::Instant;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::var("OUTPOST_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
     let writes: Vec<Write> = (0..n).map(stock_line).collect();

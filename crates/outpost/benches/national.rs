@@ -15,6 +15,9 @@
 //! `cargo bench -p outpost --features postgres --bench national` (about 25 minutes);
 //! `OUTPOST_BENCH_QUICK=1` makes every part small, for a smoke run.
 
+// Each benchmark brings its own copy of the shared catalogue, as it does when built alone.
+#![allow(clippy::duplicate_mod)]
+
 // Each benchmark is a module here; its `main` is what `cargo bench --bench <name>` runs.
 #[path = "load.rs"]
 mod load;

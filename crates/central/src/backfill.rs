@@ -31,7 +31,8 @@ pub(crate) fn reach(tx: &Tx<'_>, key: RoutedBy<'_>) -> Result<Reach, StoreError>
 /// how many records were sent (to at least one site).
 pub(crate) fn send_newly_visible(tx: &mut Tx<'_>, key: RoutedBy<'_>, before: &Reach) -> Result<usize, StoreError> {
     let network = tx.network().clone();
-    let mut sent = 0;
+    let mut moving = Vec::new();
+    let mut gainers = Vec::new();
     for (table, id, keys, seq) in tx.logged_records(key)? {
         let change = ChangeRef { table: &table, op: &Op::Update, keys: &keys };
         let Ok(audience) = recipients(tx.registry(), &network, &change) else { continue };
@@ -44,13 +45,16 @@ pub(crate) fn send_newly_visible(tx: &mut Tx<'_>, key: RoutedBy<'_>, before: &Re
         if gained.is_empty() {
             continue;
         }
-        let moved = tx.relog(seq)?;
-        for site in &gained {
-            tx.add_outbox(site, moved)?;
-        }
-        sent += 1;
+        moving.push(seq);
+        gainers.push(gained);
     }
-    Ok(sent)
+    let moved = tx.relog_all(&moving)?;
+    for (seq, gained) in moved.iter().zip(&gainers) {
+        for site in gained {
+            tx.add_outbox(site, *seq)?;
+        }
+    }
+    Ok(moving.len())
 }
 
 /// Dispensary data (abbreviations, item directions, diagnoses, insurance providers, patient
@@ -65,9 +69,7 @@ pub(crate) fn dispensary_data_for_new_sites(tx: &mut Tx<'_>, before: &BTreeSet<S
         return Ok(0);
     }
     let seqs = tx.seqs_in_bucket("dispensary")?;
-    for seq in &seqs {
-        tx.relog(*seq)?;
-    }
+    tx.relog_all(&seqs)?;
     tracing::info!(sites = ?gained, records = seqs.len(), "sites with a new dispensary store receive the dispensary data");
     Ok(seqs.len())
 }

@@ -10,7 +10,8 @@
 //! - the time and bytes (counted by a TCP proxy, headers included) of a sync when nothing changed;
 //! - store data: a tenth as many records of another store (customer invoices of 10 lines, pushed
 //!   by the store's site), pulled by the new site once it collects that store: wire bytes beside
-//!   the same records as plain JSON.
+//!   the same records as plain JSON, and the time the central server takes to make the site
+//!   a collector (each of the store's records sent to it) beside the push that brought them.
 //!
 //! `cargo bench -p outpost --bench sync` (OUTPOST_BENCH_RECORDS changes the count).
 
@@ -137,13 +138,17 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .sum::<usize>()
         + 2;
+    let pushing = Instant::now();
     let mut after = engine.acked(&shop)?;
     for batch in invoices.chunks(5_000) {
         let answer = engine.push(&shop, after, batch)?;
         assert!(answer.rejections.is_empty(), "refused: {:?}", answer.rejections.first());
         after = batch.last().map_or(after, |c| c.seq);
     }
+    let push_secs = pushing.elapsed().as_secs_f64();
+    let backfilling = Instant::now();
     admin::set_sync_type(&engine, &"store-shop".into(), &"new-site".into(), model::network::SyncType::Collector)?;
+    let backfill_secs = backfilling.elapsed().as_secs_f64();
     let collected = site::sync_once(&site_db, &client, &mut quiet)?;
     // With them, the few records that say who collects what (site, store, sync type).
     let pulled = collected.pulled as usize;
@@ -181,6 +186,10 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  the same records as plain JSON:      {:>12} bytes", store_json);
     println!("  on the wire (compressed bodies):     {:>12} bytes", store_wire);
     println!("  ratio: {:.1}% of the JSON (target: at most 10%)", 100.0 * store_wire as f64 / store_json as f64);
+    println!(
+        "  making the new site its collector (every record sent to it once more): {:.2} s, beside {:.2} s for the push that brought them",
+        backfill_secs, push_secs
+    );
     Ok(())
 }
 

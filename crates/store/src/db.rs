@@ -735,10 +735,12 @@ impl Tx<'_> {
         self.sql(|sql| sql.logged_records(routed_by.column(), routed_by.value()))
     }
 
-    /// Central server: moves a record's log entry to the end of the log with the routing it had,
-    /// so that it can be sent to a site whose cursor is past it; the new position.
-    pub fn relog(&mut self, seq: Seq) -> Result<Seq> {
-        self.sql(|sql| sql.relog(seq))
+    /// Central server: moves records' log entries to the end of the log, in the order given,
+    /// with the routing they had, so that they can be sent to a site whose cursor is past them;
+    /// the new positions, in the same order. One call for a whole backfill: each call reads the
+    /// outbox and the records once.
+    pub fn relog_all(&mut self, seqs: &[Seq]) -> Result<Vec<Seq>> {
+        self.sql(|sql| sql.relog_all(seqs))
     }
 
     /// Puts a logged change in a shared bucket (a wide audience on the central server).

@@ -65,10 +65,12 @@ pub(crate) trait Sql {
     /// [`crate::RoutedBy::column`]) holds `value`: table, id, keys, position.
     fn logged_records(&mut self, column: &'static str, value: &str)
         -> Result<Vec<(String, RecordId, RecordKeys, Seq)>>;
-    /// Moves a record's log entry from `old` to a new position at the end of the log, with the
-    /// routing it had (bucket, outbox rows), so that a site whose cursor is past `old` can be
-    /// sent it; the new position.
-    fn relog(&mut self, old: Seq) -> Result<Seq>;
+    /// Moves log entries to new positions at the end of the log, in the order given, each with
+    /// the routing it had (bucket, outbox rows), so that a site whose cursor is past an old
+    /// position can be sent it; the new positions (an old one that is not in the log stays).
+    /// The outbox and the records are each updated in one pass for the whole set: neither has
+    /// an index on the position, and one pass per entry made a backfill quadratic.
+    fn relog_all(&mut self, olds: &[Seq]) -> Result<Vec<Seq>>;
     /// Moves every log entry after `pushed` up by `shift`, in order; how many moved.
     fn shift_log_after(&mut self, pushed: Seq, shift: i64) -> Result<u64>;
     fn state(&mut self, key: &str) -> Result<Option<String>>;

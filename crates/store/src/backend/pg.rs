@@ -940,22 +940,41 @@ impl<C: GenericClient> Sql for Session<'_, C> {
             .collect()
     }
 
-    fn relog(&mut self, old: Seq) -> Result<Seq> {
-        let row = self.query_one(
-            "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket)
-             SELECT tbl, record_id, action, merge_into, origin_site, bucket FROM change_log WHERE seq = $1
-             RETURNING seq",
-            &[&old.0],
-        )?;
-        let new: i64 = row.try_get(0)?;
+    fn relog_all(&mut self, olds: &[Seq]) -> Result<Vec<Seq>> {
+        let (mut moved_from, mut moved_to) = (Vec::new(), Vec::new());
+        let mut news = Vec::with_capacity(olds.len());
+        for old in olds {
+            let row = self.query_opt(
+                "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket)
+                 SELECT tbl, record_id, action, merge_into, origin_site, bucket FROM change_log WHERE seq = $1
+                 RETURNING seq",
+                &[&old.0],
+            )?;
+            let Some(row) = row else {
+                news.push(*old);
+                continue;
+            };
+            let new: i64 = row.try_get(0)?;
+            moved_from.push(old.0);
+            moved_to.push(new);
+            news.push(Seq(new));
+        }
+        if moved_from.is_empty() {
+            return Ok(news);
+        }
         // The rows move to this transaction's position in the order pulls read.
         self.execute(
-            "UPDATE outbox SET seq = $2, xid = pg_current_xact_id()::text::bigint WHERE seq = $1",
-            &[&old.0, &new],
+            "UPDATE outbox o SET seq = m.new, xid = pg_current_xact_id()::text::bigint
+             FROM unnest($1::bigint[], $2::bigint[]) AS m(old, new) WHERE o.seq = m.old",
+            &[&moved_from, &moved_to],
         )?;
-        self.execute("UPDATE record SET log_seq = $2 WHERE log_seq = $1", &[&old.0, &new])?;
-        self.execute("DELETE FROM change_log WHERE seq = $1", &[&old.0])?;
-        Ok(Seq(new))
+        self.execute(
+            "UPDATE record r SET log_seq = m.new FROM unnest($1::bigint[], $2::bigint[]) AS m(old, new)
+             WHERE r.log_seq = m.old",
+            &[&moved_from, &moved_to],
+        )?;
+        self.execute("DELETE FROM change_log WHERE seq = ANY($1)", &[&moved_from])?;
+        Ok(news)
     }
 
     fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64> {

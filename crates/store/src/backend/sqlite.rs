@@ -536,17 +536,40 @@ impl Sql for Lite<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn relog(&mut self, old: Seq) -> Result<Seq> {
-        self.0.execute(
-            "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket)
-             SELECT tbl, record_id, action, merge_into, origin_site, bucket FROM change_log WHERE seq = ?1",
-            [old.0],
+    fn relog_all(&mut self, olds: &[Seq]) -> Result<Vec<Seq>> {
+        if olds.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.0.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS relog_map (old INTEGER PRIMARY KEY, new INTEGER NOT NULL);
+             DELETE FROM temp.relog_map;",
         )?;
-        let new = self.0.last_insert_rowid();
-        self.0.execute("UPDATE outbox SET seq = ?2 WHERE seq = ?1", params![old.0, new])?;
-        self.0.execute("UPDATE record SET log_seq = ?2 WHERE log_seq = ?1", params![old.0, new])?;
-        self.0.execute("DELETE FROM change_log WHERE seq = ?1", [old.0])?;
-        Ok(Seq(new))
+        let mut news = Vec::with_capacity(olds.len());
+        {
+            let mut copy = self.0.prepare_cached(
+                "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket)
+                 SELECT tbl, record_id, action, merge_into, origin_site, bucket FROM change_log WHERE seq = ?1",
+            )?;
+            let mut map = self.0.prepare_cached("INSERT OR IGNORE INTO temp.relog_map (old, new) VALUES (?1, ?2)")?;
+            for old in olds {
+                if copy.execute([old.0])? == 0 {
+                    news.push(*old);
+                    continue;
+                }
+                let new = self.0.last_insert_rowid();
+                map.execute(params![old.0, new])?;
+                news.push(Seq(new));
+            }
+        }
+        self.0.execute_batch(
+            "UPDATE outbox SET seq = (SELECT new FROM temp.relog_map WHERE old = outbox.seq)
+                 WHERE seq IN (SELECT old FROM temp.relog_map);
+             UPDATE record SET log_seq = (SELECT new FROM temp.relog_map WHERE old = record.log_seq)
+                 WHERE log_seq IN (SELECT old FROM temp.relog_map);
+             DELETE FROM change_log WHERE seq IN (SELECT old FROM temp.relog_map);
+             DELETE FROM temp.relog_map;",
+        )?;
+        Ok(news)
     }
 
     fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64> {

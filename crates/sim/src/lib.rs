@@ -628,12 +628,8 @@ pub fn run(seed: u64, config: &Config) -> Result<Summary, Failure> {
                 let from = sites[s].stores[rng.below(sites[s].stores.len() as u64) as usize].clone();
                 let others: Vec<&StoreId> = sites.iter().flat_map(|x| &x.stores).filter(|x| **x != from).collect();
                 let to = others[rng.below(others.len() as u64) as usize].clone();
-                let made = if roll < 50 {
-                    invoice(&mut sites[s], &from, &to, step, &mut rng)
-                } else {
-                    requisition(&mut sites[s], &from, &to, step, &mut rng)
-                };
-                if let Some(transfer) = made.map_err(&fail)? {
+                let kind = if roll < 50 { TransferKind::Invoice } else { TransferKind::Requisition };
+                if let Some(transfer) = transfer(kind, &mut sites[s], &from, &to, step, &mut rng).map_err(&fail)? {
                     said(format!("finalises {} to {}", transfer.id, transfer.to));
                     summary.writes += 1;
                     summary.transfers += 1;
@@ -734,11 +730,15 @@ fn held_item(db: &Db, items: u64, rng: &mut Rng) -> Option<String> {
     db.record("item", &item).ok().flatten().map(|_| item)
 }
 
-/// A customer invoice from `store` (one of `from`'s) to `to`, with a stock line to take from:
-/// written new, then finalised, which takes its stock and makes the other half — on the central
-/// server when `to` is on another site, at once on `from` when it is on the same one. `None`
-/// when the site holds no item yet.
-fn invoice(
+/// A transfer from `store` (one of `from`'s) to `to`, written new, then finalised; `None` when
+/// the site holds no item yet, or its disk is full (the person is told; what could not be
+/// finalised stays new).
+/// - A customer invoice, with a stock line to take from: finalising takes its stock and makes
+///   the other half, on the central server when `to` is on another site, at once on `from`
+///   when it is on the same one.
+/// - A request requisition: finalising makes its response in `to`, the same ways.
+fn transfer(
+    kind: TransferKind,
     from: &mut SimSite,
     store: &StoreId,
     to: &StoreId,
@@ -746,51 +746,45 @@ fn invoice(
     rng: &mut Rng,
 ) -> Result<Option<Transfer>, String> {
     let Some(item) = (1..=20).find_map(|_| held_item(&from.db, 1 + rng.below(50), rng)) else { return Ok(None) };
-    let invoice = format!("ci-{}-{step}", from.id);
-    let stock_id = format!("sl-{invoice}");
-    let lines = 1 + rng.below(3) as usize;
-    let mut writes = vec![Write::upsert(
-        "stock_line",
-        stock_id.as_str(),
-        &json!({"store_id": store, "item_id": item, "batch": "T", "pack_size": 1, "total_number_of_packs": 100}),
-    )];
-    let header = |status: &str| json!({"store_id": store, "other_store_id": to, "type": "customer_invoice", "status": status, "serial_number": step});
-    writes.push(Write::upsert("transaction", invoice.as_str(), &header("new")));
-    for l in 0..lines {
-        let line = json!({"store_id": store, "transaction_id": invoice, "item_id": item, "pack_size": 1,
-                          "number_of_packs": 1 + l, "stock_line_id": stock_id});
-        writes.push(Write::upsert("transaction_line", format!("{invoice}-{l}"), &line));
+    let (table, _, _, parent) = kind.tables();
+    let (id, lines, header): (String, usize, Box<dyn Fn(&str) -> Value>) = match kind {
+        TransferKind::Invoice => {
+            let id = format!("ci-{}-{step}", from.id);
+            let (store, to) = (store.clone(), to.clone());
+            let header = move |status: &str| json!({"store_id": store, "other_store_id": to, "type": "customer_invoice", "status": status, "serial_number": step});
+            (id, 1 + rng.below(3) as usize, Box::new(header))
+        }
+        TransferKind::Requisition => {
+            let id = format!("rq-{}-{step}", from.id);
+            let (store, to) = (store.clone(), to.clone());
+            let header = move |status: &str| json!({"store_id": store, "other_store_id": to, "type": "request", "status": status});
+            (id, 1 + rng.below(4) as usize, Box::new(header))
+        }
+    };
+    let stock_id = format!("sl-{id}");
+    let mut writes = Vec::new();
+    if let TransferKind::Invoice = kind {
+        let stock =
+            json!({"store_id": store, "item_id": item, "batch": "T", "pack_size": 1, "total_number_of_packs": 100});
+        writes.push(Write::upsert("stock_line", stock_id.as_str(), &stock));
     }
-    // On a full disk the person is told; a new invoice that could not be finalised stays new.
-    if !from.write(&writes)? || !from.write(&[Write::upsert("transaction", invoice.as_str(), &header("finalised"))])? {
+    writes.push(Write::upsert(table, id.as_str(), &header("new")));
+    for l in 0..lines {
+        let mut line = json!({"store_id": store, parent: id, "item_id": item});
+        match kind {
+            TransferKind::Invoice => {
+                line["pack_size"] = json!(1);
+                line["number_of_packs"] = json!(1 + l);
+                line["stock_line_id"] = json!(stock_id);
+            }
+            TransferKind::Requisition => line["requested_quantity"] = json!(10 * (l + 1)),
+        }
+        writes.push(Write::upsert(kind.tables().1, format!("{id}-{l}"), &line));
+    }
+    if !from.write(&writes)? || !from.write(&[Write::upsert(table, id.as_str(), &header("finalised"))])? {
         return Ok(None);
     }
-    Ok(Some(Transfer { kind: TransferKind::Invoice, id: invoice, to: to.clone(), lines }))
-}
-
-/// A request requisition from `store` (one of `from`'s) to the supplying store `to`, written
-/// new, then finalised, which makes its response in `to`. `None` when the site holds no item.
-fn requisition(
-    from: &mut SimSite,
-    store: &StoreId,
-    to: &StoreId,
-    step: usize,
-    rng: &mut Rng,
-) -> Result<Option<Transfer>, String> {
-    let Some(item) = (1..=20).find_map(|_| held_item(&from.db, 1 + rng.below(50), rng)) else { return Ok(None) };
-    let id = format!("rq-{}-{step}", from.id);
-    let lines = 1 + rng.below(4) as usize;
-    let header = |status: &str| json!({"store_id": store, "other_store_id": to, "type": "request", "status": status});
-    let mut writes = vec![Write::upsert("requisition", id.as_str(), &header("new"))];
-    for l in 0..lines {
-        let line =
-            json!({"store_id": store, "requisition_id": id, "item_id": item, "requested_quantity": 10 * (l + 1)});
-        writes.push(Write::upsert("requisition_line", format!("{id}-{l}"), &line));
-    }
-    if !from.write(&writes)? || !from.write(&[Write::upsert("requisition", id.as_str(), &header("finalised"))])? {
-        return Ok(None);
-    }
-    Ok(Some(Transfer { kind: TransferKind::Requisition, id, to: to.clone(), lines }))
+    Ok(Some(Transfer { kind, id, to: to.clone(), lines }))
 }
 
 /// Syncs every site until a whole round pushes and pulls nothing (at most 20 rounds).

@@ -747,20 +747,19 @@ fn transfer(
 ) -> Result<Option<Transfer>, String> {
     let Some(item) = (1..=20).find_map(|_| held_item(&from.db, 1 + rng.below(50), rng)) else { return Ok(None) };
     let (table, _, _, parent) = kind.tables();
-    let (id, lines, header): (String, usize, Box<dyn Fn(&str) -> Value>) = match kind {
-        TransferKind::Invoice => {
-            let id = format!("ci-{}-{step}", from.id);
-            let (store, to) = (store.clone(), to.clone());
-            let header = move |status: &str| json!({"store_id": store, "other_store_id": to, "type": "customer_invoice", "status": status, "serial_number": step});
-            (id, 1 + rng.below(3) as usize, Box::new(header))
-        }
+    let header = |status: &str| match kind {
+        TransferKind::Invoice => json!({"store_id": store, "other_store_id": to, "type": "customer_invoice",
+                                        "status": status, "serial_number": step}),
         TransferKind::Requisition => {
-            let id = format!("rq-{}-{step}", from.id);
-            let (store, to) = (store.clone(), to.clone());
-            let header = move |status: &str| json!({"store_id": store, "other_store_id": to, "type": "request", "status": status});
-            (id, 1 + rng.below(4) as usize, Box::new(header))
+            json!({"store_id": store, "other_store_id": to, "type": "request", "status": status})
         }
     };
+    let (prefix, most_lines) = match kind {
+        TransferKind::Invoice => ("ci", 3),
+        TransferKind::Requisition => ("rq", 4),
+    };
+    let id = format!("{prefix}-{}-{step}", from.id);
+    let lines = 1 + rng.below(most_lines) as usize;
     let stock_id = format!("sl-{id}");
     let mut writes = Vec::new();
     if let TransferKind::Invoice = kind {

@@ -4,6 +4,8 @@
 //!   the same rows, in the order the site receives them ((table, id)), into a table like the
 //!   site's `record` with the site's pragmas, in one transaction;
 //! - the bytes on the wire beside the size of the same records as plain JSON;
+//! - with the feature `postgres`, the same initial sync from a PostgreSQL central server, beside
+//!   the same raw insert;
 //! - the longest another process waited for the site's database while the initial sync applied
 //!   its pages: a reader (`outpost site status`) and a writer (a person's edit), each polling
 //!   through a connection of its own every 20 ms;
@@ -42,7 +44,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         n as f64 / setup_secs
     );
     #[cfg(feature = "postgres")]
-    postgres_setup(&documents, setup_secs)?;
+    let postgres = postgres_setup(&documents, setup_secs)?;
     let json_bytes: usize = documents
         .iter()
         .map(|(id, doc)| format!(r#"{{"table":"item","id":"{id}","data":{doc}}},"#).len())
@@ -190,6 +192,15 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  making the new site its collector (every record sent to it once more): {:.2} s, beside {:.2} s for the push that brought them",
         backfill_secs, push_secs
     );
+    #[cfg(feature = "postgres")]
+    {
+        let secs = postgres.initial_sync(&dir.path().join("site-pg.sqlite"), n)?;
+        let rate = n as f64 / secs;
+        println!("initial sync of {n} records from a PostgreSQL central server, over loopback:");
+        println!("  initial sync of a new site:          {rate:>10.0} records/s ({secs:.2} s)");
+        println!("  ratio: {:.0}% of the raw insert (target: at least 60%)", 100.0 * rate / raw_rate);
+        postgres.drop_schema()?;
+    }
     Ok(())
 }
 
@@ -299,12 +310,13 @@ fn write_items(engine: &central::Engine, documents: &[(String, String)]) -> Resu
 /// The same setup on a PostgreSQL central server (`OUTPOST_TEST_POSTGRES`, else the local test
 /// database), in a schema of its own dropped afterwards, its rate beside SQLite's.
 #[cfg(feature = "postgres")]
-fn postgres_setup(documents: &[(String, String)], sqlite_secs: f64) -> Result<(), Box<dyn std::error::Error>> {
+fn postgres_setup(documents: &[(String, String)], sqlite_secs: f64) -> Result<PgCentral, Box<dyn std::error::Error>> {
     let url =
         std::env::var("OUTPOST_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let schema = format!("outpost_bench_{}", std::process::id());
     let db = Arc::new(Db::open_postgres(&url, Some(&schema))?);
     let engine = admin::init(&db, &"central".into(), None)?;
+    let password = admin::add_site(&engine, &"new-site".into(), false)?;
     let secs = write_items(&engine, documents)?;
     let n = documents.len() as f64;
     println!(
@@ -314,11 +326,51 @@ fn postgres_setup(documents: &[(String, String)], sqlite_secs: f64) -> Result<()
         n / sqlite_secs,
         100.0 * sqlite_secs / secs
     );
-    drop(engine);
-    drop(db);
-    let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
-    client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))?;
-    Ok(())
+    Ok(PgCentral { url, schema, engine, password })
+}
+
+/// A PostgreSQL central server holding the catalogue, in a schema of its own.
+#[cfg(feature = "postgres")]
+struct PgCentral {
+    url: String,
+    schema: String,
+    engine: central::Engine,
+    password: String,
+}
+
+#[cfg(feature = "postgres")]
+impl PgCentral {
+    /// Serves it on loopback and initialises a new site from it; the sync's seconds.
+    fn initial_sync(&self, file: &std::path::Path, n: usize) -> Result<f64, Box<dyn std::error::Error>> {
+        // A runtime of its own, shut down from here: the server's pooled PostgreSQL connections
+        // must not be closed from inside a runtime's thread.
+        let runtime = tokio::runtime::Runtime::new()?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        runtime.spawn(central::serve(self.engine.clone(), listener, central::Limits::default()));
+        let site_db = Db::open(file)?;
+        let url = format!("http://{addr}");
+        for (key, value) in [
+            (StateKey::LocalSite, "new-site"),
+            (StateKey::CentralUrl, url.as_str()),
+            (StateKey::Password, &self.password),
+        ] {
+            site_db.set_state(key, value)?;
+        }
+        let client = site::Client::new(&url, &"new-site".into(), &self.password);
+        let report = site::sync_once(&site_db, &client, &mut |_, _, _| {})?;
+        let held = site_db.counts_by_table()?.iter().find(|(t, _)| t == "item").map_or(0, |(_, c)| *c);
+        assert_eq!(held as usize, n, "the new site holds every item");
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        Ok(report.duration.as_secs_f64())
+    }
+
+    fn drop_schema(self) -> Result<(), Box<dyn std::error::Error>> {
+        drop(self.engine);
+        let mut client = postgres::Client::connect(&self.url, postgres::NoTls)?;
+        client.batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))?;
+        Ok(())
+    }
 }
 
 /// A TCP proxy that forwards to `target` and counts the bytes it carries both ways.

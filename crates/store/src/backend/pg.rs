@@ -251,7 +251,11 @@ impl Db {
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        StoreError::Database(DbError::Postgres(e))
+        match e.code() {
+            // The server's disk (or a quota) is full: the transaction is undone whole, as on SQLite.
+            Some(&postgres::error::SqlState::DISK_FULL) => StoreError::DiskFull(message(&e)),
+            _ => StoreError::Database(DbError::Postgres(e)),
+        }
     }
 }
 

@@ -189,7 +189,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 
 /// How long a site is asked to wait when the database is busy.
 const BUSY_RETRY_SECS: u64 = 5;
-/// How long a site waits before trying a central server whose disk was full.
+/// How long a client is asked to wait before trying a central server whose disk was full (the
+/// `Retry-After` of a 507; a site itself tries again at its next sync).
 const DISK_FULL_RETRY_SECS: u64 = 300;
 
 /// An error answer: a status, a stable code, and a message a person can act on. Logged here,
@@ -227,7 +228,7 @@ impl ApiError {
 
     /// 507: the central server's disk is full. Nothing of the request was kept and the site's
     /// changes wait on the site; somebody must free space on the server, so this is logged as
-    /// an error and the site tries again later.
+    /// an error, and the site's next sync sends them.
     pub(crate) fn disk_full(why: &str) -> ApiError {
         ApiError {
             retry_after: Some(DISK_FULL_RETRY_SECS),
@@ -236,7 +237,7 @@ impl ApiError {
                 "disk_full",
                 format!(
                     "the central server's disk is full ({why}); nothing of this request was kept and this site's changes wait here; \
-                     the central server's administrator must free space (this site tries again in {DISK_FULL_RETRY_SECS} s)"
+                     the central server's administrator must free space, and the next sync sends them"
                 ),
             )
         }
@@ -619,7 +620,7 @@ mod tests {
         assert_eq!(
             error.message,
             "the central server's disk is full (database or disk is full); nothing of this request was kept and this site's \
-             changes wait here; the central server's administrator must free space (this site tries again in 300 s)"
+             changes wait here; the central server's administrator must free space, and the next sync sends them"
         );
         assert!(error.retry_after.is_some());
     }

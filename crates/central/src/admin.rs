@@ -602,11 +602,12 @@ pub fn export_seed(
     let Some(row) = db.site_sync_rows()?.into_iter().find(|row| row.site == site.as_str()) else {
         return Err(AdminError::UnknownSite(site.clone()));
     };
-    // Pages are read here and compressed on another thread meanwhile.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    // Pages are read here, and written out and compressed on another thread meanwhile: the
+    // reading and the writing take about as long as each other.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<crate::engine::PullPage>(2);
     let (read, bodies) = std::thread::scope(|scope| {
-        let compressor =
-            scope.spawn(move || receiver.iter().map(|json| protocol::seed::compress_page(&json)).collect::<Vec<_>>());
+        let compressor = scope
+            .spawn(move || receiver.iter().map(|page| protocol::seed::compress_page(&page.json())).collect::<Vec<_>>());
         let read = read_pages(engine, site, &sender);
         drop(sender);
         (read, compressor.join().unwrap_or_default())
@@ -634,26 +635,27 @@ pub fn export_seed(
     Ok((writer.finish(), header))
 }
 
-/// Reads every page an initial sync of `site` would pull, as JSON, into `pages`; returns the
-/// position after the last and how many changes they hold.
+/// Reads every page an initial sync of `site` would pull into `pages`; returns the position
+/// after the last and how many changes they hold.
 fn read_pages(
     engine: &Engine,
     site: &SiteId,
-    pages: &std::sync::mpsc::SyncSender<Vec<u8>>,
+    pages: &std::sync::mpsc::SyncSender<crate::engine::PullPage>,
 ) -> Result<(protocol::Cursor, u64), AdminError> {
     let (mut cursor, mut records) = (None, 0u64);
     loop {
         let page = engine.pull_page(site, cursor.clone(), protocol::MAX_DECODED_BYTES / 2)?;
         records += page.changes.len() as u64;
-        let _ = pages.send(page.json());
         // Nothing more to take now (on PostgreSQL, changes a running transaction must be ordered
         // before): the site's first sync continues from here.
         let stuck = page.changes.is_empty() && cursor.as_ref() == Some(&page.next);
         let done = stuck || page.remaining == 0 && matches!(page.next, protocol::Cursor::Log { .. });
+        let next = page.next.clone();
+        let _ = pages.send(page);
         if done {
-            return Ok((page.next, records));
+            return Ok((next, records));
         }
-        cursor = Some(page.next);
+        cursor = Some(next);
     }
 }
 

@@ -1,7 +1,7 @@
 //! A new site from a seed file (issue 13), between real processes on each backend: `central
 //! site export` writes what the site must hold, `site import` starts it without a network, and
 //! its next sync receives only what changed since. A damaged, truncated, expired or other
-//! site's file is refused and writes nothing.
+//! site's file is refused and writes nothing; an import that stopped half-way is replaced.
 
 mod common;
 
@@ -118,9 +118,19 @@ fn a_damaged_truncated_or_other_sites_seed_file_writes_nothing(backend: &Backend
     let out = import(&file, &north.data, &[]).failed();
     assert!(out.stderr.contains("holds a site already"), "{}", out.stderr);
 
-    // A file whose password was replaced by a newer export is refused at the first sync.
+    // An import that stopped half-way (a power cut) left its partial database: the next import
+    // replaces it, and no partial file is left beside the site.
     let data = network.root.path().join("south-old");
+    std::fs::create_dir_all(&data).expect("the data directory");
+    std::fs::write(data.join("outpost.sqlite.importing"), b"half a database").expect("a partial file");
     import(&file, &data, &[]).ok();
+    let left: Vec<String> = std::fs::read_dir(&data)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into())
+        .collect();
+    assert!(left.iter().all(|name| !name.contains("importing")), "left behind: {left:?}");
+
+    // A file whose password was replaced by a newer export is refused at the first sync.
     export(&network, &network.root.path().join("newer.seed"));
     let old = Site { name: "south".into(), data, password: String::new(), binary: Default::default() };
     let synced = old.try_sync().failed();

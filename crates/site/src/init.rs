@@ -154,11 +154,21 @@ pub fn import_seed(
         return Err(ImportError::NotEmpty { dir: data_dir.to_owned() });
     }
     std::fs::create_dir_all(data_dir).map_err(|source| ImportError::CreateDir { dir: data_dir.to_owned(), source })?;
-    let applied = apply_seed(&file, &seed, site, central_url, password, ca_pem).inspect_err(|_| {
+    // The database is made under another name and takes its own once whole: an import that
+    // stopped half-way (a power cut) leaves a file the next import replaces, never a site.
+    let partial = data_dir.join(format!("{DB_FILE}.importing"));
+    let remove_partial = || {
         for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            let _ = std::fs::remove_file(format!("{}{suffix}", partial.display()));
         }
-    })?;
+    };
+    remove_partial();
+    let applied = apply_seed(&partial, &seed, site, central_url, password, ca_pem)
+        .and_then(|applied| {
+            std::fs::rename(&partial, &file).map_err(|e| ImportError::Apply(format!("naming the database: {e}")))?;
+            Ok(applied)
+        })
+        .inspect_err(|_| remove_partial())?;
     tracing::info!(%site, records = applied, "a site was started from a seed file");
     Ok(ImportReport { header: seed.header, applied })
 }
@@ -176,6 +186,8 @@ fn apply_seed(
 ) -> Result<u64, ImportError> {
     let failed = |e: &dyn std::fmt::Display| ImportError::Apply(e.to_string());
     let db = Db::open(file).map_err(|e| failed(&e))?;
+    // A failed import deletes the file: until it is whole, a journal would only write it twice.
+    db.bulk_load(true).map_err(|e| failed(&e))?;
     db.transaction(|tx| set_identity(tx, seed.header.acked, site, central_url, password, ca_pem))
         .map_err(|e| failed(&e))?;
     let (sender, receiver) = std::sync::mpsc::sync_channel(1);
@@ -189,12 +201,38 @@ fn apply_seed(
                 }
             }
         });
-        let mut applied = 0;
-        for page in receiver {
-            let page = page?;
-            crate::sync::apply_batch(&db, site, &page.changes, &page.next).map_err(|e| failed(&e))?;
-            applied += page.changes.len() as u64;
+        // One transaction for the whole file: a page's B-tree pages are written to the file once,
+        // at the end, not again at every page's commit.
+        let mut unreadable = None;
+        let applied = db.transaction(|tx| {
+            let mut applied = 0;
+            for page in receiver {
+                let page = match page {
+                    Ok(page) => page,
+                    Err(e) => {
+                        unreadable = Some(e);
+                        return Err(store::StoreError::Invalid {
+                            table: "seed".into(),
+                            id: "page".into(),
+                            reason: "unreadable".into(),
+                        });
+                    }
+                };
+                let cursor = serde_json::to_string(&page.next).map_err(|e| store::StoreError::Invalid {
+                    table: "sync_state".into(),
+                    id: "pull_cursor".into(),
+                    reason: e.to_string(),
+                })?;
+                crate::sync::apply_in(tx, site, &page.changes, &cursor)?;
+                applied += page.changes.len() as u64;
+            }
+            Ok(applied)
+        });
+        if let Some(e) = unreadable {
+            return Err(e.into());
         }
+        let applied = applied.map_err(|e| failed(&e))?;
+        db.bulk_load(false).map_err(|e| failed(&e))?;
         Ok(applied)
     })
 }

@@ -668,47 +668,56 @@ fn keep_cut_page(
 /// with its reason, visible in `outpost site rejected`, instead of stalling every later sync.
 pub(crate) fn apply_batch(db: &Db, me: &SiteId, changes: &[Change], next: &Cursor) -> Result<u64, SyncError> {
     let cursor = serde_json::to_string(next).map_err(SyncError::BadCursor)?;
-    db.transaction(|tx| {
-        // A record this site changed and has not pushed yet keeps the local change: it goes to
-        // the central server next, which decides (only a re-initialisation or a restore sends a
-        // site its own records).
-        let pushed = Seq(tx.state(StateKey::PushedSeq)?.and_then(|v| v.parse().ok()).unwrap_or(0));
-        let pending = tx.count_changes_after(pushed, me)? > 0;
-        for change in changes {
-            if pending && tx.current(&change.table, change.id.as_str())?.and_then(|c| c.log_seq).is_some_and(|s| s > pushed) {
-                tracing::debug!(table = %change.table, id = %change.id, "kept the local change waiting to be pushed over a received one");
-                continue;
-            }
-            let refused = match tx.apply_received(change) {
-                Ok(()) => continue,
-                Err(e @ (StoreError::Refused { .. } | StoreError::Invalid { .. })) => e,
-                Err(other) => return Err(other),
-            };
-            {
-                let e = refused;
-                tracing::warn!(table = %change.table, id = %change.id, error = %e, "a received change could not be applied; kept for review");
-                tx.keep_rejection(&RejectionRecord {
-                    from: RejectedFrom::Received(change.origin.clone()),
-                    seq: change.seq,
-                    table: change.table.clone(),
-                    id: change.id.clone(),
-                    action: change.action.code().to_owned(),
-                    data: change.data.as_ref().map(|d| d.get().to_owned()),
-                    reason: format!("could not apply on `{me}`: {e}"),
-                    at: String::new(),
-                })?;
-            }
+    db.transaction(|tx| apply_in(tx, me, changes, &cursor)).map_err(store_err("applying a pulled batch"))
+}
+
+/// [`apply_batch`] in the caller's transaction (a seed file's import applies every page in
+/// one); `cursor`: the position after the batch, as stored.
+pub(crate) fn apply_in(
+    tx: &mut store::Tx<'_>,
+    me: &SiteId,
+    changes: &[Change],
+    cursor: &str,
+) -> Result<u64, StoreError> {
+    // A record this site changed and has not pushed yet keeps the local change: it goes to
+    // the central server next, which decides (only a re-initialisation or a restore sends a
+    // site its own records).
+    let pushed = Seq(tx.state(StateKey::PushedSeq)?.and_then(|v| v.parse().ok()).unwrap_or(0));
+    let pending = tx.count_changes_after(pushed, me)? > 0;
+    for change in changes {
+        if pending && tx.current(&change.table, change.id.as_str())?.and_then(|c| c.log_seq).is_some_and(|s| s > pushed)
+        {
+            tracing::debug!(table = %change.table, id = %change.id, "kept the local change waiting to be pushed over a received one");
+            continue;
         }
-        let handed_over = hand_over(tx, me, changes)?;
-        let mut checked = |tx: &mut store::Tx<'_>, write: &store::Write| tx.write_checked(write, me);
-        for change in changes.iter().filter(|c| c.data.is_some()) {
-            let doc = change.data.as_ref().map(|d| d.get());
-            store::transfers::respond(tx, me, &change.origin, &change.table, &change.id, doc, &mut checked)?;
+        let refused = match tx.apply_received(change) {
+            Ok(()) => continue,
+            Err(e @ (StoreError::Refused { .. } | StoreError::Invalid { .. })) => e,
+            Err(other) => return Err(other),
+        };
+        {
+            let e = refused;
+            tracing::warn!(table = %change.table, id = %change.id, error = %e, "a received change could not be applied; kept for review");
+            tx.keep_rejection(&RejectionRecord {
+                from: RejectedFrom::Received(change.origin.clone()),
+                seq: change.seq,
+                table: change.table.clone(),
+                id: change.id.clone(),
+                action: change.action.code().to_owned(),
+                data: change.data.as_ref().map(|d| d.get().to_owned()),
+                reason: format!("could not apply on `{me}`: {e}"),
+                at: String::new(),
+            })?;
         }
-        tx.set_state(StateKey::PullCursor, &cursor)?;
-        Ok(handed_over)
-    })
-    .map_err(store_err("applying a pulled batch"))
+    }
+    let handed_over = hand_over(tx, me, changes)?;
+    let mut checked = |tx: &mut store::Tx<'_>, write: &store::Write| tx.write_checked(write, me);
+    for change in changes.iter().filter(|c| c.data.is_some()) {
+        let doc = change.data.as_ref().map(|d| d.get());
+        store::transfers::respond(tx, me, &change.origin, &change.table, &change.id, doc, &mut checked)?;
+    }
+    tx.set_state(StateKey::PullCursor, cursor)?;
+    Ok(handed_over)
 }
 
 /// What the central server asks this site to hand over, in a received batch: a patient whose

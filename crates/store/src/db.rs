@@ -56,6 +56,14 @@ impl Db {
         self.backend.limit_disk(spare_pages)
     }
 
+    /// Loads a new database that is thrown away if the load fails (a seed file's import):
+    /// `true` writes each page once, with no journal and no wait for the disk, so a crash
+    /// meanwhile leaves a file to delete, not one to trust; `false` turns the write-ahead log
+    /// back on and flushes what was written. PostgreSQL is left as it is.
+    pub fn bulk_load(&self, on: bool) -> Result<()> {
+        self.backend.bulk_load(on)
+    }
+
     /// Runs read-only statements outside any transaction (the queries of `queries.rs` and
     /// `sync_state.rs`).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T> {

@@ -124,6 +124,8 @@ pub enum StoreError {
     NewerSchema { found: i64, known: i64 },
     #[error("the stored record `{table}`/`{id}` is not valid JSON: {source}")]
     CorruptRecord { table: String, id: String, source: serde_json::Error },
+    #[error("flushing {} to the disk: {source}", path.display())]
+    Flush { path: std::path::PathBuf, source: std::io::Error },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -160,6 +160,14 @@ impl Backend {
         }
     }
 
+    pub(crate) fn bulk_load(&self, on: bool) -> Result<()> {
+        match self {
+            Backend::Sqlite(db) => db.bulk_load(on),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Runs `f` in one transaction: all of it is committed, or none of it.
     pub(crate) fn transaction<T>(
         &self,

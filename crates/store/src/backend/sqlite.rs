@@ -187,6 +187,26 @@ impl SqliteDb {
         Ok(())
     }
 
+    /// Writes without a journal and without waiting for the disk (`on`), or as always (WAL,
+    /// synchronous NORMAL, and everything written so far flushed to the disk).
+    pub(crate) fn bulk_load(&self, on: bool) -> Result<()> {
+        let writer = self.writer();
+        if on {
+            // Leaving WAL checkpoints it first; the journal mode answers with a row.
+            writer.conn.query_row("PRAGMA journal_mode = OFF", [], |_| Ok(()))?;
+            writer.conn.pragma_update(None, "synchronous", "OFF")?;
+        } else {
+            writer.conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+            writer.conn.pragma_update(None, "synchronous", "NORMAL")?;
+            if let Some(path) = &self.path {
+                std::fs::File::open(path)
+                    .and_then(|file| file.sync_all())
+                    .map_err(|source| StoreError::Flush { path: path.clone(), source })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs what was left for the writer, each statement committing on its own. A failure is
     /// logged: it is bookkeeping for status pages, not a record.
     fn run_deferred(&self, conn: &Connection) {

@@ -684,31 +684,29 @@ pub(crate) fn apply_in(
     // site its own records).
     let pushed = Seq(tx.state(StateKey::PushedSeq)?.and_then(|v| v.parse().ok()).unwrap_or(0));
     let pending = tx.count_changes_after(pushed, me)? > 0;
+    let mut applying = Vec::with_capacity(changes.len());
     for change in changes {
         if pending && tx.current(&change.table, change.id.as_str())?.and_then(|c| c.log_seq).is_some_and(|s| s > pushed)
         {
             tracing::debug!(table = %change.table, id = %change.id, "kept the local change waiting to be pushed over a received one");
             continue;
         }
-        let refused = match tx.apply_received(change) {
-            Ok(()) => continue,
-            Err(e @ (StoreError::Refused { .. } | StoreError::Invalid { .. })) => e,
-            Err(other) => return Err(other),
-        };
-        {
-            let e = refused;
-            tracing::warn!(table = %change.table, id = %change.id, error = %e, "a received change could not be applied; kept for review");
-            tx.keep_rejection(&RejectionRecord {
-                from: RejectedFrom::Received(change.origin.clone()),
-                seq: change.seq,
-                table: change.table.clone(),
-                id: change.id.clone(),
-                action: change.action.code().to_owned(),
-                data: change.data.as_ref().map(|d| d.get().to_owned()),
-                reason: format!("could not apply on `{me}`: {e}"),
-                at: String::new(),
-            })?;
-        }
+        applying.push(change);
+    }
+    let results = tx.apply_received_all(&applying)?;
+    for (change, result) in applying.iter().zip(results) {
+        let Err(e) = result else { continue };
+        tracing::warn!(table = %change.table, id = %change.id, error = %e, "a received change could not be applied; kept for review");
+        tx.keep_rejection(&RejectionRecord {
+            from: RejectedFrom::Received(change.origin.clone()),
+            seq: change.seq,
+            table: change.table.clone(),
+            id: change.id.clone(),
+            action: change.action.code().to_owned(),
+            data: change.data.as_ref().map(|d| d.get().to_owned()),
+            reason: format!("could not apply on `{me}`: {e}"),
+            at: String::new(),
+        })?;
     }
     let handed_over = hand_over(tx, me, changes)?;
     let mut checked = |tx: &mut store::Tx<'_>, write: &store::Write| tx.write_checked(write, me);

@@ -779,19 +779,7 @@ impl Tx<'_> {
     /// Applies a change received from the central server: written as it came, not logged for
     /// pushing (this node did not make it). Unknown tables are refused, not skipped.
     pub fn apply_received(&mut self, change: &model::Change) -> Result<()> {
-        let (table, _) = self.registry.table(&change.table).ok_or_else(|| StoreError::Refused {
-            table: change.table.clone(),
-            id: change.id.clone(),
-            refusal: Box::new(model::Refusal::UnknownTable(change.table.clone())),
-        })?;
-        let keys = match &change.data {
-            Some(raw) => parse_keys(table, &change.id, raw.get()).map_err(|reason| StoreError::Invalid {
-                table: change.table.clone(),
-                id: change.id.clone(),
-                reason,
-            })?,
-            None => self.stored_keys(&change.table, change.id.as_str())?.unwrap_or_default(),
-        };
+        let keys = self.received_keys(change)?;
         let held_before = self.held_stores(&change.table);
         let received = change.data.as_ref().map(|d| d.get());
         let rewritten = received.and_then(|text| self.rewrite_merged(text));
@@ -819,6 +807,90 @@ impl Tx<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Applies received changes in order, as [`Tx::apply_received`] applies each (the same
+    /// writes, the same refusals, one result per change), with the records that arrive new and
+    /// need nothing more inserted many to a statement. `Err` is an error the transaction cannot
+    /// go on after; a refused change is its own result.
+    pub fn apply_received_all(&mut self, changes: &[&model::Change]) -> Result<Vec<Result<()>>> {
+        let mut results = Vec::with_capacity(changes.len());
+        let mut new: Vec<(&model::Change, RecordKeys)> = Vec::new();
+        for change in changes {
+            if !self.is_plain_upsert(change) {
+                self.insert_received(&new)?;
+                new.clear();
+                results.push(refusal_or_fatal(self.apply_received(change))?);
+                continue;
+            }
+            match self.received_keys(change) {
+                Ok(keys) => {
+                    new.push((change, keys));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(refusal_or_fatal(Err(e))?),
+            }
+        }
+        self.insert_received(&new)?;
+        Ok(results)
+    }
+
+    /// Whether a received change is a document written as it came and nothing else: no merge
+    /// to follow, no reference to rewrite, nothing of the network or of a held store to update.
+    fn is_plain_upsert(&self, change: &model::Change) -> bool {
+        let Some(data) = &change.data else { return false };
+        change.action == Action::Upsert
+            && !TOPOLOGY_TABLES.contains(&change.table.as_str())
+            && !matches!(change.table.as_str(), "store" | "store_sync")
+            && !self.prefetched.get(&change.table).is_some_and(|known| known.contains_key(change.id.as_str()))
+            && self.rewrite_merged(data.get()).is_none()
+    }
+
+    /// Inserts received plain upserts that are new; one that exists is written over as
+    /// [`Tx::put`] writes it.
+    fn insert_received(&mut self, new: &[(&model::Change, RecordKeys)]) -> Result<()> {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let puts: Vec<Put<'_>> = new
+            .iter()
+            .map(|(change, keys)| Put {
+                table: &change.table,
+                id: &change.id,
+                action: &change.action,
+                data: change.data.as_ref().map(|d| d.get()),
+                keys,
+                origin: &change.origin,
+                log: false,
+                bucket: None,
+            })
+            .collect();
+        self.looked_up.get_mut().take();
+        let inserted = self.sql(|sql| sql.insert_new_unlogged(&puts))?;
+        for (put, inserted) in puts.iter().zip(inserted) {
+            if !inserted {
+                let current = self.current(put.table, put.id.as_str())?;
+                self.put_with_current(put, current)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A received change's routing keys: from its document, or as stored for a delete.
+    fn received_keys(&mut self, change: &model::Change) -> Result<RecordKeys> {
+        let (table, _) = self.registry.table(&change.table).ok_or_else(|| StoreError::Refused {
+            table: change.table.clone(),
+            id: change.id.clone(),
+            refusal: Box::new(model::Refusal::UnknownTable(change.table.clone())),
+        })?;
+        Ok(match &change.data {
+            Some(raw) => parse_keys(table, &change.id, raw.get()).map_err(|reason| StoreError::Invalid {
+                table: change.table.clone(),
+                id: change.id.clone(),
+                reason,
+            })?,
+            None => self.stored_keys(&change.table, change.id.as_str())?.unwrap_or_default(),
+        })
     }
 
     /// The dispensary stores whose transactions stay on their site, when a write to `table` may
@@ -942,6 +1014,15 @@ impl Tx<'_> {
 }
 
 /// Reads a record's routing keys from its JSON text, which must be an object.
+/// A refusal as the change's own result; any other error as the caller's.
+fn refusal_or_fatal(result: Result<()>) -> Result<Result<()>> {
+    match result {
+        Err(e @ (StoreError::Refused { .. } | StoreError::Invalid { .. })) => Ok(Err(e)),
+        Err(other) => Err(other),
+        Ok(()) => Ok(Ok(())),
+    }
+}
+
 fn parse_keys(table: &model::TableDef, id: &RecordId, text: &str) -> Result<RecordKeys, String> {
     RecordKeys::parse(table, id, text).map_err(|e| e.to_string())
 }

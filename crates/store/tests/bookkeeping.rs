@@ -635,3 +635,74 @@ mod postgres_concurrency {
         assert_ne!(xids[1].1, xids[2].1, "another transaction: {xids:?}");
     }
 }
+
+/// `apply_received_all` inserts new records many to a statement: the records, their keys and
+/// the refusals are those of `apply_received` one change at a time, over batches that cross
+/// its statements' bounds with records that exist (as given, or otherwise), a record twice in
+/// one statement, a delete, a topology record, an unknown table and a malformed document.
+/// (SQLite: PostgreSQL inserts them one by one.)
+#[test]
+fn received_changes_applied_together_end_as_applied_one_by_one() {
+    let doc = |i: usize, v: &str| json!({"store_id": "north-pharmacy", "item_id": format!("item-{i}"), "note": v});
+    let existing: Vec<Change> = (0..10).map(|i| received("stock_line", &format!("e-{i}"), doc(i, "old"))).collect();
+    let mut batch = Vec::new();
+    for i in 0..70 {
+        batch.push(received("stock_line", &format!("n-{i}"), doc(i, "new")));
+        if i < 10 {
+            // as it is (even), or changed (odd)
+            batch.push(received("stock_line", &format!("e-{i}"), doc(i, if i % 2 == 0 { "old" } else { "changed" })));
+        }
+        if i == 5 || i == 40 {
+            batch.push(received("stock_line", &format!("n-{}", i - 2), doc(i, "again")));
+        }
+        if i == 20 {
+            batch.push(Change { action: Action::Delete, data: None, ..received("stock_line", "e-2", json!({})) });
+            batch.push(received("store", "east-depot", json!({"name": "East depot"})));
+            batch.push(received("nonsense", "x-1", json!({})));
+            batch.push(received("stock_line", "bad-1", json!({"store_id": 5})));
+        }
+    }
+    let (fx, other) = (Fixture::sqlite(), Fixture::sqlite());
+    let (together, one_by_one) = (open_node(&fx, "north"), open_node(&other, "north"));
+    for db in [&together, &one_by_one] {
+        db.transaction(|tx| existing.iter().try_for_each(|c| tx.apply_received(c))).expect("existing records");
+    }
+    let refused_together: Vec<bool> = together
+        .transaction(|tx| {
+            let changes: Vec<&Change> = batch.iter().collect();
+            Ok(tx.apply_received_all(&changes)?.iter().map(Result::is_err).collect())
+        })
+        .expect("applied together");
+    let refused_one_by_one: Vec<bool> = one_by_one
+        .transaction(|tx| {
+            batch
+                .iter()
+                .map(|c| match tx.apply_received(c) {
+                    Ok(()) => Ok(false),
+                    Err(outpost_store::StoreError::Refused { .. } | outpost_store::StoreError::Invalid { .. }) => {
+                        Ok(true)
+                    }
+                    Err(other) => Err(other),
+                })
+                .collect()
+        })
+        .expect("applied one by one");
+    assert_eq!(refused_together, refused_one_by_one, "the same changes refused");
+    assert_eq!(refused_together.iter().filter(|r| **r).count(), 2, "the unknown table and the malformed document");
+    let dump = together.dump().expect("dump");
+    assert_eq!(dump, one_by_one.dump().expect("dump"), "the same records");
+    let note = |id: &str| {
+        let (_, _, text) = dump.iter().find(|(_, i, _)| i == id).unwrap_or_else(|| panic!("{id} is missing"));
+        serde_json::from_str::<Value>(text).expect("json")["note"].as_str().map(str::to_owned)
+    };
+    assert_eq!(note("e-1").as_deref(), Some("changed"), "an existing record is written over");
+    assert_eq!(note("e-0").as_deref(), Some("old"));
+    assert_eq!(note("n-3").as_deref(), Some("again"), "the later of a record twice in a batch");
+    assert_eq!(note("n-38").as_deref(), Some("again"));
+    assert!(dump.iter().all(|(_, id, _)| id != "e-2"), "the delete");
+    assert!(together.network().stores.contains_key(&StoreId::from("east-depot")), "the network follows");
+    for (table, id, _) in &dump {
+        let keys = |db: &Db| db.transaction(|tx| tx.stored_keys(table, id)).expect("keys");
+        assert_eq!(keys(&together), keys(&one_by_one), "{table} {id}: the same keys");
+    }
+}

@@ -39,6 +39,12 @@ pub(crate) trait Sql {
     /// Inserts a record that does not exist yet and, when logged, its change-log entry; `None`
     /// (nothing written) when it exists.
     fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>>;
+    /// [`Sql::insert_new`] for many unlogged records, in order: for each, whether the record now
+    /// holds the document as given (`false`: it existed, and is to be written over). SQLite
+    /// writes many to a statement (a statement's own cost is paid per row otherwise).
+    fn insert_new_unlogged(&mut self, puts: &[Put<'_>]) -> Result<Vec<bool>> {
+        puts.iter().map(|put| Ok(self.insert_new(put)?.is_some())).collect()
+    }
     /// Writes a record over its current state, with a new log entry that supersedes `old_seq`
     /// when the change is logged. Returns the new entry's position, if any.
     fn write_record(&mut self, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>>;

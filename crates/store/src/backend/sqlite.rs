@@ -77,6 +77,18 @@ struct Writer {
     data_version: Option<i64>,
 }
 
+/// Rows of one multi-row insert ([`Sql::insert_new_unlogged`]): enough that a statement's own
+/// cost (its cursors on every index of `record`) is shared, few enough to bind quickly.
+const ROWS_PER_INSERT: usize = 32;
+
+static INSERT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let rows = vec!["(?, ?, ?, ?, ?, ?, NULL)"; ROWS_PER_INSERT].join(", ");
+    format!(
+        "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES {rows}
+         ON CONFLICT (tbl, id) DO NOTHING"
+    )
+});
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing guarded this way is left half-changed by a panic (a list of idle connections, an
     // `Arc` swapped whole).
@@ -447,6 +459,50 @@ impl Sql for Lite<'_> {
             return Ok(None);
         }
         Ok(Some(seq.unwrap_or_default()))
+    }
+
+    fn insert_new_unlogged(&mut self, puts: &[Put<'_>]) -> Result<Vec<bool>> {
+        let mut inserted = Vec::with_capacity(puts.len());
+        let mut rest = puts;
+        while !rest.is_empty() {
+            let len = rest.len().min(ROWS_PER_INSERT);
+            let (chunk, tail) = rest.split_at(len);
+            rest = tail;
+            if len < ROWS_PER_INSERT {
+                for put in chunk {
+                    inserted.push(self.insert_new(put)?.is_some());
+                }
+                continue;
+            }
+            let mut stmt = self.0.prepare_cached(&INSERT_MANY)?;
+            for (row, put) in chunk.iter().enumerate() {
+                let (store, other_store, name) = put.key_columns();
+                let at = row * 6;
+                stmt.raw_bind_parameter(at + 1, put.table)?;
+                stmt.raw_bind_parameter(at + 2, put.id.as_str())?;
+                stmt.raw_bind_parameter(at + 3, store)?;
+                stmt.raw_bind_parameter(at + 4, other_store)?;
+                stmt.raw_bind_parameter(at + 5, name)?;
+                stmt.raw_bind_parameter(at + 6, put.data)?;
+            }
+            if stmt.raw_execute()? == len {
+                inserted.extend(std::iter::repeat_n(true, len));
+                continue;
+            }
+            // Some existed (`RETURNING` would say which, at twice the cost of the insert; a
+            // record twice in the chunk is one of them): one that holds the document as given
+            // needs nothing more, whether it was inserted now or was so already.
+            drop(stmt);
+            for put in chunk {
+                let data: Option<Option<String>> = self
+                    .0
+                    .prepare_cached("SELECT data FROM record WHERE tbl = ?1 AND id = ?2")?
+                    .query_row(params![put.table, put.id.as_str()], |r| r.get(0))
+                    .optional()?;
+                inserted.push(data.flatten().as_deref() == put.data);
+            }
+        }
+        Ok(inserted)
     }
 
     fn write_record(&mut self, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>> {

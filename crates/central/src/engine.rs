@@ -72,7 +72,7 @@ impl Engine {
         Ok(self.db.transaction(|tx| {
             tx.prefetch_all(writes.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
             let before = shapes_stores(writes).then(|| tx.network().dispensary_sites());
-            let mut routed = |tx: &mut Tx<'_>, write: &Write| write_routed(tx, write, &me).map(|w| w.seq);
+            let mut routed = |tx: &mut Tx<'_>, writes: &[Write]| write_all_routed(tx, writes, &me);
             let seqs = store::transfers::write_here(tx, &me, writes, &mut routed);
             if let Some(before) = before {
                 backfill::dispensary_data_for_new_sites(tx, &before)?;
@@ -574,6 +574,17 @@ pub(crate) fn write_routed(tx: &mut Tx<'_>, write: &Write, me: &SiteId) -> Resul
     let written = tx.write_as(write.incoming(), me)?;
     route(tx, written.seq, &written.audience, me)?;
     Ok(written)
+}
+
+/// The central server's own writes made together (a transfer's half), through the one checked
+/// write, the new records inserted together, each routed; their log positions.
+pub(crate) fn write_all_routed(tx: &mut Tx<'_>, writes: &[Write], me: &SiteId) -> Result<Vec<Seq>, StoreError> {
+    let incoming: Vec<store::Incoming<'_>> = writes.iter().map(Write::incoming).collect();
+    let written = tx.write_all_as(&incoming, me)?;
+    for written in &written {
+        route(tx, written.seq, &written.audience, me)?;
+    }
+    Ok(written.iter().map(|w| w.seq).collect())
 }
 
 /// Applies one pushed change through the one checked write, and routes it; `Ok(Err(reason))`

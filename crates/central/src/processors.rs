@@ -7,7 +7,7 @@
 //! stores.
 
 use crate::backfill;
-use crate::engine::write_routed;
+use crate::engine::{write_all_routed, write_routed};
 use model::{Change, RecordId, SiteId, StoreId};
 use serde_json::{json, Value};
 use store::{RoutedBy, StoreError, Tx, Write};
@@ -32,7 +32,7 @@ pub(crate) fn after_push(tx: &mut Tx<'_>, site: &SiteId, change: &Change) -> Res
     }
     if change.data.is_some() && change.table != "patient_move" {
         let me = tx.network().central.clone();
-        let mut routed = |tx: &mut Tx<'_>, write: &Write| write_routed(tx, write, &me).map(|w| w.seq);
+        let mut routed = |tx: &mut Tx<'_>, writes: &[Write]| write_all_routed(tx, writes, &me);
         let doc = change.data.as_ref().map(|d| d.get());
         return store::transfers::respond(tx, &me, site, &change.table, &change.id, doc, &mut routed);
     }

@@ -709,7 +709,7 @@ pub(crate) fn apply_in(
         })?;
     }
     let handed_over = hand_over(tx, me, changes)?;
-    let mut checked = |tx: &mut store::Tx<'_>, write: &store::Write| tx.write_checked(write, me);
+    let mut checked = |tx: &mut store::Tx<'_>, writes: &[store::Write]| tx.write_all_checked(writes, me);
     for change in changes.iter().filter(|c| c.data.is_some()) {
         let doc = change.data.as_ref().map(|d| d.get());
         store::transfers::respond(tx, me, &change.origin, &change.table, &change.id, doc, &mut checked)?;

@@ -5,6 +5,7 @@ use model::{
     check_write, recipients, registry, Action, Audience, ChangeRef, Network, Op, RecordId, RecordKeys, Refusal,
     Registry, Seq, SiteId, StoreId,
 };
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
@@ -93,7 +94,7 @@ impl Db {
         let me = self.local_site()?;
         self.transaction(|tx| {
             tx.prefetch_all(writes.iter().map(|w| (w.table.as_str(), w.id.as_str())))?;
-            let mut checked = |tx: &mut Tx<'_>, write: &Write| tx.write_checked(write, &me);
+            let mut checked = |tx: &mut Tx<'_>, writes: &[Write]| tx.write_all_checked(writes, &me);
             crate::transfers::write_here(tx, &me, writes, &mut checked)
         })
     }
@@ -193,6 +194,44 @@ pub struct Incoming<'a> {
     pub action: &'a Action,
     /// The record as JSON text (an object); required for an upsert, ignored otherwise.
     pub data: Option<&'a str>,
+}
+
+/// An incoming change after the checks every change passes ([`Tx::write_as`]).
+struct Checked<'c> {
+    table: &'static model::TableDef,
+    /// The document as it is stored (names of merged-away records rewritten).
+    data: Option<Cow<'c, str>>,
+    keys: RecordKeys,
+}
+
+impl Checked<'_> {
+    fn put<'p>(&'p self, change: &Incoming<'p>, writer: &'p SiteId, log: bool) -> Put<'p> {
+        Put {
+            table: change.table,
+            id: change.id,
+            action: change.action,
+            data: self.data.as_deref(),
+            keys: &self.keys,
+            origin: writer,
+            log,
+            bucket: None,
+        }
+    }
+}
+
+/// What the checks of a create decided: whether it is logged, and who receives it.
+struct Create {
+    log: bool,
+    audience: Audience,
+}
+
+/// A checked change waiting in [`Tx::write_all_as`] to be inserted with others.
+struct NewRecord<'c> {
+    /// Its place in the batch.
+    at: usize,
+    change: Incoming<'c>,
+    checked: Checked<'c>,
+    audience: Audience,
 }
 
 /// One record write, with its change-log entry. Crate-private: outside the storage crate a
@@ -349,8 +388,18 @@ impl Tx<'_> {
     /// A write made on this node, checked against `authority` first. A new patient (or
     /// prescriber) is also made visible in the other dispensary stores of its home site.
     pub fn write_checked(&mut self, write: &Write, me: &SiteId) -> Result<Seq> {
-        let written = self.write_as(write.incoming(), me)?;
-        if written.op == Op::Create && matches!(write.table.as_str(), "patient" | "prescriber") {
+        Ok(self.write_all_checked(std::slice::from_ref(write), me)?[0])
+    }
+
+    /// [`Tx::write_checked`] for writes made together, the new records inserted together
+    /// ([`Tx::write_all_as`]). Each write's log position, in order.
+    pub fn write_all_checked(&mut self, writes: &[Write], me: &SiteId) -> Result<Vec<Seq>> {
+        let incoming: Vec<Incoming<'_>> = writes.iter().map(Write::incoming).collect();
+        let written = self.write_all_as(&incoming, me)?;
+        for (write, written) in writes.iter().zip(&written) {
+            if written.op != Op::Create || !matches!(write.table.as_str(), "patient" | "prescriber") {
+                continue;
+            }
             let (visibility, field) = match write.table.as_str() {
                 "patient" => ("name_visibility", "name_id"),
                 _ => ("prescriber_visibility", "prescriber_id"),
@@ -362,7 +411,7 @@ impl Tx<'_> {
                 self.write_as(Write::upsert(visibility, format!("{}@{store}", write.id), &row).incoming(), me)?;
             }
         }
-        Ok(written.seq)
+        Ok(written.iter().map(|w| w.seq).collect())
     }
 
     /// [`Tx::write_as`] for a [`Write`] (the central server routes its own writes with what it
@@ -385,6 +434,70 @@ impl Tx<'_> {
     ///
     /// A refusal is [`StoreError::Refused`] or [`StoreError::Invalid`], and writes nothing.
     pub fn write_as(&mut self, change: Incoming<'_>, writer: &SiteId) -> Result<Written> {
+        let checked = self.check_incoming(change)?;
+        let create = self.check_create(&change, &checked, writer)?;
+        self.write_checked_one(change, checked, create, writer)
+    }
+
+    /// [`Tx::write_as`] for changes by one writer, in order: each checked as it would be alone,
+    /// with the records that are new written together (on SQLite, many to a statement: one by
+    /// one, a statement's own cost is as much as the row's). The first refusal is the error, and
+    /// the caller's transaction is not to be committed. A change of a record that turns out to
+    /// exist is written after the others taken to be new with it, as an update.
+    pub fn write_all_as(&mut self, changes: &[Incoming<'_>], writer: &SiteId) -> Result<Vec<Written>> {
+        let mut written: Vec<Option<Written>> = vec![None; changes.len()];
+        let mut new: Vec<NewRecord<'_>> = Vec::new();
+        for (at, change) in changes.iter().enumerate() {
+            let checked = self.check_incoming(*change)?;
+            match self.check_create(change, &checked, writer)? {
+                Some(create) if create.log && self.may_insert_together(change) => {
+                    new.push(NewRecord { at, change: *change, checked, audience: create.audience });
+                }
+                create => {
+                    self.insert_together(std::mem::take(&mut new), &mut written, writer)?;
+                    written[at] = Some(self.write_checked_one(*change, checked, create, writer)?);
+                }
+            }
+        }
+        self.insert_together(new, &mut written, writer)?;
+        Ok(written.into_iter().map(|w| w.expect("every change is written or refused")).collect())
+    }
+
+    /// Whether a change taken to be a new record may wait to be inserted with others: not one
+    /// that reshapes the network (each is absorbed as it is written), nor one a prefetch found.
+    fn may_insert_together(&self, change: &Incoming<'_>) -> bool {
+        !TOPOLOGY_TABLES.contains(&change.table)
+            && !self.prefetched.get(change.table).is_some_and(|known| known.contains_key(change.id.as_str()))
+    }
+
+    /// Inserts the checked new records of [`Tx::write_all_as`] together; one that exists is
+    /// written over through the look-up path.
+    fn insert_together(
+        &mut self,
+        new: Vec<NewRecord<'_>>,
+        written: &mut [Option<Written>],
+        writer: &SiteId,
+    ) -> Result<()> {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let puts: Vec<Put<'_>> = new.iter().map(|n| n.checked.put(&n.change, writer, true)).collect();
+        self.looked_up.get_mut().take();
+        let seqs = self.sql(|sql| sql.insert_new_logged(&puts))?;
+        drop(puts);
+        for (record, seq) in new.into_iter().zip(seqs) {
+            written[record.at] = Some(match seq {
+                Some(seq) => Written { seq, op: Op::Create, keys: record.checked.keys, audience: record.audience },
+                None => self.write_checked_one(record.change, record.checked, None, writer)?,
+            });
+        }
+        Ok(())
+    }
+
+    /// The checks every change passes first: the id and the document are within
+    /// [`model::limits`], the table is synced, the document is a JSON object with readable
+    /// routing keys. Names of merged-away records are rewritten.
+    fn check_incoming<'c>(&self, change: Incoming<'c>) -> Result<Checked<'c>> {
         let refused = |refusal| StoreError::Refused {
             table: change.table.to_owned(),
             id: change.id.clone(),
@@ -397,17 +510,10 @@ impl Tx<'_> {
             .registry
             .table(change.table)
             .ok_or_else(|| refused(model::Refusal::UnknownTable(change.table.to_owned())))?;
-        let rewritten: String;
         let data = match (change.action, change.data) {
             (Action::Upsert, Some(text)) => {
                 model::limits::check_document(text).map_err(refused)?;
-                match self.rewrite_merged(text) {
-                    Some(text) => {
-                        rewritten = text;
-                        Some(rewritten.as_str())
-                    }
-                    None => Some(text),
-                }
+                Some(self.rewrite_merged(text).map_or(Cow::Borrowed(text), Cow::Owned))
             }
             (Action::Upsert, None) => return Err(invalid("an upsert needs the record".into())),
             (Action::MergeInto(into), _) => {
@@ -416,41 +522,64 @@ impl Tx<'_> {
             }
             (Action::Delete, _) => None,
         };
-        let keys = match data {
+        let keys = match data.as_deref() {
             Some(text) => parse_local_keys(table, change.id, text)
                 .map_err(|e| invalid(format!("an upsert needs the record as a JSON object: {e}")))?,
             None => self.stored_keys(change.table, change.id.as_str())?.unwrap_or_default(),
         };
-        let mut put = Put {
-            table: change.table,
-            id: change.id,
-            action: change.action,
-            data,
-            keys: &keys,
-            origin: writer,
-            log: true,
-            bucket: None,
+        Ok(Checked { table, data, keys })
+    }
+
+    /// The checks of an upsert taken to create its record (most writes do: the record is looked
+    /// up only if it turns out to exist). `None` when it is not one the writer may create, so
+    /// that it is looked up and checked as it stands.
+    fn check_create(&self, change: &Incoming<'_>, checked: &Checked<'_>, writer: &SiteId) -> Result<Option<Create>> {
+        if *change.action != Action::Upsert {
+            return Ok(None);
+        }
+        let create = ChangeRef { table: change.table, op: &Op::Create, keys: &checked.keys };
+        if check_write(self.registry, &self.network, &create, writer).is_err() {
+            return Ok(None);
+        }
+        let refused = |refusal| StoreError::Refused {
+            table: change.table.to_owned(),
+            id: change.id.clone(),
+            refusal: Box::new(refusal),
         };
-        // Most writes create a record: try that first, and look the record up only if it exists.
-        if *change.action == Action::Upsert {
-            let create = ChangeRef { table: change.table, op: &Op::Create, keys: &keys };
-            if check_write(self.registry, &self.network, &create, writer).is_ok() {
-                self.network.check_prescription(table, &keys, writer).map_err(refused)?;
-                self.check_not_moving(&create, change.id, writer)?;
-                if matches!(change.table, "transaction_line" | "goods_received_line") {
-                    model::transfer::check_line(data.unwrap_or_default()).map_err(refused)?;
-                }
-                put.log = self.travels(&create, change.id, writer)?;
-                let audience = recipients(self.registry, &self.network, &create).map_err(refused)?;
-                self.check_topology(&put).map_err(refused)?;
-                if let Some(seq) = self.insert_new(&put)? {
-                    return Ok(Written { seq, op: Op::Create, keys: keys.clone(), audience });
-                }
+        self.network.check_prescription(checked.table, &checked.keys, writer).map_err(refused)?;
+        self.check_not_moving(&create, change.id, writer)?;
+        if matches!(change.table, "transaction_line" | "goods_received_line") {
+            model::transfer::check_line(checked.data.as_deref().unwrap_or_default()).map_err(refused)?;
+        }
+        let log = self.travels(&create, change.id, writer)?;
+        let audience = recipients(self.registry, &self.network, &create).map_err(refused)?;
+        self.check_topology(&checked.put(change, writer, log)).map_err(refused)?;
+        Ok(Some(Create { log, audience }))
+    }
+
+    /// Writes one checked change: inserted when it passed the checks of a create and the record
+    /// is new; else looked up and checked as it stands, then written.
+    fn write_checked_one(
+        &mut self,
+        change: Incoming<'_>,
+        checked: Checked<'_>,
+        create: Option<Create>,
+        writer: &SiteId,
+    ) -> Result<Written> {
+        let refused = |refusal| StoreError::Refused {
+            table: change.table.to_owned(),
+            id: change.id.clone(),
+            refusal: Box::new(refusal),
+        };
+        let (table, data, keys) = (checked.table, checked.data.as_deref(), &checked.keys);
+        if let Some(create) = create {
+            if let Some(seq) = self.insert_new(&checked.put(&change, writer, create.log))? {
+                return Ok(Written { seq, op: Op::Create, keys: keys.clone(), audience: create.audience });
             }
         }
         let current = self.current(change.table, change.id.as_str())?;
         let op = Self::op_for(change.action, current.as_ref());
-        let as_written = ChangeRef { table: change.table, op: &op, keys: &keys };
+        let as_written = ChangeRef { table: change.table, op: &op, keys };
         check_write(self.registry, &self.network, &as_written, writer).map_err(refused)?;
         if op != Op::Create {
             // A change that re-keys a record (moves it to another store or name) needs authority
@@ -466,7 +595,7 @@ impl Tx<'_> {
             self.network
                 .check_home_store(change.table, change.id, keys.home_store.as_ref(), writer)
                 .map_err(refused)?;
-            self.network.check_prescription(table, &keys, writer).map_err(refused)?;
+            self.network.check_prescription(table, keys, writer).map_err(refused)?;
             if table.has(model::Special::PatientMove) {
                 let doc = data.and_then(|text| serde_json::from_str(text).ok()).unwrap_or_default();
                 self.network.check_handover(change.id, &doc, writer).map_err(refused)?;
@@ -485,11 +614,12 @@ impl Tx<'_> {
             }
         }
         self.check_not_moving(&as_written, change.id, writer)?;
-        put.log = self.travels(&as_written, change.id, writer)?;
+        let log = self.travels(&as_written, change.id, writer)?;
         let audience = recipients(self.registry, &self.network, &as_written).map_err(refused)?;
+        let put = checked.put(&change, writer, log);
         self.check_topology(&put).map_err(refused)?;
         if let Action::MergeInto(into) = change.action {
-            self.check_merge(change.table, change.id, &keys, into).map_err(refused)?;
+            self.check_merge(change.table, change.id, keys, into).map_err(refused)?;
         }
         let seq = self.put_with_current(&put, current)?;
         if let Action::MergeInto(into) = change.action {

@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 
 /// How the caller writes: checked and logged on a site, checked, logged and routed on the
 /// central server.
-pub type WriteFn<'f> = dyn for<'t> FnMut(&mut Tx<'t>, &Write) -> Result<Seq> + 'f;
+/// Writes come in slices: what is made together (a half's lines and header) is written
+/// together.
+pub type WriteFn<'f> = dyn for<'t> FnMut(&mut Tx<'t>, &[Write]) -> Result<Vec<Seq>> + 'f;
 
 /// The tables whose records set something off (`write_here`, `respond`); a write of any other
 /// table costs nothing here.
@@ -53,7 +55,7 @@ pub fn write_here(tx: &mut Tx<'_>, me: &SiteId, writes: &[Write], write_fn: &mut
             was.insert((&write.table, &write.id), stage(tx, &write.table, &write.id)?);
         }
     }
-    let seqs = writes.iter().map(|write| write_fn(tx, write)).collect::<Result<Vec<_>>>()?;
+    let seqs = write_fn(tx, writes)?;
     let mut done = std::collections::BTreeSet::new();
     for write in writes.iter().filter(|w| w.data.is_some() && FOLLOWED.contains(&w.table.as_str())) {
         if !done.insert((&write.table, &write.id)) {
@@ -207,10 +209,11 @@ fn follow_stock(
             let lines = tx.lines::<TransactionLine>("transaction_line", "transaction_id", id)?;
             match invoice.kind {
                 TransactionKind::SupplierInvoice => {
-                    for (line_id, line) in &lines {
-                        let (stock_id, stock) = transfer::received_stock(line_id, &invoice.store_id, line.into());
-                        add_stock(tx, &stock_id, &stock, write_fn)?;
-                    }
+                    let stock: Vec<_> = lines
+                        .iter()
+                        .map(|(line_id, line)| transfer::received_stock(line_id, &invoice.store_id, line.into()))
+                        .collect();
+                    add_missing(tx, "stock_line", &stock, write_fn)?;
                 }
                 TransactionKind::CustomerInvoice => take_stock(tx, id, &invoice.store_id, &lines, write_fn)?,
                 TransactionKind::Other => {}
@@ -221,19 +224,14 @@ fn follow_stock(
             if received.status != Status::Finalised || !active_here(tx, me, &received.store_id) {
                 return Ok(());
             }
-            for (line_id, line) in tx.lines::<GoodsReceivedLine>("goods_received_line", "goods_received_id", id)? {
-                let (stock_id, stock) = transfer::received_stock(&line_id, &received.store_id, (&line).into());
-                add_stock(tx, &stock_id, &stock, write_fn)?;
-            }
+            let stock: Vec<_> = tx
+                .lines::<GoodsReceivedLine>("goods_received_line", "goods_received_id", id)?
+                .iter()
+                .map(|(line_id, line)| transfer::received_stock(line_id, &received.store_id, line.into()))
+                .collect();
+            add_missing(tx, "stock_line", &stock, write_fn)?;
         }
         _ => {}
-    }
-    Ok(())
-}
-
-fn add_stock(tx: &mut Tx<'_>, id: &RecordId, stock: &StockLine, write_fn: &mut WriteFn<'_>) -> Result<()> {
-    if tx.current("stock_line", id.as_str())?.is_none() {
-        write_fn(tx, &upsert("stock_line", id, stock)?)?;
     }
     Ok(())
 }
@@ -281,9 +279,8 @@ fn take_stock(
         let taken = transfer::take_stock(line, of_item).map_err(|r| refused("transaction", invoice, r))?;
         changed.extend(taken);
     }
-    for (id, stock) in &changed {
-        write_fn(tx, &upsert("stock_line", id, stock)?)?;
-    }
+    let writes = changed.iter().map(|(id, stock)| upsert("stock_line", id, stock)).collect::<Result<Vec<_>>>()?;
+    write_fn(tx, &writes)?;
     Ok(())
 }
 
@@ -301,7 +298,7 @@ fn number_if_unnumbered(
     }
     let serial = next_serial(tx, &invoice.store_id, invoice.kind)?;
     let numbered = Transaction { serial_number: Some(serial), ..invoice.clone() };
-    write_fn(tx, &upsert("transaction", id, &numbered)?)?;
+    write_fn(tx, &[upsert("transaction", id, &numbered)?])?;
     tracing::info!(invoice = %id, serial, "numbered a transaction made for this store by a transfer");
     Ok(())
 }
@@ -347,7 +344,7 @@ fn invoice_written(
         }
         if let Some((received_id, received)) = transfer::goods_received_for(id, invoice) {
             if tx.current("goods_received", received_id.as_str())?.is_none() {
-                write_fn(tx, &upsert("goods_received", &received_id, &received)?)?;
+                write_fn(tx, &[upsert("goods_received", &received_id, &received)?])?;
                 tracing::info!(invoice = %id, goods_received = %received_id, "an internal requisition's goods received is made");
             }
         }
@@ -356,15 +353,9 @@ fn invoice_written(
     let half_id = transfer::responding_id(id);
     if tx.current("transaction", half_id.as_str())?.is_some() {
         // Made already (exactly once); a line that reached here after it joins it.
-        for (line_id, line) in &lines {
-            add_missing(
-                tx,
-                "transaction_line",
-                &transfer::supplier_invoice_line(&half_id, &to, line_id, line),
-                write_fn,
-            )?;
-        }
-        return Ok(());
+        let made: Vec<_> =
+            lines.iter().map(|(line_id, line)| transfer::supplier_invoice_line(&half_id, &to, line_id, line)).collect();
+        return add_missing(tx, "transaction_line", &made, write_fn);
     }
     let request = match &invoice.requisition_id {
         Some(response) => tx.view::<Requisition>("requisition", response)?.and_then(|r| r.linked_requisition_id),
@@ -372,10 +363,12 @@ fn invoice_written(
     };
     let serial = serial_for(tx, me, &to, TransactionKind::SupplierInvoice)?;
     let Some(half) = transfer::supplier_invoice_for(id, invoice, &lines, request, serial) else { return Ok(()) };
-    for line in &half.lines {
-        write_fn(tx, &upsert("transaction_line", &line.0, &line.1)?)?;
-    }
-    write_fn(tx, &upsert("transaction", &half.id, &half.header)?)?;
+    let mut writes = half
+        .lines
+        .iter()
+        .map(|(line_id, line)| upsert("transaction_line", line_id, line))
+        .collect::<Result<Vec<_>>>()?;
+    writes.push(upsert("transaction", &half.id, &half.header)?);
     if tx.network().is_central(me) {
         let message = json!({
             "receiving_store_id": invoice.store_id,
@@ -383,22 +376,29 @@ fn invoice_written(
             "transaction_id": id,
             "body": format!("supplier invoice `{}` made in store `{to}` for customer invoice `{id}` ({} lines)", half.id, half.lines.len()),
         });
-        write_fn(tx, &Write::upsert("message", format!("{id}:log"), &message))?;
+        writes.push(Write::upsert("message", format!("{id}:log"), &message));
     }
+    write_fn(tx, &writes)?;
     tracing::info!(invoice = %id, half = %half.id, lines = half.lines.len(), "a stock transfer's supplier invoice is made");
     Ok(())
 }
 
-/// Writes a responding line unless it exists (a half's lines are made once; edits after that
-/// are its store's).
+/// Writes the records that do not exist yet, together (a half's lines, the stock a received
+/// line adds: each is made once; edits after that are its store's).
 fn add_missing<T: serde::Serialize>(
     tx: &mut Tx<'_>,
     table: &str,
-    (id, line): &(RecordId, T),
+    records: &[(RecordId, T)],
     write_fn: &mut WriteFn<'_>,
 ) -> Result<()> {
-    if tx.current(table, id.as_str())?.is_none() {
-        write_fn(tx, &upsert(table, id, line)?)?;
+    let mut writes = Vec::new();
+    for (id, record) in records {
+        if tx.current(table, id.as_str())?.is_none() {
+            writes.push(upsert(table, id, record)?);
+        }
+    }
+    if !writes.is_empty() {
+        write_fn(tx, &writes)?;
     }
     Ok(())
 }
@@ -424,7 +424,8 @@ fn invoice_line_written(
     }
     let half_id = transfer::responding_id(&line.transaction_id);
     if transfer::is_stock_transfer(&invoice) && tx.current("transaction", half_id.as_str())?.is_some() {
-        add_missing(tx, "transaction_line", &transfer::supplier_invoice_line(&half_id, &to, id, line), write_fn)?;
+        let made = transfer::supplier_invoice_line(&half_id, &to, id, line);
+        add_missing(tx, "transaction_line", std::slice::from_ref(&made), write_fn)?;
     }
     Ok(())
 }
@@ -449,7 +450,7 @@ fn goods_received_line_for(
     let Some(made) = transfer::goods_received_line_for(invoice_id, invoice, line_id, line, &order_lines) else {
         return Ok(());
     };
-    write_fn(tx, &upsert("goods_received_line", &made.0, &made.1)?)?;
+    write_fn(tx, &[upsert("goods_received_line", &made.0, &made.1)?])?;
     // Where this node edits the order too (the primary, or one site), it is updated now.
     goods_received_line_written(tx, me, &made.0, write_fn)
 }
@@ -469,11 +470,9 @@ fn requisition_written(
     let lines = tx.lines::<RequisitionLine>("requisition_line", "requisition_id", id)?;
     let Some(half) = transfer::response_requisition_for(id, &request, &lines) else { return Ok(()) };
     let exists = tx.current("requisition", half.id.as_str())?.is_some();
-    for line in &half.lines {
-        add_missing(tx, "requisition_line", line, write_fn)?;
-    }
+    add_missing(tx, "requisition_line", &half.lines, write_fn)?;
     if !exists {
-        write_fn(tx, &upsert("requisition", &half.id, &half.header)?)?;
+        write_fn(tx, &[upsert("requisition", &half.id, &half.header)?])?;
         tracing::info!(request = %id, response = %half.id, lines = half.lines.len(), "a request requisition's response is made");
     }
     Ok(())
@@ -494,7 +493,8 @@ fn requisition_line_written(
         && runs_here(tx, me, writer, &to)
         && tx.current("requisition", half_id.as_str())?.is_some()
     {
-        add_missing(tx, "requisition_line", &transfer::response_line(&half_id, &to, id, &line), write_fn)?;
+        let made = transfer::response_line(&half_id, &to, id, &line);
+        add_missing(tx, "requisition_line", std::slice::from_ref(&made), write_fn)?;
     }
     Ok(())
 }
@@ -514,7 +514,7 @@ fn purchase_order_written(
     let serial = serial_for(tx, me, &supplier, TransactionKind::CustomerInvoice)?;
     let Some((invoice_id, invoice)) = transfer::invoice_for_purchase_order(id, &order, serial) else { return Ok(()) };
     if tx.current("transaction", invoice_id.as_str())?.is_none() {
-        write_fn(tx, &upsert("transaction", &invoice_id, &invoice)?)?;
+        write_fn(tx, &[upsert("transaction", &invoice_id, &invoice)?])?;
         tracing::info!(order = %id, invoice = %invoice_id, "an internal requisition's customer invoice is made");
     }
     Ok(())
@@ -541,7 +541,7 @@ fn goods_received_line_written(tx: &mut Tx<'_>, me: &SiteId, id: &RecordId, writ
     let quantity = transfer::received_quantity(order_line_id, &received);
     if order_line.received_quantity != quantity {
         order_line.received_quantity = quantity;
-        write_fn(tx, &upsert("purchase_order_line", order_line_id, &order_line)?)?;
+        write_fn(tx, &[upsert("purchase_order_line", order_line_id, &order_line)?])?;
     }
     Ok(())
 }

@@ -140,7 +140,7 @@ fn a_store_handed_over_is_read_only_here_until_the_move_completes(fx: &Fixture) 
     let change = received("transaction", "ci-1:received", half);
     db.transaction(|tx| {
         tx.apply_received(&change)?;
-        let mut checked = |tx: &mut outpost_store::Tx<'_>, write: &Write| tx.write_checked(write, &me());
+        let mut checked = |tx: &mut outpost_store::Tx<'_>, writes: &[Write]| tx.write_all_checked(writes, &me());
         let doc = change.data.as_ref().map(|d| d.get());
         outpost_store::transfers::respond(tx, &me(), &central(), "transaction", &change.id, doc, &mut checked)
     })

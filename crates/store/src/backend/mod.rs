@@ -45,6 +45,11 @@ pub(crate) trait Sql {
     fn insert_new_unlogged(&mut self, puts: &[Put<'_>]) -> Result<Vec<bool>> {
         puts.iter().map(|put| Ok(self.insert_new(put)?.is_some())).collect()
     }
+    /// [`Sql::insert_new`] for many logged records, in order: each one's log position, or `None`
+    /// (nothing written for it) when it exists. SQLite writes many to a statement.
+    fn insert_new_logged(&mut self, puts: &[Put<'_>]) -> Result<Vec<Option<Seq>>> {
+        puts.iter().map(|put| self.insert_new(put)).collect()
+    }
     /// Writes a record over its current state, with a new log entry that supersedes `old_seq`
     /// when the change is logged. Returns the new entry's position, if any.
     fn write_record(&mut self, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>>;

@@ -581,9 +581,8 @@ pub(crate) fn write_routed(tx: &mut Tx<'_>, write: &Write, me: &SiteId) -> Resul
 pub(crate) fn write_all_routed(tx: &mut Tx<'_>, writes: &[Write], me: &SiteId) -> Result<Vec<Seq>, StoreError> {
     let incoming: Vec<store::Incoming<'_>> = writes.iter().map(Write::incoming).collect();
     let written = tx.write_all_as(&incoming, me)?;
-    for written in &written {
-        route(tx, written.seq, &written.audience, me)?;
-    }
+    let routes: Vec<(Seq, &Audience)> = written.iter().map(|w| (w.seq, &w.audience)).collect();
+    route_all(tx, &routes, me)?;
     Ok(written.iter().map(|w| w.seq).collect())
 }
 
@@ -652,20 +651,27 @@ fn version_for(tx: &Tx<'_>, site: &SiteId, table: &str, id: &str) -> Result<Opti
 /// Records who must receive a logged change: a shared bucket for a wide audience, the outbox of
 /// each site for a narrow one (never the site it came from, never the central server itself).
 fn route(tx: &mut Tx<'_>, seq: Seq, audience: &Audience, origin: &SiteId) -> Result<(), StoreError> {
-    let bucket = match audience {
-        Audience::Nobody => return Ok(()),
-        Audience::Everyone => "all",
-        Audience::DispensarySites => "dispensary",
-        Audience::RemoteSites => "remote",
-        Audience::Sites(sites) => {
-            let central = tx.network().central.clone();
-            for site in sites.iter().filter(|s| *s != origin && **s != central) {
-                tx.add_outbox(site, seq)?;
+    route_all(tx, &[(seq, audience)], origin)
+}
+
+/// [`route`] for changes written together, their outbox rows added together.
+fn route_all(tx: &mut Tx<'_>, changes: &[(Seq, &Audience)], origin: &SiteId) -> Result<(), StoreError> {
+    let central = tx.network().central.clone();
+    let mut outbox = Vec::new();
+    for &(seq, audience) in changes {
+        let bucket = match audience {
+            Audience::Nobody => continue,
+            Audience::Everyone => "all",
+            Audience::DispensarySites => "dispensary",
+            Audience::RemoteSites => "remote",
+            Audience::Sites(sites) => {
+                outbox.extend(sites.iter().filter(|s| *s != origin && **s != central).map(|site| (site, seq)));
+                continue;
             }
-            return Ok(());
-        }
-    };
-    tx.set_bucket(seq, bucket)
+        };
+        tx.set_bucket(seq, bucket)?;
+    }
+    tx.add_outbox_all(&outbox)
 }
 
 #[cfg(test)]

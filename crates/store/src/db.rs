@@ -893,6 +893,11 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// [`Tx::add_outbox`] for many changes and sites at once (on SQLite, many to a statement).
+    pub fn add_outbox_all(&mut self, entries: &[(&SiteId, Seq)]) -> Result<()> {
+        self.sql(|sql| sql.add_outbox_all(entries))
+    }
+
     /// One value of this node's state, as this transaction sees it.
     pub fn state(&self, key: StateKey) -> Result<Option<String>> {
         self.sql(|sql| sql.state(key.as_str()))

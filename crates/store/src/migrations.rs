@@ -40,6 +40,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_site_admin.sql"),
     migration!(6, "0006_sync_history.sql"),
     migration!(7, "0007_report_columns.sql"),
+    migration!(8, "0008_indexed_fields_as_columns.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -90,6 +90,14 @@ pub fn respond(
             invoice_written(tx, me, writer, id, &invoice, write_fn)
         }
         "transaction_line" => {
+            #[derive(Deserialize)]
+            struct Parent {
+                transaction_id: RecordId,
+            }
+            let Some(Parent { transaction_id }) = read::<Parent>(tx, table, id, doc)? else { return Ok(()) };
+            if tx.current("transaction", transaction_id.as_str())?.is_none() {
+                return Ok(()); // a line before its invoice (the usual order): the invoice will read it
+            }
             let Some(line) = read::<TransactionLine>(tx, table, id, doc)? else { return Ok(()) };
             invoice_line_written(tx, me, writer, id, &line, write_fn)
         }
@@ -411,9 +419,6 @@ fn invoice_line_written(
     line: &TransactionLine,
     write_fn: &mut WriteFn<'_>,
 ) -> Result<()> {
-    if tx.current("transaction", line.transaction_id.as_str())?.is_none() {
-        return Ok(()); // a line before its invoice (the usual order): the invoice will read it
-    }
     let Some(invoice) = tx.view::<Transaction>("transaction", &line.transaction_id)? else { return Ok(()) };
     let Some(to) = invoice.other_store_id.clone() else { return Ok(()) };
     if invoice.kind != TransactionKind::CustomerInvoice || !runs_here(tx, me, writer, &to) {

@@ -58,6 +58,9 @@ pub(crate) trait Sql {
     /// (held on the site while its store did not include them in sync); how many.
     fn log_unlogged(&mut self, table: &str, store: &str, origin: &SiteId) -> Result<u64>;
     fn add_outbox(&mut self, site: &SiteId, seq: Seq) -> Result<()>;
+    fn add_outbox_all(&mut self, entries: &[(&SiteId, Seq)]) -> Result<()> {
+        entries.iter().try_for_each(|(site, seq)| self.add_outbox(site, *seq))
+    }
     /// The positions of the log entries in a shared bucket, in order.
     fn seqs_in_bucket(&mut self, bucket: &str) -> Result<Vec<Seq>>;
     /// Notes that `table`/`id` was merged into `into`.

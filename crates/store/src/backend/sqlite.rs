@@ -82,8 +82,11 @@ struct Writer {
 const ROWS_PER_INSERT: usize = 32;
 
 static INSERT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let rows = vec!["(?, ?, ?, ?, ?, ?, NULL)"; ROWS_PER_INSERT].join(", ");
-    format!("INSERT OR IGNORE INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES {rows}")
+    let rows = vec!["(?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)"; ROWS_PER_INSERT].join(", ");
+    format!(
+        "INSERT OR IGNORE INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq, {INDEXED_COLUMNS})
+         VALUES {rows}"
+    )
 });
 
 /// The statements of [`Sql::insert_new_logged`], for 2, 4, … [`ROWS_PER_INSERT`] rows (a batch
@@ -94,12 +97,13 @@ static INSERT_LOGGED: std::sync::LazyLock<Vec<(usize, String, String)>> = std::s
         .rev()
         .map(|power| 1_usize << power)
         .map(|n| {
-            let records = vec!["(?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
+            let records = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
             let entries = vec!["(?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
             (
                 n,
                 format!(
-                    "INSERT OR IGNORE INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES {records}"
+                    "INSERT OR IGNORE INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq, {INDEXED_COLUMNS})
+                     VALUES {records}"
                 ),
                 format!(
                     "INSERT OR IGNORE INTO change_log (seq, tbl, record_id, action, merge_into, origin_site, bucket) VALUES {entries}"
@@ -108,6 +112,84 @@ static INSERT_LOGGED: std::sync::LazyLock<Vec<(usize, String, String)>> = std::s
         })
         .collect()
 });
+
+/// A line's records by their parent (`Sql::records_by`), through the index of migration 8.
+const RECORDS_BY_PARENT: &str = "SELECT id, data FROM record WHERE tbl = ?1 AND parent_id = ?2 AND data IS NOT NULL";
+
+/// A store's highest serial of a kind of transaction (`Sql::max_serial`): the last entry of the
+/// index of migration 8 (`serial` holds numeric serials only).
+const MAX_SERIAL: &str = "SELECT serial FROM record
+     WHERE store_id = ?1 AND kind = ?2 AND serial IS NOT NULL AND tbl = 'transaction'
+     ORDER BY serial DESC LIMIT 1";
+
+/// The columns of [`Indexed`], in the order [`Indexed::bind`] binds them.
+const INDEXED_COLUMNS: &str = "parent_id, item_id, kind, serial";
+
+/// The fields of a document kept beside it as columns, for the indexes that find them
+/// (migration 8): a line's parent record (`model::transfer::INDEXED_FIELDS`), an invoice line's
+/// item, a transaction's kind and serial number. Read here once per write, for those tables
+/// only: an index over `json_extract` parsed the document once per index, and made SQLite keep
+/// a copy of each page a many-row statement changed (a function may fail half-way).
+#[derive(Debug, Default)]
+struct Indexed {
+    parent: Option<String>,
+    item: Option<String>,
+    kind: Option<String>,
+    serial: Option<f64>,
+}
+
+impl Indexed {
+    fn read(table: &str, data: Option<&str>) -> Indexed {
+        use serde_json::value::RawValue;
+        // Borrowed as they stand in the document: only the few kept are decoded.
+        #[derive(serde::Deserialize)]
+        struct Fields<'a> {
+            #[serde(borrow)]
+            transaction_id: Option<&'a RawValue>,
+            #[serde(borrow)]
+            requisition_id: Option<&'a RawValue>,
+            #[serde(borrow)]
+            purchase_order_id: Option<&'a RawValue>,
+            #[serde(borrow)]
+            goods_received_id: Option<&'a RawValue>,
+            #[serde(borrow)]
+            item_id: Option<&'a RawValue>,
+            #[serde(borrow, rename = "type")]
+            kind: Option<&'a RawValue>,
+            #[serde(borrow)]
+            serial_number: Option<&'a RawValue>,
+        }
+        let followed = table == "transaction" || model::transfer::INDEXED_FIELDS.iter().any(|(t, _)| *t == table);
+        let Some(data) = data.filter(|_| followed) else { return Indexed::default() };
+        let Ok(f) = serde_json::from_str::<Fields<'_>>(data) else { return Indexed::default() };
+        let text = |v: Option<&RawValue>| v.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+        match table {
+            "transaction" => Indexed {
+                kind: text(f.kind),
+                serial: f
+                    .serial_number
+                    .and_then(|raw| serde_json::from_str::<serde_json::Number>(raw.get()).ok())
+                    .and_then(|n| n.as_f64())
+                    .filter(|n| n.is_finite()),
+                ..Indexed::default()
+            },
+            "transaction_line" => {
+                Indexed { parent: text(f.transaction_id), item: text(f.item_id), ..Indexed::default() }
+            }
+            "requisition_line" => Indexed { parent: text(f.requisition_id), ..Indexed::default() },
+            "purchase_order_line" => Indexed { parent: text(f.purchase_order_id), ..Indexed::default() },
+            _ => Indexed { parent: text(f.goods_received_id), ..Indexed::default() },
+        }
+    }
+
+    /// Binds the columns from parameter `at` on.
+    fn bind(&self, stmt: &mut rusqlite::Statement<'_>, at: usize) -> rusqlite::Result<()> {
+        stmt.raw_bind_parameter(at, self.parent.as_deref())?;
+        stmt.raw_bind_parameter(at + 1, self.item.as_deref())?;
+        stmt.raw_bind_parameter(at + 2, self.kind.as_deref())?;
+        stmt.raw_bind_parameter(at + 3, self.serial)
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing guarded this way is left half-changed by a panic (a list of idle connections, an
@@ -460,21 +542,21 @@ impl Sql for Lite<'_> {
     fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
         let seq = if put.log { Some(self.append_log(put)?) } else { None };
         let (store, other_store, name) = put.key_columns();
-        let inserted = self
-            .0
-            .prepare_cached(
-                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (tbl, id) DO NOTHING",
-            )?
-            .execute(params![
-                put.table,
-                put.id.as_str(),
-                store,
-                other_store,
-                name,
-                put.data,
-                seq.map(|s| s.0),
-            ])?;
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq, parent_id, item_id, kind, serial)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (tbl, id) DO NOTHING",
+        )?;
+        stmt.raw_bind_parameter(1, put.table)?;
+        stmt.raw_bind_parameter(2, put.id.as_str())?;
+        stmt.raw_bind_parameter(3, store)?;
+        stmt.raw_bind_parameter(4, other_store)?;
+        stmt.raw_bind_parameter(5, name)?;
+        stmt.raw_bind_parameter(6, put.data)?;
+        stmt.raw_bind_parameter(7, seq.map(|s| s.0))?;
+        Indexed::read(put.table, put.data).bind(&mut stmt, 8)?;
+        let inserted = stmt.raw_execute()?;
+        drop(stmt);
         if inserted == 0 {
             if let Some(seq) = seq {
                 // Nobody has seen this entry: it is the newest, and removing it leaves no gap.
@@ -501,13 +583,14 @@ impl Sql for Lite<'_> {
             let mut stmt = self.0.prepare_cached(&INSERT_MANY)?;
             for (row, put) in chunk.iter().enumerate() {
                 let (store, other_store, name) = put.key_columns();
-                let at = row * 6;
+                let at = row * 10;
                 stmt.raw_bind_parameter(at + 1, put.table)?;
                 stmt.raw_bind_parameter(at + 2, put.id.as_str())?;
                 stmt.raw_bind_parameter(at + 3, store)?;
                 stmt.raw_bind_parameter(at + 4, other_store)?;
                 stmt.raw_bind_parameter(at + 5, name)?;
                 stmt.raw_bind_parameter(at + 6, put.data)?;
+                Indexed::read(put.table, put.data).bind(&mut stmt, at + 7)?;
             }
             if stmt.raw_execute()? == len {
                 inserted.extend(std::iter::repeat_n(true, len));
@@ -548,7 +631,7 @@ impl Sql for Lite<'_> {
             let mut stmt = self.0.prepare_cached(records)?;
             for (row, put) in chunk.iter().enumerate() {
                 let (store, other_store, name) = put.key_columns();
-                let at = row * 7;
+                let at = row * 11;
                 stmt.raw_bind_parameter(at + 1, put.table)?;
                 stmt.raw_bind_parameter(at + 2, put.id.as_str())?;
                 stmt.raw_bind_parameter(at + 3, store)?;
@@ -556,6 +639,7 @@ impl Sql for Lite<'_> {
                 stmt.raw_bind_parameter(at + 5, name)?;
                 stmt.raw_bind_parameter(at + 6, put.data)?;
                 stmt.raw_bind_parameter(at + 7, first + row as i64)?;
+                Indexed::read(put.table, put.data).bind(&mut stmt, at + 8)?;
             }
             let all_new = stmt.raw_execute()? == *len;
             drop(stmt);
@@ -623,21 +707,22 @@ impl Sql for Lite<'_> {
             None
         };
         let (store, other_store, name) = put.key_columns();
-        self.0
-            .prepare_cached(
-                "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
-                   name_id = excluded.name_id, data = excluded.data, log_seq = COALESCE(excluded.log_seq, record.log_seq)",
-            )?
-            .execute(params![
-                put.table,
-                put.id.as_str(),
-                store,
-                other_store,
-                name,
-                put.stored_data(),
-                seq.map(|s| s.0),
-            ])?;
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq, parent_id, item_id, kind, serial)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (tbl, id) DO UPDATE SET store_id = excluded.store_id, other_store_id = excluded.other_store_id,
+               name_id = excluded.name_id, data = excluded.data, log_seq = COALESCE(excluded.log_seq, record.log_seq),
+               parent_id = excluded.parent_id, item_id = excluded.item_id, kind = excluded.kind, serial = excluded.serial",
+        )?;
+        stmt.raw_bind_parameter(1, put.table)?;
+        stmt.raw_bind_parameter(2, put.id.as_str())?;
+        stmt.raw_bind_parameter(3, store)?;
+        stmt.raw_bind_parameter(4, other_store)?;
+        stmt.raw_bind_parameter(5, name)?;
+        stmt.raw_bind_parameter(6, put.stored_data())?;
+        stmt.raw_bind_parameter(7, seq.map(|s| s.0))?;
+        Indexed::read(put.table, put.stored_data()).bind(&mut stmt, 8)?;
+        stmt.raw_execute()?;
         Ok(seq)
     }
 
@@ -672,33 +757,14 @@ impl Sql for Lite<'_> {
     }
 
     fn records_by(&mut self, lookup: usize, value: &str) -> Result<Vec<(RecordId, String)>> {
-        static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-        // The table is a literal in the text, or SQLite would not use the partial index.
-        let sql = SQL.get_or_init(|| {
-            model::transfer::INDEXED_FIELDS
-                .iter()
-                .map(|(table, field)| {
-                    format!(
-                        "SELECT id, data FROM record WHERE tbl = '{table}' AND json_extract(data, '$.{field}') = ?1
-                         AND data IS NOT NULL"
-                    )
-                })
-                .collect()
-        });
-        let mut stmt = self.0.prepare_cached(&sql[lookup])?;
-        let rows = stmt.query_map([value], |r| Ok((RecordId(r.get(0)?), r.get(1)?)))?;
+        let (table, _) = model::transfer::INDEXED_FIELDS[lookup];
+        let mut stmt = self.0.prepare_cached(RECORDS_BY_PARENT)?;
+        let rows = stmt.query_map([table, value], |r| Ok((RecordId(r.get(0)?), r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn max_serial(&mut self, store: &str, kind: &str) -> Result<Option<i64>> {
-        // The expressions and the table literal are the index's (migration 4); the range skips
-        // text serials (text sorts after every number) and NULLs.
-        let mut stmt = self.0.prepare_cached(
-            "SELECT json_extract(data, '$.serial_number') FROM record
-             WHERE tbl = 'transaction' AND store_id = ?1 AND json_extract(data, '$.type') = ?2
-               AND json_extract(data, '$.serial_number') < 9223372036854775807
-             ORDER BY json_extract(data, '$.serial_number') DESC LIMIT 1",
-        )?;
+        let mut stmt = self.0.prepare_cached(MAX_SERIAL)?;
         let found: Option<f64> = stmt.query_row(params![store, kind], |r| r.get(0)).optional()?;
         Ok(found.map(|n| n as i64))
     }
@@ -774,6 +840,23 @@ impl Sql for Lite<'_> {
             .prepare_cached("INSERT OR IGNORE INTO outbox (site_id, seq) VALUES (?1, ?2)")?
             .execute(params![site.as_str(), seq.0])?;
         Ok(())
+    }
+
+    fn add_outbox_all(&mut self, entries: &[(&SiteId, Seq)]) -> Result<()> {
+        static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let rows = vec!["(?, ?)"; ROWS_PER_INSERT].join(", ");
+            format!("INSERT OR IGNORE INTO outbox (site_id, seq) VALUES {rows}")
+        });
+        let mut chunks = entries.chunks_exact(ROWS_PER_INSERT);
+        for chunk in chunks.by_ref() {
+            let mut stmt = self.0.prepare_cached(&INSERT)?;
+            for (row, (site, seq)) in chunk.iter().enumerate() {
+                stmt.raw_bind_parameter(row * 2 + 1, site.as_str())?;
+                stmt.raw_bind_parameter(row * 2 + 2, seq.0)?;
+            }
+            stmt.raw_execute()?;
+        }
+        chunks.remainder().iter().try_for_each(|(site, seq)| self.add_outbox(site, *seq))
     }
 
     fn shift_log_after(&mut self, pushed: Seq, shift: i64) -> Result<u64> {
@@ -1172,8 +1255,8 @@ impl Sql for Lite<'_> {
                                 * coalesce(CASE WHEN json_type(l.data, '$.pack_size') IN ('integer', 'real')
                                                 THEN json_extract(l.data, '$.pack_size') END, 1)) AS units
                    FROM record l
-                   JOIN record t ON t.tbl = 'transaction' AND t.id = json_extract(l.data, '$.transaction_id')
-                   WHERE l.tbl = 'transaction_line' AND json_extract(l.data, '$.item_id') = ?2 AND l.store_id IS NOT NULL
+                   JOIN record t ON t.tbl = 'transaction' AND t.id = l.parent_id
+                   WHERE l.tbl = 'transaction_line' AND l.item_id = ?2 AND l.store_id IS NOT NULL
                      AND (?1 IS NULL OR l.store_id IN (SELECT value FROM json_each(?1)))
                      AND json_extract(t.data, '$.type') = 'customer_invoice' AND json_extract(t.data, '$.status') = 'finalised'
                    GROUP BY 1, 2) u
@@ -1336,5 +1419,74 @@ impl Sql for Lite<'_> {
 
     fn count_records(&mut self) -> Result<u64> {
         Ok(self.0.query_row("SELECT count(*) FROM record WHERE data IS NOT NULL", [], |r| r.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
+        // Both queries take two values; what they are does not change the plan.
+        let rows = stmt.query_map(["a", "b"], |r| r.get::<_, String>(3)).expect("plan");
+        rows.collect::<rusqlite::Result<Vec<_>>>().expect("plan").join("; ")
+    }
+
+    #[test]
+    fn lookups_of_processors_use_the_indexed_columns() {
+        let conn = Connection::open_in_memory().expect("open");
+        migrations::run_sqlite(&conn).expect("migrate");
+        let by_parent = plan(&conn, RECORDS_BY_PARENT);
+        assert!(by_parent.contains("INDEX record_parent"), "{by_parent}");
+        let serial = plan(&conn, MAX_SERIAL);
+        assert!(serial.contains("INDEX transaction_serial") && !serial.contains("TEMP B-TREE"), "{serial}");
+    }
+
+    #[test]
+    fn a_database_of_migration_7_gets_its_indexed_columns_from_the_documents() {
+        let conn = Connection::open_in_memory().expect("open");
+        for migration in &migrations::MIGRATIONS[..7] {
+            conn.execute_batch(migration.sqlite).expect("an older schema");
+            conn.pragma_update(None, "user_version", migration.version).expect("version");
+        }
+        let rows = [
+            ("transaction_line", "l1", r#"{"transaction_id": "ci-1", "item_id": "item-1"}"#),
+            ("requisition_line", "r1", r#"{"requisition_id": "rq-1"}"#),
+            ("transaction", "ci-1", r#"{"type": "customer_invoice", "serial_number": 12}"#),
+        ];
+        for (table, id, data) in rows {
+            conn.execute(
+                "INSERT INTO record (tbl, id, store_id, data) VALUES (?1, ?2, 'store-a', ?3)",
+                params![table, id, data],
+            )
+            .expect("insert");
+        }
+        migrations::run_sqlite(&conn).expect("migrate");
+        let lines: Vec<String> = conn
+            .prepare(RECORDS_BY_PARENT)
+            .and_then(|mut stmt| stmt.query_map(["transaction_line", "ci-1"], |r| r.get(0))?.collect())
+            .expect("by parent");
+        assert_eq!(lines, ["l1"]);
+        let item: Option<String> =
+            conn.query_row("SELECT item_id FROM record WHERE id = 'l1'", [], |r| r.get(0)).expect("item");
+        assert_eq!(item.as_deref(), Some("item-1"));
+        let serial: f64 = conn.query_row(MAX_SERIAL, ["store-a", "customer_invoice"], |r| r.get(0)).expect("serial");
+        assert_eq!(serial, 12.0);
+    }
+
+    #[test]
+    fn indexed_fields_are_read_for_the_tables_that_have_them_only() {
+        let line = r#"{"transaction_id": "ci-1", "item_id": "item-1", "number_of_packs": 2}"#;
+        let read = Indexed::read("transaction_line", Some(line));
+        assert_eq!((read.parent.as_deref(), read.item.as_deref()), (Some("ci-1"), Some("item-1")));
+        let invoice = r#"{"type": "customer_invoice", "serial_number": 7, "transaction_id": "x"}"#;
+        let read = Indexed::read("transaction", Some(invoice));
+        assert_eq!((read.kind.as_deref(), read.serial, read.parent), (Some("customer_invoice"), Some(7.0), None));
+        let text_serial = Indexed::read("transaction", Some(r#"{"type": "customer_invoice", "serial_number": "7"}"#));
+        assert_eq!(text_serial.serial, None, "a text serial is not a number");
+        let number_parent = Indexed::read("requisition_line", Some(r#"{"requisition_id": 5}"#));
+        assert_eq!(number_parent.parent, None, "only a text id names a parent");
+        assert_eq!(Indexed::read("item", Some(line)).parent, None, "other tables keep nothing");
     }
 }

@@ -67,12 +67,18 @@ pub(crate) fn run_sqlite(conn: &rusqlite::Connection) -> Result<()> {
     if todo.is_empty() {
         return Ok(());
     }
+    let fresh = todo.len() == MIGRATIONS.len();
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     for migration in todo {
         tx.execute_batch(migration.sqlite)?;
         tx.pragma_update(None, "user_version", migration.version)?;
     }
     tx.commit()?;
+    if fresh {
+        // A new database starts without the pages of what a later migration dropped (an
+        // index made by one and replaced by another): cheap while it is empty.
+        conn.execute_batch("VACUUM")?;
+    }
     Ok(())
 }
 

@@ -706,3 +706,89 @@ fn received_changes_applied_together_end_as_applied_one_by_one() {
         assert_eq!(keys(&together), keys(&one_by_one), "{table} {id}: the same keys");
     }
 }
+
+/// Local writes written together (`Tx::write_all_checked`, which `Db::write` uses) end as the
+/// same writes one by one: the same records, keys, lines found by their invoice, and log
+/// entries, over a batch that crosses its statements' bounds with records that exist (as given,
+/// or otherwise), a record twice in the batch, a delete and another table between; and a refused
+/// write in a batch refuses the batch. (SQLite: PostgreSQL inserts them one by one.)
+#[test]
+fn local_writes_written_together_end_as_written_one_by_one() {
+    let stock = |i: usize, v: &str| json!({"store_id": "north-pharmacy", "item_id": format!("item-{i}"), "note": v});
+    let line = |i: usize| {
+        json!({"store_id": "north-pharmacy", "transaction_id": format!("ci-{}", i % 3), "item_id": "item-1",
+               "number_of_packs": 1.0 + i as f64, "pack_size": 1.0})
+    };
+    let existing: Vec<Write> =
+        (0..10).map(|i| Write::upsert("stock_line", format!("e-{i}"), &stock(i, "old"))).collect();
+    let mut batch = Vec::new();
+    for i in 0..70 {
+        batch.push(Write::upsert("stock_line", format!("n-{i}"), &stock(i, "new")));
+        batch.push(Write::upsert("transaction_line", format!("l-{i}"), &line(i)));
+        if i < 10 {
+            batch.push(Write::upsert(
+                "stock_line",
+                format!("e-{i}"),
+                &stock(i, if i % 2 == 0 { "old" } else { "changed" }),
+            ));
+        }
+        if i == 5 || i == 40 {
+            batch.push(Write::upsert("stock_line", format!("n-{}", i - 2), &stock(i, "again")));
+        }
+        if i == 20 {
+            batch.push(Write::delete("stock_line", "e-2"));
+            batch.push(Write::upsert("location", "shelf-1", &json!({"store_id": "north-pharmacy", "code": "S1"})));
+        }
+    }
+    let (fx, other) = (Fixture::sqlite(), Fixture::sqlite());
+    let (together, one_by_one) = (open_node(&fx, "north"), open_node(&other, "north"));
+    for db in [&together, &one_by_one] {
+        db.transaction(|tx| existing.iter().try_for_each(|w| tx.write_checked(w, &north()).map(|_| ())))
+            .expect("existing records");
+    }
+    together.transaction(|tx| tx.write_all_checked(&batch, &north())).expect("written together");
+    one_by_one
+        .transaction(|tx| batch.iter().try_for_each(|w| tx.write_checked(w, &north()).map(|_| ())))
+        .expect("one by one");
+    let dump = together.dump().expect("dump");
+    assert_eq!(dump, one_by_one.dump().expect("dump"), "the same records");
+    let note = |id: &str| {
+        let (_, _, text) = dump.iter().find(|(_, i, _)| i == id).unwrap_or_else(|| panic!("{id} is missing"));
+        serde_json::from_str::<Value>(text).expect("json")["note"].as_str().map(str::to_owned)
+    };
+    assert_eq!(note("e-1").as_deref(), Some("changed"), "an existing record is written over");
+    assert_eq!(note("n-3").as_deref(), Some("again"), "the later of a record twice in a batch");
+    for (table, id, _) in &dump {
+        let keys = |db: &Db| db.transaction(|tx| tx.stored_keys(table, id)).expect("keys");
+        assert_eq!(keys(&together), keys(&one_by_one), "{table} {id}: the same keys");
+    }
+    for invoice in ["ci-0", "ci-1", "ci-2"] {
+        let lines = |db: &Db| {
+            db.transaction(|tx| tx.lines::<Value>("transaction_line", "transaction_id", &RecordId::from(invoice)))
+                .expect("lines")
+        };
+        assert_eq!(lines(&together).len(), 23 + usize::from(invoice == "ci-0"), "{invoice}'s lines by their index");
+        assert_eq!(lines(&together), lines(&one_by_one));
+    }
+    let log = |db: &Db| {
+        let mut entries: Vec<(String, String, String)> = db
+            .changes_after(Seq(0), &north(), usize::MAX, usize::MAX)
+            .expect("log")
+            .into_iter()
+            .map(|c| (c.table, c.id.to_string(), c.action.code().to_owned()))
+            .collect();
+        entries.sort();
+        entries
+    };
+    assert_eq!(log(&together), log(&one_by_one), "the same log entries");
+    assert_eq!(log(&together).len(), 70 + 70 + 10 + 1, "an entry per record written here (one a delete)");
+
+    let refused = vec![
+        Write::upsert("stock_line", "r-1", &stock(1, "new")),
+        Write::upsert("stock_line", "r-2", &json!({"store_id": "south-clinic", "item_id": "item-1"})),
+    ];
+    let before = together.dump().expect("dump");
+    let error = together.transaction(|tx| tx.write_all_checked(&refused, &north())).expect_err("another site's store");
+    assert!(matches!(error, outpost_store::StoreError::Refused { .. }), "{error}");
+    assert_eq!(together.dump().expect("dump"), before, "nothing of a refused batch is written");
+}

@@ -58,8 +58,9 @@ pub struct Transaction {
     pub rest: Map<String, Value>,
 }
 
-/// A `transaction_line` record: one item, batch and quantity of a transaction.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A `transaction_line` record: one item, batch and quantity of a transaction. Read by hand
+/// (below): the most read view, and `flatten` buffers a whole document before reading it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TransactionLine {
     pub store_id: StoreId,
     pub transaction_id: RecordId,
@@ -80,6 +81,57 @@ pub struct TransactionLine {
     pub stock_line_id: Option<RecordId>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for TransactionLine {
+    /// As `#[derive(Deserialize)]` would with its attributes: the named fields typed (`pack_size`
+    /// one when absent, the optional ones `None`), every other field kept in `rest`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Line;
+        impl<'de> serde::de::Visitor<'de> for Line {
+            type Value = TransactionLine;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a transaction line")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TransactionLine, A::Error> {
+                use serde::de::Error;
+                let (mut store_id, mut transaction_id, mut item_id, mut number_of_packs) = (None, None, None, None);
+                let (mut batch, mut expiry_date, mut pack_size, mut stock_line_id) = (None, None, None, None);
+                let (mut cost_price_per_pack, mut sell_price_per_pack, mut rest) = (None, None, Map::new());
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "store_id" => store_id = Some(map.next_value()?),
+                        "transaction_id" => transaction_id = Some(map.next_value()?),
+                        "item_id" => item_id = Some(map.next_value()?),
+                        "number_of_packs" => number_of_packs = Some(map.next_value()?),
+                        "pack_size" => pack_size = Some(map.next_value()?),
+                        "batch" => batch = map.next_value()?,
+                        "expiry_date" => expiry_date = map.next_value()?,
+                        "cost_price_per_pack" => cost_price_per_pack = map.next_value()?,
+                        "sell_price_per_pack" => sell_price_per_pack = map.next_value()?,
+                        "stock_line_id" => stock_line_id = map.next_value()?,
+                        _ => {
+                            rest.insert(key.into_owned(), map.next_value()?);
+                        }
+                    }
+                }
+                Ok(TransactionLine {
+                    store_id: store_id.ok_or_else(|| A::Error::missing_field("store_id"))?,
+                    transaction_id: transaction_id.ok_or_else(|| A::Error::missing_field("transaction_id"))?,
+                    item_id: item_id.ok_or_else(|| A::Error::missing_field("item_id"))?,
+                    batch,
+                    expiry_date,
+                    pack_size: pack_size.unwrap_or_else(one),
+                    number_of_packs: number_of_packs.ok_or_else(|| A::Error::missing_field("number_of_packs"))?,
+                    cost_price_per_pack,
+                    sell_price_per_pack,
+                    stock_line_id,
+                    rest,
+                })
+            }
+        }
+        deserializer.deserialize_map(Line)
+    }
 }
 
 /// What a requisition is: a store's request to its supplier, or the supplier's response.
@@ -556,6 +608,69 @@ pub fn packs(n: f64) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// What `#[derive(Deserialize)]` makes of a line, with the attributes the view had.
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Derived {
+        store_id: StoreId,
+        transaction_id: RecordId,
+        item_id: RecordId,
+        #[serde(default)]
+        batch: Option<String>,
+        #[serde(default)]
+        expiry_date: Option<String>,
+        #[serde(default = "one")]
+        pack_size: f64,
+        number_of_packs: f64,
+        #[serde(default)]
+        cost_price_per_pack: Option<f64>,
+        #[serde(default)]
+        sell_price_per_pack: Option<f64>,
+        #[serde(default)]
+        stock_line_id: Option<RecordId>,
+        #[serde(flatten)]
+        rest: Map<String, Value>,
+    }
+
+    #[test]
+    fn a_line_reads_as_the_derived_reader_reads_it() {
+        let base = json!({"store_id": "s", "transaction_id": "t", "item_id": "i", "number_of_packs": 2});
+        let mut docs = vec![base.clone()];
+        let full = json!({"store_id": "s", "transaction_id": "t", "item_id": "i", "number_of_packs": 2.5,
+                          "batch": "B1", "expiry_date": "2027-01-01", "pack_size": 10, "cost_price_per_pack": 1.5,
+                          "sell_price_per_pack": null, "stock_line_id": "sl-1", "note": {"a": [1, "x"]}, "z": null});
+        docs.push(full);
+        for missing in ["store_id", "transaction_id", "item_id", "number_of_packs"] {
+            let mut doc = base.clone();
+            doc.as_object_mut().expect("object").remove(missing);
+            docs.push(doc);
+        }
+        for (field, wrong) in [("pack_size", json!("ten")), ("batch", json!(5)), ("item_id", json!(null))] {
+            let mut doc = base.clone();
+            doc[field] = wrong;
+            docs.push(doc);
+        }
+        docs.push(json!([1, 2]));
+        for doc in docs {
+            let text = doc.to_string();
+            let ours = serde_json::from_str::<TransactionLine>(&text).ok();
+            let derived = serde_json::from_str::<Derived>(&text).ok();
+            let as_derived = ours.map(|l| Derived {
+                store_id: l.store_id,
+                transaction_id: l.transaction_id,
+                item_id: l.item_id,
+                batch: l.batch,
+                expiry_date: l.expiry_date,
+                pack_size: l.pack_size,
+                number_of_packs: l.number_of_packs,
+                cost_price_per_pack: l.cost_price_per_pack,
+                sell_price_per_pack: l.sell_price_per_pack,
+                stock_line_id: l.stock_line_id,
+                rest: l.rest,
+            });
+            assert_eq!(as_derived, derived, "{text}");
+        }
+    }
 
     fn network() -> Network {
         let mut net = Network::new("central");

@@ -113,6 +113,21 @@ static INSERT_LOGGED: std::sync::LazyLock<Vec<(usize, String, String)>> = std::s
         .collect()
 });
 
+/// How a statement writing `len` rows is cut: into statements of [`ROWS_PER_INSERT`], then of
+/// the powers of two below it, largest first (for 12 rows: 8, then 4), so that a few statement
+/// texts serve every length.
+fn statement_sizes(mut len: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let size = match len {
+            0 => return None,
+            n if n >= ROWS_PER_INSERT => ROWS_PER_INSERT,
+            n => 1 << n.ilog2(),
+        };
+        len -= size;
+        Some(size)
+    })
+}
+
 /// A line's records by their parent (`Sql::records_by`), through the index of migration 8.
 const RECORDS_BY_PARENT: &str = "SELECT id, data FROM record WHERE tbl = ?1 AND parent_id = ?2 AND data IS NOT NULL";
 
@@ -843,20 +858,24 @@ impl Sql for Lite<'_> {
     }
 
     fn add_outbox_all(&mut self, entries: &[(&SiteId, Seq)]) -> Result<()> {
-        static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let rows = vec!["(?, ?)"; ROWS_PER_INSERT].join(", ");
-            format!("INSERT OR IGNORE INTO outbox (site_id, seq) VALUES {rows}")
+        // One statement per size of `statement_sizes`, the largest first.
+        static INSERTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+            statement_sizes(2 * ROWS_PER_INSERT - 1)
+                .map(|n| format!("INSERT OR IGNORE INTO outbox (site_id, seq) VALUES {}", vec!["(?, ?)"; n].join(", ")))
+                .collect()
         });
-        let mut chunks = entries.chunks_exact(ROWS_PER_INSERT);
-        for chunk in chunks.by_ref() {
-            let mut stmt = self.0.prepare_cached(&INSERT)?;
+        let mut rest = entries;
+        for len in statement_sizes(entries.len()) {
+            let (chunk, tail) = rest.split_at(len);
+            rest = tail;
+            let mut stmt = self.0.prepare_cached(&INSERTS[(ROWS_PER_INSERT.ilog2() - len.ilog2()) as usize])?;
             for (row, (site, seq)) in chunk.iter().enumerate() {
                 stmt.raw_bind_parameter(row * 2 + 1, site.as_str())?;
                 stmt.raw_bind_parameter(row * 2 + 2, seq.0)?;
             }
             stmt.raw_execute()?;
         }
-        chunks.remainder().iter().try_for_each(|(site, seq)| self.add_outbox(site, *seq))
+        Ok(())
     }
 
     fn shift_log_after(&mut self, pushed: Seq, shift: i64) -> Result<u64> {
@@ -1473,6 +1492,15 @@ mod tests {
         assert_eq!(item.as_deref(), Some("item-1"));
         let serial: f64 = conn.query_row(MAX_SERIAL, ["store-a", "customer_invoice"], |r| r.get(0)).expect("serial");
         assert_eq!(serial, 12.0);
+    }
+
+    #[test]
+    fn statements_of_many_rows_come_in_few_sizes() {
+        let sizes = |len| statement_sizes(len).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(12), [8, 4]);
+        assert_eq!(sizes(70), [32, 32, 4, 2]);
+        assert_eq!(sizes(31), [16, 8, 4, 2, 1]);
     }
 
     #[test]

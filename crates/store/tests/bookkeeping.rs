@@ -636,6 +636,23 @@ mod postgres_concurrency {
     }
 }
 
+/// The records of two databases, which must be the same, with the same routing keys.
+fn same_records(a: &Db, b: &Db) -> Vec<(String, String, String)> {
+    let dump = a.dump().expect("dump");
+    assert_eq!(dump, b.dump().expect("dump"), "the same records");
+    for (table, id, _) in &dump {
+        let keys = |db: &Db| db.transaction(|tx| tx.stored_keys(table, id)).expect("keys");
+        assert_eq!(keys(a), keys(b), "{table} {id}: the same keys");
+    }
+    dump
+}
+
+/// The `note` field of a record of a dump.
+fn note_of(dump: &[(String, String, String)], id: &str) -> Option<String> {
+    let (_, _, text) = dump.iter().find(|(_, i, _)| i == id).unwrap_or_else(|| panic!("{id} is missing"));
+    serde_json::from_str::<Value>(text).expect("json")["note"].as_str().map(str::to_owned)
+}
+
 /// `apply_received_all` inserts new records many to a statement: the records, their keys and
 /// the refusals are those of `apply_received` one change at a time, over batches that cross
 /// its statements' bounds with records that exist (as given, or otherwise), a record twice in
@@ -689,22 +706,14 @@ fn received_changes_applied_together_end_as_applied_one_by_one() {
         .expect("applied one by one");
     assert_eq!(refused_together, refused_one_by_one, "the same changes refused");
     assert_eq!(refused_together.iter().filter(|r| **r).count(), 2, "the unknown table and the malformed document");
-    let dump = together.dump().expect("dump");
-    assert_eq!(dump, one_by_one.dump().expect("dump"), "the same records");
-    let note = |id: &str| {
-        let (_, _, text) = dump.iter().find(|(_, i, _)| i == id).unwrap_or_else(|| panic!("{id} is missing"));
-        serde_json::from_str::<Value>(text).expect("json")["note"].as_str().map(str::to_owned)
-    };
+    let dump = same_records(&together, &one_by_one);
+    let note = |id: &str| note_of(&dump, id);
     assert_eq!(note("e-1").as_deref(), Some("changed"), "an existing record is written over");
     assert_eq!(note("e-0").as_deref(), Some("old"));
     assert_eq!(note("n-3").as_deref(), Some("again"), "the later of a record twice in a batch");
     assert_eq!(note("n-38").as_deref(), Some("again"));
     assert!(dump.iter().all(|(_, id, _)| id != "e-2"), "the delete");
     assert!(together.network().stores.contains_key(&StoreId::from("east-depot")), "the network follows");
-    for (table, id, _) in &dump {
-        let keys = |db: &Db| db.transaction(|tx| tx.stored_keys(table, id)).expect("keys");
-        assert_eq!(keys(&together), keys(&one_by_one), "{table} {id}: the same keys");
-    }
 }
 
 /// Local writes written together (`Tx::write_all_checked`, which `Db::write` uses) end as the
@@ -750,18 +759,10 @@ fn local_writes_written_together_end_as_written_one_by_one() {
     one_by_one
         .transaction(|tx| batch.iter().try_for_each(|w| tx.write_checked(w, &north()).map(|_| ())))
         .expect("one by one");
-    let dump = together.dump().expect("dump");
-    assert_eq!(dump, one_by_one.dump().expect("dump"), "the same records");
-    let note = |id: &str| {
-        let (_, _, text) = dump.iter().find(|(_, i, _)| i == id).unwrap_or_else(|| panic!("{id} is missing"));
-        serde_json::from_str::<Value>(text).expect("json")["note"].as_str().map(str::to_owned)
-    };
+    let dump = same_records(&together, &one_by_one);
+    let note = |id: &str| note_of(&dump, id);
     assert_eq!(note("e-1").as_deref(), Some("changed"), "an existing record is written over");
     assert_eq!(note("n-3").as_deref(), Some("again"), "the later of a record twice in a batch");
-    for (table, id, _) in &dump {
-        let keys = |db: &Db| db.transaction(|tx| tx.stored_keys(table, id)).expect("keys");
-        assert_eq!(keys(&together), keys(&one_by_one), "{table} {id}: the same keys");
-    }
     for invoice in ["ci-0", "ci-1", "ci-2"] {
         let lines = |db: &Db| {
             db.transaction(|tx| tx.lines::<Value>("transaction_line", "transaction_id", &RecordId::from(invoice)))

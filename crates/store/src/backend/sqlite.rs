@@ -82,11 +82,8 @@ struct Writer {
 const ROWS_PER_INSERT: usize = 32;
 
 static INSERT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let rows = vec!["(?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)"; ROWS_PER_INSERT].join(", ");
-    format!(
-        "INSERT OR IGNORE INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq, {INDEXED_COLUMNS})
-         VALUES {rows}"
-    )
+    let rows = vec![RECORD_ROW; ROWS_PER_INSERT].join(", ");
+    format!("INSERT OR IGNORE INTO record ({RECORD_COLUMNS}) VALUES {rows}")
 });
 
 /// The statements of [`Sql::insert_new_logged`], for 2, 4, … [`ROWS_PER_INSERT`] rows (a batch
@@ -97,13 +94,12 @@ static INSERT_LOGGED: std::sync::LazyLock<Vec<(usize, String, String)>> = std::s
         .rev()
         .map(|power| 1_usize << power)
         .map(|n| {
-            let records = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
+            let records = vec![RECORD_ROW; n].join(", ");
             let entries = vec!["(?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
             (
                 n,
                 format!(
-                    "INSERT OR IGNORE INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq, {INDEXED_COLUMNS})
-                     VALUES {records}"
+                    "INSERT OR IGNORE INTO record ({RECORD_COLUMNS}) VALUES {records}"
                 ),
                 format!(
                     "INSERT OR IGNORE INTO change_log (seq, tbl, record_id, action, merge_into, origin_site, bucket) VALUES {entries}"
@@ -137,8 +133,31 @@ const MAX_SERIAL: &str = "SELECT serial FROM record
      WHERE store_id = ?1 AND kind = ?2 AND serial IS NOT NULL AND tbl = 'transaction'
      ORDER BY serial DESC LIMIT 1";
 
-/// The columns of [`Indexed`], in the order [`Indexed::bind`] binds them.
-const INDEXED_COLUMNS: &str = "parent_id, item_id, kind, serial";
+/// The columns every `INSERT INTO record` here writes, in the order [`bind_record`] binds
+/// them, and the placeholders of one row.
+const RECORD_COLUMNS: &str =
+    "tbl, id, store_id, other_store_id, name_id, data, log_seq, parent_id, item_id, kind, serial";
+const RECORD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Binds a record's row of [`RECORD_COLUMNS`] from parameter `at + 1` on: its keys, `data` as
+/// stored, its log position, and the fields kept as columns.
+fn bind_record(
+    stmt: &mut rusqlite::Statement<'_>,
+    at: usize,
+    put: &Put<'_>,
+    data: Option<&str>,
+    log_seq: Option<i64>,
+) -> rusqlite::Result<()> {
+    let (store, other_store, name) = put.key_columns();
+    stmt.raw_bind_parameter(at + 1, put.table)?;
+    stmt.raw_bind_parameter(at + 2, put.id.as_str())?;
+    stmt.raw_bind_parameter(at + 3, store)?;
+    stmt.raw_bind_parameter(at + 4, other_store)?;
+    stmt.raw_bind_parameter(at + 5, name)?;
+    stmt.raw_bind_parameter(at + 6, data)?;
+    stmt.raw_bind_parameter(at + 7, log_seq)?;
+    Indexed::read(put.table, data).bind(stmt, at + 8)
+}
 
 /// The fields of a document kept beside it as columns, for the indexes that find them
 /// (migration 8): a line's parent record (`model::transfer::INDEXED_FIELDS`), an invoice line's
@@ -197,7 +216,7 @@ impl Indexed {
         }
     }
 
-    /// Binds the columns from parameter `at` on.
+    /// Binds the columns from parameter `at` on, in [`RECORD_COLUMNS`]' order.
     fn bind(&self, stmt: &mut rusqlite::Statement<'_>, at: usize) -> rusqlite::Result<()> {
         stmt.raw_bind_parameter(at, self.parent.as_deref())?;
         stmt.raw_bind_parameter(at + 1, self.item.as_deref())?;
@@ -501,12 +520,16 @@ fn store_list(scope: &Scope) -> Option<String> {
 pub(crate) struct Lite<'c>(pub(crate) &'c Connection);
 
 impl Lite<'_> {
-    fn append_log(&self, put: &Put<'_>) -> Result<Seq> {
+    /// Appends a record's log entry: at `seq`, or, without one, at the next position (`seq` is
+    /// the row id: NULL takes max + 1).
+    fn append_log(&self, put: &Put<'_>, seq: Option<i64>) -> Result<Seq> {
         self.0
             .prepare_cached(
-                "INSERT INTO change_log (tbl, record_id, action, merge_into, origin_site, bucket) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO change_log (seq, tbl, record_id, action, merge_into, origin_site, bucket)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
+                seq,
                 put.table,
                 put.id.as_str(),
                 put.action.code(),
@@ -555,21 +578,13 @@ impl Sql for Lite<'_> {
     }
 
     fn insert_new(&mut self, put: &Put<'_>) -> Result<Option<Seq>> {
-        let seq = if put.log { Some(self.append_log(put)?) } else { None };
-        let (store, other_store, name) = put.key_columns();
+        let seq = if put.log { Some(self.append_log(put, None)?) } else { None };
         let mut stmt = self.0.prepare_cached(
             "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq, parent_id, item_id, kind, serial)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (tbl, id) DO NOTHING",
         )?;
-        stmt.raw_bind_parameter(1, put.table)?;
-        stmt.raw_bind_parameter(2, put.id.as_str())?;
-        stmt.raw_bind_parameter(3, store)?;
-        stmt.raw_bind_parameter(4, other_store)?;
-        stmt.raw_bind_parameter(5, name)?;
-        stmt.raw_bind_parameter(6, put.data)?;
-        stmt.raw_bind_parameter(7, seq.map(|s| s.0))?;
-        Indexed::read(put.table, put.data).bind(&mut stmt, 8)?;
+        bind_record(&mut stmt, 0, put, put.data, seq.map(|s| s.0))?;
         let inserted = stmt.raw_execute()?;
         drop(stmt);
         if inserted == 0 {
@@ -597,15 +612,7 @@ impl Sql for Lite<'_> {
             }
             let mut stmt = self.0.prepare_cached(&INSERT_MANY)?;
             for (row, put) in chunk.iter().enumerate() {
-                let (store, other_store, name) = put.key_columns();
-                let at = row * 10;
-                stmt.raw_bind_parameter(at + 1, put.table)?;
-                stmt.raw_bind_parameter(at + 2, put.id.as_str())?;
-                stmt.raw_bind_parameter(at + 3, store)?;
-                stmt.raw_bind_parameter(at + 4, other_store)?;
-                stmt.raw_bind_parameter(at + 5, name)?;
-                stmt.raw_bind_parameter(at + 6, put.data)?;
-                Indexed::read(put.table, put.data).bind(&mut stmt, at + 7)?;
+                bind_record(&mut stmt, row * 11, put, put.data, None)?;
             }
             if stmt.raw_execute()? == len {
                 inserted.extend(std::iter::repeat_n(true, len));
@@ -645,16 +652,7 @@ impl Sql for Lite<'_> {
                 .query_row([], |r| r.get(0))?;
             let mut stmt = self.0.prepare_cached(records)?;
             for (row, put) in chunk.iter().enumerate() {
-                let (store, other_store, name) = put.key_columns();
-                let at = row * 11;
-                stmt.raw_bind_parameter(at + 1, put.table)?;
-                stmt.raw_bind_parameter(at + 2, put.id.as_str())?;
-                stmt.raw_bind_parameter(at + 3, store)?;
-                stmt.raw_bind_parameter(at + 4, other_store)?;
-                stmt.raw_bind_parameter(at + 5, name)?;
-                stmt.raw_bind_parameter(at + 6, put.data)?;
-                stmt.raw_bind_parameter(at + 7, first + row as i64)?;
-                Indexed::read(put.table, put.data).bind(&mut stmt, at + 8)?;
+                bind_record(&mut stmt, row * 11, put, put.data, Some(first + row as i64))?;
             }
             let all_new = stmt.raw_execute()? == *len;
             drop(stmt);
@@ -689,20 +687,7 @@ impl Sql for Lite<'_> {
             } else {
                 for (put, seq) in chunk.iter().zip(&inserted) {
                     let Some(seq) = seq else { continue };
-                    self.0
-                        .prepare_cached(
-                            "INSERT INTO change_log (seq, tbl, record_id, action, merge_into, origin_site, bucket)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        )?
-                        .execute(params![
-                            seq.0,
-                            put.table,
-                            put.id.as_str(),
-                            put.action.code(),
-                            put.merge_into(),
-                            put.origin.as_str(),
-                            put.bucket
-                        ])?;
+                    self.append_log(put, Some(seq.0))?;
                 }
             }
             seqs.extend(inserted);
@@ -712,7 +697,7 @@ impl Sql for Lite<'_> {
 
     fn write_record(&mut self, put: &Put<'_>, old_seq: Option<Seq>) -> Result<Option<Seq>> {
         let seq = if put.log {
-            let seq = self.append_log(put)?;
+            let seq = self.append_log(put, None)?;
             if let Some(old) = old_seq {
                 // The record's earlier entry is superseded: a late reader needs only the latest.
                 self.0.prepare_cached("DELETE FROM change_log WHERE seq = ?1")?.execute([old.0])?;
@@ -721,7 +706,6 @@ impl Sql for Lite<'_> {
         } else {
             None
         };
-        let (store, other_store, name) = put.key_columns();
         let mut stmt = self.0.prepare_cached(
             "INSERT INTO record (tbl, id, store_id, other_store_id, name_id, data, log_seq, parent_id, item_id, kind, serial)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -729,14 +713,7 @@ impl Sql for Lite<'_> {
                name_id = excluded.name_id, data = excluded.data, log_seq = COALESCE(excluded.log_seq, record.log_seq),
                parent_id = excluded.parent_id, item_id = excluded.item_id, kind = excluded.kind, serial = excluded.serial",
         )?;
-        stmt.raw_bind_parameter(1, put.table)?;
-        stmt.raw_bind_parameter(2, put.id.as_str())?;
-        stmt.raw_bind_parameter(3, store)?;
-        stmt.raw_bind_parameter(4, other_store)?;
-        stmt.raw_bind_parameter(5, name)?;
-        stmt.raw_bind_parameter(6, put.stored_data())?;
-        stmt.raw_bind_parameter(7, seq.map(|s| s.0))?;
-        Indexed::read(put.table, put.stored_data()).bind(&mut stmt, 8)?;
+        bind_record(&mut stmt, 0, put, put.stored_data(), seq.map(|s| s.0))?;
         stmt.raw_execute()?;
         Ok(seq)
     }

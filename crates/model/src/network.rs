@@ -286,12 +286,18 @@ impl Network {
             .sync_types
             .range((store.clone(), SiteId::NONE)..) // the empty id sorts before every site
             .take_while(|((s, _), _)| s == store)
-            .map(|((_, site), _)| site);
-        [&info.active_site, &self.central]
+            .map(|((_, site), sync_type)| (site, *sync_type));
+        // As `sync_type` says, without looking each site up again.
+        let sync_type = |site: &SiteId, set: SyncType| match site {
+            site if *site == info.active_site => SyncType::Active,
+            site if self.is_central(site) => SyncType::Collector,
+            _ => set,
+        };
+        [(&info.active_site, SyncType::None), (&self.central, SyncType::None)]
             .into_iter()
             .chain(explicit)
-            .filter(|site| self.sites.contains_key(*site) && keep(self.sync_type(store, site)))
-            .cloned()
+            .filter(|(site, set)| self.sites.contains_key(*site) && keep(sync_type(site, *set)))
+            .map(|(site, _)| site.clone())
             .collect()
     }
 
@@ -669,4 +675,35 @@ fn only_handed_over(status: MoveStatus, new: &serde_json::Value, kept: &[(&str, 
         return Err("");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sites holding (or seeing) a store are those whose sync type says so, among every
+    /// site: including a sync type set for the active site or the central server, which their
+    /// place overrides, and one set for a site the network does not know.
+    #[test]
+    fn the_sites_of_a_store_are_those_its_sync_types_name() {
+        let mut net = Network::new("central");
+        net.add_site("north", SiteKind::Desktop)
+            .add_site("south", SiteKind::Desktop)
+            .add_site("east", SiteKind::Mobile);
+        net.add_store("store-north", "north").add_store("store-south", "south");
+        net.set_sync_type("store-north", "south", SyncType::Collector)
+            .set_sync_type("store-north", "east", SyncType::Transfer)
+            .set_sync_type("store-north", "north", SyncType::None)
+            .set_sync_type("store-north", "central", SyncType::None)
+            .set_sync_type("store-north", "gone", SyncType::Collector)
+            .set_sync_type("store-south", "north", SyncType::Transfer);
+        for store in ["store-north", "store-south", "unknown"].map(StoreId::from) {
+            let every = |keep: fn(SyncType) -> bool| -> BTreeSet<SiteId> {
+                net.sites.keys().filter(|site| keep(net.sync_type(&store, site))).cloned().collect()
+            };
+            assert_eq!(net.store_holders(&store), every(|t| t >= SyncType::Collector), "{store}");
+            assert_eq!(net.store_visible_on(&store), every(|t| t != SyncType::None), "{store}");
+        }
+        assert_eq!(net.store_holders(&"store-north".into()).len(), 3, "north, south and the central server");
+    }
 }

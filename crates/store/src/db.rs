@@ -196,6 +196,13 @@ pub struct Incoming<'a> {
     pub data: Option<&'a str>,
 }
 
+impl Incoming<'_> {
+    /// The error that refuses this change.
+    fn refused(&self, refusal: Refusal) -> StoreError {
+        StoreError::Refused { table: self.table.to_owned(), id: self.id.clone(), refusal: Box::new(refusal) }
+    }
+}
+
 /// An incoming change after the checks every change passes ([`Tx::write_as`]).
 struct Checked<'c> {
     table: &'static model::TableDef,
@@ -498,11 +505,7 @@ impl Tx<'_> {
     /// [`model::limits`], the table is synced, the document is a JSON object with readable
     /// routing keys. Names of merged-away records are rewritten.
     fn check_incoming<'c>(&self, change: Incoming<'c>) -> Result<Checked<'c>> {
-        let refused = |refusal| StoreError::Refused {
-            table: change.table.to_owned(),
-            id: change.id.clone(),
-            refusal: Box::new(refusal),
-        };
+        let refused = |refusal| change.refused(refusal);
         let invalid =
             |reason: String| StoreError::Invalid { table: change.table.to_owned(), id: change.id.clone(), reason };
         model::limits::check_id(change.id.as_str()).map_err(refused)?;
@@ -541,11 +544,7 @@ impl Tx<'_> {
         if check_write(self.registry, &self.network, &create, writer).is_err() {
             return Ok(None);
         }
-        let refused = |refusal| StoreError::Refused {
-            table: change.table.to_owned(),
-            id: change.id.clone(),
-            refusal: Box::new(refusal),
-        };
+        let refused = |refusal| change.refused(refusal);
         self.network.check_prescription(checked.table, &checked.keys, writer).map_err(refused)?;
         self.check_not_moving(&create, change.id, writer)?;
         if matches!(change.table, "transaction_line" | "goods_received_line") {
@@ -566,11 +565,7 @@ impl Tx<'_> {
         create: Option<Create>,
         writer: &SiteId,
     ) -> Result<Written> {
-        let refused = |refusal| StoreError::Refused {
-            table: change.table.to_owned(),
-            id: change.id.clone(),
-            refusal: Box::new(refusal),
-        };
+        let refused = |refusal| change.refused(refusal);
         let (table, data, keys) = (checked.table, checked.data.as_deref(), &checked.keys);
         if let Some(create) = create {
             if let Some(seq) = self.insert_new(&checked.put(&change, writer, create.log))? {

@@ -89,18 +89,15 @@ static INSERT_MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// The statements of [`Sql::insert_new_logged`], for 2, 4, … [`ROWS_PER_INSERT`] rows (a batch
 /// is cut into those sizes, so that a few statements serve every length): the records, with
 /// their log positions given, then their log entries.
-static INSERT_LOGGED: std::sync::LazyLock<Vec<(usize, String, String)>> = std::sync::LazyLock::new(|| {
-    (1..=ROWS_PER_INSERT.ilog2())
-        .rev()
-        .map(|power| 1_usize << power)
+/// Indexed by [`size_index`].
+static INSERT_LOGGED: std::sync::LazyLock<Vec<(String, String)>> = std::sync::LazyLock::new(|| {
+    statement_sizes(2 * ROWS_PER_INSERT - 1)
+        .filter(|n| *n > 1)
         .map(|n| {
             let records = vec![RECORD_ROW; n].join(", ");
             let entries = vec!["(?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
             (
-                n,
-                format!(
-                    "INSERT OR IGNORE INTO record ({RECORD_COLUMNS}) VALUES {records}"
-                ),
+                format!("INSERT OR IGNORE INTO record ({RECORD_COLUMNS}) VALUES {records}"),
                 format!(
                     "INSERT OR IGNORE INTO change_log (seq, tbl, record_id, action, merge_into, origin_site, bucket) VALUES {entries}"
                 ),
@@ -122,6 +119,12 @@ fn statement_sizes(mut len: usize) -> impl Iterator<Item = usize> {
         len -= size;
         Some(size)
     })
+}
+
+/// Where the statement for `len` rows (a size of [`statement_sizes`]) is in a list of one
+/// statement per size, largest first.
+fn size_index(len: usize) -> usize {
+    (ROWS_PER_INSERT.ilog2() - len.ilog2()) as usize
 }
 
 /// A line's records by their parent (`Sql::records_by`), through the index of migration 8.
@@ -637,14 +640,14 @@ impl Sql for Lite<'_> {
     fn insert_new_logged(&mut self, puts: &[Put<'_>]) -> Result<Vec<Option<Seq>>> {
         let mut seqs = Vec::with_capacity(puts.len());
         let mut rest = puts;
-        while !rest.is_empty() {
-            let Some((len, records, entries)) = INSERT_LOGGED.iter().find(|(n, ..)| *n <= rest.len()) else {
-                seqs.push(self.insert_new(&rest[0])?);
-                rest = &rest[1..];
-                continue;
-            };
-            let (chunk, tail) = rest.split_at(*len);
+        for len in statement_sizes(puts.len()) {
+            let (chunk, tail) = rest.split_at(len);
             rest = tail;
+            if len == 1 {
+                seqs.push(self.insert_new(&chunk[0])?);
+                continue;
+            }
+            let (records, entries) = &INSERT_LOGGED[size_index(len)];
             // The positions the log would give them one by one (`seq` is the row id: max + 1).
             let first: i64 = self
                 .0
@@ -654,9 +657,9 @@ impl Sql for Lite<'_> {
             for (row, put) in chunk.iter().enumerate() {
                 bind_record(&mut stmt, row * 11, put, put.data, Some(first + row as i64))?;
             }
-            let all_new = stmt.raw_execute()? == *len;
+            let all_new = stmt.raw_execute()? == len;
             drop(stmt);
-            let mut inserted: Vec<Option<Seq>> = (0..*len as i64).map(|row| Some(Seq(first + row))).collect();
+            let mut inserted: Vec<Option<Seq>> = (0..len as i64).map(|row| Some(Seq(first + row))).collect();
             if !all_new {
                 // Some existed (a record twice in the chunk is one of them): those hold another
                 // position, and get no entry here.
@@ -845,7 +848,7 @@ impl Sql for Lite<'_> {
         for len in statement_sizes(entries.len()) {
             let (chunk, tail) = rest.split_at(len);
             rest = tail;
-            let mut stmt = self.0.prepare_cached(&INSERTS[(ROWS_PER_INSERT.ilog2() - len.ilog2()) as usize])?;
+            let mut stmt = self.0.prepare_cached(&INSERTS[size_index(len)])?;
             for (row, (site, seq)) in chunk.iter().enumerate() {
                 stmt.raw_bind_parameter(row * 2 + 1, site.as_str())?;
                 stmt.raw_bind_parameter(row * 2 + 2, seq.0)?;
